@@ -1,0 +1,97 @@
+//! Storage backends: opaque objects keyed by file type and name.
+//!
+//! The trait is shaped for object stores (S3, SFTP, REST) as much as for a local directory: no
+//! rename, no append, no modify, and listings that may lag behind writes. The repository layer
+//! above never relies on more than that.
+//!
+//! Invariant: `create` is create-only and atomic. After it returns, the object is durable with
+//! exactly the given bytes; after a crash during it, the object is absent (a leftover temporary,
+//! never listed, may remain).
+
+mod local;
+
+pub use local::LocalBackend;
+
+use std::fmt;
+
+/// The kinds of object in a repository, each in its own directory (repo-format.md, "Layout").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileType {
+    Config,
+    Key,
+    Pack,
+    Index,
+    Snapshot,
+    Lock,
+}
+
+impl FileType {
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileType::Config => "",
+            FileType::Key => "keys",
+            FileType::Pack => "data",
+            FileType::Index => "index",
+            FileType::Snapshot => "snapshots",
+            FileType::Lock => "locks",
+        }
+    }
+
+    /// How error messages call an object of this type.
+    pub fn noun(self) -> &'static str {
+        match self {
+            FileType::Config => "config",
+            FileType::Key => "key file",
+            FileType::Pack => "pack",
+            FileType::Index => "index file",
+            FileType::Snapshot => "snapshot",
+            FileType::Lock => "lock",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    NotFound,
+    AlreadyExists,
+    NoSpace,
+    Io,
+}
+
+#[derive(Debug)]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+pub type Result<T> = std::result::Result<T, BackendError>;
+
+/// A stored object's name and length in bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+}
+
+pub trait Backend: Send + Sync {
+    /// Where the repository is, for messages.
+    fn location(&self) -> String;
+    /// Every object of a type. May miss objects created moments ago on eventually consistent
+    /// stores.
+    fn list(&self, t: FileType) -> Result<Vec<Entry>>;
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
+    /// `len` bytes from `offset`; fails if the object is shorter.
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Stores a new object; fails with `AlreadyExists` if the name is taken.
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()>;
+    fn remove(&self, t: FileType, name: &str) -> Result<()>;
+}

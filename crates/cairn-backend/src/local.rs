@@ -1,0 +1,206 @@
+//! A repository in a local directory (repo-format.md, "Layout" and "Storage assumptions").
+//!
+//! Packs are fanned out into `data/00` .. `data/ff` by the first two hex digits of their name so
+//! that no directory grows past a few thousand entries.
+
+use crate::{Backend, BackendError, Entry, ErrorKind, FileType, Result};
+use rand::RngCore;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Prefix of a temporary file; such names are never listed and may be removed at any time.
+const TEMP_PREFIX: &str = ".tmp-";
+
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+fn io_error(e: io::Error, what: impl FnOnce() -> String) -> BackendError {
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        io::ErrorKind::StorageFull => ErrorKind::NoSpace,
+        _ => ErrorKind::Io,
+    };
+    BackendError { kind, message: format!("{}: {}", what(), e) }
+}
+
+impl LocalBackend {
+    /// Opens an existing repository directory.
+    pub fn open(root: &Path) -> LocalBackend {
+        LocalBackend { root: root.to_path_buf() }
+    }
+
+    /// Makes the directory tree of a new repository. The directory may exist if it is empty.
+    pub fn create_layout(root: &Path) -> Result<LocalBackend> {
+        let exists = |e| io_error(e, || format!("cannot create repository at {}", root.display()));
+        if root.exists() {
+            if !root.is_dir() {
+                return Err(BackendError {
+                    kind: ErrorKind::AlreadyExists,
+                    message: format!("{} exists and is not a directory", root.display()),
+                });
+            }
+            if fs::read_dir(root).map_err(exists)?.next().is_some() {
+                return Err(BackendError {
+                    kind: ErrorKind::AlreadyExists,
+                    message: format!("{} is not empty", root.display()),
+                });
+            }
+        }
+        let mut dirs = vec![root.to_path_buf()];
+        for t in [FileType::Key, FileType::Index, FileType::Snapshot, FileType::Lock, FileType::Pack] {
+            dirs.push(root.join(t.dir()));
+        }
+        for i in 0..=255u8 {
+            dirs.push(root.join("data").join(format!("{i:02x}")));
+        }
+        for d in &dirs {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(exists)?;
+        }
+        fsync_dir(root.parent().unwrap_or(Path::new("/"))).ok();
+        Ok(LocalBackend::open(root))
+    }
+
+    fn dir_of(&self, t: FileType, name: &str) -> PathBuf {
+        match t {
+            FileType::Config => self.root.clone(),
+            FileType::Pack => self.root.join("data").join(name.get(..2).unwrap_or("00")),
+            _ => self.root.join(t.dir()),
+        }
+    }
+
+    fn path(&self, t: FileType, name: &str) -> PathBuf {
+        match t {
+            FileType::Config => self.root.join("config"),
+            _ => self.dir_of(t, name).join(name),
+        }
+    }
+
+    fn list_dir(&self, dir: &Path, out: &mut Vec<Entry>) -> Result<()> {
+        let rd = fs::read_dir(dir).map_err(|e| io_error(e, || format!("cannot list {}", dir.display())))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| io_error(e, || format!("cannot list {}", dir.display())))?;
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Removed between listing and stat: not there any more.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(e, || format!("cannot stat {}", entry.path().display()))),
+            };
+            if meta.is_file() {
+                out.push(Entry { name, size: meta.len() });
+            }
+        }
+        Ok(())
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+        let mut out = Vec::new();
+        match t {
+            FileType::Config => {
+                if let Ok(m) = fs::metadata(self.root.join("config")) {
+                    out.push(Entry { name: "config".into(), size: m.len() });
+                }
+            }
+            FileType::Pack => {
+                for i in 0..=255u8 {
+                    let dir = self.root.join("data").join(format!("{i:02x}"));
+                    if dir.is_dir() {
+                        self.list_dir(&dir, &mut out)?;
+                    }
+                }
+            }
+            _ => self.list_dir(&self.root.join(t.dir()), &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = self.path(t, name);
+        fs::read(&path).map_err(|e| io_error(e, || format!("cannot read {} {name}", t.noun())))
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let what = || format!("cannot read {} bytes at {offset} of {} {name}", len, t.noun());
+        let file = fs::File::open(self.path(t, name)).map_err(|e| io_error(e, what))?;
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact_at(&mut buf, offset).map_err(|e| io_error(e, what))?;
+        Ok(buf)
+    }
+
+    /// Temp file, write, fsync, link into place without replacing, fsync the directory.
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
+        let what = || format!("cannot store {} {name}", t.noun());
+        let dir = self.dir_of(t, name);
+        let mut suffix = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut suffix);
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let result = (|| {
+            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            drop(f);
+            // A hard link fails if the name exists, which makes the create atomic and create-only
+            // on every POSIX file system, unlike rename.
+            fs::hard_link(&tmp, self.path(t, name))
+        })();
+        let _ = fs::remove_file(&tmp);
+        result.map_err(|e| io_error(e, what))?;
+        fsync_dir(&dir).map_err(|e| io_error(e, what))
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> Result<()> {
+        let dir = self.dir_of(t, name);
+        fs::remove_file(self.path(t, name))
+            .map_err(|e| io_error(e, || format!("cannot remove {} {name}", t.noun())))?;
+        fsync_dir(&dir).map_err(|e| io_error(e, || format!("cannot sync {}", dir.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_is_create_only_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::create_layout(&root).unwrap();
+        b.create(FileType::Pack, "ab12", b"hello").unwrap();
+        let err = b.create(FileType::Pack, "ab12", b"other").unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AlreadyExists);
+        assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
+        assert_eq!(b.read_range(FileType::Pack, "ab12", 1, 3).unwrap(), b"ell");
+        assert!(b.read_range(FileType::Pack, "ab12", 3, 3).is_err());
+        assert_eq!(b.list(FileType::Pack).unwrap(), vec![Entry { name: "ab12".into(), size: 5 }]);
+        // No temporaries are left behind.
+        assert_eq!(fs::read_dir(root.join("data/ab")).unwrap().count(), 1);
+        b.remove(FileType::Pack, "ab12").unwrap();
+        assert!(b.list(FileType::Pack).unwrap().is_empty());
+    }
+
+    #[test]
+    fn layout_refuses_a_non_empty_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("x"), b"").unwrap();
+        assert_eq!(LocalBackend::create_layout(dir.path()).unwrap_err().kind, ErrorKind::AlreadyExists);
+    }
+}

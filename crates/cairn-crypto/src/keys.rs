@@ -1,0 +1,165 @@
+//! The master key set and key files (repo-format.md, "Key files" and "Master key set").
+
+use crate::{seal, CryptoError};
+use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
+pub use cairn_format::key::KdfParams;
+use rand::RngCore;
+
+/// Associated-data prefix of a key file's sealed key set (the header bytes follow).
+const KEY_AD: &[u8] = b"cairn key file";
+
+/// The repository's secret keys. Created once at `init`; every key file wraps the same set.
+#[derive(Clone)]
+pub struct MasterKeys {
+    pub data: [u8; 32],
+    pub meta: [u8; 32],
+    pub blob_id: [u8; 32],
+    pub chunker: [u8; 32],
+    /// Records of roles this version does not know, kept so a rewrap preserves them.
+    extra: Vec<(u8, [u8; 32])>,
+}
+
+impl std::fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKeys(..)")
+    }
+}
+
+impl MasterKeys {
+    pub fn random() -> MasterKeys {
+        let mut rng = rand::thread_rng();
+        let mut k = || {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            b
+        };
+        MasterKeys { data: k(), meta: k(), blob_id: k(), chunker: k(), extra: Vec::new() }
+    }
+
+    /// Keyed BLAKE3 of a blob's plaintext: its id. Without the key, ids say nothing of content.
+    pub fn blob_id(&self, plaintext: &[u8]) -> cairn_format::Id {
+        cairn_format::Id(*blake3::keyed_hash(&self.blob_id, plaintext).as_bytes())
+    }
+
+    /// The chunker's 256 gear entries: the first 2048 bytes of BLAKE3's output in derive-key mode
+    /// under the chunker key, read as little-endian u64s (repo-format.md, "Chunking").
+    pub fn gear_table(&self) -> [u64; 256] {
+        let mut hasher = blake3::Hasher::new_derive_key("cairn 2026 chunker gear table");
+        hasher.update(&self.chunker);
+        let mut bytes = [0u8; 2048];
+        hasher.finalize_xof().fill(&mut bytes);
+        std::array::from_fn(|i| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap()))
+    }
+
+    fn to_records(&self) -> KeySetRecords {
+        let mut records = vec![
+            (KeyRole::Data as u8, self.data),
+            (KeyRole::Meta as u8, self.meta),
+            (KeyRole::BlobId as u8, self.blob_id),
+            (KeyRole::Chunker as u8, self.chunker),
+        ];
+        records.extend(self.extra.iter().copied());
+        KeySetRecords { records }
+    }
+
+    fn from_records(r: &KeySetRecords) -> Result<MasterKeys, CryptoError> {
+        let need = |role: KeyRole| {
+            r.get(role).copied().ok_or_else(|| {
+                CryptoError::Corrupt(format!("key set lacks the {role:?} key"))
+            })
+        };
+        let known = [KeyRole::Data, KeyRole::Meta, KeyRole::BlobId, KeyRole::Chunker];
+        Ok(MasterKeys {
+            data: need(KeyRole::Data)?,
+            meta: need(KeyRole::Meta)?,
+            blob_id: need(KeyRole::BlobId)?,
+            chunker: need(KeyRole::Chunker)?,
+            extra: r
+                .records
+                .iter()
+                .filter(|(t, _)| !known.iter().any(|k| *k as u8 == *t))
+                .copied()
+                .collect(),
+        })
+    }
+}
+
+fn derive(password: &[u8], header: &KeyHeader) -> Result<[u8; 32], CryptoError> {
+    let p = header.kdf;
+    let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    argon
+        .hash_password_into(password, &header.salt, &mut out)
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    Ok(out)
+}
+
+fn key_ad(header_bytes: &[u8]) -> Vec<u8> {
+    [KEY_AD, header_bytes].concat()
+}
+
+/// A new key file wrapping `keys` under `password`.
+pub fn create_key_file(
+    keys: &MasterKeys,
+    password: &[u8],
+    kdf: KdfParams,
+    created: i64,
+    host: &[u8],
+    user: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let mut salt = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut salt);
+    let header = KeyHeader { kdf, salt, created, host: host.to_vec(), user: user.to_vec() };
+    let wrapping = derive(password, &header)?;
+    let header_bytes = header.encode();
+    let sealed = seal::seal(&wrapping, &key_ad(&header_bytes), &keys.to_records().encode());
+    Ok([header_bytes, sealed].concat())
+}
+
+/// Opens a key file with `password`. A failed authentication means the wrong password (or a
+/// damaged key file, which we cannot tell apart).
+pub fn open_key_file(file: &[u8], password: &[u8]) -> Result<MasterKeys, CryptoError> {
+    let (header, header_bytes, sealed) =
+        KeyHeader::decode(file).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
+    let wrapping = derive(password, &header)?;
+    let plain = seal::open(&wrapping, &key_ad(header_bytes), sealed, "key file")
+        .map_err(|_| CryptoError::WrongPassword)?;
+    let records =
+        KeySetRecords::decode(&plain).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
+    MasterKeys::from_records(&records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+
+    #[test]
+    fn key_file_round_trip_and_wrong_password() {
+        let keys = MasterKeys::random();
+        let file = create_key_file(&keys, b"pw", FAST, 7, b"h", b"u").unwrap();
+        let back = open_key_file(&file, b"pw").unwrap();
+        assert_eq!(back.data, keys.data);
+        assert_eq!(back.chunker, keys.chunker);
+        assert!(matches!(open_key_file(&file, b"px"), Err(CryptoError::WrongPassword)));
+    }
+
+    #[test]
+    fn tampered_kdf_parameters_are_rejected() {
+        let keys = MasterKeys::random();
+        let mut file = create_key_file(&keys, b"pw", FAST, 7, b"h", b"u").unwrap();
+        file[13] ^= 1; // low byte of memory_kib
+        assert!(open_key_file(&file, b"pw").is_err());
+    }
+
+    #[test]
+    fn gear_table_depends_on_the_key() {
+        let a = MasterKeys::random();
+        let b = MasterKeys::random();
+        assert_ne!(a.gear_table(), b.gear_table());
+        assert_eq!(a.gear_table(), a.clone().gear_table());
+    }
+}

@@ -1,0 +1,485 @@
+//! Backup: walk the sources, store what the repository lacks, write a snapshot.
+//!
+//! Directories are processed depth first; the entries of each directory, and the chunks of each
+//! large file, are spread over rayon's workers, so reading, chunking, hashing, compressing and
+//! sealing overlap on every core. A file whose size, mtime, ctime and inode match its entry in
+//! the parent snapshot is not read: its chunk list is reused, provided the index still has every
+//! chunk (a chunk lost to damage is thereby stored again).
+//!
+//! Invariant: the snapshot is written only after every blob it reaches is durable and indexed
+//! (`Repository::save_snapshot` flushes first), so a killed backup never leaves a snapshot that
+//! points at nothing.
+
+use crate::filter::Filter;
+use crate::fsmeta::node_from;
+use crate::{Result, Skipped};
+use cairn_chunker::Chunker;
+use cairn_format::snapshot::{Kind, Snapshot, Summary};
+use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::{BlobId, BlobType, DataId, SnapshotId, TreeId};
+use cairn_repo::{Error, ErrorKind, Repository};
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+pub struct BackupOptions {
+    /// Source paths; relative ones are taken from the current directory.
+    pub paths: Vec<PathBuf>,
+    pub exclude: Filter,
+    /// Do not descend into directories on another file system than their parent.
+    pub one_file_system: bool,
+    pub host: Vec<u8>,
+    pub user: Vec<u8>,
+    pub tags: Vec<Vec<u8>>,
+    /// Snapshot time, nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    pub kind: Kind,
+    pub parent: Option<(SnapshotId, Snapshot)>,
+    pub program: Vec<u8>,
+}
+
+/// Counters a progress display reads while a backup runs.
+#[derive(Default)]
+pub struct BackupProgress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    pub errors: AtomicU64,
+    /// Filled in by `estimate`, when the caller runs it.
+    pub total_files: AtomicU64,
+    pub total_bytes: AtomicU64,
+    pub estimated: std::sync::atomic::AtomicBool,
+}
+
+pub struct BackupOutcome {
+    pub id: SnapshotId,
+    pub snapshot: Snapshot,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Makes source paths absolute and lexically clean, checks that they exist, and drops those
+/// inside another source. Fails before anything is written.
+pub fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p)
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("source path {}: {e}", p.display())))?;
+        let mut clean = PathBuf::from("/");
+        for c in abs.components() {
+            match c {
+                Component::Normal(n) => clean.push(n),
+                Component::ParentDir => {
+                    clean.pop();
+                }
+                _ => {}
+            }
+        }
+        if let Err(e) = std::fs::symlink_metadata(&clean) {
+            let why = if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { e.to_string() };
+            return Err(Error::new(ErrorKind::InvalidInput, format!("source path {} {why}", p.display())));
+        }
+        out.push(clean);
+    }
+    out.sort();
+    out.dedup();
+    let all = out.clone();
+    out.retain(|p| !all.iter().any(|q| q != p && p.starts_with(q)));
+    Ok(out)
+}
+
+/// The part of the file system to back up: whole entries, and the directories leading to them.
+enum Plan {
+    Whole,
+    Partial(BTreeMap<Vec<u8>, Plan>),
+}
+
+fn plan(sources: &[PathBuf]) -> Plan {
+    let mut root = Plan::Partial(BTreeMap::new());
+    for src in sources {
+        let mut at = &mut root;
+        for c in src.components() {
+            let Component::Normal(name) = c else { continue };
+            let Plan::Partial(children) = at else { break };
+            at = children.entry(name.as_bytes().to_vec()).or_insert_with(|| Plan::Partial(BTreeMap::new()));
+        }
+        *at = Plan::Whole;
+    }
+    root
+}
+
+struct Ctx<'a> {
+    repo: &'a Repository,
+    opts: &'a BackupOptions,
+    chunker: Chunker,
+    progress: &'a BackupProgress,
+    skipped: Mutex<Vec<Skipped>>,
+    /// Content of files with several hard links seen so far, by (device, inode).
+    hardlinks: Mutex<HashMap<(u64, u64), Vec<DataId>>>,
+    new: AtomicU64,
+    changed: AtomicU64,
+    unchanged: AtomicU64,
+    deleted: AtomicU64,
+    dirs: AtomicU64,
+    files: AtomicU64,
+    bytes: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+enum Failure {
+    /// The source entry is at fault: skip it and go on.
+    Source(io::Error),
+    /// The repository is at fault: the backup cannot go on.
+    Repo(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Repo(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Failure {
+        Failure::Source(e)
+    }
+}
+
+pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let sources = normalize_sources(&opts.paths)?;
+    let cfg = repo.config();
+    let ctx = Ctx {
+        repo,
+        opts,
+        chunker: Chunker::new(repo.gear_table(), cfg.chunk_min as usize, cfg.chunk_avg as usize, cfg.chunk_max as usize),
+        progress,
+        skipped: Mutex::default(),
+        hardlinks: Mutex::default(),
+        new: AtomicU64::new(0),
+        changed: AtomicU64::new(0),
+        unchanged: AtomicU64::new(0),
+        deleted: AtomicU64::new(0),
+        dirs: AtomicU64::new(0),
+        files: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        bytes_read: AtomicU64::new(0),
+    };
+    let parent_tree = opts.parent.as_ref().map(|(_, s)| s.tree);
+    let root = Path::new("/");
+    let tree = match plan(&sources) {
+        Plan::Whole => {
+            let dev = std::fs::symlink_metadata(root).map(|m| m.dev()).unwrap_or(0);
+            ctx.dir(root, dev, parent_tree)?
+        }
+        Plan::Partial(children) => ctx.partial(root, &children, parent_tree)?,
+    };
+    let stats = repo.write_stats();
+    let skipped = ctx.skipped.into_inner().unwrap();
+    let summary = Summary {
+        files_new: ctx.new.into_inner(),
+        files_changed: ctx.changed.into_inner(),
+        files_unchanged: ctx.unchanged.into_inner(),
+        files_deleted: ctx.deleted.into_inner(),
+        dirs: ctx.dirs.into_inner(),
+        total_files: ctx.files.into_inner(),
+        total_bytes: ctx.bytes.into_inner(),
+        bytes_read: ctx.bytes_read.into_inner(),
+        blobs_added: stats.blobs,
+        bytes_added: stats.stored_bytes,
+        errors: skipped.len() as u64,
+        duration_ns: started.elapsed().as_nanos() as u64,
+    };
+    let snapshot = Snapshot {
+        time: opts.time_ns,
+        host: opts.host.clone(),
+        user: opts.user.clone(),
+        paths: sources.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+        tags: opts.tags.clone(),
+        kind: opts.kind,
+        parent: opts.parent.as_ref().map(|(id, _)| *id),
+        tree,
+        summary,
+        program: opts.program.clone(),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot, skipped })
+}
+
+impl Ctx<'_> {
+    fn skip(&self, path: &Path, e: &io::Error) {
+        self.progress.errors.fetch_add(1, Ordering::Relaxed);
+        self.skipped.lock().unwrap().push(Skipped { path: path.to_path_buf(), reason: e.to_string() });
+    }
+
+    fn load_parent(&self, tree: Option<TreeId>) -> Result<Option<Tree>> {
+        tree.map(|t| self.repo.load_tree(t)).transpose()
+    }
+
+    /// A directory of which only some entries are sources.
+    fn partial(&self, path: &Path, children: &BTreeMap<Vec<u8>, Plan>, parent: Option<TreeId>) -> Result<TreeId> {
+        let parent = self.load_parent(parent)?;
+        let mut nodes = Vec::new();
+        for (name, plan) in children {
+            let child = path.join(OsStr::from_bytes(name));
+            let parent_node = parent.as_ref().and_then(|t| t.find(name));
+            let dev = std::fs::symlink_metadata(path).map(|m| m.dev()).unwrap_or(0);
+            let node = match plan {
+                Plan::Whole => self.entry(&child, name, dev, parent_node)?,
+                Plan::Partial(grand) => match std::fs::symlink_metadata(&child).and_then(|m| node_from(&child, name, &m)) {
+                    Ok(mut node) => {
+                        self.dirs.fetch_add(1, Ordering::Relaxed);
+                        let sub_parent = parent_node.and_then(|n| n.subtree);
+                        node.subtree = Some(self.partial(&child, grand, sub_parent)?);
+                        Some(node)
+                    }
+                    Err(e) => {
+                        self.skip(&child, &e);
+                        None
+                    }
+                },
+            };
+            nodes.extend(node);
+        }
+        Ok(self.repo.save_tree(&Tree { nodes })?.0)
+    }
+
+    /// A whole directory: every entry not excluded.
+    fn dir(&self, path: &Path, dev: u64, parent: Option<TreeId>) -> Result<TreeId> {
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for entry in rd {
+                    match entry {
+                        Ok(e) => names.push(e.file_name().into_vec()),
+                        Err(e) => self.skip(path, &e),
+                    }
+                }
+            }
+            Err(e) => self.skip(path, &e),
+        }
+        names.retain(|n| !self.opts.exclude.matches(&path.join(OsStr::from_bytes(n))));
+        names.sort();
+        let parent = self.load_parent(parent)?;
+        let nodes: Vec<Option<Node>> = names
+            .par_iter()
+            .map(|name| {
+                let parent_node = parent.as_ref().and_then(|t| t.find(name));
+                self.entry(&path.join(OsStr::from_bytes(name)), name, dev, parent_node)
+            })
+            .collect::<Result<_>>()?;
+        if let Some(parent) = &parent {
+            let present: HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
+            for gone in parent.nodes.iter().filter(|n| !present.contains(n.name.as_slice())) {
+                self.count_deleted(gone)?;
+            }
+        }
+        let tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        Ok(self.repo.save_tree(&tree)?.0)
+    }
+
+    fn count_deleted(&self, node: &Node) -> Result<()> {
+        match (node.kind, node.subtree) {
+            (NodeKind::File, _) => {
+                self.deleted.fetch_add(1, Ordering::Relaxed);
+            }
+            (NodeKind::Dir, Some(sub)) => {
+                for n in &self.repo.load_tree(sub)?.nodes {
+                    self.count_deleted(n)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One entry of a directory on device `dir_dev`; `None` when it could not be read.
+    fn entry(&self, path: &Path, name: &[u8], dir_dev: u64, parent: Option<&Node>) -> Result<Option<Node>> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(path, &e);
+                return Ok(None);
+            }
+        };
+        let mut node = match node_from(path, name, &meta) {
+            Ok(n) => n,
+            Err(e) => {
+                self.skip(path, &e);
+                return Ok(None);
+            }
+        };
+        match node.kind {
+            NodeKind::Dir => {
+                self.dirs.fetch_add(1, Ordering::Relaxed);
+                let sub = if self.opts.one_file_system && node.dev != dir_dev {
+                    self.repo.save_tree(&Tree::default())?.0
+                } else {
+                    let parent_sub = parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                    self.dir(path, node.dev, parent_sub)?
+                };
+                node.subtree = Some(sub);
+            }
+            NodeKind::File => match self.file(path, &mut node, parent) {
+                Ok(()) => {}
+                Err(Failure::Source(e)) => {
+                    self.skip(path, &e);
+                    return Ok(None);
+                }
+                Err(Failure::Repo(e)) => return Err(e),
+            },
+            _ => {}
+        }
+        Ok(Some(node))
+    }
+
+    fn file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> std::result::Result<(), Failure> {
+        let parent = parent.filter(|p| p.kind == NodeKind::File);
+        let unchanged = match parent {
+            Some(p) if p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode => {
+                self.all_stored(&p.content)?
+            }
+            _ => false,
+        };
+        if unchanged {
+            node.content = parent.unwrap().content.clone();
+            self.unchanged.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let link_key = (node.links > 1).then_some((node.dev, node.inode));
+            let known = link_key.and_then(|k| self.hardlinks.lock().unwrap().get(&k).cloned());
+            match known {
+                Some(content) => node.content = content,
+                None => {
+                    let (content, size) = self.read_content(path)?;
+                    node.content = content;
+                    node.size = size;
+                    if let Some(k) = link_key {
+                        self.hardlinks.lock().unwrap().insert(k, node.content.clone());
+                    }
+                }
+            }
+            let counter = if parent.is_some() { &self.changed } else { &self.new };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(node.size, Ordering::Relaxed);
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+        if unchanged {
+            self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn all_stored(&self, content: &[DataId]) -> Result<bool> {
+        for c in content {
+            if !self.repo.has_blob(&BlobId::from(*c))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads, chunks and stores a file's content; returns its chunk ids and length. The buffer
+    /// holds at least two maximal chunks, so a window always yields a chunk; the chunks of one
+    /// window are stored in parallel, which keeps every core busy on a single large file.
+    fn read_content(&self, path: &Path) -> std::result::Result<(Vec<DataId>, u64), Failure> {
+        let mut file = std::fs::File::open(path)?;
+        let window = (2 * self.chunker.max_size()).max(16 << 20);
+        let size_hint = file.metadata().map(|m| m.len() as usize).unwrap_or(window);
+        let mut buf = vec![0u8; (size_hint + 1).min(window)];
+        let mut filled = 0;
+        let mut eof = false;
+        let mut content = Vec::new();
+        let mut total = 0u64;
+        while !eof || filled > 0 {
+            while filled < buf.len() && !eof {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Failure::Source(e)),
+                }
+            }
+            let mut cuts = Vec::new();
+            let mut start = 0;
+            while start < filled {
+                match self.chunker.next_boundary(&buf[start..filled], eof) {
+                    Some(cut) => {
+                        cuts.push(start..start + cut);
+                        start += cut;
+                    }
+                    None => break,
+                }
+            }
+            if cuts.is_empty() && !eof {
+                // The file grew past its size at open: make room for a maximal chunk.
+                buf.resize(window, 0);
+                continue;
+            }
+            let store = |range: &std::ops::Range<usize>| -> Result<DataId> {
+                let chunk = &buf[range.clone()];
+                let id = self.repo.blob_id(chunk);
+                self.repo.save_blob(BlobType::Data, id, chunk)?;
+                self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                Ok(DataId(id))
+            };
+            let ids: Vec<DataId> = if cuts.len() > 1 {
+                cuts.par_iter().map(store).collect::<Result<_>>()?
+            } else {
+                cuts.iter().map(store).collect::<Result<_>>()?
+            };
+            content.extend(ids);
+            total += start as u64;
+            buf.copy_within(start..filled, 0);
+            filled -= start;
+        }
+        self.bytes_read.fetch_add(total, Ordering::Relaxed);
+        Ok((content, total))
+    }
+}
+
+/// Counts the files and bytes a backup of `paths` will visit, for a progress display's ETA. It
+/// only stats, and runs beside the backup.
+pub fn estimate(paths: &[PathBuf], exclude: &Filter, one_file_system: bool, progress: &BackupProgress) {
+    fn walk(path: &Path, dev: u64, exclude: &Filter, one_fs: bool, progress: &BackupProgress) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+        if meta.is_file() {
+            progress.total_files.fetch_add(1, Ordering::Relaxed);
+            progress.total_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+        } else if meta.is_dir() && !(one_fs && meta.dev() != dev) {
+            let Ok(rd) = std::fs::read_dir(path) else { return };
+            for entry in rd.flatten() {
+                let child = entry.path();
+                if !exclude.matches(&child) {
+                    walk(&child, meta.dev(), exclude, one_fs, progress);
+                }
+            }
+        }
+    }
+    for p in paths {
+        let dev = std::fs::symlink_metadata(p).map(|m| m.dev()).unwrap_or(0);
+        walk(p, dev, exclude, one_file_system, progress);
+    }
+    progress.estimated.store(true, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_sources_collapse_into_their_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::fs::create_dir_all(a.join("b")).unwrap();
+        let got = normalize_sources(&[a.join("b"), a.clone(), a.join("./b/..")]).unwrap();
+        assert_eq!(got, vec![a]);
+        let err = normalize_sources(&[dir.path().join("missing")]).unwrap_err();
+        assert!(err.message.contains("does not exist"), "{}", err.message);
+    }
+}

@@ -1,0 +1,163 @@
+//! Reading a file system entry's metadata into a tree node, and applying a node's metadata to a
+//! restored entry.
+
+use cairn_format::tree::{Node, NodeKind};
+use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn kind_of(meta: &Metadata) -> NodeKind {
+    let t = meta.file_type();
+    if t.is_dir() {
+        NodeKind::Dir
+    } else if t.is_symlink() {
+        NodeKind::Symlink
+    } else if t.is_fifo() {
+        NodeKind::Fifo
+    } else if t.is_char_device() {
+        NodeKind::CharDevice
+    } else if t.is_block_device() {
+        NodeKind::BlockDevice
+    } else if t.is_socket() {
+        NodeKind::Socket
+    } else {
+        NodeKind::File
+    }
+}
+
+/// Names of users and groups from /etc/passwd and /etc/group, read once.
+fn names(file: &str) -> HashMap<u32, Vec<u8>> {
+    let mut out = HashMap::new();
+    if let Ok(text) = std::fs::read(file) {
+        for line in text.split(|&b| b == b'\n') {
+            let mut fields = line.split(|&b| b == b':');
+            let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
+                continue;
+            };
+            if let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()) {
+                out.entry(id).or_insert_with(|| name.to_vec());
+            }
+        }
+    }
+    out
+}
+
+fn user_name(uid: u32) -> Vec<u8> {
+    static USERS: OnceLock<HashMap<u32, Vec<u8>>> = OnceLock::new();
+    USERS.get_or_init(|| names("/etc/passwd")).get(&uid).cloned().unwrap_or_default()
+}
+
+fn group_name(gid: u32) -> Vec<u8> {
+    static GROUPS: OnceLock<HashMap<u32, Vec<u8>>> = OnceLock::new();
+    GROUPS.get_or_init(|| names("/etc/group")).get(&gid).cloned().unwrap_or_default()
+}
+
+fn ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// A node for the entry at `path`, whose `lstat` is `meta`. Content and subtree are left for the
+/// caller. Unreadable extended attributes are left out rather than failing the entry.
+pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> io::Result<Node> {
+    let kind = kind_of(meta);
+    let target = if kind == NodeKind::Symlink {
+        std::fs::read_link(path)?.into_os_string().into_vec()
+    } else {
+        Vec::new()
+    };
+    Ok(Node {
+        name: name.to_vec(),
+        kind,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+        user: user_name(meta.uid()),
+        group: group_name(meta.gid()),
+        mtime: ns(meta.mtime(), meta.mtime_nsec()),
+        ctime: ns(meta.ctime(), meta.ctime_nsec()),
+        size: if kind == NodeKind::File || kind == NodeKind::Symlink { meta.size() } else { 0 },
+        dev: meta.dev(),
+        inode: meta.ino(),
+        links: meta.nlink(),
+        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { meta.rdev() } else { 0 },
+        xattrs: read_xattrs(path),
+        target,
+        content: Vec::new(),
+        subtree: None,
+    })
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut list = vec![0u8; 1024];
+    let len = loop {
+        match rustix::fs::llistxattr(path, &mut list[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => {
+                let Ok(need) = rustix::fs::llistxattr_query(path) else { return Vec::new() };
+                list.resize(need.max(list.len() * 2), 0);
+            }
+            Err(_) => return Vec::new(),
+        }
+    };
+    let mut out = Vec::new();
+    for name in list[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name_os = OsStr::from_bytes(name);
+        let Ok(need) = rustix::fs::lgetxattr_query(path, name_os) else { continue };
+        let mut value = vec![0u8; need];
+        if let Ok(n) = rustix::fs::lgetxattr(path, name_os, &mut value[..]) {
+            value.truncate(n);
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn timespec(ns: i64) -> Timespec {
+    Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ }
+}
+
+/// Applies ownership (when `owners`), extended attributes, mode and times to a restored entry,
+/// in the order that keeps each from undoing the one before: chown clears set-uid bits, so mode
+/// follows it; writing xattrs may touch ctime but not mtime, so times come last.
+pub fn apply(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
+    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+    if owners {
+        rustix::fs::chownat(
+            CWD,
+            path,
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+            nofollow,
+        )?;
+    }
+    for (name, value) in &node.xattrs {
+        rustix::fs::lsetxattr(path, OsStr::from_bytes(name), value, rustix::fs::XattrFlags::empty())?;
+    }
+    if node.kind != NodeKind::Symlink {
+        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(node.mode))?;
+    }
+    let times = Timestamps { last_access: timespec(node.mtime), last_modification: timespec(node.mtime) };
+    rustix::fs::utimensat(CWD, path, &times, nofollow)?;
+    Ok(())
+}
+
+/// Creates a fifo or device node.
+pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
+    let file_type = match node.kind {
+        NodeKind::Fifo => rustix::fs::FileType::Fifo,
+        NodeKind::CharDevice => rustix::fs::FileType::CharacterDevice,
+        NodeKind::BlockDevice => rustix::fs::FileType::BlockDevice,
+        _ => return Ok(()),
+    };
+    rustix::fs::mknodat(CWD, path, file_type, rustix::fs::Mode::from_raw_mode(node.mode & 0o777), node.rdev)?;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! cairn's engines: backup (the archiver), restore (the restorer), walking snapshot trees, and
+//! choosing snapshots. They see the repository only through `cairn_repo::Repository`'s blob and
+//! snapshot calls; keys, packs and the index stay behind it.
+//!
+//! Per-item failures (an unreadable source file, a damaged blob) are returned as data in each
+//! engine's outcome; only failures that make the whole operation meaningless are errors.
+
+mod archiver;
+mod filter;
+mod fsmeta;
+mod restorer;
+mod select;
+mod walk;
+
+pub use archiver::{backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress};
+pub use filter::Filter;
+pub use restorer::{restore, RestoreOptions, RestoreOutcome, RestoreProgress};
+pub use select::{find_parent, find_snapshot};
+pub use walk::{find_node, walk_tree, Visit};
+
+pub use cairn_repo::{Error, ErrorKind, Result};
+
+/// A path problem that did not stop the operation.
+#[derive(Clone, Debug)]
+pub struct Skipped {
+    pub path: std::path::PathBuf,
+    pub reason: String,
+}

@@ -1,0 +1,90 @@
+//! Pack files under `data/` (repo-format.md, "Pack files").
+//!
+//! A pack is its blobs back to back, then the sealed header, then the header's sealed length as a
+//! u32. Offsets are implied by the order of the header's entries, so the header is all a reader
+//! needs to find every blob, and a lost index can be rebuilt from packs alone.
+
+use crate::wire::{err, Reader, Writer};
+use crate::{BlobId, BlobType, DecodeError};
+
+/// Encryption scheme of the blobs in a pack: 0 = sealed with the master data key. Values 1 and up
+/// are reserved for per-pack keys wrapped to a repository public key (write-only clients).
+pub const SCHEME_DATA_KEY: u8 = 0;
+
+/// Bytes of one header entry: type, id, stored length, raw length.
+pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    pub blob: BlobId,
+    /// Bytes the sealed blob occupies in the pack.
+    pub stored_len: u32,
+    /// Bytes of the blob's plaintext.
+    pub raw_len: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct PackHeader {
+    pub scheme: u8,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackHeader {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(self.scheme);
+        w.u32(self.entries.len() as u32);
+        for e in &self.entries {
+            w.u8(e.blob.kind as u8);
+            w.id(&e.blob.id);
+            w.u32(e.stored_len);
+            w.u32(e.raw_len);
+        }
+        w.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<PackHeader, DecodeError> {
+        let mut r = Reader::new(buf);
+        let scheme = r.u8()?;
+        if scheme != SCHEME_DATA_KEY {
+            return err(format!("unknown pack encryption scheme {scheme}"));
+        }
+        let n = r.count(ENTRY_LEN)?;
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let kind = r.u8()?;
+            let Some(kind) = BlobType::from_u8(kind) else {
+                return err(format!("unknown blob type {kind}"));
+            };
+            entries.push(PackEntry {
+                blob: BlobId { kind, id: r.id()? },
+                stored_len: r.u32()?,
+                raw_len: r.u32()?,
+            });
+        }
+        r.finish()?;
+        Ok(PackHeader { scheme, entries })
+    }
+
+    /// The offset of each entry, and the total length of the blob area.
+    pub fn offsets(&self) -> (Vec<u32>, u64) {
+        let mut offsets = Vec::with_capacity(self.entries.len());
+        let mut pos: u64 = 0;
+        for e in &self.entries {
+            offsets.push(pos as u32);
+            pos += u64::from(e.stored_len);
+        }
+        (offsets, pos)
+    }
+}
+
+/// Reads the trailing u32 of a pack: the length of the sealed header before it.
+pub fn trailer_header_len(pack_len: u64, trailer: [u8; 4]) -> Result<u64, DecodeError> {
+    let header_len = u64::from(u32::from_le_bytes(trailer));
+    if header_len + 4 > pack_len {
+        return err(format!(
+            "header length {header_len} exceeds the pack's {pack_len} bytes"
+        ));
+    }
+    Ok(header_len)
+}

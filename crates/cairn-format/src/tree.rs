@@ -1,0 +1,173 @@
+//! Tree blobs (repo-format.md, "Trees"): one per directory, its entries sorted by name bytes.
+
+use crate::wire::{err, Reader, Writer};
+use crate::{DataId, DecodeError, TreeId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum NodeKind {
+    #[default]
+    File = 0,
+    Dir = 1,
+    Symlink = 2,
+    Fifo = 3,
+    CharDevice = 4,
+    BlockDevice = 5,
+    Socket = 6,
+}
+
+impl NodeKind {
+    fn from_u8(v: u8) -> Option<NodeKind> {
+        Some(match v {
+            0 => NodeKind::File,
+            1 => NodeKind::Dir,
+            2 => NodeKind::Symlink,
+            3 => NodeKind::Fifo,
+            4 => NodeKind::CharDevice,
+            5 => NodeKind::BlockDevice,
+            6 => NodeKind::Socket,
+            _ => return None,
+        })
+    }
+}
+
+/// One directory entry. Every field is stored for every kind; fields that do not apply to a kind
+/// are zero or empty.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Node {
+    /// The name as the file system gave it: any bytes but `/` and NUL, not necessarily UTF-8.
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    /// Permission bits, including set-uid, set-gid and sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: Vec<u8>,
+    pub group: Vec<u8>,
+    /// Nanoseconds since the Unix epoch.
+    pub mtime: i64,
+    pub ctime: i64,
+    /// For files, the content length; for symlinks, the target length.
+    pub size: u64,
+    /// Device and inode at backup time: the incremental-backup fingerprint, and with `links > 1`
+    /// the key that groups hard links.
+    pub dev: u64,
+    pub inode: u64,
+    pub links: u64,
+    /// Device number of character and block devices.
+    pub rdev: u64,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub target: Vec<u8>,
+    /// The chunks of a file's content, in order.
+    pub content: Vec<DataId>,
+    pub subtree: Option<TreeId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+}
+
+/// Fixed part of an encoded node, used to bound counts while decoding.
+const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 4 * 2 + 8 * 7 + 4 + 4 + 4 + 1;
+
+impl Tree {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u32(self.nodes.len() as u32);
+        for n in &self.nodes {
+            w.bytes(&n.name);
+            w.u8(n.kind as u8);
+            w.u32(n.mode);
+            w.u32(n.uid);
+            w.u32(n.gid);
+            w.bytes(&n.user);
+            w.bytes(&n.group);
+            w.i64(n.mtime);
+            w.i64(n.ctime);
+            w.u64(n.size);
+            w.u64(n.dev);
+            w.u64(n.inode);
+            w.u64(n.links);
+            w.u64(n.rdev);
+            w.u32(n.xattrs.len() as u32);
+            for (k, v) in &n.xattrs {
+                w.bytes(k);
+                w.bytes(v);
+            }
+            w.bytes(&n.target);
+            w.u32(n.content.len() as u32);
+            for c in &n.content {
+                w.id(&c.0);
+            }
+            w.opt_id(n.subtree.as_ref().map(|t| &t.0));
+        }
+        w.buf
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Tree, DecodeError> {
+        let mut r = Reader::new(buf);
+        let count = r.count(MIN_NODE_LEN)?;
+        let mut nodes: Vec<Node> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = r.bytes()?.to_vec();
+            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+            {
+                return err(format!("invalid entry name {:?}", String::from_utf8_lossy(&name)));
+            }
+            if let Some(prev) = nodes.last() {
+                if prev.name >= name {
+                    return err("entries are not sorted by name");
+                }
+            }
+            let kind = r.u8()?;
+            let Some(kind) = NodeKind::from_u8(kind) else {
+                return err(format!("unknown entry type {kind}"));
+            };
+            let mut n = Node {
+                name,
+                kind,
+                mode: r.u32()?,
+                uid: r.u32()?,
+                gid: r.u32()?,
+                user: r.bytes()?.to_vec(),
+                group: r.bytes()?.to_vec(),
+                mtime: r.i64()?,
+                ctime: r.i64()?,
+                size: r.u64()?,
+                dev: r.u64()?,
+                inode: r.u64()?,
+                links: r.u64()?,
+                rdev: r.u64()?,
+                ..Node::default()
+            };
+            let nx = r.count(8)?;
+            for _ in 0..nx {
+                let k = r.bytes()?.to_vec();
+                let v = r.bytes()?.to_vec();
+                n.xattrs.push((k, v));
+            }
+            n.target = r.bytes()?.to_vec();
+            let nc = r.count(32)?;
+            n.content.reserve(nc);
+            for _ in 0..nc {
+                n.content.push(DataId(r.id()?));
+            }
+            n.subtree = r.opt_id()?.map(TreeId);
+            if (n.kind == NodeKind::Dir) != n.subtree.is_some() {
+                return err("a directory entry must have a subtree, and only a directory");
+            }
+            nodes.push(n);
+        }
+        r.finish()?;
+        Ok(Tree { nodes })
+    }
+
+    pub fn find(&self, name: &[u8]) -> Option<&Node> {
+        self.nodes
+            .binary_search_by(|n| n.name.as_slice().cmp(name))
+            .ok()
+            .map(|i| &self.nodes[i])
+    }
+}
+

@@ -1,0 +1,150 @@
+//! The local index cache: a redb database holding the merge of every index file in the
+//! repository, so blob lookups never need the whole index in memory.
+//!
+//! Invariant: the cache only ever holds entries of index files that are durable in the
+//! repository, and it records which ones. It can be deleted at any time; it is rebuilt from the
+//! index files, which are the truth.
+
+use crate::error::Result;
+use cairn_format::index::IndexFile;
+use cairn_format::{BlobId, Id, IndexId, PackId};
+use redb::{ReadableTable, TableDefinition};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Type byte + id -> pack id, offset, stored length, raw length.
+const BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> = TableDefinition::new("blobs");
+const INDEX_FILES: TableDefinition<&[u8; 32], ()> = TableDefinition::new("index_files");
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: PackId,
+    pub offset: u32,
+    pub stored_len: u32,
+    pub raw_len: u32,
+}
+
+fn key(blob: &BlobId) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = blob.kind as u8;
+    k[1..].copy_from_slice(&blob.id.0);
+    k
+}
+
+fn encode_location(l: &Location) -> [u8; 44] {
+    let mut v = [0u8; 44];
+    v[..32].copy_from_slice(&l.pack.0 .0);
+    v[32..36].copy_from_slice(&l.offset.to_le_bytes());
+    v[36..40].copy_from_slice(&l.stored_len.to_le_bytes());
+    v[40..44].copy_from_slice(&l.raw_len.to_le_bytes());
+    v
+}
+
+fn decode_location(v: &[u8; 44]) -> Location {
+    let u32_at = |i: usize| u32::from_le_bytes(v[i..i + 4].try_into().unwrap());
+    Location {
+        pack: PackId(Id(v[..32].try_into().unwrap())),
+        offset: u32_at(32),
+        stored_len: u32_at(36),
+        raw_len: u32_at(40),
+    }
+}
+
+pub struct IndexCache {
+    db: redb::Database,
+    /// Set when the cache lives in a private temporary file, removed on drop.
+    temporary: Option<PathBuf>,
+}
+
+impl Drop for IndexCache {
+    fn drop(&mut self) {
+        if let Some(p) = &self.temporary {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl IndexCache {
+    /// Opens the cache at `path`, or a private temporary one when that is in use by another
+    /// process (two commands on one repository at once) or cannot be created.
+    pub fn open(path: Option<&Path>) -> Result<IndexCache> {
+        if let Some(path) = path {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            match redb::Database::create(path) {
+                Ok(db) => return Ok(IndexCache { db, temporary: None }),
+                Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
+                    // A damaged cache is only a cache.
+                    let _ = std::fs::remove_file(path);
+                    if let Ok(db) = redb::Database::create(path) {
+                        return Ok(IndexCache { db, temporary: None });
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        let tmp = std::env::temp_dir().join(format!("cairn-index-{}.redb", rand::random::<u64>()));
+        let db = redb::Database::builder().create(&tmp)?;
+        Ok(IndexCache { db, temporary: Some(tmp) })
+    }
+
+    pub fn merged_index_files(&self) -> Result<HashSet<IndexId>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(INDEX_FILES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = HashSet::new();
+        for item in table.iter()? {
+            let (k, _) = item?;
+            out.insert(IndexId(Id(*k.value())));
+        }
+        Ok(out)
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.delete_table(BLOBS)?;
+        txn.delete_table(INDEX_FILES)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Adds an index file's entries, and records it as merged, in one transaction.
+    pub fn merge(&self, id: IndexId, index: &IndexFile) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        // The cache is rebuildable, so a crash that loses the last transactions costs only a
+        // re-read of some index files; skipping the fsync makes a backup's index writes cheap.
+        txn.set_durability(redb::Durability::Eventual);
+        {
+            let mut blobs = txn.open_table(BLOBS)?;
+            for pack in &index.packs {
+                for e in &pack.blobs {
+                    let loc = Location {
+                        pack: pack.id,
+                        offset: e.offset,
+                        stored_len: e.stored_len,
+                        raw_len: e.raw_len,
+                    };
+                    blobs.insert(&key(&e.blob), &encode_location(&loc))?;
+                }
+            }
+            txn.open_table(INDEX_FILES)?.insert(id.as_bytes(), ())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn get(&self, blob: &BlobId) -> Result<Option<Location>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(&key(blob))?.map(|v| decode_location(v.value())))
+    }
+}

@@ -1,0 +1,82 @@
+//! Packing blobs into pack files (repo-format.md, "Pack files").
+//!
+//! Blobs of one type are gathered in an open pack until it reaches the target size. At that
+//! point its blobs are written in random order, so that the order in storage says nothing about
+//! which blobs came from the same file (the chunk-size fingerprinting attacks need exactly that).
+
+use cairn_crypto::file_id;
+use cairn_format::index::{IndexEntry, IndexPack};
+use cairn_format::pack::{PackEntry, PackHeader, SCHEME_DATA_KEY};
+use cairn_format::{BlobId, BlobType, PackId};
+use rand::seq::SliceRandom;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct OpenPack {
+    blobs: Vec<(PackEntry, Vec<u8>)>,
+    size: usize,
+}
+
+/// A pack ready to be written.
+pub struct FullPack(OpenPack);
+
+pub struct Packers {
+    target: usize,
+    data: Mutex<OpenPack>,
+    tree: Mutex<OpenPack>,
+}
+
+impl Packers {
+    pub fn new(target: usize) -> Packers {
+        Packers { target, data: Mutex::default(), tree: Mutex::default() }
+    }
+
+    fn slot(&self, kind: BlobType) -> &Mutex<OpenPack> {
+        match kind {
+            BlobType::Data => &self.data,
+            BlobType::Tree => &self.tree,
+        }
+    }
+
+    /// Adds a sealed blob; returns the pack when it is full, leaving a fresh one open.
+    pub fn add(&self, kind: BlobType, blob: BlobId, raw_len: u32, stored: Vec<u8>) -> Option<FullPack> {
+        let mut open = self.slot(kind).lock().unwrap();
+        open.size += stored.len();
+        let entry = PackEntry { blob, stored_len: stored.len() as u32, raw_len };
+        open.blobs.push((entry, stored));
+        (open.size >= self.target).then(|| FullPack(std::mem::take(&mut *open)))
+    }
+
+    pub fn take_all(&self) -> Vec<FullPack> {
+        [BlobType::Data, BlobType::Tree]
+            .into_iter()
+            .map(|k| std::mem::take(&mut *self.slot(k).lock().unwrap()))
+            .filter(|p| !p.blobs.is_empty())
+            .map(FullPack)
+            .collect()
+    }
+}
+
+impl FullPack {
+    /// The pack file's bytes and its index entry: blobs in random order, the sealed header, and
+    /// the header's length. The SHA-256 that names the pack is computed here, on the thread that
+    /// filled it, so several packs are hashed in parallel.
+    pub fn assemble(self, meta_key: &[u8; 32]) -> (Vec<u8>, IndexPack) {
+        let mut blobs = self.0.blobs;
+        blobs.shuffle(&mut rand::thread_rng());
+        let header = PackHeader { scheme: SCHEME_DATA_KEY, entries: blobs.iter().map(|(e, _)| *e).collect() };
+        let sealed = cairn_crypto::seal(meta_key, crate::AD_PACK_HEADER, &header.encode());
+        let mut bytes = Vec::with_capacity(self.0.size + sealed.len() + 4);
+        let mut entries = Vec::with_capacity(blobs.len());
+        for (e, stored) in &blobs {
+            entries.push(IndexEntry { blob: e.blob, offset: bytes.len() as u32, stored_len: e.stored_len, raw_len: e.raw_len });
+            bytes.extend_from_slice(stored);
+        }
+        drop(blobs);
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        let id = PackId(file_id(&bytes));
+        let size = bytes.len() as u64;
+        (bytes, IndexPack { id, size, blobs: entries })
+    }
+}

@@ -1,0 +1,571 @@
+//! The subcommands. Each is: open the repository, plan and execute through a library crate,
+//! report.
+
+use crate::output::{self, with_progress};
+use crate::{exit, password, time, Exit};
+use anyhow::{Context, Result};
+use cairn_engine::{Filter, Visit};
+use cairn_format::snapshot::{Kind, Snapshot};
+use cairn_format::tree::{Node, NodeKind};
+use cairn_format::SnapshotId;
+use cairn_repo::{ErrorKind, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 error, 2 invalid arguments, 3 backup incomplete (some source files \
+could not be read), 10 no repository at the location, 12 wrong password.";
+
+/// Deduplicating, compressed, encrypted backups.
+#[derive(Parser)]
+#[command(name = "cairn", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Repository location (a directory).
+    #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true, value_name = "PATH")]
+    repo: Option<PathBuf>,
+    /// Read the password from the first line of this file.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Run this shell command and read the password from its output.
+    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true, value_name = "CMD")]
+    password_command: Option<String>,
+    /// Directory of the local cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Keep no local cache (slower: the index is merged anew by each command).
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots.
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot into a directory.
+    ///
+    /// Into an existing directory, restore writes only what the snapshot contains: files of the
+    /// same name are replaced, other files are left alone.
+    Restore(RestoreArgs),
+    /// List the contents of a snapshot.
+    Ls(LsArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// Argon2id memory in KiB for the new key [default: 65536].
+    #[arg(long, value_name = "KIB")]
+    kdf_memory: Option<u32>,
+    /// Argon2id passes for the new key [default: 3].
+    #[arg(long, value_name = "N")]
+    kdf_iterations: Option<u32>,
+    /// Target size of pack files in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    pack_size: u32,
+    /// zstd compression level (negative levels are faster, 1-22 smaller).
+    #[arg(long, default_value_t = 3, allow_hyphen_values = true, value_name = "LEVEL")]
+    compression: i32,
+    /// Average chunk size in KiB (a power of two); min is half of it, max eight times.
+    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    chunk_size: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Full,
+    Incremental,
+    Differential,
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Leave out paths matching GLOB. Without `/` it matches a name anywhere (`*.tmp`); with `/`
+    /// the whole absolute path (`/home/*/.cache`); `**` crosses directories.
+    #[arg(long, short = 'e', value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Do not cross file system boundaries.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Host name recorded in the snapshot [default: this machine's].
+    #[arg(long)]
+    host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+    /// Snapshot time instead of now: 2026-11-20T14:00:00Z, "2026-11-20 14:00" or 2026-11-20.
+    #[arg(long, value_name = "TIME")]
+    time: Option<String>,
+    /// incremental: skip files unchanged since the latest snapshot of these paths;
+    /// differential: since the latest full one; full: read everything.
+    #[arg(long, value_enum, default_value = "incremental")]
+    kind: KindArg,
+    /// Show what would be added, write nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    /// Only snapshots of this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag.
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Snapshot: `latest`, an id, or a unique id prefix.
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(long, short = 't', value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only paths matching GLOB (and everything below them).
+    #[arg(long, short = 'i', value_name = "GLOB")]
+    include: Vec<String>,
+    /// Do not restore paths matching GLOB.
+    #[arg(long, short = 'e', value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// List what would be restored, write nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+}
+
+#[derive(Args)]
+struct LsArgs {
+    /// Snapshot: `latest`, an id, or a unique id prefix.
+    snapshot: String,
+    /// Directory or file inside the snapshot [default: /].
+    path: Option<PathBuf>,
+    /// Show mode, owner, size and modification time.
+    #[arg(long, short = 'l')]
+    long: bool,
+    /// List everything below the path.
+    #[arg(long, short = 'R')]
+    recursive: bool,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cli: Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Init(a) => init(&cli, a),
+        Command::Backup(a) => backup(&cli, a),
+        Command::Snapshots(a) => snapshots(&cli, a),
+        Command::Restore(a) => restore(&cli, a),
+        Command::Ls(a) => ls(&cli, a),
+    }
+}
+
+fn repo_path(cli: &Cli) -> Result<&Path> {
+    cli.repo.as_deref().ok_or_else(|| {
+        Exit(exit::ERROR, "no repository given: use -r/--repo or set CAIRN_REPO".into()).into()
+    })
+}
+
+fn password(cli: &Cli) -> password::Source {
+    password::Source { file: cli.password_file.clone(), command: cli.password_command.clone() }
+}
+
+fn cache_dir(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_cache {
+        return None;
+    }
+    if let Some(d) = &cli.cache_dir {
+        return Some(d.clone());
+    }
+    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache"))).map(|d| d.join("cairn"))
+}
+
+fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
+    let path = repo_path(cli)?;
+    if !path.join("config").exists() {
+        let why = if path.exists() { "it has no config" } else { "it does not exist" };
+        return Err(Exit(exit::NO_REPOSITORY, format!("no repository at {}: {why}", path.display())).into());
+    }
+    let pw = password(cli).get(false)?;
+    let opts = OpenOptions { cache_dir: cache_dir(cli), dry_run };
+    Ok(Repository::open(Box::new(LocalBackend::open(path)), &pw, &opts)?)
+}
+
+fn hostname() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn username() -> String {
+    std::env::var("USER").unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
+}
+
+fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
+    let path = repo_path(cli)?;
+    if path.join("config").exists() {
+        anyhow::bail!("a repository already exists at {}", path.display());
+    }
+    let defaults = InitOptions::default();
+    let kdf = KdfParams {
+        memory_kib: a.kdf_memory.unwrap_or(defaults.kdf.memory_kib),
+        iterations: a.kdf_iterations.unwrap_or(defaults.kdf.iterations),
+        parallelism: defaults.kdf.parallelism,
+    };
+    kdf.validate().map_err(|e| Exit(exit::ERROR, format!("--kdf-memory/--kdf-iterations: {e}")))?;
+    if !a.chunk_size.is_power_of_two() || !(64..=16384).contains(&a.chunk_size) {
+        anyhow::bail!("--chunk-size {} must be a power of two from 64 to 16384 KiB", a.chunk_size);
+    }
+    let opts = InitOptions {
+        kdf,
+        chunk_min: a.chunk_size << 9,
+        chunk_avg: a.chunk_size << 10,
+        chunk_max: a.chunk_size << 13,
+        pack_size: a.pack_size.checked_mul(1 << 20).filter(|_| (1..=1024).contains(&a.pack_size))
+            .ok_or_else(|| Exit(exit::ERROR, format!("--pack-size {} must be from 1 to 1024 MiB", a.pack_size)))?,
+        zstd_level: a.compression,
+        host: hostname().into_bytes(),
+        user: username().into_bytes(),
+        now_ns: time::now_ns(),
+    };
+    let pw = password(cli).get(true)?;
+    let backend = LocalBackend::create_layout(path).map_err(cairn_repo::Error::from)?;
+    cairn_repo::init(&backend, &pw, &opts)?;
+    if !cli.quiet {
+        println!("created repository at {}", path.display());
+        println!("keep the password safe: without it the data cannot be recovered");
+    }
+    Ok(0)
+}
+
+fn read_excludes(a: &BackupArgs) -> Result<Filter> {
+    let mut patterns = a.exclude.clone();
+    for f in &a.exclude_file {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    Filter::new(&patterns).map_err(|e| Exit(exit::ERROR, e).into())
+}
+
+fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
+    let exclude = read_excludes(a)?;
+    let time_ns = a.time.as_deref().map(time::parse).transpose()?.unwrap_or_else(time::now_ns);
+    // Missing sources are an error before the repository is even opened.
+    let sources = cairn_engine::normalize_sources(&a.paths)?;
+    let repo = open(cli, a.dry_run)?;
+    let host = a.host.clone().unwrap_or_else(hostname).into_bytes();
+    let kind = match a.kind {
+        KindArg::Full => Kind::Full,
+        KindArg::Incremental => Kind::Incremental,
+        KindArg::Differential => Kind::Differential,
+    };
+    let paths: Vec<Vec<u8>> = sources.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
+    let parent = cairn_engine::find_parent(&repo, &host, &paths, kind)?;
+    let opts = cairn_engine::BackupOptions {
+        paths: sources,
+        exclude,
+        one_file_system: a.one_file_system,
+        host,
+        user: username().into_bytes(),
+        tags: a.tag.iter().map(|t| t.clone().into_bytes()).collect(),
+        time_ns,
+        kind,
+        parent,
+        program: format!("cairn {}", env!("CARGO_PKG_VERSION")).into_bytes(),
+    };
+    let progress = cairn_engine::BackupProgress::default();
+    let show = output::show_progress(cli.quiet || a.json);
+    let read = || {
+        let p = &progress;
+        (
+            p.files.load(Ordering::Relaxed),
+            p.total_files.load(Ordering::Relaxed),
+            p.bytes.load(Ordering::Relaxed),
+            p.total_bytes.load(Ordering::Relaxed),
+        )
+    };
+    let outcome = with_progress(show, "backup", read, || {
+        std::thread::scope(|s| {
+            if show {
+                s.spawn(|| cairn_engine::estimate(&opts.paths, &opts.exclude, opts.one_file_system, &progress));
+            }
+            cairn_engine::backup(&repo, &opts, &progress)
+        })
+    })?;
+    for s in &outcome.skipped {
+        eprintln!("error: cannot read {}: {}", s.path.display(), s.reason);
+    }
+    let sum = &outcome.snapshot.summary;
+    if a.json {
+        let doc = json!({
+            "snapshot_id": if a.dry_run { None } else { Some(outcome.id.to_hex()) },
+            "dry_run": a.dry_run,
+            "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
+            "kind": outcome.snapshot.kind.name(),
+            "files_new": sum.files_new,
+            "files_changed": sum.files_changed,
+            "files_unchanged": sum.files_unchanged,
+            "files_deleted": sum.files_deleted,
+            "dirs": sum.dirs,
+            "total_files": sum.total_files,
+            "total_bytes": sum.total_bytes,
+            "bytes_read": sum.bytes_read,
+            "blobs_added": sum.blobs_added,
+            "bytes_added": sum.bytes_added,
+            "raw_bytes_added": repo.write_stats().raw_bytes,
+            "duration_seconds": sum.duration_ns as f64 / 1e9,
+            "errors": outcome.skipped.iter().map(|s| json!({"path": s.path.to_string_lossy(), "error": s.reason})).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+    } else if !cli.quiet {
+        let parent = outcome.snapshot.parent.map(|p| format!(" against parent {}", p.short())).unwrap_or_default();
+        println!("{} backup{parent}", outcome.snapshot.kind.name());
+        println!(
+            "files: {} new, {} changed, {} unchanged, {} deleted; {} directories",
+            sum.files_new, sum.files_changed, sum.files_unchanged, sum.files_deleted, sum.dirs
+        );
+        if a.dry_run {
+            println!(
+                "would add {} new blobs, {} before compression; {} read",
+                sum.blobs_added,
+                output::bytes(repo.write_stats().raw_bytes),
+                output::bytes(sum.bytes_read)
+            );
+        } else {
+            println!(
+                "added {} in {} blobs ({} read, {} in all) in {}",
+                output::bytes(sum.bytes_added),
+                sum.blobs_added,
+                output::bytes(sum.bytes_read),
+                output::bytes(sum.total_bytes),
+                output::duration(sum.duration_ns)
+            );
+            println!("snapshot {} saved", outcome.id.short());
+        }
+    }
+    Ok(if outcome.skipped.is_empty() { 0 } else { exit::INCOMPLETE })
+}
+
+fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": time::rfc3339(s.time),
+        "host": text(&s.host),
+        "user": text(&s.user),
+        "paths": s.paths.iter().map(|p| text(p)).collect::<Vec<_>>(),
+        "tags": s.tags.iter().map(|t| text(t)).collect::<Vec<_>>(),
+        "kind": s.kind.name(),
+        "parent": s.parent.map(|p| p.to_hex()),
+        "tree": s.tree.to_hex(),
+        "summary": {
+            "files_new": s.summary.files_new,
+            "files_changed": s.summary.files_changed,
+            "files_unchanged": s.summary.files_unchanged,
+            "files_deleted": s.summary.files_deleted,
+            "dirs": s.summary.dirs,
+            "total_files": s.summary.total_files,
+            "total_bytes": s.summary.total_bytes,
+            "bytes_read": s.summary.bytes_read,
+            "blobs_added": s.summary.blobs_added,
+            "bytes_added": s.summary.bytes_added,
+            "errors": s.summary.errors,
+            "duration_seconds": s.summary.duration_ns as f64 / 1e9,
+        },
+    })
+}
+
+fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
+    let repo = open(cli, false)?;
+    let mut list = repo.snapshots()?;
+    list.retain(|(_, s)| {
+        a.host.as_ref().is_none_or(|h| s.host == h.as_bytes())
+            && a.tag.iter().all(|t| s.tags.iter().any(|st| st == t.as_bytes()))
+    });
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let docs: Vec<_> = list.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        writeln!(out, "{}", serde_json::Value::Array(docs))?;
+        return Ok(0);
+    }
+    writeln!(out, "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  paths", "id", "time", "host", "kind", "size", "tags")?;
+    for (id, s) in &list {
+        let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+        let tags: Vec<_> = s.tags.iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+        writeln!(
+            out,
+            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  {}",
+            id.short(),
+            time::show(s.time),
+            String::from_utf8_lossy(&s.host),
+            s.kind.name(),
+            output::bytes(s.summary.total_bytes),
+            tags.join(","),
+            paths.join(" ")
+        )?;
+    }
+    if !cli.quiet {
+        writeln!(out, "{} snapshots", list.len())?;
+    }
+    Ok(0)
+}
+
+fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
+    let include = Filter::new(&a.include).map_err(|e| Exit(exit::ERROR, e))?;
+    let exclude = Filter::new(&a.exclude).map_err(|e| Exit(exit::ERROR, e))?;
+    let repo = open(cli, false)?;
+    let list = repo.snapshots()?;
+    let (id, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
+    let opts = cairn_engine::RestoreOptions {
+        target: std::path::absolute(&a.target)?,
+        include,
+        exclude,
+        dry_run: a.dry_run,
+        owners: rustix::process::geteuid().is_root(),
+    };
+    let progress = cairn_engine::RestoreProgress::default();
+    let read = || {
+        let p = &progress;
+        (
+            p.files.load(Ordering::Relaxed),
+            p.total_files.load(Ordering::Relaxed),
+            p.bytes.load(Ordering::Relaxed),
+            p.total_bytes.load(Ordering::Relaxed),
+        )
+    };
+    let started = std::time::Instant::now();
+    if !cli.quiet {
+        eprintln!("restoring snapshot {} of {} to {}", id.short(), time::show(snap.time), opts.target.display());
+    }
+    let outcome = with_progress(output::show_progress(cli.quiet), "restore", read, || {
+        cairn_engine::restore(&repo, snap.tree, &opts, &progress)
+    })?;
+    if a.dry_run {
+        let mut out = std::io::stdout().lock();
+        for p in &outcome.planned {
+            out.write_all(p.as_os_str().as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        writeln!(out, "would restore {} files, {} directories, {}", outcome.files, outcome.dirs, output::bytes(outcome.bytes))?;
+        return Ok(0);
+    }
+    for w in &outcome.warnings {
+        eprintln!("warning: {}: {}", w.path.display(), w.reason);
+    }
+    for e in &outcome.errors {
+        eprintln!("error: {}: {}", e.path.display(), e.reason);
+    }
+    if !cli.quiet {
+        println!(
+            "restored {} files, {} directories, {} in {}; {} errors",
+            outcome.files,
+            outcome.dirs,
+            output::bytes(outcome.bytes),
+            output::duration(started.elapsed().as_nanos() as u64),
+            outcome.errors.len()
+        );
+    }
+    if !outcome.errors.is_empty() {
+        return Err(Exit(exit::ERROR, format!("{} entries could not be restored", outcome.errors.len())).into());
+    }
+    Ok(0)
+}
+
+fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
+    let repo = open(cli, false)?;
+    let list = repo.snapshots()?;
+    let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
+    let start = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let start = if start.is_absolute() { start } else { Path::new("/").join(start) };
+    let node = cairn_engine::find_node(&repo, snap.tree, &start)?;
+    let mut out = std::io::stdout().lock();
+    let mut print = |path: &Path, node: &Node| -> std::io::Result<()> {
+        if a.json {
+            let doc = json!({
+                "path": path.to_string_lossy(),
+                "type": format!("{:?}", node.kind).to_lowercase(),
+                "mode": node.mode,
+                "uid": node.uid,
+                "gid": node.gid,
+                "user": String::from_utf8_lossy(&node.user),
+                "group": String::from_utf8_lossy(&node.group),
+                "size": node.size,
+                "mtime": time::rfc3339(node.mtime),
+                "target": (node.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&node.target).into_owned()),
+            });
+            writeln!(out, "{doc}")
+        } else if a.long {
+            let mut line = format!(
+                "{} {:>8} {:>8} {:>12} {} ",
+                output::mode(node.kind, node.mode),
+                owner(&node.user, node.uid),
+                owner(&node.group, node.gid),
+                node.size,
+                time::show(node.mtime),
+            );
+            line.push_str(&path.to_string_lossy());
+            if node.kind == NodeKind::Symlink {
+                line.push_str(" -> ");
+                line.push_str(&String::from_utf8_lossy(&node.target));
+            }
+            writeln!(out, "{line}")
+        } else {
+            out.write_all(path.as_os_str().as_bytes())?;
+            out.write_all(b"\n")
+        }
+    };
+    match node.subtree {
+        Some(tree) if node.kind == NodeKind::Dir => {
+            let mut result = Ok(());
+            cairn_engine::walk_tree(&repo, tree, &start, &mut |path, node| {
+                if let Err(e) = print(path, node) {
+                    result = Err(e);
+                    return Err(cairn_repo::Error::new(ErrorKind::Io, "output closed"));
+                }
+                Ok(if a.recursive { Visit::Descend } else { Visit::Skip })
+            })
+            .or_else(|e| if result.is_err() { Ok(()) } else { Err(e) })?;
+            // A closed pipe (`cairn ls | head`) is not an error.
+            if let Err(e) = result {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => print(&start, &node)?,
+    }
+    let _ = OsStr::new("");
+    Ok(0)
+}
+
+fn owner(name: &[u8], id: u32) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        String::from_utf8_lossy(name).into_owned()
+    }
+}

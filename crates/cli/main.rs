@@ -1,0 +1,58 @@
+//! The `cairn` command: argument parsing, password sources, progress, and output. Everything
+//! else happens in the library crates; each command here is open -> plan/execute -> report.
+
+mod commands;
+mod output;
+mod password;
+mod time;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit codes (also in `cairn --help`).
+pub mod exit {
+    pub const ERROR: u8 = 1;
+    /// Backup finished, but some source files could not be read and are missing.
+    pub const INCOMPLETE: u8 = 3;
+    pub const NO_REPOSITORY: u8 = 10;
+    pub const LOCKED: u8 = 11;
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+/// An error that carries its own exit code.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// Maps an error to its exit code: the one place that decides exit codes.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use cairn_repo::ErrorKind as K;
+    if let Some(Exit(code, _)) = e.downcast_ref::<Exit>() {
+        return *code;
+    }
+    match e.downcast_ref::<cairn_repo::Error>().map(|e| e.kind) {
+        Some(K::WrongPassword) => exit::WRONG_PASSWORD,
+        Some(K::Locked) => exit::LOCKED,
+        _ => exit::ERROR,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: the chain joined, lowercase, naming the thing at fault.
+            let msg = e.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ");
+            eprintln!("cairn: {msg}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
