@@ -11,7 +11,6 @@ use cairn_format::SnapshotId;
 use cairn_repo::{ErrorKind, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
-use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -26,13 +25,24 @@ could not be read), 10 no repository at the location, 12 wrong password.";
 #[command(name = "cairn", version, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Repository location (a directory).
-    #[arg(short = 'r', long = "repo", env = "CAIRN_REPO", global = true, value_name = "PATH")]
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPO",
+        global = true,
+        value_name = "PATH"
+    )]
     repo: Option<PathBuf>,
     /// Read the password from the first line of this file.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
     /// Run this shell command and read the password from its output.
-    #[arg(long, env = "CAIRN_PASSWORD_COMMAND", global = true, value_name = "CMD")]
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_COMMAND",
+        global = true,
+        value_name = "CMD"
+    )]
     password_command: Option<String>,
     /// Directory of the local cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
@@ -69,14 +79,19 @@ struct InitArgs {
     /// Argon2id memory in KiB for the new key [default: 65536].
     #[arg(long, value_name = "KIB")]
     kdf_memory: Option<u32>,
-    /// Argon2id passes for the new key [default: 3].
+    /// Argon2id passes for the new key [default: 8].
     #[arg(long, value_name = "N")]
     kdf_iterations: Option<u32>,
     /// Target size of pack files in MiB.
     #[arg(long, default_value_t = 16, value_name = "MIB")]
     pack_size: u32,
     /// zstd compression level (negative levels are faster, 1-22 smaller).
-    #[arg(long, default_value_t = 3, allow_hyphen_values = true, value_name = "LEVEL")]
+    #[arg(
+        long,
+        default_value_t = 3,
+        allow_hyphen_values = true,
+        value_name = "LEVEL"
+    )]
     compression: i32,
     /// Average chunk size in KiB (a power of two); min is half of it, max eight times.
     #[arg(long, default_value_t = 1024, value_name = "KIB")]
@@ -186,12 +201,19 @@ pub fn run(cli: Cli) -> Result<u8> {
 
 fn repo_path(cli: &Cli) -> Result<&Path> {
     cli.repo.as_deref().ok_or_else(|| {
-        Exit(exit::ERROR, "no repository given: use -r/--repo or set CAIRN_REPO".into()).into()
+        Exit(
+            exit::ERROR,
+            "no repository given: use -r/--repo or set CAIRN_REPO".into(),
+        )
+        .into()
     })
 }
 
 fn password(cli: &Cli) -> password::Source {
-    password::Source { file: cli.password_file.clone(), command: cli.password_command.clone() }
+    password::Source {
+        file: cli.password_file.clone(),
+        command: cli.password_command.clone(),
+    }
 }
 
 fn cache_dir(cli: &Cli) -> Option<PathBuf> {
@@ -201,27 +223,59 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
     if let Some(d) = &cli.cache_dir {
         return Some(d.clone());
     }
-    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache"))).map(|d| d.join("cairn"))
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_CACHE_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("cairn"))
 }
 
 fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
     let path = repo_path(cli)?;
     if !path.join("config").exists() {
-        let why = if path.exists() { "it has no config" } else { "it does not exist" };
-        return Err(Exit(exit::NO_REPOSITORY, format!("no repository at {}: {why}", path.display())).into());
+        let why = if path.exists() {
+            "it has no config"
+        } else {
+            "it does not exist"
+        };
+        return Err(Exit(
+            exit::NO_REPOSITORY,
+            format!("no repository at {}: {why}", path.display()),
+        )
+        .into());
     }
+    let backend = Box::new(LocalBackend::open(path));
+    // An unknown version is refused before the user is asked for a password.
+    cairn_repo::probe(backend.as_ref())?;
     let pw = password(cli).get(false)?;
-    let opts = OpenOptions { cache_dir: cache_dir(cli), dry_run };
-    Ok(Repository::open(Box::new(LocalBackend::open(path)), &pw, &opts)?)
+    let opts = OpenOptions {
+        cache_dir: cache_dir(cli),
+        dry_run,
+    };
+    Ok(Repository::open(backend, &pw, &opts)?)
 }
 
 fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
+/// The user name of this process's uid from /etc/passwd, else `$USER`, else the uid.
 fn username() -> String {
-    std::env::var("USER").unwrap_or_else(|_| rustix::process::getuid().as_raw().to_string())
+    let uid = rustix::process::getuid().as_raw().to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid)
+        .map(|f| f[0].to_string())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or(uid)
 }
 
 fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
@@ -235,17 +289,29 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         iterations: a.kdf_iterations.unwrap_or(defaults.kdf.iterations),
         parallelism: defaults.kdf.parallelism,
     };
-    kdf.validate().map_err(|e| Exit(exit::ERROR, format!("--kdf-memory/--kdf-iterations: {e}")))?;
-    if !a.chunk_size.is_power_of_two() || !(64..=16384).contains(&a.chunk_size) {
-        anyhow::bail!("--chunk-size {} must be a power of two from 64 to 16384 KiB", a.chunk_size);
+    kdf.validate()
+        .map_err(|e| Exit(exit::ERROR, format!("--kdf-memory/--kdf-iterations: {e}")))?;
+    if !a.chunk_size.is_power_of_two() || !(64..=8192).contains(&a.chunk_size) {
+        anyhow::bail!(
+            "--chunk-size {} must be a power of two from 64 to 8192 KiB",
+            a.chunk_size
+        );
     }
     let opts = InitOptions {
         kdf,
         chunk_min: a.chunk_size << 9,
         chunk_avg: a.chunk_size << 10,
         chunk_max: a.chunk_size << 13,
-        pack_size: a.pack_size.checked_mul(1 << 20).filter(|_| (1..=1024).contains(&a.pack_size))
-            .ok_or_else(|| Exit(exit::ERROR, format!("--pack-size {} must be from 1 to 1024 MiB", a.pack_size)))?,
+        pack_size: a
+            .pack_size
+            .checked_mul(1 << 20)
+            .filter(|_| (1..=1024).contains(&a.pack_size))
+            .ok_or_else(|| {
+                Exit(
+                    exit::ERROR,
+                    format!("--pack-size {} must be from 1 to 1024 MiB", a.pack_size),
+                )
+            })?,
         zstd_level: a.compression,
         host: hostname().into_bytes(),
         user: username().into_bytes(),
@@ -264,15 +330,26 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
 fn read_excludes(a: &BackupArgs) -> Result<Filter> {
     let mut patterns = a.exclude.clone();
     for f in &a.exclude_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read exclude file {}", f.display()))?;
-        patterns.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+        patterns.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
     }
     Filter::new(&patterns).map_err(|e| Exit(exit::ERROR, e).into())
 }
 
 fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     let exclude = read_excludes(a)?;
-    let time_ns = a.time.as_deref().map(time::parse).transpose()?.unwrap_or_else(time::now_ns);
+    let time_ns = a
+        .time
+        .as_deref()
+        .map(time::parse)
+        .transpose()?
+        .unwrap_or_else(time::now_ns);
     // Missing sources are an error before the repository is even opened.
     let sources = cairn_engine::normalize_sources(&a.paths)?;
     let repo = open(cli, a.dry_run)?;
@@ -282,7 +359,10 @@ fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         KindArg::Incremental => Kind::Incremental,
         KindArg::Differential => Kind::Differential,
     };
-    let paths: Vec<Vec<u8>> = sources.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
+    let paths: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
     let parent = cairn_engine::find_parent(&repo, &host, &paths, kind)?;
     let opts = cairn_engine::BackupOptions {
         paths: sources,
@@ -310,7 +390,14 @@ fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     let outcome = with_progress(show, "backup", read, || {
         std::thread::scope(|s| {
             if show {
-                s.spawn(|| cairn_engine::estimate(&opts.paths, &opts.exclude, opts.one_file_system, &progress));
+                s.spawn(|| {
+                    cairn_engine::estimate(
+                        &opts.paths,
+                        &opts.exclude,
+                        opts.one_file_system,
+                        &progress,
+                    )
+                });
             }
             cairn_engine::backup(&repo, &opts, &progress)
         })
@@ -341,7 +428,11 @@ fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         });
         println!("{doc}");
     } else if !cli.quiet {
-        let parent = outcome.snapshot.parent.map(|p| format!(" against parent {}", p.short())).unwrap_or_default();
+        let parent = outcome
+            .snapshot
+            .parent
+            .map(|p| format!(" against parent {}", p.short()))
+            .unwrap_or_default();
         println!("{} backup{parent}", outcome.snapshot.kind.name());
         println!(
             "files: {} new, {} changed, {} unchanged, {} deleted; {} directories",
@@ -366,7 +457,11 @@ fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
             println!("snapshot {} saved", outcome.id.short());
         }
     }
-    Ok(if outcome.skipped.is_empty() { 0 } else { exit::INCOMPLETE })
+    Ok(if outcome.skipped.is_empty() {
+        0
+    } else {
+        exit::INCOMPLETE
+    })
 }
 
 fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
@@ -404,7 +499,9 @@ fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
     let mut list = repo.snapshots()?;
     list.retain(|(_, s)| {
         a.host.as_ref().is_none_or(|h| s.host == h.as_bytes())
-            && a.tag.iter().all(|t| s.tags.iter().any(|st| st == t.as_bytes()))
+            && a.tag
+                .iter()
+                .all(|t| s.tags.iter().any(|st| st == t.as_bytes()))
     });
     let mut out = std::io::stdout().lock();
     if a.json {
@@ -412,10 +509,22 @@ fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
         writeln!(out, "{}", serde_json::Value::Array(docs))?;
         return Ok(0);
     }
-    writeln!(out, "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  paths", "id", "time", "host", "kind", "size", "tags")?;
+    writeln!(
+        out,
+        "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  paths",
+        "id", "time", "host", "kind", "size", "tags"
+    )?;
     for (id, s) in &list {
-        let paths: Vec<_> = s.paths.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-        let tags: Vec<_> = s.tags.iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
+        let paths: Vec<_> = s
+            .paths
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        let tags: Vec<_> = s
+            .tags
+            .iter()
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect();
         writeln!(
             out,
             "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  {}",
@@ -459,7 +568,12 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     };
     let started = std::time::Instant::now();
     if !cli.quiet {
-        eprintln!("restoring snapshot {} of {} to {}", id.short(), time::show(snap.time), opts.target.display());
+        eprintln!(
+            "restoring snapshot {} of {} to {}",
+            id.short(),
+            time::show(snap.time),
+            opts.target.display()
+        );
     }
     let outcome = with_progress(output::show_progress(cli.quiet), "restore", read, || {
         cairn_engine::restore(&repo, snap.tree, &opts, &progress)
@@ -470,7 +584,13 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             out.write_all(p.as_os_str().as_bytes())?;
             out.write_all(b"\n")?;
         }
-        writeln!(out, "would restore {} files, {} directories, {}", outcome.files, outcome.dirs, output::bytes(outcome.bytes))?;
+        writeln!(
+            out,
+            "would restore {} files, {} directories, {}",
+            outcome.files,
+            outcome.dirs,
+            output::bytes(outcome.bytes)
+        )?;
         return Ok(0);
     }
     for w in &outcome.warnings {
@@ -490,7 +610,11 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         );
     }
     if !outcome.errors.is_empty() {
-        return Err(Exit(exit::ERROR, format!("{} entries could not be restored", outcome.errors.len())).into());
+        return Err(Exit(
+            exit::ERROR,
+            format!("{} entries could not be restored", outcome.errors.len()),
+        )
+        .into());
     }
     Ok(0)
 }
@@ -500,7 +624,11 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let list = repo.snapshots()?;
     let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
     let start = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let start = if start.is_absolute() { start } else { Path::new("/").join(start) };
+    let start = if start.is_absolute() {
+        start
+    } else {
+        Path::new("/").join(start)
+    };
     let node = cairn_engine::find_node(&repo, snap.tree, &start)?;
     let mut out = std::io::stdout().lock();
     let mut print = |path: &Path, node: &Node| -> std::io::Result<()> {
@@ -546,7 +674,11 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                     result = Err(e);
                     return Err(cairn_repo::Error::new(ErrorKind::Io, "output closed"));
                 }
-                Ok(if a.recursive { Visit::Descend } else { Visit::Skip })
+                Ok(if a.recursive {
+                    Visit::Descend
+                } else {
+                    Visit::Skip
+                })
             })
             .or_else(|e| if result.is_err() { Ok(()) } else { Err(e) })?;
             // A closed pipe (`cairn ls | head`) is not an error.
@@ -558,7 +690,6 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
         }
         _ => print(&start, &node)?,
     }
-    let _ = OsStr::new("");
     Ok(0)
 }
 

@@ -66,7 +66,11 @@ pub fn with_progress<T>(
     }
     let bar = ProgressBar::new(0);
     let template = format!("{verb} {{msg}} {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} [{{wide_bar}}] ETA {{eta}}");
-    bar.set_style(ProgressStyle::with_template(&template).unwrap().progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template(&template)
+            .unwrap()
+            .progress_chars("=> "),
+    );
     let done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         s.spawn(|| {

@@ -26,7 +26,8 @@ impl Source {
     /// The password; `confirm` asks twice on a terminal (for `init`).
     pub fn get(&self, confirm: bool) -> Result<Vec<u8>> {
         let pw = if let Some(file) = &self.file {
-            let bytes = std::fs::read(file).with_context(|| format!("cannot read password file {}", file.display()))?;
+            let bytes = std::fs::read(file)
+                .with_context(|| format!("cannot read password file {}", file.display()))?;
             strip_newline(bytes)
         } else if let Some(cmd) = &self.command {
             let out = std::process::Command::new("sh")

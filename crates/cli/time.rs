@@ -31,14 +31,19 @@ pub fn now_ns() -> i64 {
 /// `2026-11-20 14:00:05` in the local time zone.
 pub fn show(ns: i64) -> String {
     match Timestamp::from_nanosecond(i128::from(ns)) {
-        Ok(ts) => ts.to_zoned(TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Ok(ts) => ts
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
         Err(_) => format!("@{ns}ns"),
     }
 }
 
 /// RFC 3339 in UTC, for JSON.
 pub fn rfc3339(ns: i64) -> String {
-    Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_string()).unwrap_or_default()
+    Timestamp::from_nanosecond(i128::from(ns))
+        .map(|t| t.to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -47,7 +52,10 @@ mod tests {
 
     #[test]
     fn absolute_forms() {
-        assert_eq!(parse("2026-11-20T14:00:00Z").unwrap(), 1_795_701_600_000_000_000);
+        assert_eq!(
+            parse("2026-11-20T14:00:00Z").unwrap(),
+            1_795_701_600_000_000_000
+        );
         assert!(parse("2026-11-20 14:00").is_ok());
         assert!(parse("2026-11-20").is_ok());
         assert!(parse("yesterdayish").is_err());

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// Prefix of a temporary file; such names are never listed and may be removed at any time.
 const TEMP_PREFIX: &str = ".tmp-";
 
+#[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
 }
@@ -24,18 +25,27 @@ fn io_error(e: io::Error, what: impl FnOnce() -> String) -> BackendError {
         io::ErrorKind::StorageFull => ErrorKind::NoSpace,
         _ => ErrorKind::Io,
     };
-    BackendError { kind, message: format!("{}: {}", what(), e) }
+    BackendError {
+        kind,
+        message: format!("{}: {}", what(), e),
+    }
 }
 
 impl LocalBackend {
     /// Opens an existing repository directory.
     pub fn open(root: &Path) -> LocalBackend {
-        LocalBackend { root: root.to_path_buf() }
+        LocalBackend {
+            root: root.to_path_buf(),
+        }
     }
 
     /// Makes the directory tree of a new repository. The directory may exist if it is empty.
     pub fn create_layout(root: &Path) -> Result<LocalBackend> {
-        let exists = |e| io_error(e, || format!("cannot create repository at {}", root.display()));
+        let exists = |e| {
+            io_error(e, || {
+                format!("cannot create repository at {}", root.display())
+            })
+        };
         if root.exists() {
             if !root.is_dir() {
                 return Err(BackendError {
@@ -51,16 +61,34 @@ impl LocalBackend {
             }
         }
         let mut dirs = vec![root.to_path_buf()];
-        for t in [FileType::Key, FileType::Index, FileType::Snapshot, FileType::Lock, FileType::Pack] {
+        for t in [
+            FileType::Key,
+            FileType::Index,
+            FileType::Snapshot,
+            FileType::Lock,
+            FileType::Pack,
+        ] {
             dirs.push(root.join(t.dir()));
         }
         for i in 0..=255u8 {
             dirs.push(root.join("data").join(format!("{i:02x}")));
         }
         for d in &dirs {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(exists)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(d)
+                .map_err(exists)?;
         }
-        fsync_dir(root.parent().unwrap_or(Path::new("/"))).ok();
+        // Children first, so every directory entry is durable before its parent's.
+        for d in dirs.iter().rev() {
+            fsync_dir(d).map_err(exists)?;
+        }
+        let parent = root
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fsync_dir(parent).map_err(exists)?;
         Ok(LocalBackend::open(root))
     }
 
@@ -80,10 +108,14 @@ impl LocalBackend {
     }
 
     fn list_dir(&self, dir: &Path, out: &mut Vec<Entry>) -> Result<()> {
-        let rd = fs::read_dir(dir).map_err(|e| io_error(e, || format!("cannot list {}", dir.display())))?;
+        let rd = fs::read_dir(dir)
+            .map_err(|e| io_error(e, || format!("cannot list {}", dir.display())))?;
         for entry in rd {
-            let entry = entry.map_err(|e| io_error(e, || format!("cannot list {}", dir.display())))?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let entry =
+                entry.map_err(|e| io_error(e, || format!("cannot list {}", dir.display())))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if name.starts_with(TEMP_PREFIX) {
                 continue;
             }
@@ -91,10 +123,17 @@ impl LocalBackend {
                 Ok(m) => m,
                 // Removed between listing and stat: not there any more.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(e, || format!("cannot stat {}", entry.path().display()))),
+                Err(e) => {
+                    return Err(io_error(e, || {
+                        format!("cannot stat {}", entry.path().display())
+                    }))
+                }
             };
             if meta.is_file() {
-                out.push(Entry { name, size: meta.len() });
+                out.push(Entry {
+                    name,
+                    size: meta.len(),
+                });
             }
         }
         Ok(())
@@ -117,7 +156,10 @@ impl Backend for LocalBackend {
         match t {
             FileType::Config => {
                 if let Ok(m) = fs::metadata(self.root.join("config")) {
-                    out.push(Entry { name: "config".into(), size: m.len() });
+                    out.push(Entry {
+                        name: "config".into(),
+                        size: m.len(),
+                    });
                 }
             }
             FileType::Pack => {
@@ -139,10 +181,17 @@ impl Backend for LocalBackend {
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let what = || format!("cannot read {} bytes at {offset} of {} {name}", len, t.noun());
+        let what = || {
+            format!(
+                "cannot read {} bytes at {offset} of {} {name}",
+                len,
+                t.noun()
+            )
+        };
         let file = fs::File::open(self.path(t, name)).map_err(|e| io_error(e, what))?;
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map_err(|e| io_error(e, what))?;
+        file.read_exact_at(&mut buf, offset)
+            .map_err(|e| io_error(e, what))?;
         Ok(buf)
     }
 
@@ -152,9 +201,19 @@ impl Backend for LocalBackend {
         let dir = self.dir_of(t, name);
         let mut suffix = [0u8; 8];
         rand::thread_rng().fill_bytes(&mut suffix);
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let tmp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
         let result = (|| {
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
             drop(f);
@@ -190,7 +249,13 @@ mod tests {
         assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
         assert_eq!(b.read_range(FileType::Pack, "ab12", 1, 3).unwrap(), b"ell");
         assert!(b.read_range(FileType::Pack, "ab12", 3, 3).is_err());
-        assert_eq!(b.list(FileType::Pack).unwrap(), vec![Entry { name: "ab12".into(), size: 5 }]);
+        assert_eq!(
+            b.list(FileType::Pack).unwrap(),
+            vec![Entry {
+                name: "ab12".into(),
+                size: 5
+            }]
+        );
         // No temporaries are left behind.
         assert_eq!(fs::read_dir(root.join("data/ab")).unwrap().count(), 1);
         b.remove(FileType::Pack, "ab12").unwrap();
@@ -201,6 +266,9 @@ mod tests {
     fn layout_refuses_a_non_empty_directory() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("x"), b"").unwrap();
-        assert_eq!(LocalBackend::create_layout(dir.path()).unwrap_err().kind, ErrorKind::AlreadyExists);
+        assert_eq!(
+            LocalBackend::create_layout(dir.path()).unwrap_err().kind,
+            ErrorKind::AlreadyExists
+        );
     }
 }

@@ -38,8 +38,8 @@ fn compress(level: i32, plaintext: &[u8]) -> Option<Vec<u8>> {
 /// Encodes a blob for storage. Compression is kept only when it saves at least 1/32 of the
 /// bytes; below that the CPU a reader spends decompressing buys nothing.
 pub fn encode_blob(keys: &MasterKeys, blob: &BlobId, plaintext: &[u8], level: i32) -> Vec<u8> {
-    let compressed = compress(level, plaintext)
-        .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
+    let compressed =
+        compress(level, plaintext).filter(|c| c.len() + plaintext.len() / 32 < plaintext.len());
     let (flag, payload) = match &compressed {
         Some(c) => (ZSTD, c.as_slice()),
         None => (RAW, plaintext),
@@ -68,10 +68,16 @@ pub fn decode_blob(
         RAW => payload.to_vec(),
         ZSTD => zstd::bulk::decompress(payload, raw_len as usize)
             .map_err(|e| CryptoError::Corrupt(format!("{blob} does not decompress: {e}")))?,
-        f => return Err(CryptoError::Corrupt(format!("{blob} has unknown encoding {f}"))),
+        f => {
+            return Err(CryptoError::Corrupt(format!(
+                "{blob} has unknown encoding {f}"
+            )))
+        }
     };
     if plaintext.len() != raw_len as usize || keys.blob_id(&plaintext) != blob.id {
-        return Err(CryptoError::Corrupt(format!("{blob} does not match its id")));
+        return Err(CryptoError::Corrupt(format!(
+            "{blob} does not match its id"
+        )));
     }
     Ok(plaintext)
 }
@@ -83,7 +89,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn blob_of(keys: &MasterKeys, kind: BlobType, data: &[u8]) -> BlobId {
-        BlobId { kind, id: keys.blob_id(data) }
+        BlobId {
+            kind,
+            id: keys.blob_id(data),
+        }
     }
 
     proptest! {
@@ -113,9 +122,15 @@ mod tests {
         let keys = MasterKeys::random();
         let a = blob_of(&keys, BlobType::Data, b"alpha");
         let stored = encode_blob(&keys, &a, b"alpha", 3);
-        let as_tree = BlobId { kind: BlobType::Tree, id: a.id };
+        let as_tree = BlobId {
+            kind: BlobType::Tree,
+            id: a.id,
+        };
         assert!(decode_blob(&keys, &as_tree, &stored, 5).is_err());
-        let other = BlobId { kind: BlobType::Data, id: Id([7; 32]) };
+        let other = BlobId {
+            kind: BlobType::Data,
+            id: Id([7; 32]),
+        };
         assert!(decode_blob(&keys, &other, &stored, 5).is_err());
     }
 
@@ -125,7 +140,9 @@ mod tests {
         let text = b"the same line again\n".repeat(1000);
         let blob = blob_of(&keys, BlobType::Data, &text);
         assert!(encode_blob(&keys, &blob, &text, 3).len() < text.len() / 10);
-        let noise: Vec<u8> = (0..10000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..10000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let blob = blob_of(&keys, BlobType::Data, &noise);
         let stored = encode_blob(&keys, &blob, &noise, 3);
         assert!(stored.len() <= noise.len() + BLOB_OVERHEAD);

@@ -1,8 +1,8 @@
 //! The master key set and key files (repo-format.md, "Key files" and "Master key set").
 
 use crate::{seal, CryptoError};
-use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
 pub use cairn_format::key::KdfParams;
+use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
 use rand::RngCore;
 
 /// Associated-data prefix of a key file's sealed key set (the header bytes follow).
@@ -33,7 +33,13 @@ impl MasterKeys {
             rng.fill_bytes(&mut b);
             b
         };
-        MasterKeys { data: k(), meta: k(), blob_id: k(), chunker: k(), extra: Vec::new() }
+        MasterKeys {
+            data: k(),
+            meta: k(),
+            blob_id: k(),
+            chunker: k(),
+            extra: Vec::new(),
+        }
     }
 
     /// Keyed BLAKE3 of a blob's plaintext: its id. Without the key, ids say nothing of content.
@@ -64,11 +70,16 @@ impl MasterKeys {
 
     fn from_records(r: &KeySetRecords) -> Result<MasterKeys, CryptoError> {
         let need = |role: KeyRole| {
-            r.get(role).copied().ok_or_else(|| {
-                CryptoError::Corrupt(format!("key set lacks the {role:?} key"))
-            })
+            r.get(role)
+                .copied()
+                .ok_or_else(|| CryptoError::Corrupt(format!("key set lacks the {role:?} key")))
         };
-        let known = [KeyRole::Data, KeyRole::Meta, KeyRole::BlobId, KeyRole::Chunker];
+        let known = [
+            KeyRole::Data,
+            KeyRole::Meta,
+            KeyRole::BlobId,
+            KeyRole::Chunker,
+        ];
         Ok(MasterKeys {
             data: need(KeyRole::Data)?,
             meta: need(KeyRole::Meta)?,
@@ -109,12 +120,24 @@ pub fn create_key_file(
     host: &[u8],
     user: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
+    kdf.validate()
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let mut salt = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut salt);
-    let header = KeyHeader { kdf, salt, created, host: host.to_vec(), user: user.to_vec() };
+    let header = KeyHeader {
+        kdf,
+        salt,
+        created,
+        host: host.to_vec(),
+        user: user.to_vec(),
+    };
     let wrapping = derive(password, &header)?;
     let header_bytes = header.encode();
-    let sealed = seal::seal(&wrapping, &key_ad(&header_bytes), &keys.to_records().encode());
+    let sealed = seal::seal(
+        &wrapping,
+        &key_ad(&header_bytes),
+        &keys.to_records().encode(),
+    );
     Ok([header_bytes, sealed].concat())
 }
 
@@ -126,8 +149,7 @@ pub fn open_key_file(file: &[u8], password: &[u8]) -> Result<MasterKeys, CryptoE
     let wrapping = derive(password, &header)?;
     let plain = seal::open(&wrapping, &key_ad(header_bytes), sealed, "key file")
         .map_err(|_| CryptoError::WrongPassword)?;
-    let records =
-        KeySetRecords::decode(&plain).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
+    let records = KeySetRecords::decode(&plain).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
     MasterKeys::from_records(&records)
 }
 
@@ -135,7 +157,11 @@ pub fn open_key_file(file: &[u8], password: &[u8]) -> Result<MasterKeys, CryptoE
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+    const FAST: KdfParams = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
 
     #[test]
     fn key_file_round_trip_and_wrong_password() {
@@ -144,7 +170,10 @@ mod tests {
         let back = open_key_file(&file, b"pw").unwrap();
         assert_eq!(back.data, keys.data);
         assert_eq!(back.chunker, keys.chunker);
-        assert!(matches!(open_key_file(&file, b"px"), Err(CryptoError::WrongPassword)));
+        assert!(matches!(
+            open_key_file(&file, b"px"),
+            Err(CryptoError::WrongPassword)
+        ));
     }
 
     #[test]

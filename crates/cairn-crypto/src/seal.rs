@@ -45,7 +45,12 @@ pub fn open(key: &[u8; 32], ad: &[u8], sealed: &[u8], what: &str) -> Result<Vec<
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut out = body.to_vec();
     XChaCha20Poly1305::new(key.into())
-        .decrypt_in_place_detached(XNonce::from_slice(nonce), ad, &mut out, Tag::from_slice(tag))
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            ad,
+            &mut out,
+            Tag::from_slice(tag),
+        )
         .map_err(|_| CryptoError::Corrupt(format!("{what} failed authentication")))?;
     Ok(out)
 }

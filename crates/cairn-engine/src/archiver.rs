@@ -68,8 +68,12 @@ pub struct BackupOutcome {
 pub fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = Vec::new();
     for p in paths {
-        let abs = std::path::absolute(p)
-            .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("source path {}: {e}", p.display())))?;
+        let abs = std::path::absolute(p).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("source path {}: {e}", p.display()),
+            )
+        })?;
         let mut clean = PathBuf::from("/");
         for c in abs.components() {
             match c {
@@ -81,8 +85,15 @@ pub fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             }
         }
         if let Err(e) = std::fs::symlink_metadata(&clean) {
-            let why = if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { e.to_string() };
-            return Err(Error::new(ErrorKind::InvalidInput, format!("source path {} {why}", p.display())));
+            let why = if e.kind() == io::ErrorKind::NotFound {
+                "does not exist".to_string()
+            } else {
+                e.to_string()
+            };
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("source path {} {why}", p.display()),
+            ));
         }
         out.push(clean);
     }
@@ -106,7 +117,9 @@ fn plan(sources: &[PathBuf]) -> Plan {
         for c in src.components() {
             let Component::Normal(name) = c else { continue };
             let Plan::Partial(children) = at else { break };
-            at = children.entry(name.as_bytes().to_vec()).or_insert_with(|| Plan::Partial(BTreeMap::new()));
+            at = children
+                .entry(name.as_bytes().to_vec())
+                .or_insert_with(|| Plan::Partial(BTreeMap::new()));
         }
         *at = Plan::Whole;
     }
@@ -150,14 +163,23 @@ impl From<io::Error> for Failure {
     }
 }
 
-pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    progress: &BackupProgress,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let sources = normalize_sources(&opts.paths)?;
     let cfg = repo.config();
     let ctx = Ctx {
         repo,
         opts,
-        chunker: Chunker::new(repo.gear_table(), cfg.chunk_min as usize, cfg.chunk_avg as usize, cfg.chunk_max as usize),
+        chunker: Chunker::new(
+            repo.gear_table(),
+            cfg.chunk_min as usize,
+            cfg.chunk_avg as usize,
+            cfg.chunk_max as usize,
+        ),
         progress,
         skipped: Mutex::default(),
         hardlinks: Mutex::default(),
@@ -174,7 +196,9 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
     let root = Path::new("/");
     let tree = match plan(&sources) {
         Plan::Whole => {
-            let dev = std::fs::symlink_metadata(root).map(|m| m.dev()).unwrap_or(0);
+            let dev = std::fs::symlink_metadata(root)
+                .map(|m| m.dev())
+                .unwrap_or(0);
             ctx.dir(root, dev, parent_tree)?
         }
         Plan::Partial(children) => ctx.partial(root, &children, parent_tree)?,
@@ -199,7 +223,10 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         time: opts.time_ns,
         host: opts.host.clone(),
         user: opts.user.clone(),
-        paths: sources.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect(),
+        paths: sources
+            .iter()
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .collect(),
         tags: opts.tags.clone(),
         kind: opts.kind,
         parent: opts.parent.as_ref().map(|(id, _)| *id),
@@ -208,13 +235,20 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, progress: &BackupProgress
         program: opts.program.clone(),
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupOutcome { id, snapshot, skipped })
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        skipped,
+    })
 }
 
 impl Ctx<'_> {
     fn skip(&self, path: &Path, e: &io::Error) {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
-        self.skipped.lock().unwrap().push(Skipped { path: path.to_path_buf(), reason: e.to_string() });
+        self.skipped.lock().unwrap().push(Skipped {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        });
     }
 
     fn load_parent(&self, tree: Option<TreeId>) -> Result<Option<Tree>> {
@@ -222,16 +256,25 @@ impl Ctx<'_> {
     }
 
     /// A directory of which only some entries are sources.
-    fn partial(&self, path: &Path, children: &BTreeMap<Vec<u8>, Plan>, parent: Option<TreeId>) -> Result<TreeId> {
+    fn partial(
+        &self,
+        path: &Path,
+        children: &BTreeMap<Vec<u8>, Plan>,
+        parent: Option<TreeId>,
+    ) -> Result<TreeId> {
         let parent = self.load_parent(parent)?;
         let mut nodes = Vec::new();
         for (name, plan) in children {
             let child = path.join(OsStr::from_bytes(name));
             let parent_node = parent.as_ref().and_then(|t| t.find(name));
-            let dev = std::fs::symlink_metadata(path).map(|m| m.dev()).unwrap_or(0);
+            let dev = std::fs::symlink_metadata(path)
+                .map(|m| m.dev())
+                .unwrap_or(0);
             let node = match plan {
                 Plan::Whole => self.entry(&child, name, dev, parent_node)?,
-                Plan::Partial(grand) => match std::fs::symlink_metadata(&child).and_then(|m| node_from(&child, name, &m)) {
+                Plan::Partial(grand) => match std::fs::symlink_metadata(&child)
+                    .and_then(|m| node_from(&child, name, &m))
+                {
                     Ok(mut node) => {
                         self.dirs.fetch_add(1, Ordering::Relaxed);
                         let sub_parent = parent_node.and_then(|n| n.subtree);
@@ -275,11 +318,17 @@ impl Ctx<'_> {
             .collect::<Result<_>>()?;
         if let Some(parent) = &parent {
             let present: HashSet<&[u8]> = names.iter().map(Vec::as_slice).collect();
-            for gone in parent.nodes.iter().filter(|n| !present.contains(n.name.as_slice())) {
+            for gone in parent
+                .nodes
+                .iter()
+                .filter(|n| !present.contains(n.name.as_slice()))
+            {
                 self.count_deleted(gone)?;
             }
         }
-        let tree = Tree { nodes: nodes.into_iter().flatten().collect() };
+        let tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
         Ok(self.repo.save_tree(&tree)?.0)
     }
 
@@ -299,7 +348,13 @@ impl Ctx<'_> {
     }
 
     /// One entry of a directory on device `dir_dev`; `None` when it could not be read.
-    fn entry(&self, path: &Path, name: &[u8], dir_dev: u64, parent: Option<&Node>) -> Result<Option<Node>> {
+    fn entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        dir_dev: u64,
+        parent: Option<&Node>,
+    ) -> Result<Option<Node>> {
         let meta = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
             Err(e) => {
@@ -320,7 +375,9 @@ impl Ctx<'_> {
                 let sub = if self.opts.one_file_system && node.dev != dir_dev {
                     self.repo.save_tree(&Tree::default())?.0
                 } else {
-                    let parent_sub = parent.filter(|p| p.kind == NodeKind::Dir).and_then(|p| p.subtree);
+                    let parent_sub = parent
+                        .filter(|p| p.kind == NodeKind::Dir)
+                        .and_then(|p| p.subtree);
                     self.dir(path, node.dev, parent_sub)?
                 };
                 node.subtree = Some(sub);
@@ -338,10 +395,20 @@ impl Ctx<'_> {
         Ok(Some(node))
     }
 
-    fn file(&self, path: &Path, node: &mut Node, parent: Option<&Node>) -> std::result::Result<(), Failure> {
+    fn file(
+        &self,
+        path: &Path,
+        node: &mut Node,
+        parent: Option<&Node>,
+    ) -> std::result::Result<(), Failure> {
         let parent = parent.filter(|p| p.kind == NodeKind::File);
         let unchanged = match parent {
-            Some(p) if p.size == node.size && p.mtime == node.mtime && p.ctime == node.ctime && p.inode == node.inode => {
+            Some(p)
+                if p.size == node.size
+                    && p.mtime == node.mtime
+                    && p.ctime == node.ctime
+                    && p.inode == node.inode =>
+            {
                 self.all_stored(&p.content)?
             }
             _ => false,
@@ -359,11 +426,18 @@ impl Ctx<'_> {
                     node.content = content;
                     node.size = size;
                     if let Some(k) = link_key {
-                        self.hardlinks.lock().unwrap().insert(k, node.content.clone());
+                        self.hardlinks
+                            .lock()
+                            .unwrap()
+                            .insert(k, node.content.clone());
                     }
                 }
             }
-            let counter = if parent.is_some() { &self.changed } else { &self.new };
+            let counter = if parent.is_some() {
+                &self.changed
+            } else {
+                &self.new
+            };
             counter.fetch_add(1, Ordering::Relaxed);
         }
         self.files.fetch_add(1, Ordering::Relaxed);
@@ -425,7 +499,9 @@ impl Ctx<'_> {
                 let chunk = &buf[range.clone()];
                 let id = self.repo.blob_id(chunk);
                 self.repo.save_blob(BlobType::Data, id, chunk)?;
-                self.progress.bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.progress
+                    .bytes
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 Ok(DataId(id))
             };
             let ids: Vec<DataId> = if cuts.len() > 1 {
@@ -445,14 +521,25 @@ impl Ctx<'_> {
 
 /// Counts the files and bytes a backup of `paths` will visit, for a progress display's ETA. It
 /// only stats, and runs beside the backup.
-pub fn estimate(paths: &[PathBuf], exclude: &Filter, one_file_system: bool, progress: &BackupProgress) {
+pub fn estimate(
+    paths: &[PathBuf],
+    exclude: &Filter,
+    one_file_system: bool,
+    progress: &BackupProgress,
+) {
     fn walk(path: &Path, dev: u64, exclude: &Filter, one_fs: bool, progress: &BackupProgress) {
-        let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return;
+        };
         if meta.is_file() {
             progress.total_files.fetch_add(1, Ordering::Relaxed);
-            progress.total_bytes.fetch_add(meta.len(), Ordering::Relaxed);
+            progress
+                .total_bytes
+                .fetch_add(meta.len(), Ordering::Relaxed);
         } else if meta.is_dir() && !(one_fs && meta.dev() != dev) {
-            let Ok(rd) = std::fs::read_dir(path) else { return };
+            let Ok(rd) = std::fs::read_dir(path) else {
+                return;
+            };
             for entry in rd.flatten() {
                 let child = entry.path();
                 if !exclude.matches(&child) {

@@ -49,7 +49,9 @@ impl Filter {
             return false;
         }
         let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b"");
-        self.names.is_match(Path::new(std::ffi::OsStr::from_bytes(name))) || self.paths.is_match(path)
+        self.names
+            .is_match(Path::new(std::ffi::OsStr::from_bytes(name)))
+            || self.paths.is_match(path)
     }
 }
 
@@ -59,7 +61,8 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        let f = Filter::new(&["*.tmp".into(), "/home/*/.cache".into(), "**/target/".into()]).unwrap();
+        let f =
+            Filter::new(&["*.tmp".into(), "/home/*/.cache".into(), "**/target/".into()]).unwrap();
         assert!(f.matches(Path::new("/a/b/x.tmp")));
         assert!(!f.matches(Path::new("/a/b/x.tmpl")));
         assert!(f.matches(Path::new("/home/ann/.cache")));

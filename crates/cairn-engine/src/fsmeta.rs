@@ -37,7 +37,8 @@ fn names(file: &str) -> HashMap<u32, Vec<u8>> {
     if let Ok(text) = std::fs::read(file) {
         for line in text.split(|&b| b == b'\n') {
             let mut fields = line.split(|&b| b == b':');
-            let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next()) else {
+            let (Some(name), Some(_), Some(id)) = (fields.next(), fields.next(), fields.next())
+            else {
                 continue;
             };
             if let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()) {
@@ -50,12 +51,20 @@ fn names(file: &str) -> HashMap<u32, Vec<u8>> {
 
 fn user_name(uid: u32) -> Vec<u8> {
     static USERS: OnceLock<HashMap<u32, Vec<u8>>> = OnceLock::new();
-    USERS.get_or_init(|| names("/etc/passwd")).get(&uid).cloned().unwrap_or_default()
+    USERS
+        .get_or_init(|| names("/etc/passwd"))
+        .get(&uid)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn group_name(gid: u32) -> Vec<u8> {
     static GROUPS: OnceLock<HashMap<u32, Vec<u8>>> = OnceLock::new();
-    GROUPS.get_or_init(|| names("/etc/group")).get(&gid).cloned().unwrap_or_default()
+    GROUPS
+        .get_or_init(|| names("/etc/group"))
+        .get(&gid)
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn ns(secs: i64, nsec: i64) -> i64 {
@@ -81,11 +90,19 @@ pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> io::Result<Node> 
         group: group_name(meta.gid()),
         mtime: ns(meta.mtime(), meta.mtime_nsec()),
         ctime: ns(meta.ctime(), meta.ctime_nsec()),
-        size: if kind == NodeKind::File || kind == NodeKind::Symlink { meta.size() } else { 0 },
+        size: if kind == NodeKind::File || kind == NodeKind::Symlink {
+            meta.size()
+        } else {
+            0
+        },
         dev: meta.dev(),
         inode: meta.ino(),
         links: meta.nlink(),
-        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) { meta.rdev() } else { 0 },
+        rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+            meta.rdev()
+        } else {
+            0
+        },
         xattrs: read_xattrs(path),
         target,
         content: Vec::new(),
@@ -101,7 +118,9 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
         match rustix::fs::llistxattr(path, &mut list[..]) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) => {
-                let Ok(need) = rustix::fs::llistxattr_query(path) else { return Vec::new() };
+                let Ok(need) = rustix::fs::llistxattr_query(path) else {
+                    return Vec::new();
+                };
                 list.resize(need.max(list.len() * 2), 0);
             }
             Err(_) => return Vec::new(),
@@ -110,7 +129,9 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     for name in list[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name_os = OsStr::from_bytes(name);
-        let Ok(need) = rustix::fs::lgetxattr_query(path, name_os) else { continue };
+        let Ok(need) = rustix::fs::lgetxattr_query(path, name_os) else {
+            continue;
+        };
         let mut value = vec![0u8; need];
         if let Ok(n) = rustix::fs::lgetxattr(path, name_os, &mut value[..]) {
             value.truncate(n);
@@ -122,7 +143,10 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 fn timespec(ns: i64) -> Timespec {
-    Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ }
+    Timespec {
+        tv_sec: ns.div_euclid(1_000_000_000),
+        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+    }
 }
 
 /// Applies ownership (when `owners`), extended attributes, mode and times to a restored entry,
@@ -140,12 +164,20 @@ pub fn apply(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
         )?;
     }
     for (name, value) in &node.xattrs {
-        rustix::fs::lsetxattr(path, OsStr::from_bytes(name), value, rustix::fs::XattrFlags::empty())?;
+        rustix::fs::lsetxattr(
+            path,
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
     }
     if node.kind != NodeKind::Symlink {
         rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(node.mode))?;
     }
-    let times = Timestamps { last_access: timespec(node.mtime), last_modification: timespec(node.mtime) };
+    let times = Timestamps {
+        last_access: timespec(node.mtime),
+        last_modification: timespec(node.mtime),
+    };
     rustix::fs::utimensat(CWD, path, &times, nofollow)?;
     Ok(())
 }
@@ -158,6 +190,12 @@ pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
         NodeKind::BlockDevice => rustix::fs::FileType::BlockDevice,
         _ => return Ok(()),
     };
-    rustix::fs::mknodat(CWD, path, file_type, rustix::fs::Mode::from_raw_mode(node.mode & 0o777), node.rdev)?;
+    rustix::fs::mknodat(
+        CWD,
+        path,
+        file_type,
+        rustix::fs::Mode::from_raw_mode(node.mode & 0o777),
+        node.rdev,
+    )?;
     Ok(())
 }

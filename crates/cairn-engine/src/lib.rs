@@ -12,7 +12,9 @@ mod restorer;
 mod select;
 mod walk;
 
-pub use archiver::{backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress};
+pub use archiver::{
+    backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
+};
 pub use filter::Filter;
 pub use restorer::{restore, RestoreOptions, RestoreOutcome, RestoreProgress};
 pub use select::{find_parent, find_snapshot};

@@ -39,25 +39,38 @@ pub fn walk_tree(
 /// The node at `path` inside the snapshot whose root tree is `root`; `/` gives a synthetic
 /// directory node for the root.
 pub fn find_node(repo: &Repository, root: TreeId, path: &Path) -> Result<Node> {
-    let mut node = Node { kind: NodeKind::Dir, subtree: Some(root), mode: 0o755, ..Node::default() };
+    let mut node = Node {
+        kind: NodeKind::Dir,
+        subtree: Some(root),
+        mode: 0o755,
+        ..Node::default()
+    };
     let mut walked = PathBuf::from("/");
     for comp in path.components() {
         let name = match comp {
             Component::RootDir | Component::CurDir => continue,
             Component::Normal(n) => n.as_bytes(),
             Component::ParentDir | Component::Prefix(_) => {
-                return Err(Error::new(ErrorKind::InvalidInput, format!("path {} must not contain ..", path.display())));
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("path {} must not contain ..", path.display()),
+                ));
             }
         };
         let Some(sub) = node.subtree else {
-            return Err(Error::new(ErrorKind::NotFound, format!("{} is not a directory in the snapshot", walked.display())));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{} is not a directory in the snapshot", walked.display()),
+            ));
         };
         walked.push(OsStr::from_bytes(name));
         let tree = repo.load_tree(sub)?;
-        node = tree
-            .find(name)
-            .cloned()
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("{} is not in the snapshot", walked.display())))?;
+        node = tree.find(name).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("{} is not in the snapshot", walked.display()),
+            )
+        })?;
     }
     Ok(node)
 }

@@ -70,6 +70,7 @@ impl Config {
     /// chunk's stored length fits the u32 length fields of pack headers and indexes.
     pub fn validate(&self) -> Result<(), DecodeError> {
         let ok = self.chunk_min >= 64
+            && self.chunk_avg >= 256
             && self.chunk_min <= self.chunk_avg
             && self.chunk_avg <= self.chunk_max
             && self.chunk_avg.is_power_of_two()

@@ -111,13 +111,19 @@ pub struct BlobId {
 
 impl From<DataId> for BlobId {
     fn from(d: DataId) -> BlobId {
-        BlobId { kind: BlobType::Data, id: d.0 }
+        BlobId {
+            kind: BlobType::Data,
+            id: d.0,
+        }
     }
 }
 
 impl From<TreeId> for BlobId {
     fn from(t: TreeId) -> BlobId {
-        BlobId { kind: BlobType::Tree, id: t.0 }
+        BlobId {
+            kind: BlobType::Tree,
+            id: t.0,
+        }
     }
 }
 

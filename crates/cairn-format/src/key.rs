@@ -75,7 +75,11 @@ impl KeyHeader {
         if r.u8()? != KDF_ARGON2ID {
             return err("unknown key derivation function");
         }
-        let kdf = KdfParams { memory_kib: r.u32()?, iterations: r.u32()?, parallelism: r.u32()? };
+        let kdf = KdfParams {
+            memory_kib: r.u32()?,
+            iterations: r.u32()?,
+            parallelism: r.u32()?,
+        };
         kdf.validate()?;
         let mut salt = [0u8; 32];
         salt.copy_from_slice(r.take(32)?);
@@ -83,7 +87,13 @@ impl KeyHeader {
         let host = r.bytes()?.to_vec();
         let user = r.bytes()?.to_vec();
         let header_len = file.len() - r.remaining();
-        let header = KeyHeader { kdf, salt, created, host, user };
+        let header = KeyHeader {
+            kdf,
+            salt,
+            created,
+            host,
+            user,
+        };
         Ok((header, &file[..header_len], &file[header_len..]))
     }
 }
@@ -117,7 +127,10 @@ impl std::fmt::Debug for KeySetRecords {
 
 impl KeySetRecords {
     pub fn get(&self, role: KeyRole) -> Option<&[u8; 32]> {
-        self.records.iter().find(|(t, _)| *t == role as u8).map(|(_, k)| k)
+        self.records
+            .iter()
+            .find(|(t, _)| *t == role as u8)
+            .map(|(_, k)| k)
     }
 
     pub fn encode(&self) -> Vec<u8> {

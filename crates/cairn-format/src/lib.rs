@@ -22,3 +22,6 @@ pub use wire::DecodeError;
 
 /// The repository format version this code reads and writes (repo-format.md, "Version history").
 pub const FORMAT_VERSION: u32 = 1;
+
+#[cfg(test)]
+mod tests;

@@ -113,9 +113,13 @@ impl Snapshot {
         let host = r.bytes()?.to_vec();
         let user = r.bytes()?.to_vec();
         let n = r.count(4)?;
-        let paths = (0..n).map(|_| r.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
+        let paths = (0..n)
+            .map(|_| r.bytes().map(<[u8]>::to_vec))
+            .collect::<Result<_, _>>()?;
         let n = r.count(4)?;
-        let tags = (0..n).map(|_| r.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
+        let tags = (0..n)
+            .map(|_| r.bytes().map(<[u8]>::to_vec))
+            .collect::<Result<_, _>>()?;
         let kind = r.u8()?;
         let Some(kind) = Kind::from_u8(kind) else {
             return err(format!("unknown snapshot kind {kind}"));
@@ -138,6 +142,17 @@ impl Snapshot {
         };
         let program = r.bytes()?.to_vec();
         r.finish()?;
-        Ok(Snapshot { time, host, user, paths, tags, kind, parent, tree, summary, program })
+        Ok(Snapshot {
+            time,
+            host,
+            user,
+            paths,
+            tags,
+            kind,
+            parent,
+            tree,
+            summary,
+            program,
+        })
     }
 }

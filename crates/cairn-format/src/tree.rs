@@ -16,6 +16,11 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
+    #[cfg(test)]
+    pub(crate) fn from_u8_for_tests(v: u8) -> NodeKind {
+        NodeKind::from_u8(v).unwrap()
+    }
+
     fn from_u8(v: u8) -> Option<NodeKind> {
         Some(match v {
             0 => NodeKind::File,
@@ -111,9 +116,16 @@ impl Tree {
         let mut nodes: Vec<Node> = Vec::with_capacity(count);
         for _ in 0..count {
             let name = r.bytes()?.to_vec();
-            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
+            if name.is_empty()
+                || name == b"."
+                || name == b".."
+                || name.contains(&b'/')
+                || name.contains(&0)
             {
-                return err(format!("invalid entry name {:?}", String::from_utf8_lossy(&name)));
+                return err(format!(
+                    "invalid entry name {:?}",
+                    String::from_utf8_lossy(&name)
+                ));
             }
             if let Some(prev) = nodes.last() {
                 if prev.name >= name {
@@ -170,4 +182,3 @@ impl Tree {
             .map(|i| &self.nodes[i])
     }
 }
-

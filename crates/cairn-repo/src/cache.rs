@@ -74,12 +74,20 @@ impl IndexCache {
                 let _ = std::fs::create_dir_all(dir);
             }
             match redb::Database::create(path) {
-                Ok(db) => return Ok(IndexCache { db, temporary: None }),
+                Ok(db) => {
+                    return Ok(IndexCache {
+                        db,
+                        temporary: None,
+                    })
+                }
                 Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
                     // A damaged cache is only a cache.
                     let _ = std::fs::remove_file(path);
                     if let Ok(db) = redb::Database::create(path) {
-                        return Ok(IndexCache { db, temporary: None });
+                        return Ok(IndexCache {
+                            db,
+                            temporary: None,
+                        });
                     }
                 }
                 Err(_) => {}
@@ -87,7 +95,10 @@ impl IndexCache {
         }
         let tmp = std::env::temp_dir().join(format!("cairn-index-{}.redb", rand::random::<u64>()));
         let db = redb::Database::builder().create(&tmp)?;
-        Ok(IndexCache { db, temporary: Some(tmp) })
+        Ok(IndexCache {
+            db,
+            temporary: Some(tmp),
+        })
     }
 
     pub fn merged_index_files(&self) -> Result<HashSet<IndexId>> {

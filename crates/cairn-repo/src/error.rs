@@ -28,7 +28,10 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub fn corrupt(message: impl Into<String>) -> Error {
@@ -53,7 +56,10 @@ impl From<cairn_backend::BackendError> for Error {
             B::NoSpace => ErrorKind::NoSpace,
             _ => ErrorKind::Io,
         };
-        Error { kind, message: e.message }
+        Error {
+            kind,
+            message: e.message,
+        }
     }
 }
 
@@ -65,7 +71,10 @@ impl From<cairn_crypto::CryptoError> for Error {
             C::Corrupt(_) => ErrorKind::Corrupt,
             C::Kdf(_) => ErrorKind::InvalidInput,
         };
-        Error { kind, message: e.to_string() }
+        Error {
+            kind,
+            message: e.to_string(),
+        }
     }
 }
 

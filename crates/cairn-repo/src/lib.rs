@@ -33,9 +33,13 @@ const AD_INDEX: &[u8] = b"cairn index";
 const AD_SNAPSHOT: &[u8] = b"cairn snapshot";
 pub(crate) const AD_PACK_HEADER: &[u8] = b"cairn pack header";
 
-/// Argon2id defaults: 64 MiB and 3 passes take about half a second on one core of the 2.5 GHz
+/// Argon2id defaults: 64 MiB and 8 passes take about half a second on one core of the 2.5 GHz
 /// Xeon we measure on; memory-hardness, not time, is what slows down GPU guessing.
-pub const DEFAULT_KDF: KdfParams = KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+pub const DEFAULT_KDF: KdfParams = KdfParams {
+    memory_kib: 64 * 1024,
+    iterations: 8,
+    parallelism: 1,
+};
 
 /// Parameters chosen at `init`.
 #[derive(Clone, Debug)]
@@ -88,8 +92,17 @@ pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Resul
         pack_size: opts.pack_size,
         zstd_level: opts.zstd_level,
     };
-    config.validate().map_err(|e| Error::new(ErrorKind::InvalidInput, format!("config: {e}")))?;
-    let key = cairn_crypto::create_key_file(&keys, password, opts.kdf, opts.now_ns, &opts.host, &opts.user)?;
+    config
+        .validate()
+        .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("config: {e}")))?;
+    let key = cairn_crypto::create_key_file(
+        &keys,
+        password,
+        opts.kdf,
+        opts.now_ns,
+        &opts.host,
+        &opts.user,
+    )?;
     backend.create(FileType::Key, &file_id(&key).to_hex(), &key)?;
     // The config goes last: until it exists, the directory is not a repository.
     let mut file = config::encode_preamble(FORMAT_VERSION);
@@ -136,29 +149,47 @@ pub struct Repository {
 /// which the next backup then stores again.
 const PACKS_PER_INDEX: usize = 8;
 
-impl Repository {
-    /// Opens the repository with `password`, trying each key file.
-    pub fn open(backend: Box<dyn Backend>, password: &[u8], opts: &OpenOptions) -> Result<Repository> {
-        let location = backend.location();
-        let config_file = match backend.read(FileType::Config, "config") {
-            Ok(f) => f,
-            Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => {
-                return Err(Error::new(ErrorKind::NotFound, format!("no repository at {location}: config not found")));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let (version, sealed_config) = config::decode_preamble(&config_file)
-            .map_err(|e| Error::corrupt(format!("config of {location}: {e}")))?;
-        if version != FORMAT_VERSION {
+/// Reads `config` and checks its format version: everything that can be checked before asking
+/// for a password. Returns the config file's bytes.
+pub fn probe(backend: &dyn Backend) -> Result<Vec<u8>> {
+    let location = backend.location();
+    let file = match backend.read(FileType::Config, "config") {
+        Ok(f) => f,
+        Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => {
             return Err(Error::new(
-                ErrorKind::UnsupportedVersion,
-                format!("repository at {location} has format version {version}; this cairn reads only version {FORMAT_VERSION}"),
+                ErrorKind::NotFound,
+                format!("no repository at {location}: config not found"),
             ));
         }
+        Err(e) => return Err(e.into()),
+    };
+    let (version, _) = config::decode_preamble(&file)
+        .map_err(|e| Error::corrupt(format!("config of {location}: {e}")))?;
+    if version != FORMAT_VERSION {
+        return Err(Error::new(
+            ErrorKind::UnsupportedVersion,
+            format!("repository at {location} has format version {version}; this cairn reads only version {FORMAT_VERSION}"),
+        ));
+    }
+    Ok(file)
+}
+
+impl Repository {
+    /// Opens the repository with `password`, trying each key file.
+    pub fn open(
+        backend: Box<dyn Backend>,
+        password: &[u8],
+        opts: &OpenOptions,
+    ) -> Result<Repository> {
+        let config_file = probe(backend.as_ref())?;
+        let (_, sealed_config) = config::decode_preamble(&config_file).expect("probe decoded it");
         let keys = unlock(backend.as_ref(), password)?;
         let plain = cairn_crypto::open(&keys.meta, AD_CONFIG, sealed_config, "config")?;
         let config = Config::decode(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
-        let cache_path = opts.cache_dir.as_ref().map(|d| d.join(config.repo_id.to_hex()).join("index.redb"));
+        let cache_path = opts
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(config.repo_id.to_hex()).join("index.redb"));
         let cache = IndexCache::open(cache_path.as_deref())?;
         let repo = Repository {
             packers: Packers::new(config.pack_size as usize),
@@ -218,15 +249,25 @@ impl Repository {
 
     pub fn read_index(&self, id: IndexId) -> Result<IndexFile> {
         let bytes = self.read_file(FileType::Index, &id.0)?;
-        let plain = cairn_crypto::open(&self.keys.meta, AD_INDEX, &bytes, &format!("index file {}", id.short()))?;
-        IndexFile::decode(&plain).map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))
+        let plain = cairn_crypto::open(
+            &self.keys.meta,
+            AD_INDEX,
+            &bytes,
+            &format!("index file {}", id.short()),
+        )?;
+        IndexFile::decode(&plain)
+            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))
     }
 
     /// Reads a content-addressed file and checks it against its name.
     fn read_file(&self, t: FileType, id: &Id) -> Result<Vec<u8>> {
         let bytes = self.backend.read(t, &id.to_hex())?;
         if file_id(&bytes) != *id {
-            return Err(Error::corrupt(format!("{} {} does not match its name", t.noun(), id.short())));
+            return Err(Error::corrupt(format!(
+                "{} {} does not match its name",
+                t.noun(),
+                id.short()
+            )));
         }
         Ok(bytes)
     }
@@ -258,13 +299,16 @@ impl Repository {
             }
             session.insert(blob, None);
         }
-        self.raw_added.fetch_add(plaintext.len() as u64, Ordering::Relaxed);
+        self.raw_added
+            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         if self.dry_run {
             return Ok(true);
         }
-        let stored = cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
-        self.bytes_added.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        let stored =
+            cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
+        self.bytes_added
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
         if let Some(full) = self.packers.add(kind, blob, plaintext.len() as u32, stored) {
             self.write_pack(full)?;
         }
@@ -280,9 +324,13 @@ impl Repository {
 
     pub fn load_blob(&self, blob: &BlobId) -> Result<Vec<u8>> {
         let Some(loc) = self.lookup(blob)? else {
-            return Err(Error::new(ErrorKind::NotFound, format!("{blob} is not in the index")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("{blob} is not in the index"),
+            ));
         };
-        let stored = self.read_pack_range(&loc.pack, u64::from(loc.offset), u64::from(loc.stored_len))?;
+        let stored =
+            self.read_pack_range(&loc.pack, u64::from(loc.offset), u64::from(loc.stored_len))?;
         self.open_blob(blob, &stored, loc.raw_len)
     }
 
@@ -292,21 +340,31 @@ impl Repository {
     }
 
     pub fn read_pack_range(&self, pack: &PackId, offset: u64, len: u64) -> Result<Vec<u8>> {
-        Ok(self.backend.read_range(FileType::Pack, &pack.to_hex(), offset, len)?)
+        Ok(self
+            .backend
+            .read_range(FileType::Pack, &pack.to_hex(), offset, len)?)
     }
 
     /// Decrypts, decompresses and verifies a stored blob read from a pack.
     pub fn open_blob(&self, blob: &BlobId, stored: &[u8], raw_len: u32) -> Result<Vec<u8>> {
-        Ok(cairn_crypto::decode_blob(&self.keys, blob, stored, raw_len)?)
+        Ok(cairn_crypto::decode_blob(
+            &self.keys, blob, stored, raw_len,
+        )?)
     }
 
     fn write_pack(&self, pack: pack::FullPack) -> Result<()> {
         let (bytes, entry) = pack.assemble(&self.keys.meta);
-        self.backend.create(FileType::Pack, &entry.id.to_hex(), &bytes)?;
+        self.backend
+            .create(FileType::Pack, &entry.id.to_hex(), &bytes)?;
         {
             let mut session = self.session.lock().unwrap();
             for b in &entry.blobs {
-                let loc = Location { pack: entry.id, offset: b.offset, stored_len: b.stored_len, raw_len: b.raw_len };
+                let loc = Location {
+                    pack: entry.id,
+                    offset: b.offset,
+                    stored_len: b.stored_len,
+                    raw_len: b.raw_len,
+                };
                 session.insert(b.blob, Some(loc));
             }
         }
@@ -324,7 +382,8 @@ impl Repository {
     fn write_index(&self, index: &IndexFile) -> Result<()> {
         let sealed = cairn_crypto::seal(&self.keys.meta, AD_INDEX, &index.encode());
         let id = IndexId(file_id(&sealed));
-        self.backend.create(FileType::Index, &id.to_hex(), &sealed)?;
+        self.backend
+            .create(FileType::Index, &id.to_hex(), &sealed)?;
         self.cache.merge(id, index)
     }
 
@@ -358,7 +417,8 @@ impl Repository {
         let sealed = cairn_crypto::seal(&self.keys.data, AD_SNAPSHOT, &snapshot.encode());
         let id = SnapshotId(file_id(&sealed));
         if !self.dry_run {
-            self.backend.create(FileType::Snapshot, &id.to_hex(), &sealed)?;
+            self.backend
+                .create(FileType::Snapshot, &id.to_hex(), &sealed)?;
         }
         Ok(id)
     }
@@ -371,7 +431,12 @@ impl Repository {
     }
 
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
-        Ok(self.backend.list(FileType::Snapshot)?.iter().filter_map(|e| SnapshotId::from_hex(&e.name)).collect())
+        Ok(self
+            .backend
+            .list(FileType::Snapshot)?
+            .iter()
+            .filter_map(|e| SnapshotId::from_hex(&e.name))
+            .collect())
     }
 
     /// Every snapshot, oldest first.
@@ -389,19 +454,39 @@ impl Repository {
 fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
     let keys = backend.list(FileType::Key)?;
     if keys.is_empty() {
-        return Err(Error::corrupt(format!("repository at {} has no key files", backend.location())));
+        return Err(Error::corrupt(format!(
+            "repository at {} has no key files",
+            backend.location()
+        )));
     }
-    let mut last = None;
+    let mut damaged = None;
+    let mut tried = false;
     for entry in keys {
         let file = backend.read(FileType::Key, &entry.name)?;
+        if file_id(&file).to_hex() != entry.name {
+            damaged = Some(Error::corrupt(format!(
+                "key file {} does not match its name",
+                &entry.name[..8.min(entry.name.len())]
+            )));
+            continue;
+        }
         match cairn_crypto::open_key_file(&file, password) {
             Ok(keys) => return Ok(keys),
-            Err(e) => last = Some(e),
+            Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
+            Err(e) => {
+                damaged = Some(Error::corrupt(format!(
+                    "key file {}: {e}",
+                    &entry.name[..8.min(entry.name.len())]
+                )))
+            }
         }
     }
-    let e = last.expect("at least one key file was tried");
-    Err(match e {
-        cairn_crypto::CryptoError::WrongPassword => Error::new(ErrorKind::WrongPassword, "wrong password: no key file of the repository opens with it"),
-        other => other.into(),
+    // Only when no key file could even be tried is damage the answer; otherwise the password is.
+    Err(match damaged {
+        Some(e) if !tried => e,
+        _ => Error::new(
+            ErrorKind::WrongPassword,
+            "wrong password: no key file of the repository opens with it",
+        ),
     })
 }

@@ -28,7 +28,11 @@ pub struct Packers {
 
 impl Packers {
     pub fn new(target: usize) -> Packers {
-        Packers { target, data: Mutex::default(), tree: Mutex::default() }
+        Packers {
+            target,
+            data: Mutex::default(),
+            tree: Mutex::default(),
+        }
     }
 
     fn slot(&self, kind: BlobType) -> &Mutex<OpenPack> {
@@ -39,10 +43,20 @@ impl Packers {
     }
 
     /// Adds a sealed blob; returns the pack when it is full, leaving a fresh one open.
-    pub fn add(&self, kind: BlobType, blob: BlobId, raw_len: u32, stored: Vec<u8>) -> Option<FullPack> {
+    pub fn add(
+        &self,
+        kind: BlobType,
+        blob: BlobId,
+        raw_len: u32,
+        stored: Vec<u8>,
+    ) -> Option<FullPack> {
         let mut open = self.slot(kind).lock().unwrap();
         open.size += stored.len();
-        let entry = PackEntry { blob, stored_len: stored.len() as u32, raw_len };
+        let entry = PackEntry {
+            blob,
+            stored_len: stored.len() as u32,
+            raw_len,
+        };
         open.blobs.push((entry, stored));
         (open.size >= self.target).then(|| FullPack(std::mem::take(&mut *open)))
     }
@@ -64,12 +78,20 @@ impl FullPack {
     pub fn assemble(self, meta_key: &[u8; 32]) -> (Vec<u8>, IndexPack) {
         let mut blobs = self.0.blobs;
         blobs.shuffle(&mut rand::thread_rng());
-        let header = PackHeader { scheme: SCHEME_DATA_KEY, entries: blobs.iter().map(|(e, _)| *e).collect() };
+        let header = PackHeader {
+            scheme: SCHEME_DATA_KEY,
+            entries: blobs.iter().map(|(e, _)| *e).collect(),
+        };
         let sealed = cairn_crypto::seal(meta_key, crate::AD_PACK_HEADER, &header.encode());
         let mut bytes = Vec::with_capacity(self.0.size + sealed.len() + 4);
         let mut entries = Vec::with_capacity(blobs.len());
         for (e, stored) in &blobs {
-            entries.push(IndexEntry { blob: e.blob, offset: bytes.len() as u32, stored_len: e.stored_len, raw_len: e.raw_len });
+            entries.push(IndexEntry {
+                blob: e.blob,
+                offset: bytes.len() as u32,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+            });
             bytes.extend_from_slice(stored);
         }
         drop(blobs);
@@ -77,6 +99,13 @@ impl FullPack {
         bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         let id = PackId(file_id(&bytes));
         let size = bytes.len() as u64;
-        (bytes, IndexPack { id, size, blobs: entries })
+        (
+            bytes,
+            IndexPack {
+                id,
+                size,
+                blobs: entries,
+            },
+        )
     }
 }

@@ -1,0 +1,262 @@
+//! The repository API against an in-memory backend.
+
+use cairn_format::snapshot::{Kind, Snapshot, Summary};
+use cairn_format::tree::Tree;
+use cairn_format::{BlobId, BlobType, TreeId};
+use cairn_repo::{Backend, ErrorKind, FileType, InitOptions, KdfParams, OpenOptions, Repository};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Objects in a map, shared between clones so a test can look behind the repository's back.
+#[derive(Clone, Default)]
+struct MemBackend {
+    objects: Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>,
+}
+
+fn key(t: FileType, name: &str) -> (String, String) {
+    (t.dir().to_string(), name.to_string())
+}
+
+fn not_found(name: &str) -> cairn_backend::BackendError {
+    cairn_backend::BackendError {
+        kind: cairn_backend::ErrorKind::NotFound,
+        message: format!("{name} not found"),
+    }
+}
+
+impl Backend for MemBackend {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+    fn list(&self, t: FileType) -> cairn_backend::Result<Vec<cairn_backend::Entry>> {
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .iter()
+            .filter(|((dir, _), _)| dir == t.dir())
+            .map(|((_, name), v)| cairn_backend::Entry {
+                name: name.clone(),
+                size: v.len() as u64,
+            })
+            .collect())
+    }
+    fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(&key(t, name))
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
+    fn read_range(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> cairn_backend::Result<Vec<u8>> {
+        let all = self.read(t, name)?;
+        all.get(offset as usize..(offset + len) as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| not_found(name))
+    }
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> cairn_backend::Result<()> {
+        let mut objects = self.objects.lock().unwrap();
+        if objects.contains_key(&key(t, name)) {
+            return Err(cairn_backend::BackendError {
+                kind: cairn_backend::ErrorKind::AlreadyExists,
+                message: name.into(),
+            });
+        }
+        objects.insert(key(t, name), bytes.to_vec());
+        Ok(())
+    }
+    fn remove(&self, t: FileType, name: &str) -> cairn_backend::Result<()> {
+        self.objects
+            .lock()
+            .unwrap()
+            .remove(&key(t, name))
+            .map(|_| ())
+            .ok_or_else(|| not_found(name))
+    }
+}
+
+fn fast_init() -> InitOptions {
+    InitOptions {
+        kdf: KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        },
+        pack_size: 1 << 16,
+        ..InitOptions::default()
+    }
+}
+
+fn open(b: &MemBackend) -> Repository {
+    Repository::open(Box::new(b.clone()), b"pw", &OpenOptions::default()).unwrap()
+}
+
+fn names(b: &MemBackend, t: FileType) -> Vec<String> {
+    b.list(t).unwrap().into_iter().map(|e| e.name).collect()
+}
+
+#[test]
+fn blobs_survive_a_reopen_and_dedup_across_sessions() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let repo = open(&b);
+    let mut ids = Vec::new();
+    for i in 0..200u32 {
+        let mut state = u64::from(i) + 1;
+        let data: Vec<u8> = (0..1000)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        let id = repo.blob_id(&data);
+        assert!(repo.save_blob(BlobType::Data, id, &data).unwrap());
+        assert!(
+            !repo.save_blob(BlobType::Data, id, &data).unwrap(),
+            "second save is a no-op"
+        );
+        ids.push((id, data));
+    }
+    repo.flush().unwrap();
+    assert!(
+        names(&b, FileType::Pack).len() > 1,
+        "small pack size splits the blobs"
+    );
+    drop(repo);
+    let repo = open(&b);
+    for (id, data) in &ids {
+        let blob = BlobId {
+            kind: BlobType::Data,
+            id: *id,
+        };
+        assert_eq!(&repo.load_blob(&blob).unwrap(), data);
+        assert!(!repo.save_blob(BlobType::Data, *id, data).unwrap());
+    }
+    // A data blob id is not a tree blob id.
+    assert!(repo
+        .lookup(&BlobId {
+            kind: BlobType::Tree,
+            id: ids[0].0
+        })
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn snapshots_round_trip_and_wrong_password_changes_nothing() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let repo = open(&b);
+    let (tree, _) = repo.save_tree(&Tree::default()).unwrap();
+    let snap = Snapshot {
+        time: 5,
+        host: b"h".to_vec(),
+        user: b"u".to_vec(),
+        paths: vec![b"/x".to_vec()],
+        tags: vec![],
+        kind: Kind::Full,
+        parent: None,
+        tree,
+        summary: Summary::default(),
+        program: b"test".to_vec(),
+    };
+    let id = repo.save_snapshot(&snap).unwrap();
+    assert_eq!(repo.snapshots().unwrap(), vec![(id, snap)]);
+    assert!(repo.load_tree(tree).unwrap().nodes.is_empty());
+    let before = b.objects.lock().unwrap().clone();
+    let err = Repository::open(Box::new(b.clone()), b"nope", &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::WrongPassword);
+    assert_eq!(*b.objects.lock().unwrap(), before);
+    assert_eq!(
+        cairn_repo::init(&b, b"pw", &fast_init()).unwrap_err().kind,
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(*b.objects.lock().unwrap(), before);
+}
+
+#[test]
+fn tampering_is_detected() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let repo = open(&b);
+    let data = b"some data".to_vec();
+    let id = repo.blob_id(&data);
+    repo.save_blob(BlobType::Data, id, &data).unwrap();
+    let (tree, _) = repo.save_tree(&Tree::default()).unwrap();
+    repo.flush().unwrap();
+    drop(repo);
+
+    // A flipped byte in a pack: the blob fails authentication.
+    let pack = names(&b, FileType::Pack).into_iter().find(|p| {
+        let r = open(&b);
+        r.lookup(&BlobId {
+            kind: BlobType::Data,
+            id,
+        })
+        .unwrap()
+        .unwrap()
+        .pack
+        .to_hex()
+            == *p
+    });
+    let pack = pack.unwrap();
+    let good = b.read(FileType::Pack, &pack).unwrap();
+    let mut bad = good.clone();
+    bad[30] ^= 1;
+    b.objects
+        .lock()
+        .unwrap()
+        .insert(key(FileType::Pack, &pack), bad);
+    let repo = open(&b);
+    let err = repo
+        .load_blob(&BlobId {
+            kind: BlobType::Data,
+            id,
+        })
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{}", err.message);
+    assert!(
+        repo.load_tree(tree).is_ok(),
+        "tree blobs live in their own pack"
+    );
+    drop(repo);
+
+    // A flipped byte in an index file: it no longer matches its name.
+    let index = names(&b, FileType::Index).pop().unwrap();
+    let mut bytes = b.read(FileType::Index, &index).unwrap();
+    bytes[10] ^= 1;
+    b.objects
+        .lock()
+        .unwrap()
+        .insert(key(FileType::Index, &index), bytes);
+    let err = Repository::open(Box::new(b.clone()), b"pw", &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::Corrupt);
+    assert!(err.message.contains(&index[..8]), "{}", err.message);
+}
+
+#[test]
+fn unknown_format_version_is_refused_before_any_key_is_tried() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let mut config = b.read(FileType::Config, "config").unwrap();
+    config[8] = 2;
+    b.objects
+        .lock()
+        .unwrap()
+        .insert(key(FileType::Config, "config"), config);
+    let err = cairn_repo::probe(&b).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UnsupportedVersion);
+    assert!(err.message.contains("version 2"), "{}", err.message);
+    let _ = TreeId::default();
+}
