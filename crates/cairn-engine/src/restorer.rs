@@ -277,7 +277,10 @@ pub fn restore(
         .par_iter()
         .enumerate()
         .filter(|(i, _)| !failed.contains_key(i))
-        .for_each(|(_, (p, n))| apply(p, n));
+        .for_each(|(_, (p, n))| {
+            apply(p, n);
+            progress.files.fetch_add(1, Ordering::Relaxed);
+        });
     plan.specials
         .iter()
         .filter(|(_, n)| n.kind != NodeKind::Socket)

@@ -18,6 +18,7 @@ use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
 use cairn_format::config::{self, Config};
 use cairn_format::index::IndexFile;
+use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::Tree;
 use cairn_format::{BlobId, BlobType, Id, IndexId, PackId, SnapshotId, TreeId, FORMAT_VERSION};
@@ -345,6 +346,36 @@ impl Repository {
             .read_range(FileType::Pack, &pack.to_hex(), offset, len)?)
     }
 
+    /// Reads a pack's own header, which lists its blobs: what `check` compares with the index
+    /// and what rebuilding a lost index starts from. `size` is the pack's length.
+    pub fn read_pack_header(&self, pack: &PackId, size: u64) -> Result<PackHeader> {
+        let what = format!("pack {}", pack.short());
+        if size < 4 {
+            return Err(Error::corrupt(format!("{what} is truncated: {size} bytes")));
+        }
+        let trailer = self.read_pack_range(pack, size - 4, 4)?;
+        let header_len =
+            cairn_format::pack::trailer_header_len(size, trailer[..4].try_into().unwrap())
+                .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
+        let sealed = self.read_pack_range(pack, size - 4 - header_len, header_len)?;
+        let plain = cairn_crypto::open(
+            &self.keys.meta,
+            AD_PACK_HEADER,
+            &sealed,
+            &format!("header of {what}"),
+        )?;
+        let header = PackHeader::decode(&plain)
+            .map_err(|e| Error::corrupt(format!("header of {what}: {e}")))?;
+        let (_, blob_bytes) = header.offsets();
+        if blob_bytes + header_len + 4 != size {
+            return Err(Error::corrupt(format!(
+                "{what}: its header lists {blob_bytes} bytes of blobs, but the pack has {}",
+                size - header_len - 4
+            )));
+        }
+        Ok(header)
+    }
+
     /// Decrypts, decompresses and verifies a stored blob read from a pack.
     pub fn open_blob(&self, blob: &BlobId, stored: &[u8], raw_len: u32) -> Result<Vec<u8>> {
         Ok(cairn_crypto::decode_blob(
@@ -445,7 +476,7 @@ impl Repository {
         for id in self.snapshot_ids()? {
             out.push((id, self.load_snapshot(id)?));
         }
-        out.sort_by(|a, b| (a.1.time, a.0).cmp(&(b.1.time, b.0)));
+        out.sort_by_key(|(id, s)| (s.time, *id));
         Ok(out)
     }
 }

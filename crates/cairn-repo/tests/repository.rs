@@ -7,10 +7,13 @@ use cairn_repo::{Backend, ErrorKind, FileType, InitOptions, KdfParams, OpenOptio
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+/// (directory, name) -> bytes.
+type Objects = BTreeMap<(String, String), Vec<u8>>;
+
 /// Objects in a map, shared between clones so a test can look behind the repository's back.
 #[derive(Clone, Default)]
 struct MemBackend {
-    objects: Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>,
+    objects: Arc<Mutex<Objects>>,
 }
 
 fn key(t: FileType, name: &str) -> (String, String) {
@@ -208,14 +211,13 @@ fn tampering_is_detected() {
         .to_hex()
             == *p
     });
-    let pack = pack.unwrap();
-    let good = b.read(FileType::Pack, &pack).unwrap();
-    let mut bad = good.clone();
+    let pack_name = pack.unwrap();
+    let mut bad = b.read(FileType::Pack, &pack_name).unwrap();
     bad[30] ^= 1;
     b.objects
         .lock()
         .unwrap()
-        .insert(key(FileType::Pack, &pack), bad);
+        .insert(key(FileType::Pack, &pack_name), bad);
     let repo = open(&b);
     let err = repo
         .load_blob(&BlobId {
@@ -228,6 +230,34 @@ fn tampering_is_detected() {
         repo.load_tree(tree).is_ok(),
         "tree blobs live in their own pack"
     );
+    drop(repo);
+
+    // The pack headers list exactly what the index says, and a flipped header byte is caught.
+    let repo = open(&b);
+    for name in names(&b, FileType::Pack) {
+        let pack = cairn_format::PackId::from_hex(&name).unwrap();
+        let size = b.read(FileType::Pack, &name).unwrap().len() as u64;
+        let header = repo.read_pack_header(&pack, size);
+        if name == pack_name {
+            // This is the pack damaged above, in a blob; its header is intact.
+            assert_eq!(header.unwrap().entries.len(), 1);
+            continue;
+        }
+        let header = header.unwrap();
+        for e in &header.entries {
+            assert_eq!(repo.lookup(&e.blob).unwrap().unwrap().pack, pack);
+        }
+        let mut bytes = b.read(FileType::Pack, &name).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 0x40;
+        b.objects
+            .lock()
+            .unwrap()
+            .insert(key(FileType::Pack, &name), bytes);
+        let err = repo.read_pack_header(&pack, size).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Corrupt);
+        assert!(err.message.contains(&name[..8]), "{}", err.message);
+    }
     drop(repo);
 
     // A flipped byte in an index file: it no longer matches its name.
