@@ -63,15 +63,52 @@ enum Command {
     Init(InitArgs),
     /// Back up files and directories into a new snapshot.
     Backup(BackupArgs),
-    /// List snapshots.
+    /// List snapshots, grouped by host and paths.
     Snapshots(SnapshotsArgs),
     /// Restore a snapshot into a directory.
     ///
     /// Into an existing directory, restore writes only what the snapshot contains: files of the
-    /// same name are replaced, other files are left alone.
+    /// same name are replaced, other files are left alone. Files that an interrupted restore
+    /// already wrote completely (same size, mtime and content) are kept, so running the same
+    /// restore again resumes it.
     Restore(RestoreArgs),
     /// List the contents of a snapshot.
     Ls(LsArgs),
+    /// Show what changed between two snapshots.
+    Diff(DiffArgs),
+    /// Find which snapshots contain paths matching a pattern.
+    Find(FindArgs),
+    /// Write a file of a snapshot to stdout, or a directory as a tar or zip archive.
+    Dump(DumpArgs),
+}
+
+/// Which snapshots to consider.
+#[derive(Args, Clone, Default)]
+struct SnapshotFilterArgs {
+    /// Only snapshots of this host (repeatable: any of them).
+    #[arg(long, value_name = "HOST")]
+    host: Vec<String>,
+    /// Only snapshots that include this absolute path (repeatable: all of them).
+    #[arg(long, value_name = "PATH")]
+    path: Vec<PathBuf>,
+    /// Only snapshots with this tag (repeatable: all of them).
+    #[arg(long, value_name = "TAG")]
+    tag: Vec<String>,
+}
+
+impl SnapshotFilterArgs {
+    fn filter(&self) -> Result<cairn_engine::SnapshotFilter> {
+        for p in &self.path {
+            if !p.is_absolute() {
+                anyhow::bail!("--path {} must be absolute", p.display());
+            }
+        }
+        Ok(cairn_engine::SnapshotFilter {
+            hosts: self.host.iter().map(|h| h.clone().into_bytes()).collect(),
+            paths: self.path.clone(),
+            tags: self.tag.iter().map(|t| t.clone().into_bytes()).collect(),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -143,12 +180,14 @@ struct BackupArgs {
 
 #[derive(Args)]
 struct SnapshotsArgs {
-    /// Only snapshots of this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag.
-    #[arg(long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
+    /// Only the snapshot `restore --at TIME` would choose.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// Only the latest N snapshots of each group (host and paths).
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -156,8 +195,15 @@ struct SnapshotsArgs {
 
 #[derive(Args)]
 struct RestoreArgs {
-    /// Snapshot: `latest`, an id, or a unique id prefix.
-    snapshot: String,
+    /// Snapshot: `latest`, an id, or a unique id prefix. Not with --at.
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    snapshot: Option<String>,
+    /// Restore the newest snapshot taken at or before TIME: 2026-11-20T14:00:00Z,
+    /// "2026-11-20 14:00" (local time), 2026-11-20, "2 days ago", "3h ago", "yesterday 18:00".
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't', value_name = "DIR")]
     target: PathBuf,
@@ -170,6 +216,60 @@ struct RestoreArgs {
     /// List what would be restored, write nothing.
     #[arg(long, short = 'n')]
     dry_run: bool,
+    /// After writing, read every file back and compare it with the snapshot.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The older snapshot.
+    a: String,
+    /// The newer snapshot.
+    b: String,
+    /// Print one JSON object per change.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct FindArgs {
+    /// Pattern: without `/` it matches a name anywhere (`*.conf`); with `/` a whole path.
+    pattern: String,
+    /// Search only these snapshots (repeatable).
+    #[arg(long, short = 's', value_name = "SNAPSHOT")]
+    snapshot: Vec<String>,
+    /// Only snapshots taken at or after TIME.
+    #[arg(long, value_name = "TIME")]
+    oldest: Option<String>,
+    /// Only snapshots taken at or before TIME.
+    #[arg(long, value_name = "TIME")]
+    newest: Option<String>,
+    #[command(flatten)]
+    filter: SnapshotFilterArgs,
+    /// Print one JSON object per match.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ArchiveArg {
+    Tar,
+    Zip,
+}
+
+#[derive(Args)]
+struct DumpArgs {
+    /// Snapshot: `latest`, an id, or a unique id prefix.
+    snapshot: String,
+    /// Absolute path inside the snapshot.
+    path: PathBuf,
+    /// Archive format for a directory.
+    #[arg(long, value_enum, default_value = "tar")]
+    archive: ArchiveArg,
+    /// Write to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -196,6 +296,9 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Snapshots(a) => snapshots(&cli, a),
         Command::Restore(a) => restore(&cli, a),
         Command::Ls(a) => ls(&cli, a),
+        Command::Diff(a) => diff(&cli, a),
+        Command::Find(a) => find(&cli, a),
+        Command::Dump(a) => dump(&cli, a),
     }
 }
 
@@ -494,51 +597,85 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
     })
 }
 
+/// The snapshot `restore --at` chooses, or an error that says when the earliest one is.
+fn pick_at<'a>(list: &'a [(SnapshotId, Snapshot)], at: &str) -> Result<&'a (SnapshotId, Snapshot)> {
+    let t = time::parse(at)?;
+    match (cairn_engine::newest_at(list, t), list.first()) {
+        (Some(found), _) => Ok(found),
+        (None, Some((_, first))) => anyhow::bail!(
+            "no snapshot at or before {}: the earliest matching snapshot is from {}",
+            time::show(t),
+            time::show(first.time)
+        ),
+        (None, None) => anyhow::bail!("no snapshot matches"),
+    }
+}
+
+type Group = ((Vec<u8>, Vec<Vec<u8>>), Vec<(SnapshotId, Snapshot)>);
+
+/// Snapshots grouped by host and paths, each group oldest first.
+fn groups(list: Vec<(SnapshotId, Snapshot)>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    for (id, s) in list {
+        let key = (s.host.clone(), s.paths.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, members)) => members.push((id, s)),
+            None => groups.push((key, vec![(id, s)])),
+        }
+    }
+    groups
+}
+
 fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
+    let filter = a.filter.filter()?;
     let repo = open(cli, false)?;
     let mut list = repo.snapshots()?;
-    list.retain(|(_, s)| {
-        a.host.as_ref().is_none_or(|h| s.host == h.as_bytes())
-            && a.tag
-                .iter()
-                .all(|t| s.tags.iter().any(|st| st == t.as_bytes()))
-    });
+    list.retain(|(_, s)| filter.matches(s));
+    if let Some(at) = &a.at {
+        list = vec![pick_at(&list, at)?.clone()];
+    }
+    let mut groups = groups(list);
+    if let Some(n) = a.latest {
+        for (_, members) in &mut groups {
+            let skip = members.len().saturating_sub(n);
+            members.drain(..skip);
+        }
+    }
     let mut out = std::io::stdout().lock();
     if a.json {
-        let docs: Vec<_> = list.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        let docs: Vec<_> = groups
+            .iter()
+            .flat_map(|(_, m)| m.iter().map(|(id, s)| snapshot_json(id, s)))
+            .collect();
         writeln!(out, "{}", serde_json::Value::Array(docs))?;
         return Ok(0);
     }
-    writeln!(
-        out,
-        "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  paths",
-        "id", "time", "host", "kind", "size", "tags"
-    )?;
-    for (id, s) in &list {
-        let paths: Vec<_> = s
-            .paths
-            .iter()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect();
-        let tags: Vec<_> = s
-            .tags
-            .iter()
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .collect();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let mut count = 0;
+    for ((host, paths), members) in &groups {
+        let paths: Vec<_> = paths.iter().map(|p| text(p)).collect();
+        writeln!(out, "host {}, paths {}", text(host), paths.join(" "))?;
         writeln!(
             out,
-            "{:<8}  {:<19}  {:<12}  {:<12}  {:>10}  {:<10}  {}",
-            id.short(),
-            time::show(s.time),
-            String::from_utf8_lossy(&s.host),
-            s.kind.name(),
-            output::bytes(s.summary.total_bytes),
-            tags.join(","),
-            paths.join(" ")
+            "  {:<8}  {:<19}  {:<12}  {:>10}  tags",
+            "id", "time", "kind", "size"
         )?;
+        for (id, s) in members {
+            let tags: Vec<_> = s.tags.iter().map(|t| text(t)).collect();
+            writeln!(
+                out,
+                "  {:<8}  {:<19}  {:<12}  {:>10}  {}",
+                id.short(),
+                time::show(s.time),
+                s.kind.name(),
+                output::bytes(s.summary.total_bytes),
+                tags.join(",")
+            )?;
+            count += 1;
+        }
     }
     if !cli.quiet {
-        writeln!(out, "{} snapshots", list.len())?;
+        writeln!(out, "{count} snapshots")?;
     }
     Ok(0)
 }
@@ -546,15 +683,22 @@ fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
 fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let include = Filter::new(&a.include).map_err(|e| Exit(exit::ERROR, e))?;
     let exclude = Filter::new(&a.exclude).map_err(|e| Exit(exit::ERROR, e))?;
+    let filter = a.filter.filter()?;
     let repo = open(cli, false)?;
-    let list = repo.snapshots()?;
-    let (id, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
+    let mut list = repo.snapshots()?;
+    list.retain(|(_, s)| filter.matches(s));
+    let (id, snap) = match (&a.at, &a.snapshot) {
+        (Some(at), _) => pick_at(&list, at)?,
+        (None, Some(spec)) => cairn_engine::find_snapshot(&list, spec)?,
+        (None, None) => unreachable!("clap requires a snapshot or --at"),
+    };
     let opts = cairn_engine::RestoreOptions {
         target: std::path::absolute(&a.target)?,
         include,
         exclude,
         dry_run: a.dry_run,
         owners: rustix::process::geteuid().is_root(),
+        verify: a.verify,
     };
     let progress = cairn_engine::RestoreProgress::default();
     let read = || {
@@ -569,9 +713,11 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let started = std::time::Instant::now();
     if !cli.quiet {
         eprintln!(
-            "restoring snapshot {} of {} to {}",
+            "restoring snapshot {} of {} ({}, {}) to {}",
             id.short(),
             time::show(snap.time),
+            String::from_utf8_lossy(&snap.host),
+            snap.kind.name(),
             opts.target.display()
         );
     }
@@ -600,8 +746,18 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         eprintln!("error: {}: {}", e.path.display(), e.reason);
     }
     if !cli.quiet {
+        let kept = if outcome.files_kept > 0 {
+            format!(" ({} already complete, kept)", outcome.files_kept)
+        } else {
+            String::new()
+        };
+        let verified = if a.verify {
+            format!("; {} files verified", outcome.files_verified)
+        } else {
+            String::new()
+        };
         println!(
-            "restored {} files, {} directories, {} in {}; {} errors",
+            "restored {} files{kept}, {} directories, {} in {}{verified}; {} errors",
             outcome.files,
             outcome.dirs,
             output::bytes(outcome.bytes),
@@ -610,11 +766,190 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         );
     }
     if !outcome.errors.is_empty() {
+        let n = outcome.errors.len();
         return Err(Exit(
             exit::ERROR,
-            format!("{} entries could not be restored", outcome.errors.len()),
+            format!("{n} entries could not be restored or differ from the snapshot"),
         )
         .into());
+    }
+    Ok(0)
+}
+
+fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
+    use cairn_engine::ChangeKind as C;
+    let repo = open(cli, false)?;
+    let list = repo.snapshots()?;
+    let (_, sa) = cairn_engine::find_snapshot(&list, &a.a)?;
+    let (_, sb) = cairn_engine::find_snapshot(&list, &a.b)?;
+    let mut out = std::io::stdout().lock();
+    let (mut added, mut removed, mut changed, mut meta) = (0u64, 0u64, 0u64, 0u64);
+    let (mut bytes_added, mut bytes_removed) = (0u64, 0u64);
+    let mut result = Ok(());
+    cairn_engine::diff(&repo, sa.tree, sb.tree, &mut |c| {
+        let size = |n: Option<&Node>| n.filter(|n| n.kind == NodeKind::File).map_or(0, |n| n.size);
+        let (before, after) = (size(c.before), size(c.after));
+        bytes_added += after.saturating_sub(before);
+        bytes_removed += before.saturating_sub(after);
+        let (mark, word) = match c.kind {
+            C::Added => {
+                added += 1;
+                ("+", "added")
+            }
+            C::Removed => {
+                removed += 1;
+                ("-", "removed")
+            }
+            C::Content => {
+                changed += 1;
+                ("M", "modified")
+            }
+            C::Metadata => {
+                meta += 1;
+                ("U", "metadata")
+            }
+        };
+        let line = if a.json {
+            json!({
+                "path": c.path.to_string_lossy(),
+                "change": word,
+                "type": format!("{:?}", c.after.or(c.before).map(|n| n.kind).unwrap_or_default()).to_lowercase(),
+                "size_before": c.before.map(|n| n.size),
+                "size_after": c.after.map(|n| n.size),
+                "size_delta": after as i64 - before as i64,
+            })
+            .to_string()
+        } else {
+            let delta = match c.kind {
+                C::Content if after >= before => format!("  (+{})", output::bytes(after - before)),
+                C::Content => format!("  (-{})", output::bytes(before - after)),
+                _ => String::new(),
+            };
+            format!("{mark}    {}{delta}", c.path.display())
+        };
+        if result.is_ok() {
+            result = writeln!(out, "{line}");
+        }
+    })?;
+    result?;
+    if !a.json {
+        writeln!(
+            out,
+            "{added} added, {removed} removed, {changed} modified, {meta} with new metadata; +{} -{}",
+            output::bytes(bytes_added),
+            output::bytes(bytes_removed)
+        )?;
+    }
+    Ok(0)
+}
+
+fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
+    let pattern =
+        Filter::new(std::slice::from_ref(&a.pattern)).map_err(|e| Exit(exit::ERROR, e))?;
+    let oldest = a.oldest.as_deref().map(time::parse).transpose()?;
+    let newest = a.newest.as_deref().map(time::parse).transpose()?;
+    let filter = a.filter.filter()?;
+    let repo = open(cli, false)?;
+    let all = repo.snapshots()?;
+    let mut list = Vec::new();
+    for spec in &a.snapshot {
+        list.push(cairn_engine::find_snapshot(&all, spec)?.clone());
+    }
+    if a.snapshot.is_empty() {
+        list = all;
+    }
+    list.retain(|(_, s)| {
+        filter.matches(s)
+            && oldest.is_none_or(|t| s.time >= t)
+            && newest.is_none_or(|t| s.time <= t)
+    });
+    let mut out = std::io::stdout().lock();
+    let mut matches = 0u64;
+    let mut result = Ok(());
+    cairn_engine::find(&repo, &list, &pattern, &mut |id, snap, path, node| {
+        matches += 1;
+        let line = if a.json {
+            json!({
+                "snapshot": id.to_hex(),
+                "snapshot_time": time::rfc3339(snap.time),
+                "path": path.to_string_lossy(),
+                "type": format!("{:?}", node.kind).to_lowercase(),
+                "size": node.size,
+                "mtime": time::rfc3339(node.mtime),
+            })
+            .to_string()
+        } else {
+            format!(
+                "{}  {}  {:>12}  {}  {}",
+                id.short(),
+                time::show(snap.time),
+                node.size,
+                time::show(node.mtime),
+                path.display()
+            )
+        };
+        if result.is_ok() {
+            result = writeln!(out, "{line}");
+        }
+    })?;
+    result?;
+    if !a.json && !cli.quiet {
+        writeln!(out, "{matches} matches in {} snapshots", list.len())?;
+    }
+    Ok(0)
+}
+
+fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
+    let path = if a.path.is_absolute() {
+        a.path.clone()
+    } else {
+        Path::new("/").join(&a.path)
+    };
+    let repo = open(cli, false)?;
+    let list = repo.snapshots()?;
+    let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
+    let node = cairn_engine::find_node(&repo, snap.tree, &path)?;
+    // Written next to the output and renamed into place, so a failed dump leaves no half file.
+    let (mut sink, tmp): (Box<dyn Write>, Option<PathBuf>) = match &a.output {
+        Some(f) => {
+            let tmp = f.with_extension("cairn-partial");
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            (
+                Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
+                Some(tmp),
+            )
+        }
+        None => (
+            Box::new(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::io::stdout().lock(),
+            )),
+            None,
+        ),
+    };
+    let written = match node.kind {
+        NodeKind::File => cairn_engine::dump_file(&repo, &node, &mut sink),
+        NodeKind::Dir => match a.archive {
+            ArchiveArg::Tar => cairn_engine::dump_tar(&repo, &node, &path, &mut sink),
+            ArchiveArg::Zip => cairn_engine::dump_zip(&repo, &node, &path, &mut sink),
+        },
+        _ => Err(cairn_repo::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is neither a file nor a directory", path.display()),
+        )),
+    };
+    let flushed = written
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(sink.flush()?));
+    drop(sink);
+    match (flushed, tmp, &a.output) {
+        (Ok(()), Some(tmp), Some(out)) => std::fs::rename(&tmp, out)?,
+        (Err(e), Some(tmp), _) => {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
+        (result, _, _) => result?,
     }
     Ok(0)
 }

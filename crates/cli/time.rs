@@ -1,31 +1,79 @@
 //! Parsing and showing times. Times are stored as nanoseconds since the Unix epoch (UTC) and
 //! shown in the local time zone.
+//!
+//! "Now" comes from `CAIRN_NOW` when it is set (an RFC 3339 time), so that tests of relative
+//! times do not depend on the clock.
 
-use anyhow::{bail, Result};
-use jiff::civil::{Date, DateTime};
+use anyhow::{bail, Context, Result};
+use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
-use jiff::Timestamp;
+use jiff::{Span, Timestamp, Zoned};
 
-/// Parses `2026-11-20T14:00:00Z` (any RFC 3339 time), or `2026-11-20 14:00[:00]` and
-/// `2026-11-20` in local time.
-pub fn parse(s: &str) -> Result<i64> {
+pub fn now() -> Result<Zoned> {
+    let ts = match std::env::var("CAIRN_NOW") {
+        Ok(s) => s
+            .parse::<Timestamp>()
+            .with_context(|| format!("CAIRN_NOW {s:?} is not an RFC 3339 time"))?,
+        Err(_) => Timestamp::now(),
+    };
+    Ok(ts.to_zoned(TimeZone::system()))
+}
+
+pub fn now_ns() -> i64 {
+    now()
+        .map(|z| z.timestamp().as_nanosecond() as i64)
+        .unwrap_or_else(|_| Timestamp::now().as_nanosecond() as i64)
+}
+
+const FORMS: &str = "use forms like 2026-11-20T14:00:00Z, \"2026-11-20 14:00\", 2026-11-20, \
+                     \"2 days ago\", \"3h ago\", yesterday, \"yesterday 18:00\" or now";
+
+/// Parses an absolute time (RFC 3339 with a zone; or `2026-11-20 14:00[:00]` and `2026-11-20`
+/// in local time) or a relative one (`2 days ago`, `3h ago`, `now`, `today 09:00`,
+/// `yesterday`, `yesterday 18:00`), relative to `now`.
+pub fn parse_at(s: &str, now: &Zoned) -> Result<i64> {
     let s = s.trim();
+    let ns = |z: Zoned| z.timestamp().as_nanosecond() as i64;
     if let Ok(ts) = s.parse::<Timestamp>() {
         return Ok(ts.as_nanosecond() as i64);
     }
-    let tz = TimeZone::system();
+    let tz = now.time_zone().clone();
     let civil = s
         .parse::<DateTime>()
         .ok()
         .or_else(|| s.parse::<Date>().ok().map(|d| d.at(0, 0, 0, 0)));
-    match civil.and_then(|dt| dt.to_zoned(tz).ok()) {
-        Some(z) => Ok(z.timestamp().as_nanosecond() as i64),
-        None => bail!("invalid time {s:?}: use forms like 2026-11-20T14:00:00Z, \"2026-11-20 14:00\" or 2026-11-20"),
+    if let Some(dt) = civil {
+        return Ok(ns(dt.to_zoned(tz)?));
     }
+    let lower = s.to_ascii_lowercase();
+    if lower == "now" {
+        return Ok(ns(now.clone()));
+    }
+    for (word, days) in [("today", 0), ("yesterday", -1)] {
+        if let Some(rest) = lower.strip_prefix(word) {
+            let rest = rest.trim();
+            let time = if rest.is_empty() {
+                Time::midnight()
+            } else {
+                rest.parse::<Time>()
+                    .with_context(|| format!("invalid time {s:?}: {FORMS}"))?
+            };
+            let date = now.date().checked_add(Span::new().days(days))?;
+            return Ok(ns(date.to_datetime(time).to_zoned(tz)?));
+        }
+    }
+    if lower.ends_with(" ago") {
+        if let Ok(span) = lower.parse::<Span>() {
+            // Calendar units (days, months) follow the local calendar across DST changes.
+            return Ok(ns(now.checked_add(span)?));
+        }
+    }
+    bail!("invalid time {s:?}: {FORMS}")
 }
 
-pub fn now_ns() -> i64 {
-    Timestamp::now().as_nanosecond() as i64
+/// Parses a time given to `backup --time` and friends: absolute or relative to now.
+pub fn parse(s: &str) -> Result<i64> {
+    parse_at(s, &now()?)
 }
 
 /// `2026-11-20 14:00:05` in the local time zone.
@@ -50,15 +98,40 @@ pub fn rfc3339(ns: i64) -> String {
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> String {
+        let now: Zoned = "2026-11-20T14:30:00+01:00[Europe/Paris]".parse().unwrap();
+        let ns = parse_at(s, &now).unwrap();
+        Timestamp::from_nanosecond(i128::from(ns))
+            .unwrap()
+            .to_zoned(now.time_zone().clone())
+            .strftime("%F %T")
+            .to_string()
+    }
+
     #[test]
     fn absolute_forms() {
         assert_eq!(
             parse("2026-11-20T14:00:00Z").unwrap(),
-            1_795_701_600_000_000_000
+            1_795_183_200_000_000_000
         );
-        assert!(parse("2026-11-20 14:00").is_ok());
-        assert!(parse("2026-11-20").is_ok());
-        assert!(parse("yesterdayish").is_err());
-        assert_eq!(rfc3339(1_795_701_600_000_000_000), "2026-11-20T14:00:00Z");
+        assert_eq!(at("2026-11-20T14:00:00Z"), "2026-11-20 15:00:00");
+        assert_eq!(at("2026-11-20 14:00"), "2026-11-20 14:00:00");
+        assert_eq!(at("2026-11-20"), "2026-11-20 00:00:00");
+        assert_eq!(rfc3339(1_795_183_200_000_000_000), "2026-11-20T14:00:00Z");
+    }
+
+    #[test]
+    fn relative_forms() {
+        assert_eq!(at("now"), "2026-11-20 14:30:00");
+        assert_eq!(at("2 days ago"), "2026-11-18 14:30:00");
+        assert_eq!(at("3h ago"), "2026-11-20 11:30:00");
+        assert_eq!(at("90 minutes ago"), "2026-11-20 13:00:00");
+        assert_eq!(at("yesterday"), "2026-11-19 00:00:00");
+        assert_eq!(at("yesterday 18:00"), "2026-11-19 18:00:00");
+        assert_eq!(at("today 09:15"), "2026-11-20 09:15:00");
+        let now: Zoned = "2026-11-20T14:30:00+01:00[Europe/Paris]".parse().unwrap();
+        for bad in ["yesterdayish", "2 days", "tomorrow", "", "yesterday 25:00"] {
+            assert!(parse_at(bad, &now).is_err(), "{bad}");
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! engine's outcome; only failures that make the whole operation meaningless are errors.
 
 mod archiver;
+mod diff;
+mod dump;
 mod filter;
 mod fsmeta;
 mod restorer;
@@ -15,10 +17,12 @@ mod walk;
 pub use archiver::{
     backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
 };
+pub use diff::{diff, Change, ChangeKind};
+pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
 pub use restorer::{restore, RestoreOptions, RestoreOutcome, RestoreProgress};
-pub use select::{find_parent, find_snapshot};
-pub use walk::{find_node, walk_tree, Visit};
+pub use select::{find_parent, find_snapshot, newest_at, SnapshotFilter};
+pub use walk::{find, find_node, walk_tree, Visit};
 
 pub use cairn_repo::{Error, ErrorKind, Result};
 

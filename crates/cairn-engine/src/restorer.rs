@@ -20,9 +20,9 @@ use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -36,6 +36,8 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Restore owners (needs root).
     pub owners: bool,
+    /// After writing, read every restored file back and compare it with the snapshot.
+    pub verify: bool,
 }
 
 #[derive(Default)]
@@ -51,9 +53,14 @@ pub struct RestoreOutcome {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Files found complete and correct in the target (an earlier, interrupted restore wrote
+    /// them), left as they were.
+    pub files_kept: u64,
+    /// Files read back and found equal to the snapshot (with `verify`).
+    pub files_verified: u64,
     /// Paths written (or, with `dry_run`, that would be), relative to the target.
     pub planned: Vec<PathBuf>,
-    /// Entries that could not be restored.
+    /// Entries that could not be restored, or (with `verify`) differ from the snapshot.
     pub errors: Vec<Skipped>,
     /// Entries restored without some of their metadata (owner, mode, times, xattrs).
     pub warnings: Vec<Skipped>,
@@ -135,6 +142,23 @@ impl Planner<'_> {
 
 /// Where each chunk of each file goes: (file index, offset in file).
 type Targets = Vec<(usize, u64)>;
+type PackWork = Vec<(Location, BlobId, Targets)>;
+
+/// The state the steps of one restore share.
+struct Run<'a> {
+    repo: &'a Repository,
+    opts: &'a RestoreOptions,
+    progress: &'a RestoreProgress,
+    files: &'a [(PathBuf, Node)],
+    /// Where every chunk of the planned files is stored.
+    locations: HashMap<DataId, Location>,
+    /// Files that cannot be created or filled, by index into `files`, and why.
+    failed: Mutex<HashMap<usize, String>>,
+    /// Chunk writes each file still waits for; its metadata is applied when this reaches zero,
+    /// so a file whose mtime is restored is complete (what resuming relies on).
+    remaining: Vec<AtomicU64>,
+    warnings: Mutex<Vec<Skipped>>,
+}
 
 pub fn restore(
     repo: &Repository,
@@ -192,62 +216,57 @@ pub fn restore(
             ),
         )
     })?;
-    let skipped = Mutex::new(Vec::new());
-    let skip = |path: &Path, reason: String| {
-        skipped.lock().unwrap().push(Skipped {
-            path: path.to_path_buf(),
-            reason,
-        })
-    };
-
+    let mut errors = Vec::new();
     for (path, _) in &plan.dirs {
         if let Err(e) = make_dir(path) {
-            skip(path, e.to_string());
+            errors.push(Skipped {
+                path: path.clone(),
+                reason: e.to_string(),
+            });
         }
     }
-    // Files that cannot be created or filled, by index into `plan.files`.
-    let failed: Mutex<HashMap<usize, String>> = Mutex::default();
-    plan.files
+
+    let mut run = Run {
+        repo,
+        opts,
+        progress,
+        files: &plan.files,
+        locations: HashMap::new(),
+        failed: Mutex::default(),
+        remaining: plan.files.iter().map(|_| AtomicU64::new(0)).collect(),
+        warnings: Mutex::default(),
+    };
+    run.resolve()?;
+    let kept = run.keep_complete_files();
+    outcome.files_kept = kept.len() as u64;
+    let packs = run.create_files(&kept);
+    packs
         .par_iter()
-        .enumerate()
-        .for_each(|(i, (path, node))| {
-            if let Err(e) = create_file(path, node.size) {
-                failed.lock().unwrap().insert(i, e.to_string());
-            }
-        });
+        .for_each(|(pack, blobs)| run.restore_pack(pack, blobs));
 
-    let packs = group_by_pack(repo, &plan.files, &failed)?;
-    packs.par_iter().for_each(|(pack, blobs)| {
-        if let Err((blob, e)) = restore_pack(repo, pack, blobs, &plan.files, &failed, progress) {
-            for (_, _, targets) in blobs
-                .iter()
-                .filter(|(_, b, _)| blob.is_none() || Some(*b) == blob)
-            {
-                for (i, _) in targets {
-                    failed
-                        .lock()
-                        .unwrap()
-                        .entry(*i)
-                        .or_insert_with(|| e.clone());
-                }
-            }
-        }
-    });
-    let failed = failed.into_inner().unwrap();
-
+    let failed = std::mem::take(&mut *run.failed.lock().unwrap());
     for (i, reason) in &failed {
         let path = &plan.files[*i].0;
         let _ = fs::remove_file(path);
-        skip(path, reason.clone());
+        errors.push(Skipped {
+            path: path.clone(),
+            reason: reason.clone(),
+        });
     }
     for (path, first) in &plan.links {
         if failed.contains_key(first) {
-            skip(path, "its hard-link target could not be restored".into());
+            errors.push(Skipped {
+                path: path.clone(),
+                reason: "its hard-link target could not be restored".into(),
+            });
             continue;
         }
         let _ = remove_non_dir(path);
         if let Err(e) = fs::hard_link(&plan.files[*first].0, path) {
-            skip(path, e.to_string());
+            errors.push(Skipped {
+                path: path.clone(),
+                reason: e.to_string(),
+            });
         }
     }
     for (path, node) in &plan.specials {
@@ -258,38 +277,250 @@ pub fn restore(
             NodeKind::Socket => continue,
             _ => fsmeta::make_special(path, node),
         };
-        if let Err(e) = made {
-            skip(path, e.to_string());
+        match made {
+            Ok(()) => run.apply(path, node),
+            Err(e) => errors.push(Skipped {
+                path: path.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
+    plan.dirs.iter().rev().for_each(|(p, n)| run.apply(p, n));
 
-    let warnings = Mutex::new(Vec::new());
-    let apply = |path: &Path, node: &Node| {
-        if let Err(e) = fsmeta::apply(path, node, opts.owners) {
+    if opts.verify {
+        let mismatches: Vec<Skipped> = plan
+            .files
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains_key(i))
+            .filter_map(|(_, (path, node))| match run.differs(path, node) {
+                Ok(None) => None,
+                Ok(Some(why)) => Some(Skipped {
+                    path: path.clone(),
+                    reason: format!("verify: {why}"),
+                }),
+                Err(e) => Some(Skipped {
+                    path: path.clone(),
+                    reason: format!("verify: cannot read it back: {e}"),
+                }),
+            })
+            .collect();
+        outcome.files_verified = (plan.files.len() - failed.len() - mismatches.len()) as u64;
+        errors.extend(mismatches);
+    }
+    outcome.errors = errors;
+    outcome.warnings = run.warnings.into_inner().unwrap();
+    Ok(outcome)
+}
+
+impl Run<'_> {
+    fn fail(&self, i: usize, reason: String) {
+        self.failed.lock().unwrap().entry(i).or_insert(reason);
+    }
+
+    fn has_failed(&self, i: usize) -> bool {
+        self.failed.lock().unwrap().contains_key(&i)
+    }
+
+    fn apply(&self, path: &Path, node: &Node) {
+        if let Err(e) = fsmeta::apply(path, node, self.opts.owners) {
             let reason = format!("metadata not restored: {e}");
-            warnings.lock().unwrap().push(Skipped {
+            self.warnings.lock().unwrap().push(Skipped {
                 path: path.to_path_buf(),
                 reason,
             });
         }
-    };
-    plan.files
-        .par_iter()
-        .enumerate()
-        .filter(|(i, _)| !failed.contains_key(i))
-        .for_each(|(_, (p, n))| {
-            apply(p, n);
-            progress.files.fetch_add(1, Ordering::Relaxed);
-        });
-    plan.specials
-        .iter()
-        .filter(|(_, n)| n.kind != NodeKind::Socket)
-        .for_each(|(p, n)| apply(p, n));
-    plan.dirs.iter().rev().for_each(|(p, n)| apply(p, n));
+    }
 
-    outcome.errors = skipped.into_inner().unwrap();
-    outcome.warnings = warnings.into_inner().unwrap();
-    Ok(outcome)
+    /// A file has all its content: give it its metadata.
+    fn complete(&self, i: usize) {
+        let (path, node) = &self.files[i];
+        self.apply(path, node);
+        self.progress.files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Looks up every chunk once; a file with a chunk missing from the index fails.
+    fn resolve(&mut self) -> Result<()> {
+        for (i, (path, node)) in self.files.iter().enumerate() {
+            for chunk in &node.content {
+                if self.locations.contains_key(chunk) {
+                    continue;
+                }
+                match self.repo.lookup(&BlobId::from(*chunk))? {
+                    Some(loc) => {
+                        self.locations.insert(*chunk, loc);
+                    }
+                    None => {
+                        let why = format!(
+                            "data blob {} of {} is missing from the index",
+                            chunk.short(),
+                            path.display()
+                        );
+                        self.fail(i, why);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Files an earlier restore already wrote completely: right size and mtime, and content
+    /// that hashes to the snapshot's chunk ids. They are left as they are.
+    fn keep_complete_files(&self) -> std::collections::HashSet<usize> {
+        self.files
+            .par_iter()
+            .enumerate()
+            .filter(|(i, (path, node))| {
+                let same = fs::symlink_metadata(path).is_ok_and(|m| {
+                    m.is_file()
+                        && m.len() == node.size
+                        && m.mtime() * 1_000_000_000 + m.mtime_nsec() == node.mtime
+                });
+                same && !self.has_failed(*i) && matches!(self.differs(path, node), Ok(None))
+            })
+            .map(|(i, (path, node))| {
+                self.apply(path, node);
+                self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+                self.progress.files.fetch_add(1, Ordering::Relaxed);
+                i
+            })
+            .collect()
+    }
+
+    /// Creates every file still to write at its full length, and groups the chunk writes by
+    /// pack, each group sorted by offset so a pack is read front to back.
+    fn create_files(&self, kept: &std::collections::HashSet<usize>) -> Vec<(PackId, PackWork)> {
+        self.files
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| !kept.contains(i) && !self.has_failed(*i))
+            .for_each(|(i, (path, node))| {
+                if let Err(e) = create_file(path, node.size) {
+                    self.fail(i, e.to_string());
+                }
+            });
+        let mut by_blob: HashMap<DataId, Targets> = HashMap::new();
+        for (i, (_, node)) in self.files.iter().enumerate() {
+            if kept.contains(&i) || self.has_failed(i) {
+                continue;
+            }
+            let mut offset = 0u64;
+            for chunk in &node.content {
+                by_blob.entry(*chunk).or_default().push((i, offset));
+                offset += u64::from(self.locations[chunk].raw_len);
+            }
+            self.remaining[i].store(node.content.len() as u64, Ordering::Relaxed);
+            if node.content.is_empty() {
+                self.complete(i);
+            }
+        }
+        let mut packs: HashMap<PackId, PackWork> = HashMap::new();
+        for (chunk, targets) in by_blob {
+            let loc = self.locations[&chunk];
+            packs
+                .entry(loc.pack)
+                .or_default()
+                .push((loc, BlobId::from(chunk), targets));
+        }
+        let mut packs: Vec<_> = packs.into_iter().collect();
+        for (_, work) in &mut packs {
+            work.sort_by_key(|(loc, _, _)| loc.offset);
+        }
+        packs
+    }
+
+    /// Reads the needed part of one pack once and writes each of its blobs wherever it belongs.
+    fn restore_pack(&self, pack: &PackId, blobs: &PackWork) {
+        let start = u64::from(blobs[0].0.offset);
+        let end = blobs
+            .iter()
+            .map(|(l, _, _)| u64::from(l.offset) + u64::from(l.stored_len))
+            .max()
+            .unwrap_or(start);
+        let bytes = match self.repo.read_pack_range(pack, start, end - start) {
+            Ok(b) => b,
+            Err(e) => {
+                for (_, _, targets) in blobs {
+                    for (i, _) in targets {
+                        self.fail(*i, format!("pack {} cannot be read: {e}", pack.short()));
+                    }
+                }
+                return;
+            }
+        };
+        let mut open_files: HashMap<usize, fs::File> = HashMap::new();
+        for (loc, blob, targets) in blobs {
+            let at = (u64::from(loc.offset) - start) as usize;
+            let stored = &bytes[at..at + loc.stored_len as usize];
+            let plain = match self.repo.open_blob(blob, stored, loc.raw_len) {
+                Ok(p) => p,
+                Err(e) => {
+                    for (i, _) in targets {
+                        self.fail(*i, e.to_string());
+                    }
+                    continue;
+                }
+            };
+            for &(i, offset) in targets {
+                if self.has_failed(i) {
+                    continue;
+                }
+                self.progress
+                    .bytes
+                    .fetch_add(plain.len() as u64, Ordering::Relaxed);
+                let file = match open_files.entry(i) {
+                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        match fs::OpenOptions::new().write(true).open(&self.files[i].0) {
+                            Ok(f) => v.insert(f),
+                            Err(e) => {
+                                self.fail(i, e.to_string());
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = write_sparse(file, &plain, offset) {
+                    self.fail(i, e.to_string());
+                } else if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    open_files.remove(&i);
+                    self.complete(i);
+                }
+            }
+        }
+    }
+
+    /// Why the file at `path` differs from `node`'s content, or `None` when it is equal.
+    fn differs(&self, path: &Path, node: &Node) -> io::Result<Option<String>> {
+        let mut file = fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        if len != node.size {
+            return Ok(Some(format!("{len} bytes, the snapshot has {}", node.size)));
+        }
+        let mut buf = Vec::new();
+        let mut offset = 0u64;
+        for chunk in &node.content {
+            let Some(loc) = self.locations.get(chunk) else {
+                return Ok(Some(format!(
+                    "data blob {} is missing from the index",
+                    chunk.short()
+                )));
+            };
+            buf.resize(loc.raw_len as usize, 0);
+            if let Err(e) = file.read_exact(&mut buf) {
+                return Ok(Some(format!("ends early at byte {offset}: {e}")));
+            }
+            if self.repo.blob_id(&buf) != chunk.0 {
+                return Ok(Some(format!(
+                    "content differs in bytes {offset}..{}",
+                    offset + buf.len() as u64
+                )));
+            }
+            offset += buf.len() as u64;
+        }
+        Ok(None)
+    }
 }
 
 fn remove_non_dir(path: &Path) -> io::Result<()> {
@@ -323,56 +554,6 @@ fn create_file(path: &Path, size: u64) -> io::Result<()> {
     f.set_len(size)
 }
 
-type PackWork = Vec<(Location, BlobId, Targets)>;
-
-/// Each needed blob's location and targets, grouped by pack, each group sorted by offset.
-fn group_by_pack(
-    repo: &Repository,
-    files: &[(PathBuf, Node)],
-    failed: &Mutex<HashMap<usize, String>>,
-) -> Result<Vec<(PackId, PackWork)>> {
-    let mut blobs: HashMap<DataId, (Location, Targets)> = HashMap::new();
-    for (i, (path, node)) in files.iter().enumerate() {
-        let mut offset = 0u64;
-        for chunk in &node.content {
-            let loc = match blobs.get_mut(chunk) {
-                Some((loc, targets)) => {
-                    targets.push((i, offset));
-                    *loc
-                }
-                None => match repo.lookup(&BlobId::from(*chunk))? {
-                    Some(loc) => {
-                        blobs.insert(*chunk, (loc, vec![(i, offset)]));
-                        loc
-                    }
-                    None => {
-                        let why = format!(
-                            "data blob {} of {} is missing from the index",
-                            chunk.short(),
-                            path.display()
-                        );
-                        failed.lock().unwrap().insert(i, why);
-                        break;
-                    }
-                },
-            };
-            offset += u64::from(loc.raw_len);
-        }
-    }
-    let mut packs: HashMap<PackId, PackWork> = HashMap::new();
-    for (id, (loc, targets)) in blobs {
-        packs
-            .entry(loc.pack)
-            .or_default()
-            .push((loc, BlobId::from(id), targets));
-    }
-    let mut packs: Vec<_> = packs.into_iter().collect();
-    for (_, work) in &mut packs {
-        work.sort_by_key(|(loc, _, _)| loc.offset);
-    }
-    Ok(packs)
-}
-
 fn is_zero(b: &[u8]) -> bool {
     // A fold without early exit, which the compiler vectorises.
     b.iter().fold(0u8, |acc, &x| acc | x) == 0
@@ -399,68 +580,6 @@ fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
         file.write_all_at(&data[start..], offset + start as u64)?;
     }
     Ok(())
-}
-
-/// Reads the needed part of one pack and writes its blobs. On failure returns the blob at fault
-/// (or `None` when the whole pack could not be read) and why.
-fn restore_pack(
-    repo: &Repository,
-    pack: &PackId,
-    blobs: &PackWork,
-    files: &[(PathBuf, Node)],
-    failed: &Mutex<HashMap<usize, String>>,
-    progress: &RestoreProgress,
-) -> std::result::Result<(), (Option<BlobId>, String)> {
-    let start = u64::from(blobs[0].0.offset);
-    let end = blobs
-        .iter()
-        .map(|(l, _, _)| u64::from(l.offset) + u64::from(l.stored_len))
-        .max()
-        .unwrap_or(start);
-    let bytes = repo
-        .read_pack_range(pack, start, end - start)
-        .map_err(|e| (None, format!("pack {} cannot be read: {e}", pack.short())))?;
-    let mut open_files: HashMap<usize, fs::File> = HashMap::new();
-    let mut first_error = None;
-    for (loc, blob, targets) in blobs {
-        let at = (u64::from(loc.offset) - start) as usize;
-        let stored = &bytes[at..at + loc.stored_len as usize];
-        let plain = match repo.open_blob(blob, stored, loc.raw_len) {
-            Ok(p) => p,
-            Err(e) => {
-                let path = &files[targets[0].0].0;
-                first_error.get_or_insert((Some(*blob), format!("{}: {e}", path.display())));
-                continue;
-            }
-        };
-        for &(i, offset) in targets {
-            if failed.lock().unwrap().contains_key(&i) {
-                continue;
-            }
-            progress
-                .bytes
-                .fetch_add(plain.len() as u64, Ordering::Relaxed);
-            let file = match open_files.entry(i) {
-                std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match fs::OpenOptions::new().write(true).open(&files[i].0) {
-                        Ok(f) => v.insert(f),
-                        Err(e) => {
-                            failed.lock().unwrap().insert(i, e.to_string());
-                            continue;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = write_sparse(file, &plain, offset) {
-                failed.lock().unwrap().insert(i, e.to_string());
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -74,3 +74,21 @@ pub fn find_node(repo: &Repository, root: TreeId, path: &Path) -> Result<Node> {
     }
     Ok(node)
 }
+
+/// Calls `f` for every entry of every snapshot whose path matches `pattern`.
+pub fn find(
+    repo: &Repository,
+    snapshots: &[(cairn_format::SnapshotId, cairn_format::snapshot::Snapshot)],
+    pattern: &crate::Filter,
+    f: &mut dyn FnMut(&cairn_format::SnapshotId, &cairn_format::snapshot::Snapshot, &Path, &Node),
+) -> Result<()> {
+    for (id, snap) in snapshots {
+        walk_tree(repo, snap.tree, Path::new("/"), &mut |path, node| {
+            if pattern.matches(path) {
+                f(id, snap, path, node);
+            }
+            Ok(Visit::Descend)
+        })?;
+    }
+    Ok(())
+}
