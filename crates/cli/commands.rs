@@ -80,6 +80,22 @@ enum Command {
     Find(FindArgs),
     /// Write a file of a snapshot to stdout, or a directory as a tar or zip archive.
     Dump(DumpArgs),
+    /// Check that every snapshot can be restored; report exactly what cannot.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Also read every pack and verify every blob in it.
+    #[arg(long)]
+    read_data: bool,
+    /// Read only part of the packs: `n/m` (part n of m; parts 1..m together cover every pack)
+    /// or a percentage like `10%`.
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    read_data_subset: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which snapshots to consider.
@@ -299,6 +315,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Diff(a) => diff(&cli, a),
         Command::Find(a) => find(&cli, a),
         Command::Dump(a) => dump(&cli, a),
+        Command::Check(a) => check(&cli, a),
     }
 }
 
@@ -1034,4 +1051,94 @@ fn owner(name: &[u8], id: u32) -> String {
     } else {
         String::from_utf8_lossy(name).into_owned()
     }
+}
+
+fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
+    let read_data = match (&a.read_data_subset, a.read_data) {
+        (Some(subset), _) => {
+            cairn_engine::ReadData::parse_subset(subset).map_err(|e| Exit(exit::ERROR, e))?
+        }
+        (None, true) => cairn_engine::ReadData::All,
+        (None, false) => cairn_engine::ReadData::None,
+    };
+    let repo = open(cli, false)?;
+    let progress = cairn_engine::CheckProgress::default();
+    let read = || {
+        let p = &progress;
+        (
+            p.packs_read.load(Ordering::Relaxed),
+            p.packs_to_read.load(Ordering::Relaxed),
+            0,
+            0,
+        )
+    };
+    let show =
+        output::show_progress(cli.quiet || a.json) && read_data != cairn_engine::ReadData::None;
+    let report = with_progress(show, "check", read, || {
+        cairn_engine::check(&repo, read_data, &progress)
+    })?;
+    let ok = report.errors.is_empty();
+    if a.json {
+        let doc = json!({
+            "ok": ok,
+            "snapshots": report.snapshots,
+            "trees": report.trees,
+            "packs": report.packs,
+            "packs_read": report.packs_read,
+            "errors": report.errors,
+            "warnings": report.warnings,
+            "damage": report.damage.iter().map(|d| json!({
+                "snapshot": d.snapshot.to_hex(),
+                "time": time::rfc3339(d.time),
+                "paths": d.paths.iter().map(|(p, why)| json!({"path": p.to_string_lossy(), "problem": why})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+    } else {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &report.errors {
+            eprintln!("error: {e}");
+        }
+        if !report.damage.is_empty() {
+            println!(
+                "damage: {} snapshots cannot be restored completely",
+                report.damage.len()
+            );
+            for d in &report.damage {
+                println!(
+                    "  snapshot {} of {}: {} paths",
+                    d.snapshot.short(),
+                    time::show(d.time),
+                    d.paths.len()
+                );
+                for (path, why) in &d.paths {
+                    println!("    {}: {why}", path.display());
+                }
+            }
+        }
+        if !cli.quiet {
+            println!(
+                "checked {} snapshots, {} trees, {} packs ({} read in full): {}",
+                report.snapshots,
+                report.trees,
+                report.packs,
+                report.packs_read,
+                if ok {
+                    "no errors".to_string()
+                } else {
+                    format!("{} errors", report.errors.len())
+                }
+            );
+        }
+    }
+    if !ok {
+        return Err(Exit(
+            exit::ERROR,
+            format!("check found {} errors", report.errors.len()),
+        )
+        .into());
+    }
+    Ok(0)
 }

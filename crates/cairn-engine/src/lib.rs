@@ -6,6 +6,7 @@
 //! engine's outcome; only failures that make the whole operation meaningless are errors.
 
 mod archiver;
+mod check;
 mod diff;
 mod dump;
 mod filter;
@@ -17,6 +18,7 @@ mod walk;
 pub use archiver::{
     backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
 };
+pub use check::{check, CheckProgress, CheckReport, Damage, ReadData};
 pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;

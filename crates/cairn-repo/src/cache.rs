@@ -7,7 +7,7 @@
 
 use crate::error::Result;
 use cairn_format::index::IndexFile;
-use cairn_format::{BlobId, Id, IndexId, PackId};
+use cairn_format::{BlobId, BlobType, Id, IndexId, PackId};
 use redb::{ReadableTable, TableDefinition};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -157,5 +157,30 @@ impl IndexCache {
             Err(e) => return Err(e.into()),
         };
         Ok(table.get(&key(blob))?.map(|v| decode_location(v.value())))
+    }
+
+    /// Calls `f` on every entry, in key order.
+    pub fn for_each(&self, mut f: impl FnMut(BlobId, Location)) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let k = k.value();
+            let Some(kind) = BlobType::from_u8(k[0]) else {
+                continue;
+            };
+            f(
+                BlobId {
+                    kind,
+                    id: Id(k[1..].try_into().unwrap()),
+                },
+                decode_location(v.value()),
+            );
+        }
+        Ok(())
     }
 }

@@ -135,6 +135,7 @@ pub struct Repository {
     config: Config,
     cache: IndexCache,
     dry_run: bool,
+    damaged_index: Vec<(IndexId, String)>,
     /// Blobs stored by this process, with their location once their pack is written. Covers the
     /// gap until their index file is merged into the cache.
     session: Mutex<HashMap<BlobId, Option<Location>>>,
@@ -192,13 +193,14 @@ impl Repository {
             .as_ref()
             .map(|d| d.join(config.repo_id.to_hex()).join("index.redb"));
         let cache = IndexCache::open(cache_path.as_deref())?;
-        let repo = Repository {
+        let mut repo = Repository {
             packers: Packers::new(config.pack_size as usize),
             backend,
             keys,
             config,
             cache,
             dry_run: opts.dry_run,
+            damaged_index: Vec::new(),
             session: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(IndexFile::default()),
             blobs_added: AtomicU64::new(0),
@@ -228,7 +230,7 @@ impl Repository {
     }
 
     /// Brings the cache up to date with the repository's index files.
-    fn sync_index(&self) -> Result<()> {
+    fn sync_index(&mut self) -> Result<()> {
         let listed: HashSet<IndexId> = self
             .backend
             .list(FileType::Index)?
@@ -242,10 +244,67 @@ impl Repository {
             merged.clear();
         }
         for id in listed.difference(&merged) {
-            let index = self.read_index(*id)?;
-            self.cache.merge(*id, &index)?;
+            match self.read_index(*id) {
+                Ok(index) => self.cache.merge(*id, &index)?,
+                // A damaged index file must not make the rest of the repository unreadable:
+                // its packs then look unindexed, which `check` reports and `repair index` mends.
+                Err(e) if e.kind == ErrorKind::Corrupt => self.damaged_index.push((*id, e.message)),
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// Index files that could not be read when the repository was opened, and why.
+    pub fn damaged_index_files(&self) -> &[(IndexId, String)] {
+        &self.damaged_index
+    }
+
+    /// The index files in the repository.
+    pub fn index_ids(&self) -> Result<Vec<IndexId>> {
+        Ok(self
+            .backend
+            .list(FileType::Index)?
+            .iter()
+            .filter_map(|e| IndexId::from_hex(&e.name))
+            .collect())
+    }
+
+    /// Every pack file and its length.
+    pub fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        Ok(self
+            .backend
+            .list(FileType::Pack)?
+            .iter()
+            .filter_map(|e| Some((PackId::from_hex(&e.name)?, e.size)))
+            .collect())
+    }
+
+    /// Reads a whole pack without checking it against its name: for salvaging what is left of
+    /// a damaged one.
+    pub fn read_pack_unverified(&self, pack: &PackId) -> Result<Vec<u8>> {
+        Ok(self.backend.read(FileType::Pack, &pack.to_hex())?)
+    }
+
+    /// Every blob the index places in `pack`. Scans the whole index: for damaged packs only.
+    pub fn blobs_in_pack(&self, pack: &PackId) -> Result<Vec<(BlobId, Location)>> {
+        let mut out = Vec::new();
+        self.cache.for_each(|blob, loc| {
+            if loc.pack == *pack {
+                out.push((blob, loc));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Reads a whole pack and checks it against its name; returns its bytes and header.
+    pub fn read_pack(&self, pack: &PackId) -> Result<(Vec<u8>, PackHeader)> {
+        let bytes = self.read_file(FileType::Pack, &pack.0)?;
+        let size = bytes.len() as u64;
+        let header = self.parse_pack_header(pack, size, |offset, len| {
+            Ok(bytes[offset as usize..(offset + len) as usize].to_vec())
+        })?;
+        Ok((bytes, header))
     }
 
     pub fn read_index(&self, id: IndexId) -> Result<IndexFile> {
@@ -349,15 +408,26 @@ impl Repository {
     /// Reads a pack's own header, which lists its blobs: what `check` compares with the index
     /// and what rebuilding a lost index starts from. `size` is the pack's length.
     pub fn read_pack_header(&self, pack: &PackId, size: u64) -> Result<PackHeader> {
+        self.parse_pack_header(pack, size, |offset, len| {
+            self.read_pack_range(pack, offset, len)
+        })
+    }
+
+    fn parse_pack_header(
+        &self,
+        pack: &PackId,
+        size: u64,
+        read: impl Fn(u64, u64) -> Result<Vec<u8>>,
+    ) -> Result<PackHeader> {
         let what = format!("pack {}", pack.short());
         if size < 4 {
             return Err(Error::corrupt(format!("{what} is truncated: {size} bytes")));
         }
-        let trailer = self.read_pack_range(pack, size - 4, 4)?;
+        let trailer = read(size - 4, 4)?;
         let header_len =
             cairn_format::pack::trailer_header_len(size, trailer[..4].try_into().unwrap())
                 .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
-        let sealed = self.read_pack_range(pack, size - 4 - header_len, header_len)?;
+        let sealed = read(size - 4 - header_len, header_len)?;
         let plain = cairn_crypto::open(
             &self.keys.meta,
             AD_PACK_HEADER,
