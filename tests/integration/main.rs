@@ -2,9 +2,10 @@
 
 mod util;
 
-mod incremental;
-mod roundtrip;
 mod dedup;
+mod diskfull;
 mod errors;
-mod privacy;
 mod filters;
+mod incremental;
+mod privacy;
+mod roundtrip;

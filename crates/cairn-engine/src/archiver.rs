@@ -95,6 +95,13 @@ pub fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 format!("source path {} {why}", p.display()),
             ));
         }
+        // The directories leading to a source are stored as directories, so symlinks among them
+        // are resolved; the source itself is kept as it is (a symlink stays a symlink).
+        if let (Some(parent), Some(name)) = (clean.parent(), clean.file_name()) {
+            if let Ok(real) = std::fs::canonicalize(parent) {
+                clean = real.join(name);
+            }
+        }
         out.push(clean);
     }
     out.sort();
