@@ -387,15 +387,12 @@ fn hostname() -> String {
 
 /// The user name of this process's uid from /etc/passwd, else `$USER`, else the uid.
 fn username() -> String {
-    let uid = rustix::process::getuid().as_raw().to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == uid)
-        .map(|f| f[0].to_string())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or(uid)
+    let uid = rustix::process::getuid().as_raw();
+    let name = cairn_engine::user_name(uid);
+    if !name.is_empty() {
+        return String::from_utf8_lossy(&name).into_owned();
+    }
+    std::env::var("USER").unwrap_or_else(|_| uid.to_string())
 }
 
 fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {

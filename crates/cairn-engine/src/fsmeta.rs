@@ -49,7 +49,7 @@ fn names(file: &str) -> HashMap<u32, Vec<u8>> {
     out
 }
 
-fn user_name(uid: u32) -> Vec<u8> {
+pub fn user_name(uid: u32) -> Vec<u8> {
     static USERS: OnceLock<HashMap<u32, Vec<u8>>> = OnceLock::new();
     USERS
         .get_or_init(|| names("/etc/passwd"))

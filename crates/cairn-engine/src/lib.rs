@@ -11,6 +11,7 @@ mod diff;
 mod dump;
 mod filter;
 mod fsmeta;
+pub use fsmeta::user_name;
 mod restorer;
 mod select;
 mod walk;
