@@ -2,13 +2,15 @@
 //! report.
 
 use crate::output::{self, with_progress};
-use crate::{exit, password, time, Exit};
+use crate::{exit, forget, password, time, Exit};
 use anyhow::{Context, Result};
 use cairn_engine::{Filter, Visit};
 use cairn_format::snapshot::{Kind, Snapshot};
 use cairn_format::tree::{Node, NodeKind};
 use cairn_format::SnapshotId;
-use cairn_repo::{ErrorKind, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
+use cairn_repo::{
+    Backend, ErrorKind, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository,
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
@@ -52,7 +54,7 @@ pub struct Cli {
     no_cache: bool,
     /// Print only errors.
     #[arg(short, long, global = true)]
-    quiet: bool,
+    pub(crate) quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,6 +84,16 @@ enum Command {
     Dump(DumpArgs),
     /// Check that every snapshot can be restored; report exactly what cannot.
     Check(CheckArgs),
+    /// Remove snapshots, named or by a retention policy (their data stays until prune).
+    #[command(after_help = forget::POLICY_HELP)]
+    Forget(forget::ForgetArgs),
+    /// Delete data no snapshot needs; with a --keep-* policy, forget snapshots first.
+    ///
+    /// Packs holding only unused data are condemned, partly used ones repacked, and condemned
+    /// packs deleted at once when no backup is running, else by a prune after --grace. Safe to
+    /// run beside backups from any host, and to interrupt.
+    #[command(after_help = forget::POLICY_HELP)]
+    Prune(forget::PruneArgs),
 }
 
 #[derive(Args)]
@@ -100,7 +112,7 @@ struct CheckArgs {
 
 /// Which snapshots to consider.
 #[derive(Args, Clone, Default)]
-struct SnapshotFilterArgs {
+pub(crate) struct SnapshotFilterArgs {
     /// Only snapshots of this host (repeatable: any of them).
     #[arg(long, value_name = "HOST")]
     host: Vec<String>,
@@ -113,7 +125,7 @@ struct SnapshotFilterArgs {
 }
 
 impl SnapshotFilterArgs {
-    fn filter(&self) -> Result<cairn_engine::SnapshotFilter> {
+    pub(crate) fn filter(&self) -> Result<cairn_engine::SnapshotFilter> {
         for p in &self.path {
             if !p.is_absolute() {
                 anyhow::bail!("--path {} must be absolute", p.display());
@@ -316,6 +328,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Find(a) => find(&cli, a),
         Command::Dump(a) => dump(&cli, a),
         Command::Check(a) => check(&cli, a),
+        Command::Forget(a) => forget::forget(&cli, a),
+        Command::Prune(a) => forget::prune(&cli, a),
     }
 }
 
@@ -353,7 +367,12 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
         .map(|d| d.join("cairn"))
 }
 
-fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
+pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
+    open_with(cli, dry_run, false)
+}
+
+/// Opens the repository; a `writer` leaves a backup marker while it runs.
+fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
     let path = repo_path(cli)?;
     if !path.join("config").exists() {
         let why = if path.exists() {
@@ -367,13 +386,23 @@ fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
         )
         .into());
     }
-    let backend = Box::new(LocalBackend::open(path));
+    let mut backend: Box<dyn Backend> = Box::new(LocalBackend::open(path));
+    if let Some(n) = std::env::var_os("CAIRN_TEST_CRASH_AFTER") {
+        let n = n.to_str().and_then(|n| n.parse().ok()).ok_or_else(|| {
+            Exit(
+                exit::ERROR,
+                "CAIRN_TEST_CRASH_AFTER must be a number of writes".into(),
+            )
+        })?;
+        backend = Box::new(cairn_repo::CrashAfter::new(backend, n));
+    }
     // An unknown version is refused before the user is asked for a password.
     cairn_repo::probe(backend.as_ref())?;
     let pw = password(cli).get(false)?;
     let opts = OpenOptions {
         cache_dir: cache_dir(cli),
         dry_run,
+        writer,
     };
     Ok(Repository::open(backend, &pw, &opts)?)
 }
@@ -469,7 +498,7 @@ fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         .unwrap_or_else(time::now_ns);
     // Missing sources are an error before the repository is even opened.
     let sources = cairn_engine::normalize_sources(&a.paths)?;
-    let repo = open(cli, a.dry_run)?;
+    let repo = open_with(cli, a.dry_run, true)?;
     let host = a.host.clone().unwrap_or_else(hostname).into_bytes();
     let kind = match a.kind {
         KindArg::Full => Kind::Full,

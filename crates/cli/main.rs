@@ -2,6 +2,7 @@
 //! else happens in the library crates; each command here is open -> plan/execute -> report.
 
 mod commands;
+mod forget;
 mod output;
 mod password;
 mod time;

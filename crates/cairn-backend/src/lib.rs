@@ -8,8 +8,10 @@
 //! exactly the given bytes; after a crash during it, the object is absent (a leftover temporary,
 //! never listed, may remain).
 
+mod fault;
 mod local;
 
+pub use fault::CrashAfter;
 pub use local::LocalBackend;
 
 use std::fmt;

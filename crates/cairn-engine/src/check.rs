@@ -114,10 +114,15 @@ pub fn check(
 
     // Index files and the packs they name.
     let mut indexed: HashMap<PackId, (u64, IndexId)> = HashMap::new();
+    let condemned = repo.condemned_packs();
     for id in repo.index_ids()? {
         match repo.read_index(id) {
             Ok(index) => {
-                for p in index.packs {
+                for p in index
+                    .packs
+                    .into_iter()
+                    .filter(|p| !condemned.contains(&p.id))
+                {
                     if let Some((size, other)) = indexed.insert(p.id, (p.size, id)) {
                         if size != p.size {
                             report.errors.push(format!(
@@ -166,7 +171,10 @@ pub fn check(
             Some(_) => {}
         }
     }
-    let unindexed = stored.keys().filter(|p| !indexed.contains_key(p)).count();
+    let unindexed = stored
+        .keys()
+        .filter(|p| !indexed.contains_key(p) && !condemned.contains(p))
+        .count();
     if unindexed > 0 {
         report.warnings.push(format!(
             "{unindexed} packs are not in any index (left by an interrupted backup, or their index file is damaged)"

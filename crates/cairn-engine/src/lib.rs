@@ -12,7 +12,9 @@ mod dump;
 mod filter;
 mod fsmeta;
 pub use fsmeta::user_name;
+mod prune;
 mod restorer;
+mod retention;
 mod select;
 mod walk;
 
@@ -23,7 +25,12 @@ pub use check::{check, CheckProgress, CheckReport, Damage, ReadData};
 pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
+pub use prune::{prune, PruneOptions, PruneReport};
 pub use restorer::{restore, RestoreOptions, RestoreOutcome, RestoreProgress};
+pub use retention::{
+    apply_policy, parse_keep_count, parse_keep_duration, parse_keep_tag, Bucket, Decision,
+    KeepCount, KeepDuration, Policy, Reason, RetentionInput,
+};
 pub use select::{find_parent, find_snapshot, newest_at, SnapshotFilter};
 pub use walk::{find, find_node, walk_tree, Visit};
 

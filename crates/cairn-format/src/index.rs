@@ -22,11 +22,36 @@ pub struct IndexPack {
     pub blobs: Vec<IndexEntry>,
 }
 
+impl IndexPack {
+    /// The index record of a pack, from its own header: what rebuilding a lost index needs.
+    pub fn from_header(id: PackId, size: u64, header: &crate::pack::PackHeader) -> IndexPack {
+        let (offsets, _) = header.offsets();
+        IndexPack {
+            id,
+            size,
+            blobs: header
+                .entries
+                .iter()
+                .zip(offsets)
+                .map(|(e, offset)| IndexEntry {
+                    blob: e.blob,
+                    offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct IndexFile {
     /// Index files whose content this one replaces; they may be deleted once this one is stored.
     pub supersedes: Vec<IndexId>,
     pub packs: Vec<IndexPack>,
+    /// Packs this file condemns (repo-format.md, "Garbage collection"): they no longer count as
+    /// part of the index, whatever other files say, and a later prune deletes them.
+    pub condemned: Vec<PackId>,
 }
 
 impl IndexFile {
@@ -48,6 +73,10 @@ impl IndexFile {
                 w.u32(b.stored_len);
                 w.u32(b.raw_len);
             }
+        }
+        w.u32(self.condemned.len() as u32);
+        for p in &self.condemned {
+            w.id(&p.0);
         }
         w.buf
     }
@@ -85,7 +114,16 @@ impl IndexFile {
             }
             packs.push(IndexPack { id, size, blobs });
         }
+        let n = r.count(32)?;
+        let mut condemned = Vec::with_capacity(n);
+        for _ in 0..n {
+            condemned.push(PackId(r.id()?));
+        }
         r.finish()?;
-        Ok(IndexFile { supersedes, packs })
+        Ok(IndexFile {
+            supersedes,
+            packs,
+            condemned,
+        })
     }
 }

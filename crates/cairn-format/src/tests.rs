@@ -89,6 +89,7 @@ fn sample_index() -> IndexFile {
                 raw_len: 90,
             }],
         }],
+        condemned: vec![PackId(id(9))],
     }
 }
 
@@ -146,6 +147,14 @@ fn golden_bytes() {
     want.extend([0xab; 32]);
     want.extend([0x02, 0x01, 0, 0, 0x04, 0x03, 0, 0]);
     assert_eq!(h.encode(), want);
+
+    let condemnation = IndexFile {
+        condemned: vec![PackId(id(0xcd))],
+        ..IndexFile::default()
+    };
+    let mut want = vec![0u8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+    want.extend([0xcd; 32]);
+    assert_eq!(condemnation.encode(), want);
 
     let c = Config {
         repo_id: id(0x11),

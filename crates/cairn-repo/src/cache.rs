@@ -15,6 +15,11 @@ use std::path::{Path, PathBuf};
 /// Type byte + id -> pack id, offset, stored length, raw length.
 const BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&[u8; 32], ()> = TableDefinition::new("index_files");
+/// Packs condemned by a merged index file; their entries are never merged.
+const CONDEMNED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("condemned");
+/// When this client first saw a condemnation or a backup marker, in ns of its wall clock: what
+/// prune's grace period is measured from. Survives `clear`, since it says nothing of the index.
+const FIRST_SEEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("first_seen");
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,19 +125,37 @@ impl IndexCache {
         let txn = self.db.begin_write()?;
         txn.delete_table(BLOBS)?;
         txn.delete_table(INDEX_FILES)?;
+        txn.delete_table(CONDEMNED)?;
         txn.commit()?;
         Ok(())
     }
 
-    /// Adds an index file's entries, and records it as merged, in one transaction.
-    pub fn merge(&self, id: IndexId, index: &IndexFile) -> Result<()> {
+    /// Packs condemned by the merged index files.
+    pub fn condemned(&self) -> Result<HashSet<PackId>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(CONDEMNED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = HashSet::new();
+        for item in table.iter()? {
+            let (k, _) = item?;
+            out.insert(PackId(Id(*k.value())));
+        }
+        Ok(out)
+    }
+
+    /// Adds an index file's entries, except those in `condemned` packs, records the packs it
+    /// condemns, and records it as merged, in one transaction.
+    pub fn merge(&self, id: IndexId, index: &IndexFile, condemned: &HashSet<PackId>) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         // The cache is rebuildable, so a crash that loses the last transactions costs only a
         // re-read of some index files; skipping the fsync makes a backup's index writes cheap.
         txn.set_durability(redb::Durability::Eventual);
         {
             let mut blobs = txn.open_table(BLOBS)?;
-            for pack in &index.packs {
+            for pack in index.packs.iter().filter(|p| !condemned.contains(&p.id)) {
                 for e in &pack.blobs {
                     let loc = Location {
                         pack: pack.id,
@@ -143,10 +166,42 @@ impl IndexCache {
                     blobs.insert(&key(&e.blob), &encode_location(&loc))?;
                 }
             }
+            let mut table = txn.open_table(CONDEMNED)?;
+            for pack in &index.condemned {
+                table.insert(pack.as_bytes(), ())?;
+            }
             txn.open_table(INDEX_FILES)?.insert(id.as_bytes(), ())?;
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// When this client first saw each of `ids`, recording `now_ns` for those it had not seen.
+    /// Entries not in `ids` are dropped: they were executed or removed.
+    pub fn first_seen(&self, ids: &[Id], now_ns: i64) -> Result<Vec<i64>> {
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut table = txn.open_table(FIRST_SEEN)?;
+            let mut old = std::collections::HashMap::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                old.insert(*k.value(), v.value());
+            }
+            for k in old.keys() {
+                if !ids.iter().any(|id| id.0 == *k) {
+                    table.remove(k)?;
+                }
+            }
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let seen = *old.get(&id.0).unwrap_or(&now_ns);
+                table.insert(&id.0, seen)?;
+                out.push(seen);
+            }
+            out
+        };
+        txn.commit()?;
+        Ok(out)
     }
 
     pub fn get(&self, blob: &BlobId) -> Result<Option<Location>> {

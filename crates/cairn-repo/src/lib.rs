@@ -7,12 +7,14 @@
 
 mod cache;
 mod error;
+mod gc;
 mod pack;
 
 pub use cache::Location;
-pub use cairn_backend::{Backend, FileType, LocalBackend};
+pub use cairn_backend::{Backend, CrashAfter, FileType, LocalBackend};
 pub use cairn_crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
+pub use gc::STALE_MARKER;
 
 use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
@@ -27,6 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Associated data of sealed objects other than blobs (repo-format.md, "Sealed objects").
 const AD_CONFIG: &[u8] = b"cairn config";
@@ -119,6 +122,9 @@ pub struct OpenOptions {
     pub cache_dir: Option<PathBuf>,
     /// Count what a backup would add without writing anything.
     pub dry_run: bool,
+    /// This process will store blobs and a snapshot: it leaves a backup marker in `locks/`
+    /// for as long as it runs (repo-format.md, "Garbage collection").
+    pub writer: bool,
 }
 
 /// Totals of what this process stored.
@@ -135,7 +141,17 @@ pub struct Repository {
     config: Config,
     cache: IndexCache,
     dry_run: bool,
-    damaged_index: Vec<(IndexId, String)>,
+    damaged_index: Mutex<Vec<(IndexId, String)>>,
+    /// Packs condemned by an index file: not part of the index, awaiting deletion by prune.
+    condemned: Mutex<HashSet<PackId>>,
+    /// Packs this process found blobs in, or wrote: the ones a concurrent prune's condemnation
+    /// can concern (see `save_snapshot`).
+    touched: Mutex<HashSet<PackId>>,
+    /// Blobs `store_again` has stored.
+    moved: Mutex<HashSet<BlobId>>,
+    /// This process's backup marker in `locks/` and when it was made; renewed while the backup
+    /// runs, removed on drop.
+    marker: Mutex<Option<(String, Instant)>>,
     /// Blobs stored by this process, with their location once their pack is written. Covers the
     /// gap until their index file is merged into the cache.
     session: Mutex<HashMap<BlobId, Option<Location>>>,
@@ -150,6 +166,11 @@ pub struct Repository {
 /// Packs per index file: a killed backup loses the index entries of at most this many packs,
 /// which the next backup then stores again.
 const PACKS_PER_INDEX: usize = 8;
+
+/// The longest a backup lets pass between looking for condemnations and creating its snapshot;
+/// it looks again when more has passed. Prune's grace period must exceed it (repo-format.md,
+/// "Garbage collection", proves why).
+pub const COMMIT_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// Reads `config` and checks its format version: everything that can be checked before asking
 /// for a password. Returns the config file's bytes.
@@ -193,14 +214,25 @@ impl Repository {
             .as_ref()
             .map(|d| d.join(config.repo_id.to_hex()).join("index.redb"));
         let cache = IndexCache::open(cache_path.as_deref())?;
-        let mut repo = Repository {
+        // The marker must be durable before the index is read: a prune that sees no marker
+        // may then assume every backup that starts later sees its condemnations.
+        let marker = if opts.writer && !opts.dry_run {
+            Some((gc::create_marker(backend.as_ref())?, Instant::now()))
+        } else {
+            None
+        };
+        let repo = Repository {
             packers: Packers::new(config.pack_size as usize),
             backend,
             keys,
             config,
             cache,
             dry_run: opts.dry_run,
-            damaged_index: Vec::new(),
+            damaged_index: Mutex::default(),
+            condemned: Mutex::default(),
+            touched: Mutex::default(),
+            moved: Mutex::default(),
+            marker: Mutex::new(marker),
             session: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(IndexFile::default()),
             blobs_added: AtomicU64::new(0),
@@ -229,35 +261,59 @@ impl Repository {
         self.keys.blob_id(plaintext)
     }
 
-    /// Brings the cache up to date with the repository's index files.
-    fn sync_index(&mut self) -> Result<()> {
-        let listed: HashSet<IndexId> = self
-            .backend
-            .list(FileType::Index)?
-            .iter()
-            .filter_map(|e| IndexId::from_hex(&e.name))
-            .collect();
+    /// Brings the cache up to date with the repository's index files; returns the packs it
+    /// learned are condemned.
+    fn sync_index(&self) -> Result<Vec<PackId>> {
+        let listed: HashSet<IndexId> = self.index_ids()?.into_iter().collect();
         let mut merged = self.cache.merged_index_files()?;
+        let mut condemned = self.cache.condemned()?;
         if !merged.is_subset(&listed) {
             // An index file went away (prune replaced it): its entries may be stale.
             self.cache.clear()?;
             merged.clear();
+            condemned.clear();
         }
+        let known = condemned.clone();
+        let mut damaged = Vec::new();
         for id in listed.difference(&merged) {
             match self.read_index(*id) {
-                Ok(index) => self.cache.merge(*id, &index)?,
+                Ok(index) => {
+                    condemned.extend(index.condemned.iter().copied());
+                    self.cache.merge(*id, &index, &condemned)?;
+                }
                 // A damaged index file must not make the rest of the repository unreadable:
                 // its packs then look unindexed, which `check` reports and `repair index` mends.
-                Err(e) if e.kind == ErrorKind::Corrupt => self.damaged_index.push((*id, e.message)),
+                Err(e) if e.kind == ErrorKind::Corrupt => damaged.push((*id, e.message)),
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        let learned: Vec<PackId> = condemned.difference(&known).copied().collect();
+        if !learned.is_empty() {
+            // Entries of newly condemned packs may already be merged, and the cache keeps one
+            // location per blob: only a rebuild that skips them all is exact.
+            self.cache.clear()?;
+            for id in &listed {
+                match self.read_index(*id) {
+                    Ok(index) => self.cache.merge(*id, &index, &condemned)?,
+                    // Damaged (already reported) or removed meanwhile by a prune.
+                    Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        *self.damaged_index.lock().unwrap() = damaged;
+        *self.condemned.lock().unwrap() = condemned;
+        Ok(learned)
     }
 
-    /// Index files that could not be read when the repository was opened, and why.
-    pub fn damaged_index_files(&self) -> &[(IndexId, String)] {
-        &self.damaged_index
+    /// Index files that could not be read when the index was last synchronised, and why.
+    pub fn damaged_index_files(&self) -> Vec<(IndexId, String)> {
+        self.damaged_index.lock().unwrap().clone()
+    }
+
+    /// Packs condemned by index files: not part of the index, awaiting deletion.
+    pub fn condemned_packs(&self) -> HashSet<PackId> {
+        self.condemned.lock().unwrap().clone()
     }
 
     /// The index files in the repository.
@@ -337,11 +393,20 @@ impl Repository {
         if let Some(Some(loc)) = self.session.lock().unwrap().get(blob) {
             return Ok(Some(*loc));
         }
-        self.cache.get(blob)
+        self.indexed(blob)
+    }
+
+    /// Where the index places a blob; notes the pack as one this process depends on.
+    fn indexed(&self, blob: &BlobId) -> Result<Option<Location>> {
+        let loc = self.cache.get(blob)?;
+        if let Some(loc) = &loc {
+            self.touched.lock().unwrap().insert(loc.pack);
+        }
+        Ok(loc)
     }
 
     pub fn has_blob(&self, blob: &BlobId) -> Result<bool> {
-        Ok(self.session.lock().unwrap().contains_key(blob) || self.cache.get(blob)?.is_some())
+        Ok(self.session.lock().unwrap().contains_key(blob) || self.indexed(blob)?.is_some())
     }
 
     /// Stores a blob unless the repository or this process already has it; returns whether it
@@ -349,7 +414,7 @@ impl Repository {
     /// threads use several cores.
     pub fn save_blob(&self, kind: BlobType, id: Id, plaintext: &[u8]) -> Result<bool> {
         let blob = BlobId { kind, id };
-        if self.cache.get(&blob)?.is_some() {
+        if self.indexed(&blob)?.is_some() {
             return Ok(false);
         }
         {
@@ -359,20 +424,29 @@ impl Repository {
             }
             session.insert(blob, None);
         }
+        self.store(blob, plaintext)?;
+        Ok(true)
+    }
+
+    /// Compresses, seals and packs a blob the caller has claimed in the session.
+    fn store(&self, blob: BlobId, plaintext: &[u8]) -> Result<()> {
         self.raw_added
             .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
         if self.dry_run {
-            return Ok(true);
+            return Ok(());
         }
         let stored =
             cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
         self.bytes_added
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
-        if let Some(full) = self.packers.add(kind, blob, plaintext.len() as u32, stored) {
+        if let Some(full) = self
+            .packers
+            .add(blob.kind, blob, plaintext.len() as u32, stored)
+        {
             self.write_pack(full)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     pub fn save_tree(&self, tree: &Tree) -> Result<(TreeId, bool)> {
@@ -457,6 +531,8 @@ impl Repository {
         let (bytes, entry) = pack.assemble(&self.keys.meta);
         self.backend
             .create(FileType::Pack, &entry.id.to_hex(), &bytes)?;
+        self.touched.lock().unwrap().insert(entry.id);
+        self.renew_marker()?;
         {
             let mut session = self.session.lock().unwrap();
             for b in &entry.blobs {
@@ -477,15 +553,19 @@ impl Repository {
             }
             std::mem::take(&mut *unindexed)
         };
-        self.write_index(&batch)
+        self.write_index(&batch).map(drop)
     }
 
-    fn write_index(&self, index: &IndexFile) -> Result<()> {
+    /// Stores an index file (repo-format.md, "Index files") and merges it into the cache.
+    pub fn write_index(&self, index: &IndexFile) -> Result<IndexId> {
         let sealed = cairn_crypto::seal(&self.keys.meta, AD_INDEX, &index.encode());
         let id = IndexId(file_id(&sealed));
         self.backend
             .create(FileType::Index, &id.to_hex(), &sealed)?;
-        self.cache.merge(id, index)
+        let mut condemned = self.condemned.lock().unwrap();
+        condemned.extend(index.condemned.iter().copied());
+        self.cache.merge(id, index, &condemned)?;
+        Ok(id)
     }
 
     /// Writes every open pack, then an index file for all packs not yet indexed. After it
@@ -512,9 +592,22 @@ impl Repository {
         }
     }
 
-    /// Flushes, then stores the snapshot: the last write of a backup.
+    /// Flushes, then stores the snapshot: the last write of a backup. Before it, blobs that a
+    /// prune condemned while the backup ran are stored again (repo-format.md, "Garbage
+    /// collection"), within `COMMIT_WINDOW` of the snapshot's creation.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        self.flush()?;
+        loop {
+            let started = Instant::now();
+            self.flush()?;
+            if self.dry_run {
+                break;
+            }
+            self.revive_condemned()?;
+            self.flush()?;
+            if started.elapsed() < COMMIT_WINDOW {
+                break;
+            }
+        }
         let sealed = cairn_crypto::seal(&self.keys.data, AD_SNAPSHOT, &snapshot.encode());
         let id = SnapshotId(file_id(&sealed));
         if !self.dry_run {

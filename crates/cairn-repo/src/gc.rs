@@ -1,0 +1,153 @@
+//! What garbage collection needs of the repository (repo-format.md, "Garbage collection"):
+//! backup markers, condemnations, the backup's last look for them, and removal.
+//!
+//! Invariant: a blob that a snapshot written by this process reaches is never only in a
+//! condemned pack. `revive_condemned` stores such blobs again before the snapshot is written.
+
+use crate::{Error, ErrorKind, Repository, Result};
+use cairn_backend::{Backend, FileType};
+use cairn_crypto::file_id;
+use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId};
+use std::time::{Duration, Instant};
+
+/// Creates a backup marker: 32 random bytes in `locks/`, named by their SHA-256 like every
+/// other file. It holds nothing; its existence is what prune looks for.
+pub(crate) fn create_marker(backend: &dyn Backend) -> Result<String> {
+    let bytes: [u8; 32] = rand::random();
+    let name = file_id(&bytes).to_hex();
+    backend.create(FileType::Lock, &name, &bytes)?;
+    Ok(name)
+}
+
+/// How often a running backup replaces its marker, so that prune can tell a killed backup's
+/// marker (not renewed for `STALE_MARKER`) from a running one's.
+const MARKER_RENEWAL: Duration = Duration::from_secs(60 * 60);
+
+/// A marker first seen this long ago is a killed backup's, and prune removes it.
+pub const STALE_MARKER: Duration = Duration::from_secs(24 * 60 * 60);
+
+impl Drop for Repository {
+    fn drop(&mut self) {
+        if let Some((name, _)) = self.marker.get_mut().unwrap().take() {
+            // A marker left behind (a crash, or this failing) only makes prunes wait for their
+            // grace period; they remove stale markers themselves.
+            let _ = self.backend.remove(FileType::Lock, &name);
+        }
+    }
+}
+
+impl Repository {
+    /// Replaces the backup marker with a new one when it is older than `MARKER_RENEWAL`.
+    pub(crate) fn renew_marker(&self) -> Result<()> {
+        let mut marker = self.marker.lock().unwrap();
+        if let Some((old, made)) = marker.as_ref() {
+            if made.elapsed() >= MARKER_RENEWAL {
+                let new = create_marker(self.backend.as_ref())?;
+                let _ = self.backend.remove(FileType::Lock, old);
+                *marker = Some((new, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores again every blob of a pack this process depends on that a prune condemned since
+    /// the index was last read, unless another pack in the index holds it.
+    pub(crate) fn revive_condemned(&self) -> Result<()> {
+        let learned = self.sync_index()?;
+        let touched = self.touched.lock().unwrap().clone();
+        let concerned: Vec<&PackId> = learned.iter().filter(|p| touched.contains(p)).collect();
+        if concerned.is_empty() {
+            return Ok(());
+        }
+        let sizes: std::collections::HashMap<PackId, u64> =
+            self.list_packs()?.into_iter().collect();
+        for pack in concerned {
+            let gone = || {
+                Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "pack {} was deleted by a prune while this backup ran; run the backup again",
+                        pack.short()
+                    ),
+                )
+            };
+            let size = *sizes.get(pack).ok_or_else(gone)?;
+            let header = self.read_pack_header(pack, size)?;
+            let (offsets, _) = header.offsets();
+            for (entry, offset) in header.entries.iter().zip(offsets) {
+                if self.cache.get(&entry.blob)?.is_some() {
+                    continue;
+                }
+                let stored =
+                    self.read_pack_range(pack, u64::from(offset), u64::from(entry.stored_len))?;
+                let plain = self.open_blob(&entry.blob, &stored, entry.raw_len)?;
+                self.store_again(&entry.blob, &plain)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a blob even if the index or this process has it: to move it out of a pack that is
+    /// condemned or about to be. Once per blob and process.
+    pub fn store_again(&self, blob: &BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.moved.lock().unwrap().insert(*blob) {
+            self.session.lock().unwrap().insert(*blob, None);
+            self.store(*blob, plaintext)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the index (not counting condemned packs) holds a blob.
+    pub fn is_indexed(&self, blob: &BlobId) -> Result<bool> {
+        Ok(self.cache.get(blob)?.is_some())
+    }
+
+    /// Names of the backup markers in `locks/`: backups running now, or killed ones.
+    pub fn backup_markers(&self) -> Result<Vec<String>> {
+        Ok(self
+            .backend
+            .list(FileType::Lock)?
+            .into_iter()
+            .map(|e| e.name)
+            .filter(|n| self.marker.lock().unwrap().as_ref().map(|(m, _)| m) != Some(n))
+            .collect())
+    }
+
+    /// When this client first saw each of `ids` (condemnation files, markers), in ns of its
+    /// wall clock; `now_ns` for those it sees now for the first time. Forgets all others.
+    pub fn first_seen(&self, ids: &[Id], now_ns: i64) -> Result<Vec<i64>> {
+        self.cache.first_seen(ids, now_ns)
+    }
+
+    /// Brings the index up to date with the repository, as at open.
+    pub fn refresh_index(&self) -> Result<()> {
+        self.sync_index().map(drop)
+    }
+
+    pub fn remove_pack(&self, pack: &PackId) -> Result<()> {
+        remove(self.backend.as_ref(), FileType::Pack, &pack.0)
+    }
+
+    pub fn remove_index(&self, id: &IndexId) -> Result<()> {
+        remove(self.backend.as_ref(), FileType::Index, &id.0)
+    }
+
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        remove(self.backend.as_ref(), FileType::Snapshot, &id.0)
+    }
+
+    pub fn remove_marker(&self, name: &str) -> Result<()> {
+        match self.backend.remove(FileType::Lock, name) {
+            Err(e) if e.kind != cairn_backend::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Removes a file; one already gone (a concurrent or interrupted prune) is not an error.
+fn remove(backend: &dyn Backend, t: FileType, id: &Id) -> Result<()> {
+    match backend.remove(t, &id.to_hex()) {
+        Err(e) if e.kind != cairn_backend::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
