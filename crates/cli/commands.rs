@@ -918,7 +918,7 @@ fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
                 "path": path.to_string_lossy(),
                 "type": format!("{:?}", node.kind).to_lowercase(),
                 "size": node.size,
-                "mtime": time::rfc3339(node.mtime),
+                "mtime": time::rfc3339_file(node.mtime),
             })
             .to_string()
         } else {
@@ -927,7 +927,7 @@ fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
                 id.short(),
                 time::show(snap.time),
                 node.size,
-                time::show(node.mtime),
+                time::show_file(node.mtime),
                 path.display()
             )
         };
@@ -1020,7 +1020,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 "user": String::from_utf8_lossy(&node.user),
                 "group": String::from_utf8_lossy(&node.group),
                 "size": node.size,
-                "mtime": time::rfc3339(node.mtime),
+                "mtime": time::rfc3339_file(node.mtime),
                 "target": (node.kind == NodeKind::Symlink).then(|| String::from_utf8_lossy(&node.target).into_owned()),
             });
             writeln!(out, "{doc}")
@@ -1031,7 +1031,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 owner(&node.user, node.uid),
                 owner(&node.group, node.gid),
                 node.size,
-                time::show(node.mtime),
+                time::show_file(node.mtime),
             );
             line.push_str(&path.to_string_lossy());
             if node.kind == NodeKind::Symlink {

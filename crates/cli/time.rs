@@ -5,6 +5,7 @@
 //! times do not depend on the clock.
 
 use anyhow::{bail, Context, Result};
+use cairn_format::tree::FileTime;
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
@@ -85,6 +86,24 @@ pub fn show(ns: i64) -> String {
             .to_string(),
         Err(_) => format!("@{ns}ns"),
     }
+}
+
+/// A file time in the local time zone, like `show`; `@SECONDS` beyond the years -9999 to 9999.
+pub fn show_file(t: FileTime) -> String {
+    match Timestamp::new(t.secs, t.nanos as i32) {
+        Ok(ts) => ts
+            .to_zoned(TimeZone::system())
+            .strftime("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+        Err(_) => format!("@{}", t.secs),
+    }
+}
+
+/// A file time in RFC 3339, UTC; `@SECONDS` beyond the years -9999 to 9999.
+pub fn rfc3339_file(t: FileTime) -> String {
+    Timestamp::new(t.secs, t.nanos as i32)
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|_| format!("@{}", t.secs))
 }
 
 /// RFC 3339 in UTC, for JSON.

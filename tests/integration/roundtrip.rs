@@ -54,6 +54,13 @@ fn generate(src: &Path, outside: &Path) -> Generated {
         "inside a non-UTF-8 directory\n",
     );
 
+    // Times an i64 of nanoseconds cannot hold (it ends in 2262), one before the epoch, and one
+    // with nanoseconds: the format stores seconds and nanoseconds apart.
+    write(src.join("times/year-2400"), "far future\n");
+    set_mtime_parts(src.join("times/year-2400"), 13_569_465_600, 123_456_789);
+    write(src.join("times/year-1960"), "before the epoch\n");
+    set_mtime_parts(src.join("times/year-1960"), -315_619_200, 999_999_999);
+
     // Thirty levels of directories.
     let mut deep = src.join("deep");
     for i in 0..30 {

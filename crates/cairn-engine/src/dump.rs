@@ -3,7 +3,7 @@
 
 use crate::walk::{walk_tree, Visit};
 use crate::Result;
-use cairn_format::tree::{Node, NodeKind};
+use cairn_format::tree::{FileTime, Node, NodeKind};
 use cairn_format::BlobId;
 use cairn_repo::{Error, ErrorKind, Repository};
 use std::collections::HashMap;
@@ -77,10 +77,6 @@ fn entries(repo: &Repository, dir: &Node, path: &Path) -> Result<Vec<(PathBuf, N
     Ok(out)
 }
 
-fn secs(ns: i64) -> i64 {
-    ns.div_euclid(1_000_000_000)
-}
-
 /// Writes `dir` and everything below it as a tar stream (GNU long names where needed): modes,
 /// owners, mtimes, symlinks, hard links, fifos and devices included.
 pub fn dump_tar(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write) -> Result<()> {
@@ -94,7 +90,7 @@ pub fn dump_tar(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write)
         h.set_gid(u64::from(node.gid));
         let _ = h.set_username(&String::from_utf8_lossy(&node.user));
         let _ = h.set_groupname(&String::from_utf8_lossy(&node.group));
-        h.set_mtime(secs(node.mtime).max(0) as u64);
+        h.set_mtime(node.mtime.secs.max(0) as u64);
         h.set_size(0);
         let target = std::ffi::OsStr::from_bytes(&node.target);
         match node.kind {
@@ -173,8 +169,8 @@ pub fn dump_zip(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write)
     Ok(())
 }
 
-fn zip_time(ns: i64) -> Option<zip::DateTime> {
-    let ts = jiff::Timestamp::from_nanosecond(i128::from(ns)).ok()?;
+fn zip_time(t: FileTime) -> Option<zip::DateTime> {
+    let ts = jiff::Timestamp::from_second(t.secs).ok()?;
     let dt = ts.to_zoned(jiff::tz::TimeZone::system()).datetime();
     zip::DateTime::from_date_and_time(
         u16::try_from(dt.year()).ok()?,

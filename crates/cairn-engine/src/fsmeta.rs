@@ -1,7 +1,7 @@
 //! Reading a file system entry's metadata into a tree node, and applying a node's metadata to a
 //! restored entry.
 
-use cairn_format::tree::{Node, NodeKind};
+use cairn_format::tree::{FileTime, Node, NodeKind};
 use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -67,10 +67,6 @@ fn group_name(gid: u32) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn ns(secs: i64, nsec: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
-}
-
 /// A node for the entry at `path`, whose `lstat` is `meta`. Content and subtree are left for the
 /// caller. Unreadable extended attributes are left out rather than failing the entry.
 pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> io::Result<Node> {
@@ -88,8 +84,8 @@ pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> io::Result<Node> 
         gid: meta.gid(),
         user: user_name(meta.uid()),
         group: group_name(meta.gid()),
-        mtime: ns(meta.mtime(), meta.mtime_nsec()),
-        ctime: ns(meta.ctime(), meta.ctime_nsec()),
+        mtime: FileTime::new(meta.mtime(), meta.mtime_nsec()),
+        ctime: FileTime::new(meta.ctime(), meta.ctime_nsec()),
         size: if kind == NodeKind::File || kind == NodeKind::Symlink {
             meta.size()
         } else {
@@ -142,10 +138,10 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-fn timespec(ns: i64) -> Timespec {
+fn timespec(t: FileTime) -> Timespec {
     Timespec {
-        tv_sec: ns.div_euclid(1_000_000_000),
-        tv_nsec: ns.rem_euclid(1_000_000_000) as _,
+        tv_sec: t.secs,
+        tv_nsec: t.nanos.into(),
     }
 }
 

@@ -13,7 +13,7 @@
 use crate::filter::Filter;
 use crate::fsmeta;
 use crate::{Result, Skipped};
-use cairn_format::tree::{Node, NodeKind};
+use cairn_format::tree::{FileTime, Node, NodeKind};
 use cairn_format::{BlobId, DataId, PackId, TreeId};
 use cairn_repo::{Error, ErrorKind, Location, Repository};
 use rayon::prelude::*;
@@ -375,7 +375,7 @@ impl Run<'_> {
                 let same = fs::symlink_metadata(path).is_ok_and(|m| {
                     m.is_file()
                         && m.len() == node.size
-                        && m.mtime() * 1_000_000_000 + m.mtime_nsec() == node.mtime
+                        && FileTime::new(m.mtime(), m.mtime_nsec()) == node.mtime
                 });
                 same && !self.has_failed(*i) && matches!(self.differs(path, node), Ok(None))
             })

@@ -5,7 +5,7 @@ use crate::index::{IndexEntry, IndexFile, IndexPack};
 use crate::key::{KdfParams, KeyHeader, KeySetRecords};
 use crate::pack::{PackEntry, PackHeader};
 use crate::snapshot::{Kind, Snapshot, Summary};
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{FileTime, Node, NodeKind, Tree};
 use crate::*;
 use proptest::prelude::*;
 
@@ -24,8 +24,11 @@ fn sample_tree() -> Tree {
                 gid: 100,
                 user: b"ann".to_vec(),
                 group: b"users".to_vec(),
-                mtime: -5,
-                ctime: 1_700_000_000_123_456_789,
+                mtime: FileTime::from_ns(-5),
+                ctime: FileTime {
+                    secs: i64::MAX,
+                    nanos: 999_999_999,
+                },
                 size: 3,
                 dev: 7,
                 inode: 8,
@@ -177,12 +180,14 @@ fn golden_bytes() {
             kind: NodeKind::Symlink,
             target: b"y".to_vec(),
             size: 1,
+            mtime: FileTime { secs: -2, nanos: 3 },
             ..Node::default()
         }],
     };
     let enc = tree.encode();
-    assert_eq!(enc.len(), 4 + 4 + 1 + 1 + 12 + 8 + 16 + 40 + 4 + 5 + 4 + 1);
+    assert_eq!(enc.len(), 4 + 4 + 1 + 1 + 12 + 8 + 24 + 40 + 4 + 5 + 4 + 1);
     assert_eq!(hex::encode(&enc[..10]), "01000000010000007802");
+    assert_eq!(hex::encode(&enc[30..42]), "feffffffffffffff03000000");
 
     let header = KeyHeader {
         kdf: KdfParams {
@@ -216,6 +221,12 @@ fn structural_rules_are_enforced() {
     assert!(
         Tree::decode(&t.encode()).is_err(),
         "directory without subtree"
+    );
+    let mut t = sample_tree();
+    t.nodes[0].mtime.nanos = 1_000_000_000;
+    assert!(
+        Tree::decode(&t.encode()).is_err(),
+        "nanoseconds out of range"
     );
     let mut i = sample_index();
     i.packs[0].blobs[0].offset = 60;
@@ -251,7 +262,7 @@ fn arb_node() -> impl Strategy<Value = Node> {
         proptest::collection::vec(1u8..=255, 1..40),
         0u8..7,
         any::<u32>(),
-        any::<i64>(),
+        (any::<i64>(), 0u32..1_000_000_000),
         any::<u64>(),
         proptest::collection::vec(
             (
@@ -273,7 +284,10 @@ fn arb_node() -> impl Strategy<Value = Node> {
                 name,
                 kind,
                 mode,
-                mtime,
+                mtime: FileTime {
+                    secs: mtime.0,
+                    nanos: mtime.1,
+                },
                 size,
                 xattrs,
                 content: content.into_iter().map(|c| DataId(Id(c))).collect(),

@@ -37,6 +37,47 @@ impl NodeKind {
 
 /// One directory entry. Every field is stored for every kind; fields that do not apply to a kind
 /// are zero or empty.
+/// A file time as the file system keeps it: seconds since the Unix epoch and nanoseconds, so
+/// that every time a file can carry survives, however far from 1970 (an `i64` of nanoseconds
+/// would end in 1677 and 2262).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FileTime {
+    pub secs: i64,
+    /// Below 1,000,000,000.
+    pub nanos: u32,
+}
+
+impl FileTime {
+    /// From `st_mtime` and `st_mtime_nsec`; a nanosecond count out of range is clamped.
+    pub fn new(secs: i64, nanos: i64) -> FileTime {
+        FileTime {
+            secs,
+            nanos: nanos.clamp(0, 999_999_999) as u32,
+        }
+    }
+
+    /// From nanoseconds since the epoch.
+    pub fn from_ns(ns: i64) -> FileTime {
+        FileTime::new(ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000))
+    }
+
+    /// Nanoseconds since the epoch, saturated to the range of `i64` (years 1677 to 2262).
+    pub fn as_ns(self) -> i64 {
+        self.secs
+            .saturating_mul(1_000_000_000)
+            .saturating_add(i64::from(self.nanos))
+    }
+
+    fn decode(r: &mut Reader) -> Result<FileTime, DecodeError> {
+        let secs = r.i64()?;
+        let nanos = r.u32()?;
+        if nanos >= 1_000_000_000 {
+            return err(format!("file time has {nanos} nanoseconds"));
+        }
+        Ok(FileTime { secs, nanos })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Node {
     /// The name as the file system gave it: any bytes but `/` and NUL, not necessarily UTF-8.
@@ -48,9 +89,8 @@ pub struct Node {
     pub gid: u32,
     pub user: Vec<u8>,
     pub group: Vec<u8>,
-    /// Nanoseconds since the Unix epoch.
-    pub mtime: i64,
-    pub ctime: i64,
+    pub mtime: FileTime,
+    pub ctime: FileTime,
     /// For files, the content length; for symlinks, the target length.
     pub size: u64,
     /// Device and inode at backup time: the incremental-backup fingerprint, and with `links > 1`
@@ -88,8 +128,10 @@ impl Tree {
             w.u32(n.gid);
             w.bytes(&n.user);
             w.bytes(&n.group);
-            w.i64(n.mtime);
-            w.i64(n.ctime);
+            for t in [n.mtime, n.ctime] {
+                w.i64(t.secs);
+                w.u32(t.nanos);
+            }
             w.u64(n.size);
             w.u64(n.dev);
             w.u64(n.inode);
@@ -144,8 +186,8 @@ impl Tree {
                 gid: r.u32()?,
                 user: r.bytes()?.to_vec(),
                 group: r.bytes()?.to_vec(),
-                mtime: r.i64()?,
-                ctime: r.i64()?,
+                mtime: FileTime::decode(&mut r)?,
+                ctime: FileTime::decode(&mut r)?,
                 size: r.u64()?,
                 dev: r.u64()?,
                 inode: r.u64()?,
