@@ -94,6 +94,39 @@ enum Command {
     /// run beside backups from any host, and to interrupt.
     #[command(after_help = forget::POLICY_HELP)]
     Prune(forget::PruneArgs),
+    /// Mend a damaged repository: rebuild the index, or save what snapshots still hold.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand)]
+enum RepairCommand {
+    /// Rebuild the index from the packs' own headers (a lost or damaged index file).
+    Index(RepairIndexArgs),
+    /// Write, beside each damaged snapshot, a new one tagged `repaired` without its lost files;
+    /// the originals stay until forgotten. A later backup of the same files stores them again.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args)]
+struct RepairIndexArgs {
+    /// Read every pack in full and leave damaged blobs out of the index, so that the next
+    /// backup stores them again.
+    #[arg(long)]
+    read_data: bool,
+}
+
+#[derive(Args)]
+struct RepairSnapshotsArgs {
+    /// Also count blobs that are indexed but do not read back intact as lost (reads them all).
+    #[arg(long)]
+    read_data: bool,
+    /// Show what would be left out, write nothing.
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -330,6 +363,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Check(a) => check(&cli, a),
         Command::Forget(a) => forget::forget(&cli, a),
         Command::Prune(a) => forget::prune(&cli, a),
+        Command::Repair(RepairCommand::Index(a)) => repair_index(&cli, a),
+        Command::Repair(RepairCommand::Snapshots(a)) => repair_snapshots(&cli, a),
     }
 }
 
@@ -1165,6 +1200,68 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
             format!("check found {} errors", report.errors.len()),
         )
         .into());
+    }
+    Ok(0)
+}
+
+fn repair_index(cli: &Cli, a: &RepairIndexArgs) -> Result<u8> {
+    let repo = open(cli, false)?;
+    let r = cairn_engine::repair_index(&repo, a.read_data)?;
+    for (pack, why) in &r.packs_unreadable {
+        eprintln!("warning: pack {} left out: {why}", pack.short());
+    }
+    if !cli.quiet {
+        println!(
+            "indexed {} of {} packs in {} new index files, removed {} old ones{}",
+            r.packs_indexed,
+            r.packs,
+            r.index_files_written,
+            r.index_files_removed,
+            if a.read_data {
+                format!("; {} damaged blobs left out", r.blobs_damaged)
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(0)
+}
+
+fn repair_snapshots(cli: &Cli, a: &RepairSnapshotsArgs) -> Result<u8> {
+    let repo = open_with(cli, a.dry_run, true)?;
+    let repaired = cairn_engine::repair_snapshots(&repo, a.read_data, a.dry_run)?;
+    if a.json {
+        let docs: Vec<_> = repaired
+            .iter()
+            .map(|r| {
+                json!({
+                    "original": r.original.to_hex(),
+                    "repaired": r.repaired.map(|id| id.to_hex()),
+                    "time": time::rfc3339(r.time),
+                    "lost": r.lost.iter().map(|(p, why)| json!({"path": p.to_string_lossy(), "problem": why})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(docs));
+        return Ok(0);
+    }
+    for r in &repaired {
+        let new = match r.repaired {
+            Some(id) => format!("saved as {}", id.short()),
+            None => "would be saved anew".into(),
+        };
+        println!(
+            "snapshot {} of {}: {} paths lost, {new}",
+            r.original.short(),
+            time::show(r.time),
+            r.lost.len()
+        );
+        for (path, why) in &r.lost {
+            println!("  {}: {why}", path.display());
+        }
+    }
+    if !cli.quiet {
+        println!("{} snapshots needed repair", repaired.len());
     }
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! `check`: proves that every snapshot can be restored, or says exactly what cannot.
 //!
-//! Structure (always): every index file opens; every pack an index names exists with the size
+//! Structure (always): every key file matches its name and has a valid header; every index
+//! file opens; every pack an index names exists with the size
 //! the index records; every snapshot opens; every tree reachable from a snapshot opens; every
 //! blob a tree references is in the index. Data (on request, for all packs or a subset): every
 //! pack's bytes match its name, its header matches its length, and every blob in it opens and
@@ -111,6 +112,7 @@ pub fn check(
     progress: &CheckProgress,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
+    report.errors.extend(repo.verify_key_files()?);
 
     // Index files and the packs they name.
     let mut indexed: HashMap<PackId, (u64, IndexId)> = HashMap::new();

@@ -13,6 +13,7 @@ mod filter;
 mod fsmeta;
 pub use fsmeta::user_name;
 mod prune;
+mod repair;
 mod restorer;
 mod retention;
 mod select;
@@ -26,6 +27,9 @@ pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
 pub use prune::{prune, PruneOptions, PruneReport};
+pub use repair::{
+    repair_index, repair_snapshots, RepairIndexReport, RepairedSnapshot, REPAIRED_TAG,
+};
 pub use restorer::{restore, RestoreOptions, RestoreOutcome, RestoreProgress};
 pub use retention::{
     apply_policy, parse_keep_count, parse_keep_duration, parse_keep_tag, Bucket, Decision,

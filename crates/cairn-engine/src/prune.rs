@@ -67,10 +67,29 @@ pub struct PruneReport {
 /// A live pack: what the index says it holds and how much of that is used.
 #[derive(Clone, Copy, Debug, Default)]
 struct PackUse {
-    blobs: u64,
     used_blobs: u64,
-    stored_bytes: u64,
+    /// The pack's bytes less its header: more than the indexed blobs' bytes when a blob was
+    /// left out of the index (`repair index --read-data` drops damaged ones).
+    blob_bytes: u64,
     used_bytes: u64,
+}
+
+/// How much of a pack the snapshots use; marks its used blobs found if the pack is `intact`.
+fn pack_use(pack: &IndexPack, used: &mut HashMap<BlobId, bool>, intact: bool) -> PackUse {
+    // The header is 45 + 41n sealed bytes, then its 4-byte length (repo-format.md, "Pack files").
+    let header = 49 + 41 * pack.blobs.len() as u64;
+    let mut u = PackUse {
+        blob_bytes: pack.size.saturating_sub(header),
+        ..PackUse::default()
+    };
+    for e in &pack.blobs {
+        if let Some(found) = used.get_mut(&e.blob) {
+            *found |= intact;
+            u.used_blobs += 1;
+            u.used_bytes += u64::from(e.stored_len);
+        }
+    }
+    u
 }
 
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
@@ -110,19 +129,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             if condemned.contains(&pack.id) || live.contains_key(&pack.id) {
                 continue;
             }
+            // A blob in a missing or truncated pack does not count as present.
             let intact = stored.get(&pack.id) == Some(&pack.size);
-            let mut u = PackUse::default();
-            for e in &pack.blobs {
-                u.blobs += 1;
-                u.stored_bytes += u64::from(e.stored_len);
-                if let Some(found) = used.get_mut(&e.blob) {
-                    // A blob in a missing or truncated pack does not count as present.
-                    *found |= intact;
-                    u.used_blobs += 1;
-                    u.used_bytes += u64::from(e.stored_len);
-                }
-            }
-            live.insert(pack.id, u);
+            live.insert(pack.id, pack_use(pack, &mut used, intact));
         }
     }
 
@@ -140,16 +149,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         };
         let entries = IndexPack::from_header(*pack, *size, &header);
-        let mut u = PackUse::default();
-        for e in &entries.blobs {
-            u.blobs += 1;
-            u.stored_bytes += u64::from(e.stored_len);
-            if let Some(found) = used.get_mut(&e.blob) {
-                *found = true;
-                u.used_blobs += 1;
-                u.used_bytes += u64::from(e.stored_len);
-            }
-        }
+        let u = pack_use(&entries, &mut used, true);
         if u.used_blobs > 0 {
             adopted.push(entries);
         }
@@ -193,14 +193,14 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.packs_unused = unused.len() as u64;
     let mut partial: Vec<(PackId, PackUse)> = live
         .iter()
-        .filter(|(p, u)| u.used_blobs > 0 && u.used_blobs < u.blobs && stored.contains_key(*p))
+        .filter(|(p, u)| u.used_blobs > 0 && u.used_bytes < u.blob_bytes && stored.contains_key(*p))
         .map(|(p, u)| (*p, *u))
         .collect();
-    partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.stored_bytes - u.used_bytes), *p));
+    partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.blob_bytes - u.used_bytes), *p));
     let used_bytes: u64 = live.values().map(|u| u.used_bytes).sum();
     let mut unused_kept: u64 = partial
         .iter()
-        .map(|(_, u)| u.stored_bytes - u.used_bytes)
+        .map(|(_, u)| u.blob_bytes - u.used_bytes)
         .sum();
     let allowed = (used_bytes as f64 * opts.max_unused) as u64;
     let mut repack: Vec<PackId> = Vec::new();
@@ -208,7 +208,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         if unused_kept <= allowed {
             break;
         }
-        unused_kept -= u.stored_bytes - u.used_bytes;
+        unused_kept -= u.blob_bytes - u.used_bytes;
         repack.push(*pack);
         report.blobs_repacked += u.used_blobs;
         report.bytes_repacked += u.used_bytes;
@@ -403,7 +403,10 @@ fn copy_used(
     used: &HashMap<BlobId, bool>,
     only_missing: bool,
 ) -> Result<usize> {
-    let (bytes, header) = repo.read_pack(pack)?;
+    // Each blob is authenticated as it is opened, so a pack that fails its hash check only
+    // fails prune if a blob prune needs from it is damaged.
+    let bytes = repo.read_pack_unverified(pack)?;
+    let header = repo.read_pack_header(pack, bytes.len() as u64)?;
     let (offsets, _) = header.offsets();
     let mut n = 0;
     for (e, offset) in header.entries.iter().zip(offsets) {
@@ -412,7 +415,15 @@ fn copy_used(
         }
         let start = offset as usize;
         let stored = &bytes[start..start + e.stored_len as usize];
-        let plain = repo.open_blob(&e.blob, stored, e.raw_len)?;
+        let plain = match repo.open_blob(&e.blob, stored, e.raw_len) {
+            Ok(plain) => plain,
+            // A damaged copy that the index no longer places here is not needed.
+            Err(_) if repo.lookup(&e.blob)?.is_some_and(|l| l.pack != *pack) => continue,
+            Err(err) => return Err(Error::new(
+                err.kind,
+                format!("{err}; a snapshot needs it: run `cairn repair index --read-data` and `cairn repair snapshots` first"),
+            )),
+        };
         repo.store_again(&e.blob, &plain)?;
         n += 1;
     }

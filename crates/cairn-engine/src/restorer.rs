@@ -288,25 +288,51 @@ pub fn restore(
     plan.dirs.iter().rev().for_each(|(p, n)| run.apply(p, n));
 
     if opts.verify {
-        let mismatches: Vec<Skipped> = plan
+        // With the index of each file whose bytes are known to be wrong.
+        let mismatches: Vec<(Option<usize>, Skipped)> = plan
             .files
             .par_iter()
             .enumerate()
             .filter(|(i, _)| !failed.contains_key(i))
-            .filter_map(|(_, (path, node))| match run.differs(path, node) {
+            .filter_map(|(i, (path, node))| match run.differs(path, node) {
                 Ok(None) => None,
-                Ok(Some(why)) => Some(Skipped {
-                    path: path.clone(),
-                    reason: format!("verify: {why}"),
-                }),
-                Err(e) => Some(Skipped {
-                    path: path.clone(),
-                    reason: format!("verify: cannot read it back: {e}"),
-                }),
+                Ok(Some(why)) => Some((
+                    Some(i),
+                    Skipped {
+                        path: path.clone(),
+                        reason: format!("verify: {why}"),
+                    },
+                )),
+                Err(e) => Some((
+                    None,
+                    Skipped {
+                        path: path.clone(),
+                        reason: format!("verify: cannot read it back: {e}"),
+                    },
+                )),
             })
             .collect();
         outcome.files_verified = (plan.files.len() - failed.len() - mismatches.len()) as u64;
-        errors.extend(mismatches);
+        // The invariant holds for what verify finds too: a file with wrong bytes is removed,
+        // under each of its names.
+        let wrong: std::collections::HashSet<usize> =
+            mismatches.iter().filter_map(|(i, _)| *i).collect();
+        for (i, skipped) in mismatches {
+            if i.is_some() {
+                let _ = fs::remove_file(&skipped.path);
+            }
+            errors.push(skipped);
+        }
+        for (path, first) in plan.links.iter().filter(|(_, f)| wrong.contains(f)) {
+            let _ = fs::remove_file(path);
+            errors.push(Skipped {
+                path: path.clone(),
+                reason: format!(
+                    "verify: its hard-link target {} differs from the snapshot",
+                    plan.files[*first].0.display()
+                ),
+            });
+        }
     }
     outcome.errors = errors;
     outcome.warnings = run.warnings.into_inner().unwrap();
@@ -536,7 +562,17 @@ fn remove_non_dir(path: &Path) -> io::Result<()> {
 
 fn make_dir(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) if m.is_dir() => {
+            // An earlier restore into this target may have given the directory a mode that
+            // keeps its owner from adding or removing entries. Open it up while files are
+            // written; its own mode is applied again with the rest of its metadata at the end.
+            use std::os::unix::fs::PermissionsExt;
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o300 != 0o300 {
+                let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o300));
+            }
+            return Ok(());
+        }
         // Never follow a symlink out of the target: replace it.
         Ok(_) => fs::remove_file(path)?,
         Err(_) => {}

@@ -633,6 +633,22 @@ impl Repository {
             .collect())
     }
 
+    /// Problems with key files: a name that does not match the bytes, or a header that does not
+    /// parse. Key files for other passwords cannot be opened here, so their seal is not checked.
+    pub fn verify_key_files(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for entry in self.backend.list(FileType::Key)? {
+            let short = &entry.name[..8.min(entry.name.len())];
+            let file = self.backend.read(FileType::Key, &entry.name)?;
+            if file_id(&file).to_hex() != entry.name {
+                problems.push(format!("key file {short} does not match its name"));
+            } else if let Err(e) = cairn_format::key::KeyHeader::decode(&file) {
+                problems.push(format!("key file {short}: {e}"));
+            }
+        }
+        Ok(problems)
+    }
+
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();

@@ -1,0 +1,255 @@
+//! Repair (repo-format.md, "Repair"): rebuild the index from the packs' own headers, and write
+//! snapshots that leave out what is lost so that the rest stays restorable.
+//!
+//! Invariant: repair only adds files before it removes any, and removes only index files it has
+//! replaced; an original snapshot is never removed (the user forgets it when satisfied).
+
+use crate::Result;
+use cairn_format::index::{IndexFile, IndexPack};
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
+use cairn_repo::Repository;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Packs per index file written by `repair index`, as prune writes them.
+const PACKS_PER_INDEX: usize = 4096;
+
+/// The tag a repaired snapshot carries, beside the original's tags.
+pub const REPAIRED_TAG: &[u8] = b"repaired";
+
+#[derive(Clone, Debug, Default)]
+pub struct RepairIndexReport {
+    pub packs: u64,
+    pub packs_indexed: u64,
+    /// Packs whose header could not be read: their blobs cannot be located.
+    pub packs_unreadable: Vec<(PackId, String)>,
+    /// Blobs left out because, read in full, they did not verify.
+    pub blobs_damaged: u64,
+    pub index_files_written: u64,
+    pub index_files_removed: u64,
+}
+
+/// Rebuilds the index from every pack's header. With `read_data`, reads each pack in full and
+/// leaves out blobs that do not verify, so that the next backup stores them again.
+pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexReport> {
+    let mut report = RepairIndexReport::default();
+    let old = repo.index_ids()?;
+    // Condemnation files stay: they are how prune finishes what it started.
+    let mut keep: HashSet<IndexId> = HashSet::new();
+    for id in &old {
+        if let Ok(file) = repo.read_index(*id) {
+            if !file.condemned.is_empty() {
+                keep.insert(*id);
+            }
+        }
+    }
+    let condemned = repo.condemned_packs();
+    let mut packs = repo.list_packs()?;
+    packs.sort();
+    report.packs = packs.len() as u64;
+    let mut batch: Vec<IndexPack> = Vec::new();
+    let mut written: Vec<IndexId> = Vec::new();
+    for (pack, size) in packs {
+        if condemned.contains(&pack) {
+            continue;
+        }
+        let header = match repo.read_pack_header(&pack, size) {
+            Ok(h) => h,
+            Err(e) => {
+                report.packs_unreadable.push((pack, e.message));
+                continue;
+            }
+        };
+        let mut record = IndexPack::from_header(pack, size, &header);
+        if read_data {
+            let bytes = repo.read_pack_unverified(&pack)?;
+            let before = record.blobs.len();
+            record.blobs.retain(|e| {
+                let start = e.offset as usize;
+                bytes
+                    .get(start..start + e.stored_len as usize)
+                    .is_some_and(|stored| repo.open_blob(&e.blob, stored, e.raw_len).is_ok())
+            });
+            report.blobs_damaged += (before - record.blobs.len()) as u64;
+        }
+        report.packs_indexed += 1;
+        batch.push(record);
+        if batch.len() == PACKS_PER_INDEX {
+            written.push(write_batch(repo, &mut batch)?);
+        }
+    }
+    if !batch.is_empty() {
+        written.push(write_batch(repo, &mut batch)?);
+    }
+    report.index_files_written = written.len() as u64;
+    for id in old
+        .iter()
+        .filter(|id| !keep.contains(id) && !written.contains(id))
+    {
+        repo.remove_index(id)?;
+        report.index_files_removed += 1;
+    }
+    repo.refresh_index()?;
+    Ok(report)
+}
+
+fn write_batch(repo: &Repository, batch: &mut Vec<IndexPack>) -> Result<IndexId> {
+    repo.write_index(&IndexFile {
+        packs: std::mem::take(batch),
+        ..IndexFile::default()
+    })
+}
+
+/// One repaired snapshot: the original, the new one (none in a dry run), and what it lacks.
+#[derive(Clone, Debug)]
+pub struct RepairedSnapshot {
+    pub original: SnapshotId,
+    pub repaired: Option<SnapshotId>,
+    pub time: i64,
+    /// Paths left out, and why.
+    pub lost: Vec<(PathBuf, String)>,
+}
+
+/// Writes, for every snapshot that reaches a lost blob, a new snapshot without the files and
+/// directories that cannot be restored. A blob is lost when the index lacks it, or, with
+/// `read_data`, when it does not read back intact. A lost directory stays as an empty directory.
+pub fn repair_snapshots(
+    repo: &Repository,
+    read_data: bool,
+    dry_run: bool,
+) -> Result<Vec<RepairedSnapshot>> {
+    let mut out = Vec::new();
+    let mut memo = Memo {
+        repo,
+        read_data,
+        dry_run,
+        verdicts: HashMap::new(),
+        trees: HashMap::new(),
+    };
+    for (id, snapshot) in repo.snapshots()? {
+        let mut lost = Vec::new();
+        let tree = memo.tree(snapshot.tree, Path::new("/"), &mut lost)?;
+        if lost.is_empty() {
+            continue;
+        }
+        let mut tags = snapshot.tags.clone();
+        if !tags.iter().any(|t| t == REPAIRED_TAG) {
+            tags.push(REPAIRED_TAG.to_vec());
+        }
+        let mut summary = snapshot.summary.clone();
+        summary.errors += lost.len() as u64;
+        let repaired = Snapshot {
+            tree: tree.unwrap_or(snapshot.tree),
+            tags,
+            parent: Some(id),
+            summary,
+            program: format!("cairn {} repair", env!("CARGO_PKG_VERSION")).into_bytes(),
+            ..snapshot.clone()
+        };
+        let new_id = if dry_run {
+            None
+        } else {
+            Some(repo.save_snapshot(&repaired)?)
+        };
+        out.push(RepairedSnapshot {
+            original: id,
+            repaired: new_id,
+            time: snapshot.time,
+            lost,
+        });
+    }
+    Ok(out)
+}
+
+type Lost = Vec<(PathBuf, String)>;
+
+struct Memo<'a> {
+    repo: &'a Repository,
+    read_data: bool,
+    dry_run: bool,
+    /// Whether each blob seen so far can be read.
+    verdicts: HashMap<BlobId, bool>,
+    /// Trees already repaired (`None` when the tree needed no change), with what they lost,
+    /// by path relative to the tree.
+    trees: HashMap<TreeId, (Option<TreeId>, Lost)>,
+}
+
+impl Memo<'_> {
+    fn readable(&mut self, blob: BlobId) -> Result<bool> {
+        if let Some(v) = self.verdicts.get(&blob) {
+            return Ok(*v);
+        }
+        let ok = match self.repo.lookup(&blob)? {
+            None => false,
+            Some(_) if !self.read_data => true,
+            Some(_) => self.repo.load_blob(&blob).is_ok(),
+        };
+        self.verdicts.insert(blob, ok);
+        Ok(ok)
+    }
+
+    /// The repaired version of `id` (`None`: unchanged), adding what was left out to `lost`
+    /// under `path`. An unreadable tree becomes the empty tree.
+    fn tree(&mut self, id: TreeId, path: &Path, lost: &mut Lost) -> Result<Option<TreeId>> {
+        if !self.trees.contains_key(&id) {
+            let done = self.repair(id)?;
+            self.trees.insert(id, done);
+        }
+        let (result, below) = &self.trees[&id];
+        lost.extend(below.iter().map(|(p, why)| (path.join(p), why.clone())));
+        Ok(*result)
+    }
+
+    fn repair(&mut self, id: TreeId) -> Result<(Option<TreeId>, Lost)> {
+        let mut lost = Lost::new();
+        let tree = match self.repo.lookup(&id.into())? {
+            Some(_) => self.repo.load_tree(id).ok(),
+            None => None,
+        };
+        let Some(tree) = tree else {
+            lost.push((PathBuf::new(), "directory listing is lost".into()));
+            return Ok((Some(self.save(&Tree::default())?), lost));
+        };
+        let mut changed = false;
+        let mut nodes: Vec<Node> = Vec::with_capacity(tree.nodes.len());
+        for mut node in tree.nodes {
+            let name = PathBuf::from(OsStr::from_bytes(&node.name));
+            if node.kind == NodeKind::File {
+                let mut whole = true;
+                for c in &node.content {
+                    whole &= self.readable(BlobId::from(*c))?;
+                }
+                if !whole {
+                    lost.push((name, "content is lost".into()));
+                    changed = true;
+                    continue;
+                }
+            }
+            if let Some(sub) = node.subtree {
+                if let Some(new) = self.tree(sub, &name, &mut lost)? {
+                    node.subtree = Some(new);
+                    changed = true;
+                }
+            }
+            nodes.push(node);
+        }
+        let result = if changed {
+            Some(self.save(&Tree { nodes })?)
+        } else {
+            None
+        };
+        Ok((result, lost))
+    }
+
+    fn save(&self, tree: &Tree) -> Result<TreeId> {
+        if self.dry_run {
+            Ok(TreeId(self.repo.blob_id(&tree.encode())))
+        } else {
+            Ok(self.repo.save_tree(tree)?.0)
+        }
+    }
+}
