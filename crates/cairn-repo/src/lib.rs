@@ -275,20 +275,33 @@ impl Repository {
         }
         let known = condemned.clone();
         let mut damaged = Vec::new();
+        // Packs merged by this call: if one of them turns out condemned, the cache is stale.
+        let mut merged_packs: HashSet<PackId> = HashSet::new();
         for id in listed.difference(&merged) {
             match self.read_index(*id) {
                 Ok(index) => {
                     condemned.extend(index.condemned.iter().copied());
                     self.cache.merge(*id, &index, &condemned)?;
+                    merged_packs.extend(
+                        index
+                            .packs
+                            .iter()
+                            .map(|p| p.id)
+                            .filter(|p| !condemned.contains(p)),
+                    );
                 }
                 // A damaged index file must not make the rest of the repository unreadable:
                 // its packs then look unindexed, which `check` reports and `repair index` mends.
                 Err(e) if e.kind == ErrorKind::Corrupt => damaged.push((*id, e.message)),
+                // Removed since the listing by a prune, which wrote its replacement first.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
         let learned: Vec<PackId> = condemned.difference(&known).copied().collect();
-        if !learned.is_empty() {
+        let stale = !learned.is_empty()
+            && (!merged.is_empty() || learned.iter().any(|p| merged_packs.contains(p)));
+        if stale {
             // Entries of newly condemned packs may already be merged, and the cache keeps one
             // location per blob: only a rebuild that skips them all is exact.
             self.cache.clear()?;
@@ -653,7 +666,12 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
         for id in self.snapshot_ids()? {
-            out.push((id, self.load_snapshot(id)?));
+            match self.load_snapshot(id) {
+                Ok(s) => out.push((id, s)),
+                // Forgotten since the listing.
+                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by_key(|(id, s)| (s.time, *id));
         Ok(out)
