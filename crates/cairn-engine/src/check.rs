@@ -351,11 +351,9 @@ impl Walker<'_> {
         let tree = match self.repo.load_tree(id) {
             Ok(t) => t,
             Err(e) => {
-                self.errors.push(format!(
-                    "{snapshot}, {}: tree {}: {e}",
-                    path.display(),
-                    id.short()
-                ));
+                // The repository's error already names the tree.
+                self.errors
+                    .push(format!("{snapshot}, {}: {e}", path.display()));
                 self.lost.insert(id.into(), e.message);
                 self.damaged.insert(id, true);
                 return true;

@@ -446,13 +446,14 @@ impl Repository {
         self.raw_added
             .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
         self.blobs_added.fetch_add(1, Ordering::Relaxed);
-        if self.dry_run {
-            return Ok(());
-        }
+        // A dry run encodes too: how much a backup would store is what it is asked for.
         let stored =
             cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
         self.bytes_added
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        if self.dry_run {
+            return Ok(());
+        }
         if let Some(full) = self
             .packers
             .add(blob.kind, blob, plaintext.len() as u32, stored)
