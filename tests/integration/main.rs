@@ -8,4 +8,5 @@ mod errors;
 mod filters;
 mod incremental;
 mod privacy;
+mod recovery;
 mod roundtrip;

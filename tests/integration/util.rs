@@ -28,6 +28,8 @@ const CAIRN_VARS: &[&str] = &[
     "CAIRN_PASSWORD_FILE",
     "CAIRN_PASSWORD_COMMAND",
     "CAIRN_CACHE_DIR",
+    "CAIRN_NOW",
+    "CAIRN_TEST_CRASH_AFTER",
 ];
 
 /// A temporary directory holding a repository (`repo`), a cache (`cache`) and whatever source
