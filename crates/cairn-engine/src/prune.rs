@@ -313,8 +313,9 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
 /// Whether condemned packs may be deleted right now: when no backup marker is present and no
 /// snapshot appeared since prune listed them, no backup can depend on them (otherwise the reason,
-/// for the report). Also when this client first saw each of `pending` and each marker, removing
-/// markers it has seen for `STALE_MARKER` (killed backups': running ones renew theirs).
+/// for the report). Also when this client first saw each of `pending` and each marker. Markers of
+/// killed backups do not count, and are removed: those whose process is gone from this machine,
+/// and those seen for `STALE_MARKER` (running backups renew theirs far more often).
 #[allow(clippy::type_complexity)]
 fn deletion_allowed(
     repo: &Repository,
@@ -332,7 +333,8 @@ fn deletion_allowed(
     let marker_seen = seen.split_off(pending.len());
     let mut live = markers.len() - marker_ids.len();
     for (id, seen) in marker_ids.iter().zip(marker_seen) {
-        if opts.now_ns.saturating_sub(seen) < STALE_MARKER.as_nanos() as i64 {
+        let stale = opts.now_ns.saturating_sub(seen) >= STALE_MARKER.as_nanos() as i64;
+        if !stale && !repo.marker_is_dead(&id.to_hex()) {
             live += 1;
         } else if !opts.dry_run {
             repo.remove_marker(&id.to_hex())?;

@@ -13,6 +13,7 @@ mod wire;
 pub mod config;
 pub mod index;
 pub mod key;
+pub mod marker;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;

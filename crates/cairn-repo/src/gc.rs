@@ -7,16 +7,33 @@
 use crate::{Error, ErrorKind, Repository, Result};
 use cairn_backend::{Backend, FileType};
 use cairn_crypto::file_id;
+use cairn_format::marker::Marker;
 use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId};
 use std::time::{Duration, Instant};
 
-/// Creates a backup marker: 32 random bytes in `locks/`, named by their SHA-256 like every
-/// other file. It holds nothing; its existence is what prune looks for.
+/// Creates a backup marker in `locks/`, named by its SHA-256 like every other file. Its
+/// existence is what prune looks for; its content lets a prune on this machine see that the
+/// process that wrote it is gone.
 pub(crate) fn create_marker(backend: &dyn Backend) -> Result<String> {
-    let bytes: [u8; 32] = rand::random();
+    let marker = Marker {
+        nonce: rand::random(),
+        pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
+        machine: machine(),
+    };
+    let bytes = marker.encode();
     let name = file_id(&bytes).to_hex();
     backend.create(FileType::Lock, &name, &bytes)?;
     Ok(name)
+}
+
+/// This boot of this machine and this process's pid namespace: where a pid is meaningful.
+fn machine() -> Vec<u8> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
+    let ns = std::fs::read_link("/proc/self/ns/pid");
+    match (boot, ns) {
+        (Ok(boot), Ok(ns)) => format!("{}:{}", boot.trim(), ns.display()).into_bytes(),
+        _ => Vec::new(),
+    }
 }
 
 /// How often a running backup replaces its marker, so that prune can tell a killed backup's
@@ -111,6 +128,28 @@ impl Repository {
             .map(|e| e.name)
             .filter(|n| self.marker.lock().unwrap().as_ref().map(|(m, _)| m) != Some(n))
             .collect())
+    }
+
+    /// Whether a marker was written by a process of this machine that no longer runs: a killed
+    /// backup's. A marker that cannot be read or was written elsewhere is not known dead.
+    pub fn marker_is_dead(&self, name: &str) -> bool {
+        let Ok(bytes) = self.backend.read(FileType::Lock, name) else {
+            return false;
+        };
+        let Ok(marker) = Marker::decode(&bytes) else {
+            return false;
+        };
+        let here = machine();
+        if here.is_empty() || marker.machine != here {
+            return false;
+        }
+        let Some(pid) = rustix::process::Pid::from_raw(marker.pid as i32) else {
+            return false;
+        };
+        matches!(
+            rustix::process::test_kill_process(pid),
+            Err(e) if e == rustix::io::Errno::SRCH
+        )
     }
 
     /// When this client first saw each of `ids` (condemnation files, markers), in ns of its
