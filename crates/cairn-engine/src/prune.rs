@@ -306,7 +306,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     if report.packs_deferred > 0 {
         report.deferred_because = decision.err();
     }
-    repo.refresh_index()?;
     report.duration = started.elapsed();
     Ok(report)
 }

@@ -93,7 +93,6 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         repo.remove_index(id)?;
         report.index_files_removed += 1;
     }
-    repo.refresh_index()?;
     Ok(report)
 }
 

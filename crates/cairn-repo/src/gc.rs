@@ -158,11 +158,6 @@ impl Repository {
         self.cache.first_seen(ids, now_ns)
     }
 
-    /// Brings the index up to date with the repository, as at open.
-    pub fn refresh_index(&self) -> Result<()> {
-        self.sync_index().map(drop)
-    }
-
     pub fn remove_pack(&self, pack: &PackId) -> Result<()> {
         remove(self.backend.as_ref(), FileType::Pack, &pack.0)
     }

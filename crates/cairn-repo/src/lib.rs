@@ -567,15 +567,23 @@ impl Repository {
             }
             std::mem::take(&mut *unindexed)
         };
-        self.write_index(&batch).map(drop)
+        self.write_index_merged(&batch).map(drop)
     }
 
-    /// Stores an index file (repo-format.md, "Index files") and merges it into the cache.
+    /// Stores an index file (repo-format.md, "Index files"). The cache learns of it at the next
+    /// sync, in this process or the next: what prune and repair want, since they replace the
+    /// index wholesale and the cache is rebuilt once anyway.
     pub fn write_index(&self, index: &IndexFile) -> Result<IndexId> {
         let sealed = cairn_crypto::seal(&self.keys.meta, AD_INDEX, &index.encode());
         let id = IndexId(file_id(&sealed));
         self.backend
             .create(FileType::Index, &id.to_hex(), &sealed)?;
+        Ok(id)
+    }
+
+    /// Stores an index file of this process's packs and merges it into the cache.
+    fn write_index_merged(&self, index: &IndexFile) -> Result<IndexId> {
+        let id = self.write_index(index)?;
         let mut condemned = self.condemned.lock().unwrap();
         condemned.extend(index.condemned.iter().copied());
         self.cache.merge(id, index, &condemned)?;
@@ -593,7 +601,7 @@ impl Repository {
         }
         let batch = std::mem::take(&mut *self.unindexed.lock().unwrap());
         if !batch.packs.is_empty() {
-            self.write_index(&batch)?;
+            self.write_index_merged(&batch)?;
         }
         Ok(())
     }
