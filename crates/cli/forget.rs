@@ -157,7 +157,7 @@ pub struct GcArgs {
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = percent)]
     max_unused: f64,
     /// While backups may be running, delete condemned packs only after they were condemned
-    /// this long ago (like 1h, 30m, 2d; at least 15m).
+    /// this long ago (like 1h, 30m, 2d; more than 10m).
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = grace)]
     grace: Duration,
     /// Show what would be forgotten, deleted and repacked; change nothing.

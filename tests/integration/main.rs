@@ -8,5 +8,6 @@ mod errors;
 mod filters;
 mod incremental;
 mod privacy;
+mod prune;
 mod recovery;
 mod roundtrip;

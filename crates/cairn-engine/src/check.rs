@@ -214,7 +214,7 @@ pub fn check(
         errors: Vec::new(),
     };
     let mut snapshots = Vec::new();
-    for id in repo.snapshot_ids()? {
+    for id in repo.snapshot_ids_indexed()? {
         match repo.load_snapshot(id) {
             Ok(s) => {
                 walker.tree(s.tree, &format!("snapshot {}", id.short()), Path::new("/"));

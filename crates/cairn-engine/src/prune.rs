@@ -74,8 +74,27 @@ struct PackUse {
     used_bytes: u64,
 }
 
-/// How much of a pack the snapshots use; marks its used blobs found if the pack is `intact`.
-fn pack_use(pack: &IndexPack, used: &mut HashMap<BlobId, bool>, intact: bool) -> PackUse {
+/// For each used blob, the pack (an index into `Packs::ids`) that keeps it: one copy per blob,
+/// so that other copies count as unused and their packs can go. `NOWHERE` until claimed.
+type Owners = HashMap<BlobId, u32>;
+const NOWHERE: u32 = u32::MAX;
+
+/// The packs prune has looked at, numbered for `Owners`.
+#[derive(Default)]
+struct Packs {
+    ids: Vec<PackId>,
+}
+
+impl Packs {
+    fn number(&mut self, pack: PackId) -> u32 {
+        self.ids.push(pack);
+        (self.ids.len() - 1) as u32
+    }
+}
+
+/// How much of a pack the snapshots use: it claims each used blob no pack has claimed yet, if
+/// it is `intact` (a missing or truncated pack keeps nothing).
+fn pack_use(pack: &IndexPack, number: u32, owners: &mut Owners, intact: bool) -> PackUse {
     // The header is 45 + 41n sealed bytes, then its 4-byte length (repo-format.md, "Pack files").
     let header = 49 + 41 * pack.blobs.len() as u64;
     let mut u = PackUse {
@@ -83,10 +102,13 @@ fn pack_use(pack: &IndexPack, used: &mut HashMap<BlobId, bool>, intact: bool) ->
         ..PackUse::default()
     };
     for e in &pack.blobs {
-        if let Some(found) = used.get_mut(&e.blob) {
-            *found |= intact;
-            u.used_blobs += 1;
-            u.used_bytes += u64::from(e.stored_len);
+        match owners.get_mut(&e.blob) {
+            Some(owner) if *owner == NOWHERE && intact => {
+                *owner = number;
+                u.used_blobs += 1;
+                u.used_bytes += u64::from(e.stored_len);
+            }
+            _ => {}
         }
     }
     u
@@ -103,14 +125,15 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // Plan: what snapshots reach, and what each pack holds.
-    let snapshots_before: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
+    let snapshots_before: HashSet<SnapshotId> = repo.snapshot_ids_indexed()?.into_iter().collect();
     let kept: HashSet<SnapshotId> = snapshots_before
         .difference(&opts.forgotten)
         .copied()
         .collect();
     report.snapshots = kept.len() as u64;
-    let mut used = used_blobs(repo, &kept)?;
-    report.blobs_used = used.len() as u64;
+    let mut owners = used_blobs(repo, &kept)?;
+    report.blobs_used = owners.len() as u64;
+    let mut numbers = Packs::default();
     let condemned = repo.condemned_packs();
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = stored.len() as u64;
@@ -129,15 +152,16 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             if condemned.contains(&pack.id) || live.contains_key(&pack.id) {
                 continue;
             }
-            // A blob in a missing or truncated pack does not count as present.
             let intact = stored.get(&pack.id) == Some(&pack.size);
-            live.insert(pack.id, pack_use(pack, &mut used, intact));
+            let number = numbers.number(pack.id);
+            live.insert(pack.id, pack_use(pack, number, &mut owners, intact));
         }
     }
 
     // Packs no index file names: a running backup's not yet indexed, a killed one's, or a
     // concurrent prune's copies. Their headers say what they hold; used ones join the index.
     let mut adopted: Vec<IndexPack> = Vec::new();
+    let mut unindexed: HashMap<PackId, IndexPack> = HashMap::new();
     let mut unreadable: HashSet<PackId> = HashSet::new();
     for (pack, size) in &stored {
         if condemned.contains(pack) || live.contains_key(pack) {
@@ -149,31 +173,28 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         };
         let entries = IndexPack::from_header(*pack, *size, &header);
-        let u = pack_use(&entries, &mut used, true);
+        let u = pack_use(&entries, numbers.number(*pack), &mut owners, true);
         if u.used_blobs > 0 {
             adopted.push(entries);
+        } else {
+            unindexed.insert(*pack, entries);
         }
         live.insert(*pack, u);
     }
 
     // Blobs a snapshot reaches that are only in condemned packs are copied out of them.
-    let mut revive: Vec<PackId> = Vec::new();
-    if used.values().any(|found| !found) {
+    let mut revive: Vec<(PackId, u32)> = Vec::new();
+    if owners.values().any(|owner| *owner == NOWHERE) {
         for pack in condemned.iter().filter(|p| stored.contains_key(p)) {
             let header = repo.read_pack_header(pack, stored[pack])?;
-            let mut needed = false;
-            for e in &header.entries {
-                if let Some(found) = used.get_mut(&e.blob) {
-                    needed |= !*found;
-                    *found = true;
-                }
-            }
-            if needed {
-                revive.push(*pack);
+            let entries = IndexPack::from_header(*pack, stored[pack], &header);
+            let number = numbers.number(*pack);
+            if pack_use(&entries, number, &mut owners, true).used_blobs > 0 {
+                revive.push((*pack, number));
             }
         }
     }
-    let missing = used.values().filter(|found| !**found).count();
+    let missing = owners.values().filter(|owner| **owner == NOWHERE).count();
     if missing > 0 {
         return Err(Error::corrupt(format!(
             "{missing} blobs that snapshots reach are in no intact pack: prune would lose track of them; run `cairn check`"
@@ -250,29 +271,37 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // Execute, in the order that keeps every step safe to interrupt: copies first, then the
     // condemnation, then the rewritten index, and deletions last.
-    for pack in &revive {
-        report.blobs_revived += copy_used(repo, pack, &used, true)? as u64;
+    for (pack, number) in &revive {
+        report.blobs_revived += copy_used(repo, pack, *number, &owners)? as u64;
     }
+    let number_of: HashMap<PackId, u32> = numbers
+        .ids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i as u32))
+        .collect();
     for pack in &repack {
-        copy_used(repo, pack, &used, false)?;
+        copy_used(repo, pack, number_of[pack], &owners)?;
     }
-    drop(used);
+    drop(owners);
     repo.flush()?;
-    let mut written: HashSet<IndexId> = HashSet::new();
+    let all_condemned: HashSet<PackId> =
+        condemned.iter().chain(&newly_condemned).copied().collect();
+    let rewritten = rewrite_index(repo, &rewrite, adopted, &all_condemned, unindexed)?;
+    let mut written: HashSet<IndexId> = rewritten.files.iter().copied().collect();
+    report.index_files_written += rewritten.files.len() as u64;
     if !newly_condemned.is_empty() {
+        // The condemned packs' records travel with the condemnation, so that their blobs stay
+        // readable (never reusable) until the packs are deleted.
         let id = repo.write_index(&IndexFile {
             condemned: newly_condemned.clone(),
+            packs: rewritten.condemned,
             ..IndexFile::default()
         })?;
         written.insert(id);
         pending.push((id, newly_condemned.clone()));
         report.index_files_written += 1;
     }
-    let all_condemned: HashSet<PackId> =
-        condemned.iter().chain(&newly_condemned).copied().collect();
-    let rewritten = rewrite_index(repo, &rewrite, adopted, &all_condemned)?;
-    report.index_files_written += rewritten.len() as u64;
-    written.extend(rewritten);
     for id in &rewrite {
         repo.remove_index(id)?;
         report.index_files_removed += 1;
@@ -368,15 +397,15 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-/// Every blob the snapshots reach, each with `false`: not yet found in an intact pack.
-fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<HashMap<BlobId, bool>> {
-    let mut used: HashMap<BlobId, bool> = HashMap::new();
+/// Every blob the snapshots reach, each kept `NOWHERE` yet.
+fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<Owners> {
+    let mut used: Owners = HashMap::new();
     let mut stack: Vec<TreeId> = Vec::new();
     for id in snapshots {
         stack.push(repo.load_snapshot(*id)?.tree);
     }
     while let Some(tree_id) = stack.pop() {
-        if used.insert(tree_id.into(), false).is_some() {
+        if used.insert(tree_id.into(), NOWHERE).is_some() {
             continue;
         }
         let tree = repo.load_tree(tree_id).map_err(|e| {
@@ -389,21 +418,15 @@ fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<Hash
             )
         })?;
         for node in tree.nodes {
-            used.extend(node.content.iter().map(|c| (BlobId::from(*c), false)));
+            used.extend(node.content.iter().map(|c| (BlobId::from(*c), NOWHERE)));
             stack.extend(node.subtree);
         }
     }
     Ok(used)
 }
 
-/// Copies a pack's used blobs into new packs; with `only_missing`, only those the index lacks.
-/// Returns how many it copied.
-fn copy_used(
-    repo: &Repository,
-    pack: &PackId,
-    used: &HashMap<BlobId, bool>,
-    only_missing: bool,
-) -> Result<usize> {
+/// Copies the used blobs that pack number `number` keeps into new packs; returns how many.
+fn copy_used(repo: &Repository, pack: &PackId, number: u32, owners: &Owners) -> Result<usize> {
     // Each blob is authenticated as it is opened, so a pack that fails its hash check only
     // fails prune if a blob prune needs from it is damaged.
     let bytes = repo.read_pack_unverified(pack)?;
@@ -411,7 +434,7 @@ fn copy_used(
     let (offsets, _) = header.offsets();
     let mut n = 0;
     for (e, offset) in header.entries.iter().zip(offsets) {
-        if !used.contains_key(&e.blob) || only_missing && repo.is_indexed(&e.blob)? {
+        if owners.get(&e.blob) != Some(&number) {
             continue;
         }
         let start = offset as usize;
@@ -431,32 +454,52 @@ fn copy_used(
     Ok(n)
 }
 
-/// Writes the index anew from `files` and the `adopted` packs, leaving out condemned packs;
-/// returns the new files.
+struct Rewritten {
+    files: Vec<IndexId>,
+    /// The records of condemned packs that `files` named, for the condemnation file.
+    condemned: Vec<IndexPack>,
+}
+
+/// Writes the index anew from `files` and the `adopted` packs, leaving out condemned packs,
+/// whose records it returns (with those of the `unindexed` ones that are condemned).
 fn rewrite_index(
     repo: &Repository,
     files: &[IndexId],
     adopted: Vec<IndexPack>,
     condemned: &HashSet<PackId>,
-) -> Result<Vec<IndexId>> {
-    let mut written = Vec::new();
+    mut unindexed: HashMap<PackId, IndexPack>,
+) -> Result<Rewritten> {
+    let mut out = Rewritten {
+        files: Vec::new(),
+        condemned: Vec::new(),
+    };
     let mut seen: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
     let mut batch: Vec<IndexPack> = adopted;
     for id in files {
         for pack in repo.read_index(*id)?.packs {
-            if condemned.contains(&pack.id) || !seen.insert(pack.id) {
+            if !seen.insert(pack.id) {
+                continue;
+            }
+            if condemned.contains(&pack.id) {
+                out.condemned.push(pack);
                 continue;
             }
             batch.push(pack);
             if batch.len() == PACKS_PER_REWRITTEN_INDEX {
-                written.push(write_packs(repo, &mut batch)?);
+                out.files.push(write_packs(repo, &mut batch)?);
             }
         }
     }
     if !batch.is_empty() {
-        written.push(write_packs(repo, &mut batch)?);
+        out.files.push(write_packs(repo, &mut batch)?);
     }
-    Ok(written)
+    out.condemned.extend(
+        unindexed
+            .drain()
+            .filter(|(p, _)| condemned.contains(p) && !seen.contains(p))
+            .map(|(_, record)| record),
+    );
+    Ok(out)
 }
 
 fn write_packs(repo: &Repository, batch: &mut Vec<IndexPack>) -> Result<IndexId> {

@@ -25,4 +25,6 @@ pub use wire::DecodeError;
 pub const FORMAT_VERSION: u32 = 1;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;

@@ -113,8 +113,11 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
-/// Fixed part of an encoded node, used to bound counts while decoding.
-const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 4 * 2 + 8 * 7 + 4 + 4 + 4 + 1;
+/// Fixed part of an encoded node, used to bound counts while decoding: name length, kind, mode,
+/// uid, gid, user and group lengths, two 12-byte times, five u64s, xattr count, target length,
+/// content count, subtree marker (repo-format.md: "a node takes at least 102 bytes plus its
+/// name").
+const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 4 * 2 + 12 * 2 + 8 * 5 + 4 + 4 + 4 + 1;
 
 impl Tree {
     pub fn encode(&self) -> Vec<u8> {

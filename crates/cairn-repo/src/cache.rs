@@ -15,8 +15,11 @@ use std::path::{Path, PathBuf};
 /// Type byte + id -> pack id, offset, stored length, raw length.
 const BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&[u8; 32], ()> = TableDefinition::new("index_files");
-/// Packs condemned by a merged index file; their entries are never merged.
+/// Packs condemned by a merged index file; their entries go to `condemned_blobs`, not `blobs`.
 const CONDEMNED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("condemned");
+/// Where blobs of condemned packs are: readable until prune deletes the packs, never reused.
+const CONDEMNED_BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> =
+    TableDefinition::new("condemned_blobs");
 /// When this client first saw a condemnation or a backup marker, in ns of its wall clock: what
 /// prune's grace period is measured from. Survives `clear`, since it says nothing of the index.
 const FIRST_SEEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("first_seen");
@@ -126,6 +129,7 @@ impl IndexCache {
         txn.delete_table(BLOBS)?;
         txn.delete_table(INDEX_FILES)?;
         txn.delete_table(CONDEMNED)?;
+        txn.delete_table(CONDEMNED_BLOBS)?;
         txn.commit()?;
         Ok(())
     }
@@ -146,7 +150,7 @@ impl IndexCache {
         Ok(out)
     }
 
-    /// Adds an index file's entries, except those in `condemned` packs, records the packs it
+    /// Adds an index file's entries (those of `condemned` packs apart), records the packs it
     /// condemns, and records it as merged, in one transaction.
     pub fn merge(&self, id: IndexId, index: &IndexFile, condemned: &HashSet<PackId>) -> Result<()> {
         let mut txn = self.db.begin_write()?;
@@ -154,8 +158,14 @@ impl IndexCache {
         // re-read of some index files; skipping the fsync makes a backup's index writes cheap.
         txn.set_durability(redb::Durability::Eventual);
         {
-            let mut blobs = txn.open_table(BLOBS)?;
-            for pack in index.packs.iter().filter(|p| !condemned.contains(&p.id)) {
+            let mut live = txn.open_table(BLOBS)?;
+            let mut doomed = txn.open_table(CONDEMNED_BLOBS)?;
+            for pack in &index.packs {
+                let blobs = if condemned.contains(&pack.id) {
+                    &mut doomed
+                } else {
+                    &mut live
+                };
                 for e in &pack.blobs {
                     let loc = Location {
                         pack: pack.id,
@@ -204,9 +214,23 @@ impl IndexCache {
         Ok(out)
     }
 
+    /// Where a blob is in a pack that is not condemned.
     pub fn get(&self, blob: &BlobId) -> Result<Option<Location>> {
+        self.get_in(BLOBS, blob)
+    }
+
+    /// Where a blob is in a condemned pack, for reading it until the pack is deleted.
+    pub fn get_condemned(&self, blob: &BlobId) -> Result<Option<Location>> {
+        self.get_in(CONDEMNED_BLOBS, blob)
+    }
+
+    fn get_in(
+        &self,
+        def: TableDefinition<&[u8; 33], &[u8; 44]>,
+        blob: &BlobId,
+    ) -> Result<Option<Location>> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(BLOBS) {
+        let table = match txn.open_table(def) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),

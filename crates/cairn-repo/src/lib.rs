@@ -401,12 +401,17 @@ impl Repository {
         Ok(bytes)
     }
 
-    /// Where a blob is, if the repository (or this process) has it.
+    /// Where a blob can be read, if the repository (or this process) has it: in the index, or
+    /// else in a condemned pack that prune has not deleted yet (a snapshot written while a prune
+    /// ran may reach such blobs until the next prune copies them out).
     pub fn lookup(&self, blob: &BlobId) -> Result<Option<Location>> {
         if let Some(Some(loc)) = self.session.lock().unwrap().get(blob) {
             return Ok(Some(*loc));
         }
-        self.indexed(blob)
+        match self.indexed(blob)? {
+            Some(loc) => Ok(Some(loc)),
+            None => self.cache.get_condemned(blob),
+        }
     }
 
     /// Where the index places a blob; notes the pack as one this process depends on.
@@ -646,6 +651,15 @@ impl Repository {
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(format!("{what}: {e}")))
     }
 
+    /// The snapshots, with the index brought up to date after listing them: a snapshot is
+    /// created after the index files it needs, so every blob a listed snapshot reaches is then
+    /// known, even when a backup finished after this process opened the repository.
+    pub fn snapshot_ids_indexed(&self) -> Result<Vec<SnapshotId>> {
+        let ids = self.snapshot_ids()?;
+        self.sync_index()?;
+        Ok(ids)
+    }
+
     pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
             .backend
@@ -674,7 +688,7 @@ impl Repository {
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
-        for id in self.snapshot_ids()? {
+        for id in self.snapshot_ids_indexed()? {
             match self.load_snapshot(id) {
                 Ok(s) => out.push((id, s)),
                 // Forgotten since the listing.
