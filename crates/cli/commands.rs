@@ -442,6 +442,20 @@ fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
     Ok(Repository::open(backend, &pw, &opts)?)
 }
 
+/// Every readable snapshot, oldest first; a damaged one is named on stderr and left out, so that
+/// it costs only itself.
+pub(crate) fn snapshots_of(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let list = repo.snapshots()?;
+    for (id, why) in repo.damaged_snapshots() {
+        eprintln!(
+            "warning: snapshot {} is left out: {why} (`cairn forget {}` removes it)",
+            id.short(),
+            id.short()
+        );
+    }
+    Ok(list)
+}
+
 fn hostname() -> String {
     rustix::system::uname()
         .nodename()
@@ -707,7 +721,7 @@ fn groups(list: Vec<(SnapshotId, Snapshot)>) -> Vec<Group> {
 fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
     let filter = a.filter.filter()?;
     let repo = open(cli, false)?;
-    let mut list = repo.snapshots()?;
+    let mut list = snapshots_of(&repo)?;
     list.retain(|(_, s)| filter.matches(s));
     if let Some(at) = &a.at {
         list = vec![pick_at(&list, at)?.clone()];
@@ -763,7 +777,7 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let exclude = Filter::new(&a.exclude).map_err(|e| Exit(exit::ERROR, e))?;
     let filter = a.filter.filter()?;
     let repo = open(cli, false)?;
-    let mut list = repo.snapshots()?;
+    let mut list = snapshots_of(&repo)?;
     list.retain(|(_, s)| filter.matches(s));
     let (id, snap) = match (&a.at, &a.snapshot) {
         (Some(at), _) => pick_at(&list, at)?,
@@ -857,7 +871,7 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
 fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
     use cairn_engine::ChangeKind as C;
     let repo = open(cli, false)?;
-    let list = repo.snapshots()?;
+    let list = snapshots_of(&repo)?;
     let (_, sa) = cairn_engine::find_snapshot(&list, &a.a)?;
     let (_, sb) = cairn_engine::find_snapshot(&list, &a.b)?;
     let mut out = std::io::stdout().lock();
@@ -928,7 +942,7 @@ fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
     let newest = a.newest.as_deref().map(time::parse).transpose()?;
     let filter = a.filter.filter()?;
     let repo = open(cli, false)?;
-    let all = repo.snapshots()?;
+    let all = snapshots_of(&repo)?;
     let mut list = Vec::new();
     for spec in &a.snapshot {
         list.push(cairn_engine::find_snapshot(&all, spec)?.clone());
@@ -984,13 +998,15 @@ fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
         Path::new("/").join(&a.path)
     };
     let repo = open(cli, false)?;
-    let list = repo.snapshots()?;
+    let list = snapshots_of(&repo)?;
     let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
     let node = cairn_engine::find_node(&repo, snap.tree, &path)?;
     // Written next to the output and renamed into place, so a failed dump leaves no half file.
     let (mut sink, tmp): (Box<dyn Write>, Option<PathBuf>) = match &a.output {
         Some(f) => {
-            let tmp = f.with_extension("cairn-partial");
+            let mut tmp = f.clone().into_os_string();
+            tmp.push(".cairn-partial");
+            let tmp = PathBuf::from(tmp);
             let file = std::fs::File::create(&tmp)
                 .with_context(|| format!("cannot create {}", tmp.display()))?;
             (
@@ -1034,7 +1050,7 @@ fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
 
 fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let repo = open(cli, false)?;
-    let list = repo.snapshots()?;
+    let list = snapshots_of(&repo)?;
     let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
     let start = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let start = if start.is_absolute() {

@@ -2,7 +2,7 @@
 //! the garbage. Each is open -> plan (policy, then prune's plan) -> execute unless --dry-run ->
 //! report.
 
-use crate::commands::{open, Cli, SnapshotFilterArgs};
+use crate::commands::{open, snapshots_of, Cli, SnapshotFilterArgs};
 use crate::{output, time};
 use anyhow::{bail, Result};
 use cairn_engine::{Decision, KeepCount, KeepDuration, Policy, PruneOptions, RetentionInput};
@@ -214,16 +214,23 @@ fn plan_forget(
     quiet: bool,
     report: &mut serde_json::Value,
 ) -> Result<Vec<SnapshotId>> {
-    let all = repo.snapshots()?;
+    let all = snapshots_of(repo)?;
     let mut drop: Vec<SnapshotId> = Vec::new();
     let mut out = std::io::stdout().lock();
     let verb = if gc.dry_run { "would remove" } else { "remove" };
     for spec in ids {
-        let (id, s) = cairn_engine::find_snapshot(&all, spec)?;
-        if !drop.contains(id) {
-            drop.push(*id);
+        let (id, when) = match cairn_engine::find_snapshot(&all, spec) {
+            Ok((id, s)) => (*id, time::show(s.time)),
+            // A damaged snapshot can still be named, by an unambiguous prefix, to forget it.
+            Err(e) => match damaged_match(repo, spec) {
+                Some(id) => (id, "(damaged)".to_string()),
+                None => return Err(e.into()),
+            },
+        };
+        if !drop.contains(&id) {
+            drop.push(id);
             if !quiet && !gc.json {
-                writeln!(out, "{verb} {} {}", id.short(), time::show(s.time))?;
+                writeln!(out, "{verb} {} {when}", id.short())?;
             }
         }
     }
@@ -294,6 +301,19 @@ fn plan_forget(
     report["groups"] = json!(json_groups);
     report["removed"] = json!(drop.iter().map(|i| i.to_hex()).collect::<Vec<_>>());
     Ok(drop)
+}
+
+/// The one damaged snapshot whose id starts with `spec`, if there is exactly one.
+fn damaged_match(repo: &Repository, spec: &str) -> Option<SnapshotId> {
+    let spec = spec.to_ascii_lowercase();
+    let mut found = repo
+        .damaged_snapshots()
+        .into_iter()
+        .filter(|(id, _)| !spec.is_empty() && id.to_hex().starts_with(&spec));
+    match (found.next(), found.next()) {
+        (Some((id, _)), None) => Some(id),
+        _ => None,
+    }
 }
 
 fn group_key(s: &Snapshot, (host, paths, tags): (bool, bool, bool)) -> serde_json::Value {

@@ -841,7 +841,7 @@ fn dump_a_directory_as_zip_to_a_file() {
     .success();
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(
-        !t.join("archive.cairn-partial").exists(),
+        !t.join("archive.zip.cairn-partial").exists(),
         "dump left its partial file"
     );
     let zone = jiff::tz::TimeZone::fixed(jiff::tz::offset(3));

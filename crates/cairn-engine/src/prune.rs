@@ -402,7 +402,15 @@ fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<Owne
     let mut used: Owners = HashMap::new();
     let mut stack: Vec<TreeId> = Vec::new();
     for id in snapshots {
-        stack.push(repo.load_snapshot(*id)?.tree);
+        let snapshot = repo.load_snapshot(*id).map_err(|e| match e.kind {
+            ErrorKind::Corrupt => Error::corrupt(format!(
+                "{}; prune cannot tell which blobs it needs: forget it first (`cairn forget {}`)",
+                e.message,
+                id.to_hex()
+            )),
+            _ => e,
+        })?;
+        stack.push(snapshot.tree);
     }
     while let Some(tree_id) = stack.pop() {
         if used.insert(tree_id.into(), NOWHERE).is_some() {

@@ -80,6 +80,11 @@ struct Planner<'a> {
     repo: &'a Repository,
     opts: &'a RestoreOptions,
     plan: Plan,
+    /// Directories whose listing cannot be read: everything below them is lost, the rest is not.
+    lost: Vec<Skipped>,
+    /// Such directories outside what `--include` selects: something selected may have been
+    /// below them, or not.
+    unsure: Vec<Skipped>,
 }
 
 impl Planner<'_> {
@@ -91,7 +96,22 @@ impl Planner<'_> {
         target: &Path,
         included: bool,
     ) -> Result<bool> {
-        let tree = self.repo.load_tree(tree)?;
+        let tree = match self.repo.load_tree(tree) {
+            Ok(tree) => tree,
+            Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                let lost = Skipped {
+                    path: target.to_path_buf(),
+                    reason: format!("directory listing is lost: {e}"),
+                };
+                if included || self.opts.include.is_empty() {
+                    self.lost.push(lost);
+                } else {
+                    self.unsure.push(lost);
+                }
+                return Ok(included);
+            }
+            Err(e) => return Err(e),
+        };
         let mut any = false;
         for node in tree.nodes {
             let name = OsStr::from_bytes(&node.name);
@@ -181,9 +201,13 @@ pub fn restore(
         repo,
         opts,
         plan: Plan::default(),
+        lost: Vec::new(),
+        unsure: Vec::new(),
     };
     planner.tree(root, Path::new("/"), &opts.target, false)?;
     let plan = planner.plan;
+    let lost = planner.lost;
+    let unsure = planner.unsure;
 
     let mut outcome = RestoreOutcome {
         files: (plan.files.len() + plan.links.len()) as u64,
@@ -204,6 +228,8 @@ pub fn restore(
         .map(|p| relative(p))
         .collect();
     if opts.dry_run {
+        outcome.errors = lost;
+        outcome.warnings = unsure;
         return Ok(outcome);
     }
 
@@ -216,7 +242,7 @@ pub fn restore(
             ),
         )
     })?;
-    let mut errors = Vec::new();
+    let mut errors = lost;
     for (path, _) in &plan.dirs {
         if let Err(e) = make_dir(path) {
             errors.push(Skipped {
@@ -336,6 +362,7 @@ pub fn restore(
     }
     outcome.errors = errors;
     outcome.warnings = run.warnings.into_inner().unwrap();
+    outcome.warnings.extend(unsure);
     Ok(outcome)
 }
 

@@ -142,6 +142,7 @@ pub struct Repository {
     cache: IndexCache,
     dry_run: bool,
     damaged_index: Mutex<Vec<(IndexId, String)>>,
+    damaged_snapshots: Mutex<Vec<(SnapshotId, String)>>,
     /// Packs condemned by an index file: not part of the index, awaiting deletion by prune.
     condemned: Mutex<HashSet<PackId>>,
     /// Packs this process found blobs in, or wrote: the ones a concurrent prune's condemnation
@@ -229,6 +230,7 @@ impl Repository {
             cache,
             dry_run: opts.dry_run,
             damaged_index: Mutex::default(),
+            damaged_snapshots: Mutex::default(),
             condemned: Mutex::default(),
             touched: Mutex::default(),
             moved: Mutex::default(),
@@ -322,6 +324,11 @@ impl Repository {
     /// Index files that could not be read when the index was last synchronised, and why.
     pub fn damaged_index_files(&self) -> Vec<(IndexId, String)> {
         self.damaged_index.lock().unwrap().clone()
+    }
+
+    /// Snapshots the last `snapshots` call left out because their files are damaged, and why.
+    pub fn damaged_snapshots(&self) -> Vec<(SnapshotId, String)> {
+        self.damaged_snapshots.lock().unwrap().clone()
     }
 
     /// Packs condemned by index files: not part of the index, awaiting deletion.
@@ -685,17 +692,21 @@ impl Repository {
         Ok(problems)
     }
 
-    /// Every snapshot, oldest first.
+    /// Every snapshot, oldest first. A damaged snapshot file costs only that snapshot: it is
+    /// left out, and `damaged_snapshots` tells of it.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for id in self.snapshot_ids_indexed()? {
             match self.load_snapshot(id) {
                 Ok(s) => out.push((id, s)),
                 // Forgotten since the listing.
                 Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) if e.kind == ErrorKind::Corrupt => damaged.push((id, e.message)),
                 Err(e) => return Err(e),
             }
         }
+        *self.damaged_snapshots.lock().unwrap() = damaged;
         out.sort_by_key(|(id, s)| (s.time, *id));
         Ok(out)
     }
