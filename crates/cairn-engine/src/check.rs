@@ -148,6 +148,13 @@ pub fn check(
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = stored.len() as u64;
     let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+    // Blobs only in condemned packs stay readable while the pack exists: one gone is lost.
+    for pack in condemned.iter().filter(|p| !stored.contains_key(p)) {
+        bad_packs.insert(
+            *pack,
+            format!("pack {} was condemned and is deleted", pack.short()),
+        );
+    }
     for (pack, (size, index)) in &indexed {
         match stored.get(pack) {
             None => {

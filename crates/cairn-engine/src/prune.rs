@@ -124,7 +124,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         )));
     }
 
-    // Plan: what snapshots reach, and what each pack holds.
+    // Plan: what snapshots reach, what is condemned, and what each pack holds.
     let snapshots_before: HashSet<SnapshotId> = repo.snapshot_ids_indexed()?.into_iter().collect();
     let kept: HashSet<SnapshotId> = snapshots_before
         .difference(&opts.forgotten)
@@ -133,21 +133,50 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.snapshots = kept.len() as u64;
     let mut owners = used_blobs(repo, &kept)?;
     report.blobs_used = owners.len() as u64;
-    let mut numbers = Packs::default();
-    let condemned = repo.condemned_packs();
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = stored.len() as u64;
     let listed_index = repo.index_ids()?;
-    let mut live: HashMap<PackId, PackUse> = HashMap::new();
+    // Every condemnation counts, including one written since the index was synced: a pack it
+    // names must neither claim blobs nor be classified (a second read of the index files keeps
+    // memory to one file at a time).
+    let mut condemned = repo.condemned_packs();
     let mut pending: Vec<(IndexId, Vec<PackId>)> = Vec::new();
     let mut rewrite: Vec<IndexId> = Vec::new();
     for id in &listed_index {
-        let file = repo.read_index(*id)?;
+        let Some(file) = read_index_if_listed(repo, *id)? else {
+            continue;
+        };
         if file.condemned.is_empty() {
             rewrite.push(*id);
         } else {
-            pending.push((*id, file.condemned.clone()));
+            condemned.extend(file.condemned.iter().copied());
+            pending.push((*id, file.condemned));
         }
+    }
+    let watch = Watch::new(repo, opts, &listed_index)?;
+
+    let mut numbers = Packs::default();
+    let mut live: HashMap<PackId, PackUse> = HashMap::new();
+    // Packs a running backup may still be filling: named only by index files that are new to
+    // this client. They are not condemned while a backup runs, so it need not copy them.
+    let mut young: HashSet<PackId> = HashSet::new();
+    let mut settled: HashSet<PackId> = HashSet::new();
+    // An index file (not a condemnation) that still names a condemned pack, left by a prune
+    // killed before it removed the files it had rewritten: the index must be rewritten before
+    // that pack is deleted.
+    let mut stale_records = false;
+    for id in &listed_index {
+        let Some(file) = read_index_if_listed(repo, *id)? else {
+            continue;
+        };
+        stale_records |=
+            file.condemned.is_empty() && file.packs.iter().any(|p| condemned.contains(&p.id));
+        let named = if watch.is_young(id) {
+            &mut young
+        } else {
+            &mut settled
+        };
+        named.extend(file.packs.iter().map(|p| p.id));
         for pack in &file.packs {
             if condemned.contains(&pack.id) || live.contains_key(&pack.id) {
                 continue;
@@ -157,6 +186,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             live.insert(pack.id, pack_use(pack, number, &mut owners, intact));
         }
     }
+    young.retain(|p| !settled.contains(p));
 
     // Packs no index file names: a running backup's not yet indexed, a killed one's, or a
     // concurrent prune's copies. Their headers say what they hold; used ones join the index.
@@ -168,7 +198,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         }
         let Ok(header) = repo.read_pack_header(pack, *size) else {
-            // Damage is for `check` to report; prune leaves what it cannot read alone.
+            // Damage is for `check` to report, and a pack removed since the listing is no
+            // concern: prune leaves what it cannot read alone.
             unreadable.insert(*pack);
             continue;
         };
@@ -178,15 +209,21 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             adopted.push(entries);
         } else {
             unindexed.insert(*pack, entries);
+            young.insert(*pack);
         }
         live.insert(*pack, u);
+    }
+    if !watch.backups_running() {
+        young.clear();
     }
 
     // Blobs a snapshot reaches that are only in condemned packs are copied out of them.
     let mut revive: Vec<(PackId, u32)> = Vec::new();
     if owners.values().any(|owner| *owner == NOWHERE) {
         for pack in condemned.iter().filter(|p| stored.contains_key(p)) {
-            let header = repo.read_pack_header(pack, stored[pack])?;
+            let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
+                continue;
+            };
             let entries = IndexPack::from_header(*pack, stored[pack], &header);
             let number = numbers.number(*pack);
             if pack_use(&entries, number, &mut owners, true).used_blobs > 0 {
@@ -206,6 +243,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|p| {
             !condemned.contains(p)
                 && !unreadable.contains(p)
+                && !young.contains(p)
                 && live.get(p).is_some_and(|u| u.used_blobs == 0)
         })
         .copied()
@@ -214,7 +252,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.packs_unused = unused.len() as u64;
     let mut partial: Vec<(PackId, PackUse)> = live
         .iter()
-        .filter(|(p, u)| u.used_blobs > 0 && u.used_bytes < u.blob_bytes && stored.contains_key(*p))
+        .filter(|(p, u)| {
+            u.used_blobs > 0
+                && u.used_bytes < u.blob_bytes
+                && stored.contains_key(*p)
+                && !young.contains(*p)
+        })
         .map(|(p, u)| (*p, *u))
         .collect();
     partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.blob_bytes - u.used_bytes), *p));
@@ -237,28 +280,35 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     report.packs_repacked = repack.len() as u64;
     report.bytes_unused_kept = unused_kept;
     let newly_condemned: Vec<PackId> = unused.iter().chain(&repack).copied().collect();
-    let has_work = !newly_condemned.is_empty()
-        || !pending.is_empty()
+    // Rewriting the index makes every client rebuild its cache, so it is done when something
+    // leaves or joins the index, or to merge many small index files.
+    let rewrite_index_now = !newly_condemned.is_empty()
         || !adopted.is_empty()
-        || rewrite.len() > 1;
+        || stale_records
+        || rewrite.len() > MAX_INDEX_FILES_KEPT;
+    let has_work = rewrite_index_now || !pending.is_empty() || !revive.is_empty();
 
     if opts.dry_run {
-        // What a prune would delete now: every condemnation, old and new, if nothing defers it.
-        let (decision, _) = deletion_allowed(repo, &snapshots_before, opts, &[])?;
-        let all: Vec<PackId> = pending
-            .iter()
-            .flat_map(|(_, packs)| packs.iter())
-            .chain(&newly_condemned)
-            .filter(|p| stored.contains_key(p))
-            .copied()
-            .collect();
-        let bytes: u64 = all.iter().map(|p| stored[p]).sum();
-        if decision.is_ok() {
-            report.packs_deleted = all.len() as u64;
-            report.bytes_freed = bytes.saturating_sub(report.bytes_repacked);
-        } else {
-            report.packs_deferred = all.len() as u64;
-            report.bytes_deferred = bytes;
+        // What a prune would delete now: every condemnation, old and new, unless deferred.
+        let decision = watch.fast_path(repo, &snapshots_before)?;
+        let mut deleted: Vec<PackId> = newly_condemned.clone();
+        let mut deferred: Vec<PackId> = Vec::new();
+        for (id, packs) in &pending {
+            if decision.is_ok() || watch.old_enough(id) {
+                deleted.extend(packs);
+            } else {
+                deferred.extend(packs);
+            }
+        }
+        if decision.is_err() {
+            deferred.append(&mut deleted.split_off(deleted.len() - newly_condemned.len()));
+        }
+        let size = |packs: &[PackId]| -> u64 { packs.iter().filter_map(|p| stored.get(p)).sum() };
+        report.packs_deleted = deleted.iter().filter(|p| stored.contains_key(p)).count() as u64;
+        report.bytes_freed = size(&deleted).saturating_sub(report.bytes_repacked);
+        report.packs_deferred = deferred.iter().filter(|p| stored.contains_key(p)).count() as u64;
+        report.bytes_deferred = size(&deferred);
+        if report.packs_deferred > 0 {
             report.deferred_because = decision.err();
         }
         report.duration = started.elapsed();
@@ -270,7 +320,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
 
     // Execute, in the order that keeps every step safe to interrupt: copies first, then the
-    // condemnation, then the rewritten index, and deletions last.
+    // rewritten index, then the condemnation, and deletions last.
     for (pack, number) in &revive {
         report.blobs_revived += copy_used(repo, pack, *number, &owners)? as u64;
     }
@@ -285,36 +335,59 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     }
     drop(owners);
     repo.flush()?;
-    let all_condemned: HashSet<PackId> =
-        condemned.iter().chain(&newly_condemned).copied().collect();
-    let rewritten = rewrite_index(repo, &rewrite, adopted, &all_condemned, unindexed)?;
-    let mut written: HashSet<IndexId> = rewritten.files.iter().copied().collect();
-    report.index_files_written += rewritten.files.len() as u64;
-    if !newly_condemned.is_empty() {
-        // The condemned packs' records travel with the condemnation, so that their blobs stay
-        // readable (never reusable) until the packs are deleted.
-        let id = repo.write_index(&IndexFile {
-            condemned: newly_condemned.clone(),
-            packs: rewritten.condemned,
-            ..IndexFile::default()
-        })?;
-        written.insert(id);
-        pending.push((id, newly_condemned.clone()));
-        report.index_files_written += 1;
-    }
-    for id in &rewrite {
-        repo.remove_index(id)?;
-        report.index_files_removed += 1;
+    let mut written: HashSet<IndexId> = HashSet::new();
+    if rewrite_index_now {
+        // Listed after the index: a pack named there but missing here is gone for good (a
+        // concurrent prune deleted it), and its record must not be carried on.
+        let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+        let rewritten = rewrite_index(
+            repo,
+            &rewrite,
+            adopted,
+            &condemned_with(&condemned, &newly_condemned),
+            unindexed,
+            &present,
+        )?;
+        written.extend(rewritten.files.iter().copied());
+        report.index_files_written += rewritten.files.len() as u64;
+        if !newly_condemned.is_empty() {
+            // The condemned packs' records travel with the condemnation, so that their blobs
+            // stay readable (never reusable) until the packs are deleted.
+            let id = repo.write_index(&IndexFile {
+                condemned: newly_condemned.clone(),
+                packs: rewritten.condemned,
+                ..IndexFile::default()
+            })?;
+            written.insert(id);
+            pending.push((id, newly_condemned.clone()));
+            report.index_files_written += 1;
+        }
+        for id in &rewrite {
+            repo.remove_index(id)?;
+            report.index_files_removed += 1;
+        }
     }
 
-    // Delete what is safe to delete.
-    let pending_ids: Vec<Id> = pending.iter().map(|(id, _)| id.0).collect();
-    let (decision, seen) = deletion_allowed(repo, &snapshots_before, opts, &pending_ids)?;
-    let foreign = foreign_index_packs(repo, &listed_index, &written)?;
-    for ((id, packs), seen) in pending.iter().zip(seen) {
-        let old_enough = opts.now_ns.saturating_sub(seen) >= opts.grace.as_nanos() as i64;
+    // Delete what is safe to delete. Another prune at work (an index file this prune neither
+    // read nor wrote that condemns packs, or names one this prune condemns) defers everything:
+    // the two may have kept different copies of a blob.
+    let foreign = foreign_index_files(repo, &listed_index, &written)?;
+    let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
+    let conflict = foreign
+        .iter()
+        .any(|f| !f.condemned.is_empty() || f.packs.iter().any(|p| newly.contains(&p.id)));
+    let decision = if conflict {
+        Err("another prune ran at the same time, so deletions wait for the next prune".to_string())
+    } else {
+        watch.fast_path(repo, &snapshots_before)?
+    };
+    let foreign_packs: HashSet<PackId> = foreign
+        .iter()
+        .flat_map(|f| f.packs.iter().map(|p| p.id))
+        .collect();
+    for (id, packs) in &pending {
         let present: Vec<&PackId> = packs.iter().filter(|p| stored.contains_key(p)).collect();
-        if decision.is_err() && !old_enough {
+        if conflict || decision.is_err() && !watch.old_enough(id) {
             report.packs_deferred += present.len() as u64;
             report.bytes_deferred += present.iter().map(|p| stored[*p]).sum::<u64>();
             continue;
@@ -326,7 +399,7 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
         // An index file this prune did not read may name the packs (another prune's rewrite);
         // while it does, the condemnation must stay to keep them out of the index.
-        if !packs.iter().any(|p| foreign.contains(p)) {
+        if !packs.iter().any(|p| foreign_packs.contains(p)) {
             repo.remove_index(id)?;
             report.index_files_removed += 1;
         }
@@ -339,52 +412,125 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     Ok(report)
 }
 
-/// Whether condemned packs may be deleted right now: when no backup marker is present and no
-/// snapshot appeared since prune listed them, no backup can depend on them (otherwise the reason,
-/// for the report). Also when this client first saw each of `pending` and each marker. Markers of
-/// killed backups do not count, and are removed: those whose process is gone from this machine,
-/// and those seen for `STALE_MARKER` (running backups renew theirs far more often).
-#[allow(clippy::type_complexity)]
-fn deletion_allowed(
-    repo: &Repository,
-    snapshots_before: &HashSet<SnapshotId>,
-    opts: &PruneOptions,
-    pending: &[Id],
-) -> Result<(std::result::Result<(), String>, Vec<i64>)> {
-    let markers = repo.backup_markers()?;
-    let marker_ids: Vec<Id> = markers.iter().filter_map(|m| Id::from_hex(m)).collect();
-    let mut seen = if opts.dry_run {
-        vec![opts.now_ns; pending.len() + marker_ids.len()]
-    } else {
-        repo.first_seen(&[pending, &marker_ids].concat(), opts.now_ns)?
-    };
-    let marker_seen = seen.split_off(pending.len());
-    let mut live = markers.len() - marker_ids.len();
-    for (id, seen) in marker_ids.iter().zip(marker_seen) {
-        let stale = opts.now_ns.saturating_sub(seen) >= STALE_MARKER.as_nanos() as i64;
-        if !stale && !repo.marker_is_dead(&id.to_hex()) {
-            live += 1;
-        } else if !opts.dry_run {
-            repo.remove_marker(&id.to_hex())?;
+/// Index files prune may leave as they are; more are merged into fewer by a rewrite.
+const MAX_INDEX_FILES_KEPT: usize = 64;
+
+fn condemned_with(old: &HashSet<PackId>, new: &[PackId]) -> HashSet<PackId> {
+    old.iter().chain(new).copied().collect()
+}
+
+/// An index file, or `None` if it was removed since it was listed (by a concurrent prune).
+fn read_index_if_listed(repo: &Repository, id: IndexId) -> Result<Option<IndexFile>> {
+    match repo.read_index(id) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What prune knows of time and of running backups, taken once after listing the index: when
+/// this client first saw each index file and marker (by a wall clock read after the listing,
+/// so that a file is never taken for older than it is), and which markers are live.
+struct Watch {
+    grace_ns: i64,
+    /// The prune's start, read before the snapshots were listed.
+    start_ns: i64,
+    first_seen: HashMap<Id, i64>,
+    live_markers: usize,
+}
+
+impl Watch {
+    fn new(repo: &Repository, opts: &PruneOptions, index: &[IndexId]) -> Result<Watch> {
+        let markers = repo.backup_markers()?;
+        let marker_ids: Vec<Id> = markers.iter().filter_map(|m| Id::from_hex(m)).collect();
+        let ids: Vec<Id> = index
+            .iter()
+            .map(|i| i.0)
+            .chain(marker_ids.iter().copied())
+            .collect();
+        let now = wall_clock_ns().max(opts.now_ns);
+        let seen = if opts.dry_run {
+            vec![now; ids.len()]
+        } else {
+            repo.first_seen(&ids, now)?
+        };
+        let first_seen: HashMap<Id, i64> = ids.into_iter().zip(seen).collect();
+        let mut live_markers = markers.len() - marker_ids.len();
+        for id in &marker_ids {
+            let stale =
+                opts.now_ns.saturating_sub(first_seen[id]) >= STALE_MARKER.as_nanos() as i64;
+            if !stale && !repo.marker_is_dead(&id.to_hex()) {
+                live_markers += 1;
+            } else if !opts.dry_run {
+                repo.remove_marker(&id.to_hex())?;
+            }
         }
+        Ok(Watch {
+            grace_ns: opts.grace.as_nanos() as i64,
+            start_ns: opts.now_ns,
+            first_seen,
+            live_markers,
+        })
     }
-    if live > 0 {
-        return Ok((
-            Err(format!(
+
+    fn backups_running(&self) -> bool {
+        self.live_markers > 0
+    }
+
+    /// Whether this client first saw the file at least the grace period before this prune
+    /// began; a file it had not seen before is young.
+    fn old_enough(&self, id: &IndexId) -> bool {
+        self.first_seen
+            .get(&id.0)
+            .is_some_and(|seen| self.start_ns.saturating_sub(*seen) >= self.grace_ns)
+    }
+
+    fn is_young(&self, id: &IndexId) -> bool {
+        self.backups_running() && !self.old_enough(id)
+    }
+
+    /// Whether condemned packs may be deleted right now (otherwise the reason, for the
+    /// report): no live backup marker is listed now that the condemnation is durable, and no
+    /// snapshot appeared since prune listed them. Markers first seen now (not in `first_seen`)
+    /// are live.
+    fn fast_path(
+        &self,
+        repo: &Repository,
+        snapshots_before: &HashSet<SnapshotId>,
+    ) -> Result<std::result::Result<(), String>> {
+        let live = repo
+            .backup_markers()?
+            .iter()
+            .filter(|m| {
+                let known_dead = Id::from_hex(m).is_some_and(|id| {
+                    self.first_seen.get(&id).is_some_and(|seen| {
+                        self.start_ns.saturating_sub(*seen) >= STALE_MARKER.as_nanos() as i64
+                    })
+                });
+                !known_dead && !repo.marker_is_dead(m)
+            })
+            .count();
+        if live > 0 {
+            return Ok(Err(format!(
                 "{live} backup marker(s) in locks/: a backup may be running, so condemned packs are deleted by a prune {} from now, or once no backup runs",
-                humanize(opts.grace)
-            )),
-            seen,
-        ));
+                humanize(Duration::from_nanos(self.grace_ns as u64))
+            )));
+        }
+        let now: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
+        if !now.is_subset(snapshots_before) {
+            return Ok(Err(
+                "a snapshot was written while prune ran, so condemned packs are deleted by the next prune".to_string(),
+            ));
+        }
+        Ok(Ok(()))
     }
-    let now: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
-    if !now.is_subset(snapshots_before) {
-        return Ok((
-            Err("a snapshot was written while prune ran, so condemned packs are deleted by the next prune".to_string()),
-            seen,
-        ));
-    }
-    Ok((Ok(()), seen))
+}
+
+fn wall_clock_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 fn humanize(d: Duration) -> String {
@@ -469,13 +615,15 @@ struct Rewritten {
 }
 
 /// Writes the index anew from `files` and the `adopted` packs, leaving out condemned packs,
-/// whose records it returns (with those of the `unindexed` ones that are condemned).
+/// whose records it returns (with those of the `unindexed` ones that are condemned), and packs
+/// not `present` in storage.
 fn rewrite_index(
     repo: &Repository,
     files: &[IndexId],
     adopted: Vec<IndexPack>,
     condemned: &HashSet<PackId>,
     mut unindexed: HashMap<PackId, IndexPack>,
+    present: &HashSet<PackId>,
 ) -> Result<Rewritten> {
     let mut out = Rewritten {
         files: Vec::new(),
@@ -484,8 +632,11 @@ fn rewrite_index(
     let mut seen: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
     let mut batch: Vec<IndexPack> = adopted;
     for id in files {
-        for pack in repo.read_index(*id)?.packs {
-            if !seen.insert(pack.id) {
+        let Some(file) = read_index_if_listed(repo, *id)? else {
+            continue;
+        };
+        for pack in file.packs {
+            if !seen.insert(pack.id) || !present.contains(&pack.id) {
                 continue;
             }
             if condemned.contains(&pack.id) {
@@ -517,21 +668,20 @@ fn write_packs(repo: &Repository, batch: &mut Vec<IndexPack>) -> Result<IndexId>
     })
 }
 
-/// Packs named by index files that appeared since prune listed the index, other than its own.
-fn foreign_index_packs(
+/// Index files that appeared since prune listed the index, other than its own.
+fn foreign_index_files(
     repo: &Repository,
     listed: &[IndexId],
     written: &HashSet<IndexId>,
-) -> Result<HashSet<PackId>> {
-    let mut out = HashSet::new();
+) -> Result<Vec<IndexFile>> {
+    let listed: HashSet<&IndexId> = listed.iter().collect();
+    let mut out = Vec::new();
     for id in repo.index_ids()? {
         if listed.contains(&id) || written.contains(&id) {
             continue;
         }
-        match repo.read_index(id) {
-            Ok(file) => out.extend(file.packs.iter().map(|p| p.id)),
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+        if let Some(file) = read_index_if_listed(repo, id)? {
+            out.push(file);
         }
     }
     Ok(out)

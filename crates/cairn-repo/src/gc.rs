@@ -8,7 +8,8 @@ use crate::{Error, ErrorKind, Repository, Result};
 use cairn_backend::{Backend, FileType};
 use cairn_crypto::file_id;
 use cairn_format::marker::Marker;
-use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId};
+use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId, TreeId};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Creates a backup marker in `locks/`, named by its SHA-256 like every other file. Its
@@ -36,8 +37,9 @@ fn machine() -> Vec<u8> {
     }
 }
 
-/// How often a running backup replaces its marker, so that prune can tell a killed backup's
-/// marker (not renewed for `STALE_MARKER`) from a running one's.
+/// How often a running backup replaces its marker (checked at every blob it stores or finds),
+/// so that prune can tell a killed backup's marker (not renewed for `STALE_MARKER`) from a
+/// running one's.
 const MARKER_RENEWAL: Duration = Duration::from_secs(60 * 60);
 
 /// A marker first seen this long ago is a killed backup's, and prune removes it.
@@ -45,7 +47,11 @@ pub const STALE_MARKER: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Drop for Repository {
     fn drop(&mut self) {
-        if let Some((name, _)) = self.marker.get_mut().unwrap().take() {
+        let current = self.marker.get_mut().unwrap().take().map(|(name, _)| name);
+        for name in current
+            .into_iter()
+            .chain(self.previous_marker.get_mut().unwrap().take())
+        {
             // A marker left behind (a crash, or this failing) only makes prunes wait for their
             // grace period; they remove stale markers themselves.
             let _ = self.backend.remove(FileType::Lock, &name);
@@ -56,43 +62,54 @@ impl Drop for Repository {
 impl Repository {
     /// Replaces the backup marker with a new one when it is older than `MARKER_RENEWAL`.
     pub(crate) fn renew_marker(&self) -> Result<()> {
-        let mut marker = self.marker.lock().unwrap();
+        // Called for every blob; another thread holding the lock is renewing already.
+        let Ok(mut marker) = self.marker.try_lock() else {
+            return Ok(());
+        };
         if let Some((old, made)) = marker.as_ref() {
             if made.elapsed() >= MARKER_RENEWAL {
+                // The marker before the current one goes: a listing that runs while one marker
+                // is created and another removed could miss both.
                 let new = create_marker(self.backend.as_ref())?;
-                let _ = self.backend.remove(FileType::Lock, old);
+                if let Some(older) = self.previous_marker.lock().unwrap().replace(old.clone()) {
+                    let _ = self.backend.remove(FileType::Lock, &older);
+                }
                 *marker = Some((new, Instant::now()));
             }
         }
         Ok(())
     }
 
-    /// Stores again every blob of a pack this process depends on that a prune condemned since
-    /// the index was last read, unless another pack in the index holds it.
-    pub(crate) fn revive_condemned(&self) -> Result<()> {
-        let learned = self.sync_index()?;
+    /// The backup's last look (repo-format.md, "Garbage collection"), before it writes a
+    /// snapshot whose root is `root`: blobs of packs this process depends on that a prune has
+    /// condemned are stored again, unless the index holds them elsewhere; and if such a pack is
+    /// gone, every blob the snapshot reaches must still be in the index.
+    pub(crate) fn revive_condemned(&self, root: TreeId) -> Result<()> {
+        self.sync_index()?;
         let touched = self.touched.lock().unwrap().clone();
-        let concerned: Vec<&PackId> = learned.iter().filter(|p| touched.contains(p)).collect();
-        if concerned.is_empty() {
-            return Ok(());
-        }
-        let sizes: std::collections::HashMap<PackId, u64> =
-            self.list_packs()?.into_iter().collect();
-        for pack in concerned {
-            let gone = || {
-                Error::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "pack {} was deleted by a prune while this backup ran; run the backup again",
-                        pack.short()
-                    ),
-                )
+        let condemned = self.condemned.lock().unwrap().clone();
+        let sizes: HashMap<PackId, u64> = self.list_packs()?.into_iter().collect();
+        let mut moved: HashSet<BlobId> = HashSet::new();
+        let mut gone = Vec::new();
+        for pack in &touched {
+            let Some(size) = sizes.get(pack) else {
+                gone.push(*pack);
+                continue;
             };
-            let size = *sizes.get(pack).ok_or_else(gone)?;
-            let header = self.read_pack_header(pack, size)?;
+            if !condemned.contains(pack) {
+                continue;
+            }
+            let header = match self.read_pack_header(pack, *size) {
+                Ok(h) => h,
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    gone.push(*pack);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (offsets, _) = header.offsets();
             for (entry, offset) in header.entries.iter().zip(offsets) {
-                if self.cache.get(&entry.blob)?.is_some() {
+                if self.cache.get(&entry.blob)?.is_some() || !moved.insert(entry.blob) {
                     continue;
                 }
                 let stored =
@@ -101,17 +118,62 @@ impl Repository {
                 self.store_again(&entry.blob, &plain)?;
             }
         }
+        if let Some(pack) = gone.first() {
+            // Prune deleted a pack this backup found blobs in; it copies used blobs first, so
+            // what matters is whether this snapshot reaches a blob that went with it.
+            self.flush()?;
+            if let Some(blob) = self.first_unindexed(root, &sizes)? {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "{blob} went with pack {}, deleted by a prune while this backup ran; run the backup again",
+                        pack.short()
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
-    /// Stores a blob even if the index or this process has it: to move it out of a pack that is
-    /// condemned or about to be. Once per blob and process.
-    pub fn store_again(&self, blob: &BlobId, plaintext: &[u8]) -> Result<()> {
-        if self.moved.lock().unwrap().insert(*blob) {
-            self.session.lock().unwrap().insert(*blob, None);
-            self.store(*blob, plaintext)?;
+    /// The first blob below `root` that neither this process nor a pack in `packs` holds.
+    fn first_unindexed(
+        &self,
+        root: TreeId,
+        packs: &HashMap<PackId, u64>,
+    ) -> Result<Option<BlobId>> {
+        let mut seen: HashSet<TreeId> = HashSet::new();
+        let mut stack = vec![root];
+        let present = |b: &BlobId| -> Result<bool> {
+            Ok(self.session.lock().unwrap().contains_key(b)
+                || self
+                    .cache
+                    .get(b)?
+                    .is_some_and(|l| packs.contains_key(&l.pack)))
+        };
+        while let Some(id) = stack.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if !present(&id.into())? {
+                return Ok(Some(id.into()));
+            }
+            for node in self.load_tree(id)?.nodes {
+                for c in &node.content {
+                    if !present(&BlobId::from(*c))? {
+                        return Ok(Some(BlobId::from(*c)));
+                    }
+                }
+                stack.extend(node.subtree);
+            }
         }
-        Ok(())
+        Ok(None)
+    }
+
+    /// Stores a blob even if the index or this process has it: to move it out of a pack that is
+    /// condemned or about to be.
+    pub fn store_again(&self, blob: &BlobId, plaintext: &[u8]) -> Result<()> {
+        self.session.lock().unwrap().insert(*blob, None);
+        self.store(*blob, plaintext)
     }
 
     /// Whether the index (not counting condemned packs) holds a blob.
@@ -126,7 +188,10 @@ impl Repository {
             .list(FileType::Lock)?
             .into_iter()
             .map(|e| e.name)
-            .filter(|n| self.marker.lock().unwrap().as_ref().map(|(m, _)| m) != Some(n))
+            .filter(|n| {
+                self.marker.lock().unwrap().as_ref().map(|(m, _)| m) != Some(n)
+                    && self.previous_marker.lock().unwrap().as_ref() != Some(n)
+            })
             .collect())
     }
 

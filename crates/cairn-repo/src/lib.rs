@@ -148,11 +148,11 @@ pub struct Repository {
     /// Packs this process found blobs in, or wrote: the ones a concurrent prune's condemnation
     /// can concern (see `save_snapshot`).
     touched: Mutex<HashSet<PackId>>,
-    /// Blobs `store_again` has stored.
-    moved: Mutex<HashSet<BlobId>>,
     /// This process's backup marker in `locks/` and when it was made; renewed while the backup
     /// runs, removed on drop.
     marker: Mutex<Option<(String, Instant)>>,
+    /// The marker replaced at the last renewal, kept until the next.
+    previous_marker: Mutex<Option<String>>,
     /// Blobs stored by this process, with their location once their pack is written. Covers the
     /// gap until their index file is merged into the cache.
     session: Mutex<HashMap<BlobId, Option<Location>>>,
@@ -172,6 +172,13 @@ const PACKS_PER_INDEX: usize = 8;
 /// it looks again when more has passed. Prune's grace period must exceed it (repo-format.md,
 /// "Garbage collection", proves why).
 pub const COMMIT_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Time since boot, suspended time included (unlike `Instant`): a laptop that sleeps between
+/// its last look and its snapshot must count the sleep against `COMMIT_WINDOW`.
+fn boot_clock() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
 
 /// Reads `config` and checks its format version: everything that can be checked before asking
 /// for a password. Returns the config file's bytes.
@@ -233,8 +240,8 @@ impl Repository {
             damaged_snapshots: Mutex::default(),
             condemned: Mutex::default(),
             touched: Mutex::default(),
-            moved: Mutex::default(),
             marker: Mutex::new(marker),
+            previous_marker: Mutex::default(),
             session: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(IndexFile::default()),
             blobs_added: AtomicU64::new(0),
@@ -423,6 +430,7 @@ impl Repository {
 
     /// Where the index places a blob; notes the pack as one this process depends on.
     fn indexed(&self, blob: &BlobId) -> Result<Option<Location>> {
+        self.renew_marker()?;
         let loc = self.cache.get(blob)?;
         if let Some(loc) = &loc {
             self.touched.lock().unwrap().insert(loc.pack);
@@ -631,14 +639,14 @@ impl Repository {
     /// collection"), within `COMMIT_WINDOW` of the snapshot's creation.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         loop {
-            let started = Instant::now();
+            let started = boot_clock();
             self.flush()?;
             if self.dry_run {
                 break;
             }
-            self.revive_condemned()?;
+            self.revive_condemned(snapshot.tree)?;
             self.flush()?;
-            if started.elapsed() < COMMIT_WINDOW {
+            if boot_clock().saturating_sub(started) < COMMIT_WINDOW {
                 break;
             }
         }
