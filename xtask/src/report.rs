@@ -1,0 +1,591 @@
+//! BENCHMARKS.md from a bench's results: the machine, the tools, the corpora, a table of medians,
+//! the repository sizes, and each target of issue 6 judged against the numbers.
+//!
+//! Invariant: only the part above `<!-- hand-written below -->` is generated; what follows that
+//! line is kept as it was.
+
+use crate::bench::{Results, Sample, Step, SIZE_C1, SIZE_C3, SIZE_C3_PRUNED};
+use crate::tools::Kind;
+use crate::Result;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+pub const HAND_WRITTEN: &str = "<!-- hand-written below -->";
+
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The medians of wall time, CPU time and peak RSS, each taken separately.
+fn median(samples: &[Sample]) -> Sample {
+    Sample {
+        wall: median_f64(samples.iter().map(|s| s.wall).collect()),
+        cpu: median_f64(samples.iter().map(|s| s.cpu).collect()),
+        rss_kib: median_f64(samples.iter().map(|s| s.rss_kib as f64).collect()) as u64,
+    }
+}
+
+fn secs(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+fn output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem_kib: u64 = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    format!(
+        "{} cores (`nproc`), {cpu}, {:.1} GiB of memory, Linux {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        mem_kib as f64 / (1u64 << 20) as f64,
+        output("uname", &["-r"])
+    )
+}
+
+enum Verdict {
+    Met,
+    NotMet,
+    NotMeasured,
+}
+
+struct Judged {
+    target: &'static str,
+    measured: String,
+    verdict: Verdict,
+}
+
+/// Looks up medians by step and tool.
+struct Medians<'a> {
+    r: &'a Results,
+    timings: BTreeMap<Step, BTreeMap<Kind, Sample>>,
+    sizes: BTreeMap<&'static str, BTreeMap<Kind, u64>>,
+}
+
+impl<'a> Medians<'a> {
+    fn new(r: &'a Results) -> Medians<'a> {
+        let timings = r
+            .timings
+            .iter()
+            .map(|(step, by)| (*step, by.iter().map(|(k, v)| (*k, median(v))).collect()))
+            .collect();
+        let sizes = r
+            .sizes
+            .iter()
+            .map(|(what, by)| {
+                let by = by
+                    .iter()
+                    .map(|(k, v)| (*k, median_f64(v.iter().map(|&b| b as f64).collect()) as u64))
+                    .collect();
+                (*what, by)
+            })
+            .collect();
+        Medians { r, timings, sizes }
+    }
+
+    fn get(&self, step: Step, kind: Kind) -> Option<Sample> {
+        self.timings.get(&step)?.get(&kind).copied()
+    }
+
+    fn size(&self, what: &str, kind: Kind) -> Option<u64> {
+        self.sizes.get(what)?.get(&kind).copied()
+    }
+
+    /// The fastest anchor at `step`, and the anchors that were not run.
+    fn best_anchor(&self, step: Step) -> (Option<(Kind, Sample)>, String) {
+        let measured: Vec<(Kind, Sample)> = Kind::ANCHORS
+            .into_iter()
+            .filter_map(|k| Some((k, self.get(step, k)?)))
+            .collect();
+        let best = measured
+            .iter()
+            .copied()
+            .min_by(|a, b| a.1.wall.partial_cmp(&b.1.wall).unwrap());
+        (best, self.missing(measured.iter().map(|m| m.0).collect()))
+    }
+
+    fn smallest_anchor(&self, what: &str) -> (Option<(Kind, u64)>, String) {
+        let measured: Vec<(Kind, u64)> = Kind::ANCHORS
+            .into_iter()
+            .filter_map(|k| Some((k, self.size(what, k)?)))
+            .collect();
+        let best = measured.iter().copied().min_by_key(|m| m.1);
+        (best, self.missing(measured.iter().map(|m| m.0).collect()))
+    }
+
+    fn missing(&self, measured: Vec<Kind>) -> String {
+        let missing: Vec<&str> = Kind::ANCHORS
+            .into_iter()
+            .filter(|k| !measured.contains(k))
+            .map(Kind::name)
+            .collect();
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} not run)", missing.join(", "))
+        }
+    }
+
+    /// Throughput in `unit` per second of `amount` processed by the step.
+    fn rate(&self, amount: f64, unit: &str, s: Sample) -> String {
+        if unit == "MB" {
+            format!("{:.0} MB/s", amount / 1e6 / s.wall.max(1e-9))
+        } else {
+            format!("{:.0} {unit}/s", amount / s.wall.max(1e-9))
+        }
+    }
+}
+
+fn verdict(ok: bool) -> Verdict {
+    if ok {
+        Verdict::Met
+    } else {
+        Verdict::NotMet
+    }
+}
+
+fn targets(m: &Medians) -> Vec<Judged> {
+    let c1_bytes = m.r.corpora.c1.as_ref().map_or(0, |c| c.bytes) as f64;
+    let c2_files = m.r.corpora.c2.as_ref().map_or(0, |c| c.files) as f64;
+    let not_measured = |target, why: String| Judged {
+        target,
+        measured: why,
+        verdict: Verdict::NotMeasured,
+    };
+    let mut out = Vec::new();
+
+    // Throughput against one anchor: the same bytes or files, so the ratio of wall times.
+    let faster_than = |target, step: Step, anchor: Kind, need: f64, amount: f64, unit: &str| match (
+        m.get(step, Kind::Cairn),
+        m.get(step, anchor),
+    ) {
+        (Some(c), Some(a)) => {
+            let x = a.wall / c.wall.max(1e-9);
+            Judged {
+                target,
+                measured: format!(
+                    "cairn {}, {} {}: {x:.2}x",
+                    m.rate(amount, unit, c),
+                    anchor.name(),
+                    m.rate(amount, unit, a)
+                ),
+                verdict: verdict(x >= need),
+            }
+        }
+        _ => not_measured(target, format!("cairn or {} not run", anchor.name())),
+    };
+    out.push(faster_than(
+        "C1 first backup: at least 2.5x rustic's throughput",
+        Step::C1Backup,
+        Kind::Rustic,
+        2.5,
+        c1_bytes,
+        "MB",
+    ));
+    out.push(faster_than(
+        "C1 first backup: at least 3.5x restic's throughput",
+        Step::C1Backup,
+        Kind::Restic,
+        3.5,
+        c1_bytes,
+        "MB",
+    ));
+    out.push(faster_than(
+        "C2 first backup: at least 3x restic's files per second",
+        Step::C2Backup,
+        Kind::Restic,
+        3.0,
+        c2_files,
+        "files",
+    ));
+
+    let at_most = |target, step: Step, anchor: Kind, factor: f64| match (
+        m.get(step, Kind::Cairn),
+        m.get(step, anchor),
+    ) {
+        (Some(c), Some(a)) => Judged {
+            target,
+            measured: format!(
+                "cairn {}, {} {}: {:.2}x",
+                secs(c.wall),
+                anchor.name(),
+                secs(a.wall),
+                c.wall / a.wall.max(1e-9)
+            ),
+            verdict: verdict(c.wall <= factor * a.wall),
+        },
+        _ => not_measured(target, format!("cairn or {} not run", anchor.name())),
+    };
+    out.push(at_most(
+        "C1 re-backup, nothing changed: at most 0.5x rustic's time",
+        Step::C1NoChange,
+        Kind::Rustic,
+        0.5,
+    ));
+    out.push(at_most(
+        "C2 re-backup, nothing changed: at most 0.5x rustic's time",
+        Step::C2NoChange,
+        Kind::Rustic,
+        0.5,
+    ));
+
+    // Against the fastest anchor.
+    let vs_best =
+        |target, step: Step, factor: f64| match (m.get(step, Kind::Cairn), m.best_anchor(step)) {
+            (Some(c), (Some((k, a)), missing)) => {
+                let x = a.wall / c.wall.max(1e-9);
+                let ok = if factor >= 1.0 {
+                    x >= factor
+                } else {
+                    c.wall <= factor * a.wall
+                };
+                (
+                    Some(c),
+                    Judged {
+                        target,
+                        measured: format!(
+                            "cairn {}, fastest anchor {} {}: cairn {x:.2}x as fast{missing}",
+                            secs(c.wall),
+                            k.name(),
+                            secs(a.wall)
+                        ),
+                        verdict: verdict(ok),
+                    },
+                )
+            }
+            _ => (
+                None,
+                not_measured(target, "cairn or every anchor not run".into()),
+            ),
+        };
+    let (restore, mut judged) = vs_best(
+        "C1 restore: at least 3x the fastest anchor's throughput, peak RSS below 256 MiB",
+        Step::C1Restore,
+        3.0,
+    );
+    if let Some(c) = restore {
+        let _ = write!(judged.measured, "; peak RSS {} MiB", c.rss_kib / 1024);
+        if c.rss_kib >= 256 * 1024 {
+            judged.verdict = Verdict::NotMet;
+        }
+    }
+    out.push(judged);
+    out.push(
+        vs_best(
+            "C1 check, reading all data: at least 3x the fastest anchor's throughput",
+            Step::C1CheckData,
+            3.0,
+        )
+        .1,
+    );
+
+    let size_target =
+        |target, what: &str| match (m.size(what, Kind::Cairn), m.smallest_anchor(what)) {
+            (Some(c), (Some((k, a)), missing)) => Judged {
+                target,
+                measured: format!(
+                    "cairn {}, smallest anchor {} {}: {:+.1}%{missing}",
+                    mb(c as f64),
+                    k.name(),
+                    mb(a as f64),
+                    (c as f64 / a as f64 - 1.0) * 100.0
+                ),
+                verdict: verdict(c as f64 <= a as f64 * 1.02),
+            },
+            _ => not_measured(target, "cairn or every anchor not run".into()),
+        };
+    out.push(size_target(
+        "C1 repository size: at most the smallest anchor's + 2%",
+        SIZE_C1,
+    ));
+    out.push(size_target(
+        "C3 repository size after 8 versions: at most the smallest anchor's + 2%",
+        SIZE_C3,
+    ));
+
+    out.push(
+        vs_best(
+            "C1 check (structure): no slower than the fastest anchor",
+            Step::C1Check,
+            1.0,
+        )
+        .1,
+    );
+
+    let rss_target = "Peak RSS at every step: at most restic's";
+    let mut compared = 0;
+    let mut above = Vec::new();
+    for step in Step::ALL {
+        if let (Some(c), Some(r)) = (m.get(step, Kind::Cairn), m.get(step, Kind::Restic)) {
+            compared += 1;
+            if c.rss_kib > r.rss_kib {
+                above.push(format!(
+                    "{} ({:.1} vs {:.1} MiB)",
+                    step.label(),
+                    c.rss_kib as f64 / 1024.0,
+                    r.rss_kib as f64 / 1024.0
+                ));
+            }
+        }
+    }
+    out.push(if compared == 0 {
+        not_measured(rss_target, "cairn or restic not run".into())
+    } else if above.is_empty() {
+        Judged {
+            target: rss_target,
+            measured: format!("at or below restic's at all {compared} steps"),
+            verdict: Verdict::Met,
+        }
+    } else {
+        Judged {
+            target: rss_target,
+            measured: format!("above restic's at {}", above.join(", ")),
+            verdict: Verdict::NotMet,
+        }
+    });
+
+    out.push(
+        vs_best(
+            "C3 forget all but 2 + prune: at most 0.5x the fastest anchor's time",
+            Step::C3Prune,
+            0.5,
+        )
+        .1,
+    );
+    out
+}
+
+pub fn markdown(r: &Results) -> String {
+    let m = Medians::new(r);
+    let kinds: Vec<Kind> = r.tools.iter().map(|t| t.0).collect();
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# Benchmarks\n");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let _ = writeln!(
+        w,
+        "Written by `cargo xtask {}` on {}.\n",
+        args.join(" "),
+        output("date", &["-u"])
+    );
+    let _ = writeln!(w, "Machine: {}.\n", machine());
+    let mut versions: Vec<String> = r.tools.iter().map(|t| t.1.clone()).collect();
+    versions.extend(
+        r.skipped
+            .iter()
+            .map(|(k, why)| format!("{} {why}", k.name())),
+    );
+    let _ = writeln!(w, "Tools: {}.\n", versions.join("; "));
+    let _ = writeln!(
+        w,
+        "Method: medians of {} round{}. In each round the tools take turns, each with a new \
+         repository and an empty cache directory of its own; warm page cache, `sync` before every \
+         timed step. Each cell: wall time (CPU seconds, peak RSS) as `/usr/bin/time` reports them \
+         (the median of each). Encryption is on for every tool; compression is each tool's \
+         default zstd: cairn's (level 3), restic's (`auto`), rustic's (level 3), and borg's \
+         `--compression zstd,3` (borg's default is lz4). A repository's size is the sum of its \
+         files' lengths; by default rustic's prune only marks the packs it repacks for deletion \
+         and removes them in a later prune, so its size after pruning still counts them.\n",
+        r.opts.runs,
+        if r.opts.runs == 1 { "" } else { "s" }
+    );
+
+    let _ = writeln!(w, "## Corpora\n");
+    if let Some(c1) = &r.corpora.c1 {
+        let _ = writeln!(
+            w,
+            "- **C1**: {} in {} files copied from /usr/lib and /usr/share (a sorted walk, regular \
+             files only). \"1% of files changed\" overwrites up to 4 KiB at a seeded offset in {} \
+             files (1%, picked by a seeded generator) of a working copy, and puts the bytes and \
+             times back after the step.",
+            mb(c1.bytes as f64),
+            c1.files,
+            r.corpora.c1_changed_files
+        );
+    }
+    if let Some(c2) = &r.corpora.c2 {
+        let _ = writeln!(
+            w,
+            "- **C2**: {} in {} files: the regular files of at most 1 MiB under /usr/share/doc, \
+             /usr/include, the cargo registry's sources (~/.cargo/registry/src), \
+             /usr/lib/python3*, and the Rust toolchain's HTML documentation (without which a \
+             lean machine has far fewer than the 73,000 to 100,000 files issue 6 asks for), in that order, \
+             up to 100,000 files or 1 GB.",
+            mb(c2.bytes as f64),
+            c2.files
+        );
+    }
+    if let Some(c3) = &r.corpora.c3 {
+        let (files8, bytes8) = r.corpora.c3_last;
+        let per_release = r
+            .corpora
+            .c3_releases
+            .first()
+            .map(|rel| {
+                format!(
+                    " (release 2: {} modified, {} added, {} deleted)",
+                    rel.modified, rel.added, rel.deleted
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            w,
+            "- **C3**: 8 successive releases of a source tree, synthesized from real source: \
+             version 1 is {} in {} files copied from the cargo registry's sources \
+             (~/.cargo/registry/src, then /usr/include if those are short). Each next version \
+             modifies 2% of the files (a line of code-like words inserted after a line break, and \
+             every other time a span of up to 256 bytes deleted), adds 1% (edited copies of \
+             existing files, beside them) and deletes 0.5%{per_release}, all picked from the \
+             sorted file list by a generator seeded with the version number, so every tool and \
+             every round sees the same 8 trees. Version 8 is {} in {files8} files. The versions \
+             are backed up one after another from the same path; \"forget all but 2\" keeps the \
+             last two.",
+            mb(c3.bytes as f64),
+            c3.files,
+            mb(bytes8 as f64)
+        );
+    }
+
+    let _ = writeln!(w, "\n## Results\n");
+    let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+    let _ = writeln!(
+        w,
+        "| step | {} | cairn speed-up (other's time / cairn's) |\n|---|{}---|",
+        names.join(" | "),
+        "---|".repeat(names.len())
+    );
+    for (step, by) in &m.timings {
+        let cells: Vec<String> = kinds
+            .iter()
+            .map(|k| match by.get(k) {
+                Some(s) => format!(
+                    "{} ({:.1} CPU-s, {} MiB)",
+                    secs(s.wall),
+                    s.cpu,
+                    s.rss_kib / 1024
+                ),
+                None => "-".into(),
+            })
+            .collect();
+        let ratio = match by.get(&Kind::Cairn) {
+            Some(c) => {
+                let others: Vec<(Kind, f64)> = kinds[1..]
+                    .iter()
+                    .filter_map(|k| Some((*k, by.get(k)?.wall / c.wall.max(1e-9))))
+                    .collect();
+                // The best other tool is the fastest, so the smallest speed-up.
+                match others.iter().min_by(|a, b| a.1.partial_cmp(&b.1).unwrap()) {
+                    Some((best, x)) => {
+                        let each: Vec<String> = others
+                            .iter()
+                            .map(|(k, x)| format!("{} {x:.2}x", k.name()))
+                            .collect();
+                        format!(
+                            "**{x:.2}x** vs the best ({}); {}",
+                            best.name(),
+                            each.join(", ")
+                        )
+                    }
+                    None => "-".into(),
+                }
+            }
+            None => "-".into(),
+        };
+        let _ = writeln!(w, "| {} | {} | {ratio} |", step.label(), cells.join(" | "));
+    }
+
+    if !m.sizes.is_empty() {
+        let _ = writeln!(w, "\n## Repository sizes\n");
+        let _ = writeln!(
+            w,
+            "| repository | {} | cairn vs the smallest other |\n|---|{}---|",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
+        for what in [SIZE_C1, SIZE_C3, SIZE_C3_PRUNED] {
+            let Some(by) = m.sizes.get(what) else {
+                continue;
+            };
+            let cells: Vec<String> = kinds
+                .iter()
+                .map(|k| by.get(k).map_or("-".into(), |b| mb(*b as f64)))
+                .collect();
+            let smallest = kinds[1..]
+                .iter()
+                .filter_map(|k| Some((*k, *by.get(k)?)))
+                .min_by_key(|x| x.1);
+            let ratio = match (by.get(&Kind::Cairn), smallest) {
+                (Some(c), Some((k, b))) => format!(
+                    "{:+.1}% ({})",
+                    (*c as f64 / b as f64 - 1.0) * 100.0,
+                    k.name()
+                ),
+                _ => "-".into(),
+            };
+            let _ = writeln!(w, "| {what} | {} | {ratio} |", cells.join(" | "));
+        }
+    }
+
+    let _ = writeln!(w, "\n## Targets (issue 6)\n");
+    let _ = writeln!(
+        w,
+        "Judged from the medians above; the anchors are restic, borg and rustic.\n"
+    );
+    let _ = writeln!(w, "| target | measured | verdict |\n|---|---|---|");
+    for t in targets(&m) {
+        let v = match t.verdict {
+            Verdict::Met => "met",
+            Verdict::NotMet => "**not met**",
+            Verdict::NotMeasured => "not measured",
+        };
+        let _ = writeln!(w, "| {} | {} | {v} |", t.target, t.measured);
+    }
+    md
+}
+
+/// Writes `generated` to `path`, keeping the marker line and everything after it.
+pub fn write(path: &Path, generated: &str) -> Result<()> {
+    let old = fs::read_to_string(path).unwrap_or_default();
+    let kept = match old.find(HAND_WRITTEN) {
+        Some(at) => old[at..].to_string(),
+        None => format!("{HAND_WRITTEN}\n"),
+    };
+    fs::write(path, format!("{generated}\n{kept}"))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
