@@ -59,6 +59,16 @@ fn decode_location(v: &[u8; 44]) -> Location {
     }
 }
 
+/// redb's page cache. Its default (1 GiB) would make memory grow with the repository; lookups
+/// are point reads that the kernel's page cache serves well, so a small one loses little.
+const REDB_CACHE_BYTES: usize = 64 << 20;
+
+fn database(path: &Path) -> std::result::Result<redb::Database, redb::DatabaseError> {
+    redb::Database::builder()
+        .set_cache_size(REDB_CACHE_BYTES)
+        .create(path)
+}
+
 pub struct IndexCache {
     db: redb::Database,
     /// Set when the cache lives in a private temporary file, removed on drop.
@@ -81,7 +91,7 @@ impl IndexCache {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            match redb::Database::create(path) {
+            match database(path) {
                 Ok(db) => {
                     return Ok(IndexCache {
                         db,
@@ -91,7 +101,7 @@ impl IndexCache {
                 Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
                     // A damaged cache is only a cache.
                     let _ = std::fs::remove_file(path);
-                    if let Ok(db) = redb::Database::create(path) {
+                    if let Ok(db) = database(path) {
                         return Ok(IndexCache {
                             db,
                             temporary: None,
@@ -102,7 +112,7 @@ impl IndexCache {
             }
         }
         let tmp = std::env::temp_dir().join(format!("cairn-index-{}.redb", rand::random::<u64>()));
-        let db = redb::Database::builder().create(&tmp)?;
+        let db = database(&tmp)?;
         Ok(IndexCache {
             db,
             temporary: Some(tmp),
