@@ -366,50 +366,34 @@ pub fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     if a.snapshots.is_empty() && a.policy.policy().is_empty() {
         bail!("nothing to forget: name snapshots, or give a policy such as --keep-daily 7");
     }
-    let repo = open(cli, false)?;
-    let mut report = json!({});
-    let drop = plan_forget(
-        &repo,
-        &a.snapshots,
-        &a.policy,
-        &a.filter,
-        &a.gc,
-        cli.quiet,
-        &mut report,
-    )?;
-    if !a.gc.dry_run {
-        for id in &drop {
-            repo.remove_snapshot(id)?;
-        }
-    }
-    if a.prune {
-        collect(&repo, &a.gc, &drop, cli.quiet, &mut report)?;
-    }
-    if a.gc.json {
-        println!("{report}");
-    }
-    Ok(0)
+    run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune)
 }
 
 pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<u8> {
+    run(cli, &[], &a.policy, &a.filter, &a.gc, true)
+}
+
+/// Open, plan what to forget, forget it unless dry, collect the garbage if asked, report.
+fn run(
+    cli: &Cli,
+    ids: &[String],
+    policy: &PolicyArgs,
+    filter: &SnapshotFilterArgs,
+    gc: &GcArgs,
+    collect_garbage: bool,
+) -> Result<u8> {
     let repo = open(cli, false)?;
     let mut report = json!({});
-    let drop = plan_forget(
-        &repo,
-        &[],
-        &a.policy,
-        &a.filter,
-        &a.gc,
-        cli.quiet,
-        &mut report,
-    )?;
-    if !a.gc.dry_run {
+    let drop = plan_forget(&repo, ids, policy, filter, gc, cli.quiet, &mut report)?;
+    if !gc.dry_run {
         for id in &drop {
             repo.remove_snapshot(id)?;
         }
     }
-    collect(&repo, &a.gc, &drop, cli.quiet, &mut report)?;
-    if a.gc.json {
+    if collect_garbage {
+        collect(&repo, gc, &drop, cli.quiet, &mut report)?;
+    }
+    if gc.json {
         println!("{report}");
     }
     Ok(0)

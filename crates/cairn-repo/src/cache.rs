@@ -120,16 +120,20 @@ impl IndexCache {
     }
 
     pub fn merged_index_files(&self) -> Result<HashSet<IndexId>> {
+        Ok(self.ids_in(INDEX_FILES)?.into_iter().map(IndexId).collect())
+    }
+
+    /// The keys of a table of ids.
+    fn ids_in(&self, def: TableDefinition<&[u8; 32], ()>) -> Result<Vec<Id>> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(INDEX_FILES) {
+        let table = match txn.open_table(def) {
             Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
-        let mut out = HashSet::new();
+        let mut out = Vec::new();
         for item in table.iter()? {
-            let (k, _) = item?;
-            out.insert(IndexId(Id(*k.value())));
+            out.push(Id(*item?.0.value()));
         }
         Ok(out)
     }
@@ -146,18 +150,7 @@ impl IndexCache {
 
     /// Packs condemned by the merged index files.
     pub fn condemned(&self) -> Result<HashSet<PackId>> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(CONDEMNED) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(HashSet::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = HashSet::new();
-        for item in table.iter()? {
-            let (k, _) = item?;
-            out.insert(PackId(Id(*k.value())));
-        }
-        Ok(out)
+        Ok(self.ids_in(CONDEMNED)?.into_iter().map(PackId).collect())
     }
 
     /// Adds an index file's entries (those of `condemned` packs apart), records the packs it
