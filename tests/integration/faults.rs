@@ -20,20 +20,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// Arguments of mixed types (strings, paths) as one list.
-fn args(list: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
-    list.iter().map(|a| a.as_ref().to_os_string()).collect()
-}
-
-fn id(summary: &Value) -> String {
-    string(summary, "snapshot_id").unwrap_or_else(|| panic!("no snapshot id in {summary}"))
-}
-
-/// The first 8 hex digits, as cairn shows ids.
-fn short(id: &str) -> &str {
-    &id[..8]
-}
-
 /// The name of a repository file: its id, for every file but `config`.
 fn name_of(path: &Path) -> String {
     path.file_name().unwrap().to_string_lossy().into_owned()
@@ -65,15 +51,6 @@ fn temporary_files(repo: &Path) -> Vec<PathBuf> {
 
 fn file_len(path: &Path) -> u64 {
     fs::metadata(path).unwrap().len()
-}
-
-/// Replaces directory `to` with a copy of `from`, modes and times included.
-fn copy_dir(from: &Path, to: &Path) {
-    if to.exists() {
-        fs::remove_dir_all(to).unwrap();
-    }
-    let (ok, err) = sh("cp", &[OsStr::new("-a"), from.as_os_str(), to.as_os_str()]);
-    assert!(ok, "cp -a {} {}: {err}", from.display(), to.display());
 }
 
 /// `cairn check --json EXTRA`, whatever its outcome: the exit code and the report.
@@ -155,24 +132,6 @@ fn restore_run(t: &Dir, snapshot: &str, target: &Path, extra: &[&dyn AsRef<OsStr
     let mut all = args(&[&"restore", &snapshot, &"--target", &target]);
     all.extend(args(extra));
     t.run(all)
-}
-
-/// Restores `snapshot` into a fresh target and panics unless it holds exactly `tree` at `src`.
-#[track_caller]
-fn assert_restores(t: &Dir, snapshot: &str, src: &Path, tree: &Tree) {
-    let target = t.join(format!("restore-{}", short(snapshot)));
-    if target.exists() {
-        fs::remove_dir_all(&target).unwrap();
-    }
-    t.restore(snapshot, &target);
-    let diffs = diff_trees(tree, &scan(&restored(&target, src)), Compare::exact());
-    assert!(
-        diffs.is_empty(),
-        "snapshot {} does not restore its tree:\n  {}",
-        short(snapshot),
-        diffs.join("\n  ")
-    );
-    fs::remove_dir_all(&target).unwrap();
 }
 
 /// `tree` without the entries at `lost` (paths relative to its root).

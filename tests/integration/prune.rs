@@ -9,7 +9,7 @@
 use crate::util::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,22 +18,8 @@ use std::time::{Duration, Instant};
 
 const KIB: u64 = 1 << 10;
 
-/// Arguments of mixed types (strings, paths) as one list.
-fn args(list: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
-    list.iter().map(|a| a.as_ref().to_os_string()).collect()
-}
-
 fn init_small_packs(t: &Dir) {
     t.init_with(&["--pack-size", "1", "--chunk-size", "64"]);
-}
-
-fn id(summary: &Value) -> String {
-    string(summary, "snapshot_id").unwrap_or_else(|| panic!("no snapshot id in {summary}"))
-}
-
-/// The first 8 hex digits, as cairn shows ids.
-fn short(id: &str) -> &str {
-    &id[..8]
 }
 
 /// A fixed snapshot time: noon of day `day` of January 2026.
@@ -98,33 +84,6 @@ fn check_clean(t: &Dir) -> Value {
         "check warns: {report}"
     );
     report
-}
-
-/// Restores `snapshot` and panics unless it holds exactly `tree` at `src`.
-#[track_caller]
-fn assert_restores(t: &Dir, snapshot: &str, src: &Path, tree: &Tree) {
-    let target = t.join(format!("restore-{}", short(snapshot)));
-    if target.exists() {
-        fs::remove_dir_all(&target).unwrap();
-    }
-    t.restore(snapshot, &target);
-    let diffs = diff_trees(tree, &scan(&restored(&target, src)), Compare::exact());
-    assert!(
-        diffs.is_empty(),
-        "snapshot {} does not restore its tree:\n  {}",
-        short(snapshot),
-        diffs.join("\n  ")
-    );
-    fs::remove_dir_all(&target).unwrap();
-}
-
-/// Replaces directory `to` with a copy of `from`, modes and times included.
-fn copy_dir(from: &Path, to: &Path) {
-    if to.exists() {
-        fs::remove_dir_all(to).unwrap();
-    }
-    let (ok, err) = sh("cp", &[OsStr::new("-a"), from.as_os_str(), to.as_os_str()]);
-    assert!(ok, "cp -a {} {}: {err}", from.display(), to.display());
 }
 
 /// `cairn ARGS` that aborts at its (n+1)-th storage write.

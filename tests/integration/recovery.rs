@@ -22,11 +22,6 @@ const UTC: &str = "UTC0";
 /// Three hours east of UTC all year (POSIX counts offsets westwards).
 const PLUS3: &str = "XST-3";
 
-/// Arguments of mixed types (strings, paths) as one list.
-fn args(list: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
-    list.iter().map(|a| a.as_ref().to_os_string()).collect()
-}
-
 /// `cairn ARGS` in the time zone `tz`, with "now" at `now` when it is given.
 fn run_tz<I, S>(t: &Dir, tz: &str, now: Option<&str>, args: I) -> Run
 where
@@ -40,15 +35,6 @@ where
         None => cmd.env_remove("CAIRN_NOW"),
     };
     Run::of(cmd)
-}
-
-fn id(summary: &Value) -> String {
-    string(summary, "snapshot_id").unwrap_or_else(|| panic!("no snapshot id in {summary}"))
-}
-
-/// The first 8 hex digits, as cairn shows ids.
-fn short(id: &str) -> &str {
-    &id[..8]
 }
 
 /// The id of the one snapshot `snapshots --json ARGS` lists.

@@ -828,3 +828,45 @@ pub fn sh(program: &str, args: &[&OsStr]) -> (bool, String) {
         Err(e) => (false, format!("cannot run {program}: {e}")),
     }
 }
+
+/// Arguments of mixed types (strings, paths) as one list.
+pub fn args(list: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
+    list.iter().map(|a| a.as_ref().to_os_string()).collect()
+}
+
+/// The id of the snapshot a `backup --json` summary reports.
+pub fn id(summary: &Value) -> String {
+    string(summary, "snapshot_id").unwrap_or_else(|| panic!("no snapshot id in {summary}"))
+}
+
+/// The first 8 hex digits, as cairn shows ids.
+pub fn short(id: &str) -> &str {
+    &id[..8]
+}
+
+/// Replaces directory `to` with a copy of `from`, modes and times included.
+pub fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        fs::remove_dir_all(to).unwrap();
+    }
+    let (ok, err) = sh("cp", &[OsStr::new("-a"), from.as_os_str(), to.as_os_str()]);
+    assert!(ok, "cp -a {} {}: {err}", from.display(), to.display());
+}
+
+/// Restores `snapshot` into a fresh target and panics unless it holds exactly `tree` at `src`.
+#[track_caller]
+pub fn assert_restores(t: &Dir, snapshot: &str, src: &Path, tree: &Tree) {
+    let target = t.join(format!("restore-{}", short(snapshot)));
+    if target.exists() {
+        fs::remove_dir_all(&target).unwrap();
+    }
+    t.restore(snapshot, &target);
+    let diffs = diff_trees(tree, &scan(&restored(&target, src)), Compare::exact());
+    assert!(
+        diffs.is_empty(),
+        "snapshot {} does not restore its tree:\n  {}",
+        short(snapshot),
+        diffs.join("\n  ")
+    );
+    fs::remove_dir_all(&target).unwrap();
+}

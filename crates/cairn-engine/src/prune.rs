@@ -74,7 +74,7 @@ struct PackUse {
     used_bytes: u64,
 }
 
-/// For each used blob, the pack (an index into `Packs::ids`) that keeps it: one copy per blob,
+/// For each used blob, the pack (its number in `Packs`) that keeps it: one copy per blob,
 /// so that other copies count as unused and their packs can go. `NOWHERE` until claimed.
 type Owners = HashMap<BlobId, u32>;
 const NOWHERE: u32 = u32::MAX;
@@ -82,13 +82,13 @@ const NOWHERE: u32 = u32::MAX;
 /// The packs prune has looked at, numbered for `Owners`.
 #[derive(Default)]
 struct Packs {
-    ids: Vec<PackId>,
+    numbers: HashMap<PackId, u32>,
 }
 
 impl Packs {
     fn number(&mut self, pack: PackId) -> u32 {
-        self.ids.push(pack);
-        (self.ids.len() - 1) as u32
+        let next = self.numbers.len() as u32;
+        *self.numbers.entry(pack).or_insert(next)
     }
 }
 
@@ -324,14 +324,8 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     for (pack, number) in &revive {
         report.blobs_revived += copy_used(repo, pack, *number, &owners)? as u64;
     }
-    let number_of: HashMap<PackId, u32> = numbers
-        .ids
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (*p, i as u32))
-        .collect();
     for pack in &repack {
-        copy_used(repo, pack, number_of[pack], &owners)?;
+        copy_used(repo, pack, numbers.numbers[pack], &owners)?;
     }
     drop(owners);
     repo.flush()?;

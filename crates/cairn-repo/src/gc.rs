@@ -176,11 +176,6 @@ impl Repository {
         self.store(*blob, plaintext)
     }
 
-    /// Whether the index (not counting condemned packs) holds a blob.
-    pub fn is_indexed(&self, blob: &BlobId) -> Result<bool> {
-        Ok(self.cache.get(blob)?.is_some())
-    }
-
     /// Names of the backup markers in `locks/`: backups running now, or killed ones.
     pub fn backup_markers(&self) -> Result<Vec<String>> {
         Ok(self
