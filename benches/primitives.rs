@@ -19,58 +19,48 @@ use cairn_repo::{InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
-use std::io::Read;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+#[path = "common.rs"]
+mod common;
+
+use common::Sample;
+
 /// The bench's real bytes, read once.
-fn data() -> &'static [u8] {
-    static DATA: OnceLock<Vec<u8>> = OnceLock::new();
-    DATA.get_or_init(|| {
+fn sample() -> &'static Sample {
+    static SAMPLE: OnceLock<Sample> = OnceLock::new();
+    SAMPLE.get_or_init(|| {
         let want = std::env::var("CAIRN_BENCH_MIB")
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(64)
             << 20;
-        let mut buf = Vec::with_capacity(want);
-        read_files(Path::new("/usr/lib"), &mut buf, want);
+        let mut sample = Sample::read(Path::new("/usr/lib"), want, 8 << 20);
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-        while buf.len() < (1 << 20).min(want) {
+        let start = sample.bytes.len();
+        while sample.bytes.len() < (1 << 20).min(want) {
             let word = [
                 "let ", "fn ", "self", "(x) ", "{\n", "}\n", "0, ", "return ",
             ];
-            buf.extend_from_slice(word[rng.gen_range(0..word.len())].as_bytes());
+            sample
+                .bytes
+                .extend_from_slice(word[rng.gen_range(0..word.len())].as_bytes());
+        }
+        if sample.bytes.len() > start {
+            sample.files.push(start..sample.bytes.len());
         }
         eprintln!(
             "primitives: {:.1} MiB of data",
-            buf.len() as f64 / (1 << 20) as f64
+            sample.bytes.len() as f64 / (1 << 20) as f64
         );
-        buf
+        sample
     })
 }
 
-fn read_files(dir: &Path, buf: &mut Vec<u8>, want: usize) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<_> = rd.flatten().collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        if buf.len() >= want {
-            return;
-        }
-        match e.file_type() {
-            Ok(t) if t.is_dir() => read_files(&e.path(), buf, want),
-            Ok(t) if t.is_file() => {
-                if let Ok(f) = std::fs::File::open(e.path()) {
-                    let limit = (want - buf.len()).min(8 << 20) as u64;
-                    let _ = f.take(limit).read_to_end(buf);
-                }
-            }
-            _ => {}
-        }
-    }
+fn data() -> &'static [u8] {
+    &sample().bytes
 }
 
 fn keys() -> &'static MasterKeys {
@@ -80,30 +70,13 @@ fn keys() -> &'static MasterKeys {
 
 /// A chunker with cairn's default sizes and a keyed gear table.
 fn chunker() -> Chunker {
-    let o = InitOptions::default();
-    Chunker::new(
-        keys().gear_table(),
-        o.chunk_min as usize,
-        o.chunk_avg as usize,
-        o.chunk_max as usize,
-    )
+    common::default_chunker(keys())
 }
 
-/// The data cut as a backup cuts it: the blobs every later primitive works on.
+/// The data cut as a backup cuts it, file by file: the blobs every later primitive works on.
 fn chunks() -> &'static [&'static [u8]] {
     static CHUNKS: OnceLock<Vec<&'static [u8]>> = OnceLock::new();
-    CHUNKS.get_or_init(|| {
-        let chunker = chunker();
-        let mut rest = data();
-        let lens: Vec<usize> = chunker.chunks(rest).map(<[u8]>::len).collect();
-        lens.into_iter()
-            .map(|n| {
-                let (chunk, tail) = rest.split_at(n);
-                rest = tail;
-                chunk
-            })
-            .collect()
-    })
+    CHUNKS.get_or_init(|| sample().chunks(&chunker()))
 }
 
 fn total(chunks: &[&[u8]]) -> u64 {

@@ -1,10 +1,12 @@
 //! `cargo xtask bench`: cairn beside restic, borg and rustic on the corpora of issue 6, each
-//! step timed under GNU time, the tools taking turns, medians written to BENCHMARKS.md.
+//! step timed under GNU time, the tools taking turns, medians written to BENCHMARKS.md beside
+//! the ceiling the primitives allow on this machine.
 //!
 //! Invariant: in every round each tool starts from a new repository and an empty cache, and
 //! sees the same bytes (the corpora and their edits are deterministic), so the rounds of
 //! different tools are comparable.
 
+use crate::ceiling::{self, Ceiling};
 use crate::corpus::{self, Corpus, Limits};
 use crate::report;
 use crate::tools::{self, Action, Kind, Tool};
@@ -19,7 +21,9 @@ const HELP: &str = "cargo xtask bench: cairn beside restic, borg and rustic; wri
 Builds cairn in release mode, prepares the corpora under target/bench (cached across runs),
 installs restic and borg from Debian and rustic with `cargo install rustic-rs --locked` when
 missing, runs each step for each tool in turn and writes the medians to BENCHMARKS.md (the part
-above `<!-- hand-written below -->`).
+above `<!-- hand-written below -->`). Whenever a C1 step runs, it also measures the ceiling
+once (`cargo bench --bench ceiling` on C1: each primitive on one core, and the rates they imply
+on every core); `--steps ceiling` measures only that.
 
 Options:
   --runs N         rounds per tool; the table shows medians [default: 3]
@@ -46,10 +50,13 @@ pub enum Step {
     C2NoChange,
     C3Versions,
     C3Prune,
+    /// Not a step of the tools: the ceiling bench on C1, which also runs whenever any C1 step
+    /// does.
+    Ceiling,
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 12] = [
         Step::C1Backup,
         Step::C1NoChange,
         Step::C1Changed,
@@ -61,6 +68,7 @@ impl Step {
         Step::C2NoChange,
         Step::C3Versions,
         Step::C3Prune,
+        Step::Ceiling,
     ];
 
     pub fn id(self) -> &'static str {
@@ -76,6 +84,7 @@ impl Step {
             Step::C2NoChange => "c2-nochange",
             Step::C3Versions => "c3-size",
             Step::C3Prune => "c3-prune",
+            Step::Ceiling => "ceiling",
         }
     }
 
@@ -92,6 +101,7 @@ impl Step {
             Step::C2NoChange => "C2 re-backup, nothing changed",
             Step::C3Versions => "C3 backups of 8 versions (total)",
             Step::C3Prune => "C3 forget all but 2, prune",
+            Step::Ceiling => "the ceiling: each primitive on one core, on C1's bytes",
         }
     }
 
@@ -378,6 +388,8 @@ pub struct Results {
     pub timings: BTreeMap<Step, BTreeMap<Kind, Vec<Sample>>>,
     /// Repository sizes: after C1's first backup, after C3's 8 versions, after C3's prune.
     pub sizes: BTreeMap<&'static str, BTreeMap<Kind, Vec<u64>>>,
+    /// The ceiling bench's numbers, or why it failed; `None` when it did not run.
+    pub ceiling: Option<Result<Ceiling>>,
 }
 
 pub const SIZE_C1: &str = "C1, after the first backup";
@@ -392,6 +404,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     let work = root.join("target/bench");
     fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let wants = |group: &str| opts.steps.iter().any(|s| s.group() == group);
+    let on = |s: Step| opts.steps.contains(&s);
+    // The ceiling is measured once per invocation, on C1, whenever C1 is.
+    let wants_ceiling = wants("c1") || on(Step::Ceiling);
     let (c2_limits, c3_bytes, suffix) = if opts.quick {
         (
             Limits {
@@ -422,7 +437,8 @@ pub fn bench(args: &[String]) -> Result<()> {
         c3_releases: Vec::new(),
     };
     let mut c1_cached = None;
-    if wants("c1") {
+    // C1 is wanted by its steps and by the ceiling.
+    if wants_ceiling {
         let name = if opts.size_mib == 1024 {
             "c1".to_string()
         } else {
@@ -438,7 +454,16 @@ pub fn bench(args: &[String]) -> Result<()> {
                 max_file: u64::MAX,
             },
         )?;
-        let copy = corpus::working_copy(&cached, &work.join("src/c1"))?;
+        // The steps work on a copy; the ceiling only reads, so the cached corpus does for it.
+        let copy = if wants("c1") {
+            corpus::working_copy(&cached, &work.join("src/c1"))?
+        } else {
+            Corpus {
+                path: cached.path.clone(),
+                bytes: cached.bytes,
+                files: cached.files,
+            }
+        };
         print_corpus("C1", &cached);
         corpora.c1 = Some(copy);
         c1_cached = Some(cached);
@@ -506,7 +531,8 @@ pub fn bench(args: &[String]) -> Result<()> {
     let c3_work = work.join("src/c3");
     let mut timings: BTreeMap<Step, BTreeMap<Kind, Vec<Sample>>> = BTreeMap::new();
     let mut sizes: BTreeMap<&'static str, BTreeMap<Kind, Vec<u64>>> = BTreeMap::new();
-    let on = |s: Step| opts.steps.contains(&s);
+    // Before the rounds, while nothing else runs: the bench times one core at a time.
+    let ceiling = c1_cached.as_ref().map(|c1| measure_ceiling(c1, &logs.dir));
     for round in 1..=opts.runs {
         for tool in &tools {
             let mut record = |step: Step, sample: Sample| {
@@ -539,7 +565,7 @@ pub fn bench(args: &[String]) -> Result<()> {
             eprintln!("bench: round {round} of {}, {}", opts.runs, tool.name());
             let _ = fs::remove_dir_all(&tool.cache);
 
-            if let (Some(c1), Some(cached)) = (&corpora.c1, &c1_cached) {
+            if let (Some(c1), Some(cached), true) = (&corpora.c1, &c1_cached, wants("c1")) {
                 let mut s = Session::new(tool, repo.clone(), &logs)?;
                 let first = s.backup(&c1.path)?;
                 if on(Step::C1Backup) {
@@ -635,6 +661,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         corpora,
         timings,
         sizes,
+        ceiling,
         opts,
     };
     let md = report::markdown(&results);
@@ -643,6 +670,32 @@ pub fn bench(args: &[String]) -> Result<()> {
     print!("{md}");
     eprintln!("bench: wrote {}", out.display());
     Ok(())
+}
+
+/// Runs the ceiling bench on C1; a failure is reported, not fatal.
+fn measure_ceiling(c1: &Corpus, logs: &Path) -> Result<Ceiling> {
+    let log = logs.join("ceiling.log");
+    eprintln!(
+        "bench: measuring the ceiling on {} MiB of C1 (cargo bench --bench ceiling; output in {})",
+        ceiling::SAMPLE_MIB,
+        log.display()
+    );
+    let mut result = ceiling::run(&c1.path, &log);
+    if let Ok(c) = &mut result {
+        let scratch = logs.with_file_name("floor-copy");
+        match ceiling::floors(&c1.path, &scratch) {
+            Ok(f) => c.floors = Some(f),
+            Err(e) => eprintln!("bench: warning: the file-system floors were not measured: {e}"),
+        }
+    }
+    match &result {
+        Ok(c) => eprintln!(
+            "bench:   ceiling on {} cores: backup {:.0} MB/s, restore {:.0} MB/s, check --read-data {:.0} MB/s",
+            c.cores, c.backup.mbps, c.restore.mbps, c.check_read_data.mbps
+        ),
+        Err(e) => eprintln!("bench: warning: the ceiling was not measured: {e}"),
+    }
+    result
 }
 
 fn print_corpus(name: &str, c: &Corpus) {

@@ -5,6 +5,7 @@
 //! No dependencies, so it compiles in seconds.
 
 mod bench;
+mod ceiling;
 mod corpus;
 mod report;
 mod tools;

@@ -1,10 +1,12 @@
 //! BENCHMARKS.md from a bench's results: the machine, the tools, the corpora, a table of medians,
-//! the repository sizes, and each target of issue 6 judged against the numbers.
+//! the repository sizes, the ceiling the primitives allow, and each target of issue 6 judged
+//! against the numbers.
 //!
 //! Invariant: only the part above `<!-- hand-written below -->` is generated; what follows that
 //! line is kept as it was.
 
 use crate::bench::{Results, Sample, Step, SIZE_C1, SIZE_C3, SIZE_C3_PRUNED};
+use crate::ceiling::{Ceiling, Pipeline};
 use crate::tools::Kind;
 use crate::Result;
 use std::collections::BTreeMap;
@@ -428,15 +430,21 @@ pub fn markdown(r: &Results) -> String {
 
     let _ = writeln!(w, "## Corpora\n");
     if let Some(c1) = &r.corpora.c1 {
+        // The changed files are counted only when that step ran.
+        let changed = match r.corpora.c1_changed_files {
+            0 => String::new(),
+            n => format!(
+                " \"1% of files changed\" overwrites up to 4 KiB at a seeded offset in {n} files \
+                 (1%, picked by a seeded generator) of a working copy, and puts the bytes and \
+                 times back after the step."
+            ),
+        };
         let _ = writeln!(
             w,
             "- **C1**: {} in {} files copied from /usr/lib and /usr/share (a sorted walk, regular \
-             files only). \"1% of files changed\" overwrites up to 4 KiB at a seeded offset in {} \
-             files (1%, picked by a seeded generator) of a working copy, and puts the bytes and \
-             times back after the step.",
+             files only).{changed}",
             mb(c1.bytes as f64),
             c1.files,
-            r.corpora.c1_changed_files
         );
     }
     if let Some(c2) = &r.corpora.c2 {
@@ -484,12 +492,16 @@ pub fn markdown(r: &Results) -> String {
 
     let _ = writeln!(w, "\n## Results\n");
     let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
-    let _ = writeln!(
-        w,
-        "| step | {} | cairn speed-up (other's time / cairn's) |\n|---|{}---|",
-        names.join(" | "),
-        "---|".repeat(names.len())
-    );
+    if m.timings.is_empty() {
+        let _ = writeln!(w, "No step of the tools was run.");
+    } else {
+        let _ = writeln!(
+            w,
+            "| step | {} | cairn speed-up (other's time / cairn's) |\n|---|{}---|",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
+    }
     for (step, by) in &m.timings {
         let cells: Vec<String> = kinds
             .iter()
@@ -562,6 +574,10 @@ pub fn markdown(r: &Results) -> String {
         }
     }
 
+    if let Some(ceiling) = &r.ceiling {
+        write_ceiling(w, ceiling, &m);
+    }
+
     let _ = writeln!(w, "\n## Targets (issue 6)\n");
     let _ = writeln!(
         w,
@@ -577,6 +593,188 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(w, "| {} | {} | {v} |", t.target, t.measured);
     }
     md
+}
+
+/// The ceiling section: the primitives on one core, what they imply for backup, restore and
+/// check --read-data on every core, and how close cairn's medians come to that.
+fn write_ceiling(w: &mut String, ceiling: &Result<Ceiling>, m: &Medians) {
+    let _ = writeln!(w, "\n## The ceiling\n");
+    let c = match ceiling {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(
+                w,
+                "Not measured: the ceiling bench failed. {e}. The other sections do not depend on it."
+            );
+            return;
+        }
+    };
+    let cores = c.cores;
+    let _ = writeln!(
+        w,
+        "What the primitives alone allow on this machine, from `cargo bench --bench ceiling`: it \
+         read {} {:.0} MiB of C1 ({:.0} files, cut file by file into {:.0} chunks) into \
+         memory and timed each primitive on one thread as cairn's data path applies it, the best \
+         of {:.0} passes in the thread's CPU time. MB/s are decimal and count plaintext, except \
+         where the stored bytes are named.\n",
+        if c.sample_bytes < c.corpus_bytes {
+            "the first"
+        } else {
+            "all"
+        },
+        c.sample_bytes / (1u64 << 20) as f64,
+        c.sample_files,
+        c.sample_chunks,
+        c.passes
+    );
+    let _ = writeln!(w, "| primitive (one core) | rate |\n|---|---|");
+    let rows = [
+        (
+            "FastCDC chunking, 512 KiB / 1 MiB / 8 MiB, keyed gear table".to_string(),
+            format!("{:.0} MB/s", c.chunking),
+        ),
+        (
+            "keyed BLAKE3 blob id of each chunk".into(),
+            format!("{:.0} MB/s", c.blake3),
+        ),
+        (
+            format!(
+                "zstd level {:.0} compression of each chunk (one context)",
+                c.zstd_level
+            ),
+            format!(
+                "{:.0} MB/s; stored bytes are r = {:.3} of the plaintext",
+                c.compress, c.ratio
+            ),
+        ),
+        (
+            "zstd decompression (one context; blobs stored raw are copied)".into(),
+            format!("{:.0} MB/s", c.decompress),
+        ),
+        (
+            "XChaCha20-Poly1305 seal, of the stored bytes".into(),
+            format!("{:.0} MB/s", c.seal),
+        ),
+        (
+            "XChaCha20-Poly1305 open, of the stored bytes".into(),
+            format!("{:.0} MB/s", c.open),
+        ),
+        (
+            "SHA-256 of the stored bytes, pack by pack".into(),
+            format!("{:.0} MB/s", c.sha256),
+        ),
+        (
+            format!(
+                "Argon2id key derivation, {:.0} MiB, {:.0} iterations, {:.0} lanes (wall time)",
+                c.kdf_memory_kib / 1024.0,
+                c.kdf_iterations,
+                c.kdf_parallelism
+            ),
+            format!("{:.3} s", c.kdf_seconds),
+        ),
+    ];
+    for (what, rate) in rows {
+        let _ = writeln!(w, "| {what} | {rate} |");
+    }
+    let _ = writeln!(
+        w,
+        "\nA primitive costs 1 / its rate seconds per byte it processes. Per byte of plaintext, \
+         backup costs chunking + BLAKE3 + compression + r × (seal + SHA-256), restore costs \
+         r × open + decompression + BLAKE3, and check --read-data costs r × (SHA-256 + open) + \
+         decompression + BLAKE3 (restore reads packs by range and does not hash them; check \
+         hashes each whole pack). On {cores:.0} cores the ceiling rate is {cores:.0} / cost, and \
+         the ceiling time for C1's {} is its bytes × cost / {cores:.0}, plus {:.2} s when the one \
+         key derivation each command makes before reading data is counted. Cairn's share of the \
+         ceiling is the ceiling time / cairn's median wall time (without the derivation, that is \
+         cairn's MB/s / the ceiling rate). The ceiling leaves out reading and writing files, \
+         system calls, copies, trees and the index, so a run stays below it but for the noise \
+         of the measurements.\n",
+        mb(c.corpus_bytes),
+        c.kdf_seconds
+    );
+    if let Some(f) = &c.floors {
+        let _ = writeln!(
+            w,
+            "The file system's part, measured on all of C1 (medians of 3): reading every file \
+             (`cat`) takes {} ({:.2} CPU-s), and `cp -a` into a new directory takes {} ({:.2} \
+             CPU-s). The rows \"with reading the files\" and \"with writing the files\" add that \
+             CPU to the primitives' before dividing by the cores: a backup must also read C1, a \
+             restore must also write it.\n",
+            secs(f.read.0),
+            f.read.1,
+            secs(f.write.0),
+            f.write.1
+        );
+    }
+    let c1_bytes =
+        m.r.corpora
+            .c1
+            .as_ref()
+            .map_or(c.corpus_bytes, |c1| c1.bytes as f64);
+    let _ = writeln!(
+        w,
+        "| step | CPU per plaintext byte | ceiling on {cores:.0} cores | ceiling time for C1 | \
+         with the key derivation | cairn (median) | cairn's share of the ceiling | \
+         counting the key derivation |\n|---|---|---|---|---|---|---|---|"
+    );
+    // With the file system: the kernel's CPU for reading or writing C1, spread over the cores
+    // like the primitives' (the floors were measured on the whole corpus).
+    let with_fs = |p: &Pipeline, fs_cpu: f64| {
+        let seconds = (p.ns_per_byte * 1e-9 * c1_bytes + fs_cpu) / cores;
+        Pipeline {
+            ns_per_byte: p.ns_per_byte + fs_cpu / c1_bytes * 1e9,
+            mbps: c1_bytes / seconds / 1e6,
+            seconds,
+            seconds_with_kdf: seconds + c.kdf_seconds,
+        }
+    };
+    let mut rows = vec![
+        (Step::C1Backup, "", c.backup.clone()),
+        (Step::C1Restore, "", c.restore.clone()),
+        (Step::C1CheckData, "", c.check_read_data.clone()),
+    ];
+    if let Some(f) = &c.floors {
+        rows.insert(
+            1,
+            (
+                Step::C1Backup,
+                ", with reading the files",
+                with_fs(&c.backup, f.read.1),
+            ),
+        );
+        rows.insert(
+            3,
+            (
+                Step::C1Restore,
+                ", with writing the files",
+                with_fs(&c.restore, f.write.1),
+            ),
+        );
+    }
+    for (step, extra, p) in &rows {
+        let step = *step;
+        let (measured, share, share_kdf) = match m.get(step, Kind::Cairn) {
+            Some(s) => (
+                format!("{}, {}", secs(s.wall), m.rate(c1_bytes, "MB", s)),
+                format!("{:.0}%", p.seconds / s.wall.max(1e-9) * 100.0),
+                format!("{:.0}%", p.seconds_with_kdf / s.wall.max(1e-9) * 100.0),
+            ),
+            None => (
+                "not measured".into(),
+                "not measured".into(),
+                "not measured".into(),
+            ),
+        };
+        let _ = writeln!(
+            w,
+            "| {}{extra} | {:.2} ns | {:.0} MB/s | {} | {} | {measured} | {share} | {share_kdf} |",
+            step.label(),
+            p.ns_per_byte,
+            p.mbps,
+            secs(p.seconds),
+            secs(p.seconds_with_kdf)
+        );
+    }
 }
 
 /// Writes `generated` to `path`, keeping the marker line and everything after it.

@@ -25,6 +25,23 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
+thread_local! {
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// Decompresses into at most `capacity` bytes, with this thread's context.
+fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        let d = match d.as_mut() {
+            Some(d) => d,
+            None => d.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(payload, capacity)
+    })
+}
+
 fn compress(level: i32, plaintext: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
@@ -66,7 +83,7 @@ pub fn decode_blob(
         .ok_or_else(|| CryptoError::Corrupt(format!("{blob} is empty")))?;
     let plaintext = match *flag {
         RAW => payload.to_vec(),
-        ZSTD => zstd::bulk::decompress(payload, raw_len as usize)
+        ZSTD => decompress(payload, raw_len as usize)
             .map_err(|e| CryptoError::Corrupt(format!("{blob} does not decompress: {e}")))?,
         f => {
             return Err(CryptoError::Corrupt(format!(

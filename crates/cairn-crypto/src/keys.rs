@@ -177,6 +177,26 @@ mod tests {
     }
 
     #[test]
+    fn lanes_computed_in_parallel_derive_the_same_key_every_time() {
+        let keys = MasterKeys::random();
+        let four = KdfParams {
+            memory_kib: 256,
+            iterations: 2,
+            parallelism: 4,
+        };
+        let file = create_key_file(&keys, b"pw", four, 7, b"h", b"u").unwrap();
+        for _ in 0..4 {
+            assert_eq!(open_key_file(&file, b"pw").unwrap().data, keys.data);
+        }
+        let too_little = KdfParams {
+            memory_kib: 16,
+            ..four
+        };
+        let e = create_key_file(&keys, b"pw", too_little, 7, b"h", b"u").unwrap_err();
+        assert!(e.to_string().contains("16 KiB"), "{e}");
+    }
+
+    #[test]
     fn tampered_kdf_parameters_are_rejected() {
         let keys = MasterKeys::random();
         let mut file = create_key_file(&keys, b"pw", FAST, 7, b"h", b"u").unwrap();

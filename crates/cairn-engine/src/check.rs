@@ -329,19 +329,35 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Why a blob cannot be read, if it cannot.
     fn blob_problem(&mut self, blob: BlobId) -> Option<String> {
-        if let Some(why) = self.lost.get(&blob) {
-            return Some(why.clone());
-        }
-        let why = match self.repo.lookup(&blob) {
-            Ok(Some(loc)) => self
-                .bad_packs
-                .get(&loc.pack)
-                .map(|why| format!("{blob} is in a damaged pack: {why}")),
-            Ok(None) => Some(format!("{blob} is not in the index")),
-            Err(e) => Some(e.message),
-        }?;
-        self.lost.insert(blob, why.clone());
-        Some(why)
+        self.resolve(vec![blob]);
+        self.lost.get(&blob).cloned()
+    }
+
+    /// Looks up the blobs not known to be lost yet, in batches spread over the cores, and
+    /// records those that cannot be read.
+    fn resolve(&mut self, mut blobs: Vec<BlobId>) {
+        const BATCH: usize = 1024;
+        blobs.retain(|b| !self.lost.contains_key(b));
+        let (repo, bad_packs) = (self.repo, self.bad_packs);
+        let problems: Vec<(BlobId, String)> = blobs
+            .par_chunks(BATCH)
+            .flat_map_iter(|batch| {
+                let found = repo.lookup_many(batch);
+                batch.iter().enumerate().filter_map(move |(i, blob)| {
+                    let why = match &found {
+                        Ok(found) => match found[i] {
+                            Some(loc) => bad_packs
+                                .get(&loc.pack)
+                                .map(|why| format!("{blob} is in a damaged pack: {why}")),
+                            None => Some(format!("{blob} is not in the index")),
+                        },
+                        Err(e) => Some(e.message.clone()),
+                    }?;
+                    Some((*blob, why))
+                })
+            })
+            .collect();
+        self.lost.extend(problems);
     }
 
     /// Checks a tree and everything below it once; returns whether anything is lost.
@@ -366,6 +382,13 @@ impl Walker<'_> {
                 return true;
             }
         };
+        self.resolve(
+            tree.nodes
+                .iter()
+                .filter(|n| n.kind == NodeKind::File)
+                .flat_map(|n| n.content.iter().map(|c| BlobId::from(*c)))
+                .collect(),
+        );
         let mut damaged = false;
         for node in &tree.nodes {
             let child = path.join(OsStr::from_bytes(&node.name));
@@ -373,7 +396,7 @@ impl Walker<'_> {
                 (NodeKind::Dir, Some(sub)) => damaged |= self.tree(sub, snapshot, &child),
                 (NodeKind::File, _) => {
                     for c in &node.content {
-                        if let Some(why) = self.blob_problem((*c).into()) {
+                        if let Some(why) = self.lost.get(&BlobId::from(*c)).cloned() {
                             self.errors
                                 .push(format!("{snapshot}, {}: {why}", child.display()));
                             damaged = true;

@@ -25,6 +25,7 @@ impl KdfParams {
         if !(8..=4 << 20).contains(&self.memory_kib)
             || !(1..=64).contains(&self.iterations)
             || !(1..=16).contains(&self.parallelism)
+            || self.memory_kib < 8 * self.parallelism
         {
             return err(format!(
                 "unreasonable argon2id parameters: {} KiB, {} iterations, {} lanes",

@@ -227,6 +227,32 @@ impl IndexCache {
         self.get_in(CONDEMNED_BLOBS, blob)
     }
 
+    /// `get` of many blobs in one read transaction, which costs less than opening one each.
+    pub fn get_many(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
+        self.get_many_in(BLOBS, blobs)
+    }
+
+    pub fn get_many_condemned(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
+        self.get_many_in(CONDEMNED_BLOBS, blobs)
+    }
+
+    fn get_many_in(
+        &self,
+        def: TableDefinition<&[u8; 33], &[u8; 44]>,
+        blobs: &[BlobId],
+    ) -> Result<Vec<Option<Location>>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; blobs.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        blobs
+            .iter()
+            .map(|b| Ok(table.get(&key(b))?.map(|v| decode_location(v.value()))))
+            .collect()
+    }
+
     fn get_in(
         &self,
         def: TableDefinition<&[u8; 33], &[u8; 44]>,

@@ -47,6 +47,8 @@ pub const STALE_MARKER: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Drop for Repository {
     fn drop(&mut self) {
+        // A pack still being written must land before the marker that protects it goes.
+        self.writer.stop();
         let current = self.marker.get_mut().unwrap().take().map(|(name, _)| name);
         for name in current
             .into_iter()

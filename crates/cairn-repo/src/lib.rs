@@ -9,6 +9,7 @@ mod cache;
 mod error;
 mod gc;
 mod pack;
+mod writer;
 
 pub use cache::Location;
 pub use cairn_backend::{Backend, CrashAfter, FileType, LocalBackend};
@@ -28,7 +29,7 @@ use pack::Packers;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Associated data of sealed objects other than blobs (repo-format.md, "Sealed objects").
@@ -37,12 +38,13 @@ const AD_INDEX: &[u8] = b"cairn index";
 const AD_SNAPSHOT: &[u8] = b"cairn snapshot";
 pub(crate) const AD_PACK_HEADER: &[u8] = b"cairn pack header";
 
-/// Argon2id defaults: 64 MiB and 8 passes take about half a second on one core of the 2.5 GHz
-/// Xeon we measure on; memory-hardness, not time, is what slows down GPU guessing.
+/// Argon2id defaults: 64 MiB and 8 passes are about half a second of one core's work on the
+/// 2.5 GHz Xeon we measure on; memory-hardness, not time, is what slows down GPU guessing. Four
+/// lanes leave a guess's work unchanged but let a reader spread it over up to four cores.
 pub const DEFAULT_KDF: KdfParams = KdfParams {
     memory_kib: 64 * 1024,
     iterations: 8,
-    parallelism: 1,
+    parallelism: 4,
 };
 
 /// Parameters chosen at `init`.
@@ -136,7 +138,7 @@ pub struct WriteStats {
 }
 
 pub struct Repository {
-    backend: Box<dyn Backend>,
+    backend: Arc<dyn Backend>,
     keys: MasterKeys,
     config: Config,
     cache: IndexCache,
@@ -157,6 +159,7 @@ pub struct Repository {
     /// gap until their index file is merged into the cache.
     session: Mutex<HashMap<BlobId, Option<Location>>>,
     packers: Packers,
+    writer: writer::PackWriter,
     /// Packs written but not yet named by an index file.
     unindexed: Mutex<IndexFile>,
     blobs_added: AtomicU64,
@@ -231,7 +234,8 @@ impl Repository {
         };
         let repo = Repository {
             packers: Packers::new(config.pack_size as usize),
-            backend,
+            writer: writer::PackWriter::default(),
+            backend: Arc::from(backend),
             keys,
             config,
             cache,
@@ -428,6 +432,35 @@ impl Repository {
         }
     }
 
+    /// `lookup` of many blobs at once, for readers of large trees.
+    pub fn lookup_many(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
+        self.renew_marker()?;
+        let mut found = self.cache.get_many(blobs)?;
+        {
+            let session = self.session.lock().unwrap();
+            let mut touched = self.touched.lock().unwrap();
+            for (blob, loc) in blobs.iter().zip(found.iter_mut()) {
+                match loc {
+                    Some(loc) => {
+                        touched.insert(loc.pack);
+                    }
+                    None => *loc = session.get(blob).copied().flatten(),
+                }
+            }
+        }
+        let missing: Vec<usize> = (0..blobs.len()).filter(|&i| found[i].is_none()).collect();
+        if !missing.is_empty() {
+            let wanted: Vec<BlobId> = missing.iter().map(|&i| blobs[i]).collect();
+            for (i, loc) in missing
+                .into_iter()
+                .zip(self.cache.get_many_condemned(&wanted)?)
+            {
+                found[i] = loc;
+            }
+        }
+        Ok(found)
+    }
+
     /// Where the index places a blob; notes the pack as one this process depends on.
     fn indexed(&self, blob: &BlobId) -> Result<Option<Location>> {
         self.renew_marker()?;
@@ -562,32 +595,43 @@ impl Repository {
     }
 
     fn write_pack(&self, pack: pack::FullPack) -> Result<()> {
+        // An earlier pack's failure stops the command before it writes more.
+        self.settle_packs()?;
         let (bytes, entry) = pack.assemble(&self.keys.meta);
-        self.backend
-            .create(FileType::Pack, &entry.id.to_hex(), &bytes)?;
-        self.touched.lock().unwrap().insert(entry.id);
-        self.renew_marker()?;
-        {
-            let mut session = self.session.lock().unwrap();
-            for b in &entry.blobs {
-                let loc = Location {
-                    pack: entry.id,
-                    offset: b.offset,
-                    stored_len: b.stored_len,
-                    raw_len: b.raw_len,
-                };
-                session.insert(b.blob, Some(loc));
+        self.writer.send(&self.backend, entry, bytes);
+        Ok(())
+    }
+
+    /// Takes in the packs the writer has made durable: their blobs become readable, and every
+    /// `PACKS_PER_INDEX` of them are named by an index file.
+    fn settle_packs(&self) -> Result<()> {
+        for written in self.writer.take_done() {
+            let entry = written?;
+            self.touched.lock().unwrap().insert(entry.id);
+            self.renew_marker()?;
+            {
+                let mut session = self.session.lock().unwrap();
+                for b in &entry.blobs {
+                    let loc = Location {
+                        pack: entry.id,
+                        offset: b.offset,
+                        stored_len: b.stored_len,
+                        raw_len: b.raw_len,
+                    };
+                    session.insert(b.blob, Some(loc));
+                }
             }
+            let batch = {
+                let mut unindexed = self.unindexed.lock().unwrap();
+                unindexed.packs.push(entry);
+                if unindexed.packs.len() < PACKS_PER_INDEX {
+                    continue;
+                }
+                std::mem::take(&mut *unindexed)
+            };
+            self.write_index_merged(&batch)?;
         }
-        let batch = {
-            let mut unindexed = self.unindexed.lock().unwrap();
-            unindexed.packs.push(entry);
-            if unindexed.packs.len() < PACKS_PER_INDEX {
-                return Ok(());
-            }
-            std::mem::take(&mut *unindexed)
-        };
-        self.write_index_merged(&batch).map(drop)
+        Ok(())
     }
 
     /// Stores an index file (repo-format.md, "Index files"). The cache learns of it at the next
@@ -616,9 +660,12 @@ impl Repository {
         if self.dry_run {
             return Ok(());
         }
+        self.writer.wait_idle();
         for full in self.packers.take_all() {
             self.write_pack(full)?;
         }
+        self.writer.wait_idle();
+        self.settle_packs()?;
         let batch = std::mem::take(&mut *self.unindexed.lock().unwrap());
         if !batch.packs.is_empty() {
             self.write_index_merged(&batch)?;
