@@ -527,7 +527,11 @@ pub fn bench(args: &[String]) -> Result<()> {
     let _ = fs::remove_dir_all(&logs.dir);
     fs::create_dir_all(&logs.dir).map_err(|e| e.to_string())?;
     let repo = work.join("repo");
-    let restore = work.join("restore");
+    // Restored trees are kept until the end: ext4 does not reuse an inode for a minute after
+    // it was freed, and a restore right after another's deletion spends seconds of system time
+    // searching past them, which would make the tools' times depend on their order.
+    let restores = work.join("restores");
+    let _ = fs::remove_dir_all(&restores);
     let c3_work = work.join("src/c3");
     let mut timings: BTreeMap<Step, BTreeMap<Kind, Vec<Sample>>> = BTreeMap::new();
     let mut sizes: BTreeMap<&'static str, BTreeMap<Kind, Vec<u64>>> = BTreeMap::new();
@@ -587,7 +591,7 @@ pub fn bench(args: &[String]) -> Result<()> {
                     record(Step::C1Changed, sample?);
                 }
                 if on(Step::C1Restore) {
-                    let _ = fs::remove_dir_all(&restore);
+                    let restore = restores.join(format!("{}-{round}", tool.name()));
                     fs::create_dir_all(&restore).map_err(|e| e.to_string())?;
                     let n = s.backups;
                     let sample = s.timed(Action::Restore {
@@ -595,7 +599,6 @@ pub fn bench(args: &[String]) -> Result<()> {
                         n,
                     })?;
                     let restored = corpus::du(&restore);
-                    let _ = fs::remove_dir_all(&restore);
                     if restored < c1.bytes {
                         return Err(format!(
                             "{} restored {restored} bytes of C1's {}",
@@ -654,6 +657,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         }
     }
     let _ = fs::remove_dir_all(&c3_work);
+    let _ = fs::remove_dir_all(&restores);
 
     let results = Results {
         tools: tools.iter().map(|t| (t.kind, t.version())).collect(),

@@ -418,7 +418,9 @@ pub fn markdown(r: &Results) -> String {
         w,
         "Method: medians of {} round{}. In each round the tools take turns, each with a new \
          repository and an empty cache directory of its own; warm page cache, `sync` before every \
-         timed step. Each cell: wall time (CPU seconds, peak RSS) as `/usr/bin/time` reports them \
+         timed step; each restore goes to a new empty directory, and the restored trees are \
+         deleted only after the last round (ext4 skips inodes freed in the last minute, so a \
+         restore right after another's deletion would pay for it). Each cell: wall time (CPU seconds, peak RSS) as `/usr/bin/time` reports them \
          (the median of each). Encryption is on for every tool; compression is each tool's \
          default zstd: cairn's (level 3), restic's (`auto`), rustic's (level 3), and borg's \
          `--compression zstd,3` (borg's default is lz4). A repository's size is the sum of its \

@@ -587,8 +587,8 @@ fn copy_used(repo: &Repository, pack: &PackId, number: u32, owners: &Owners) -> 
         }
         let start = offset as usize;
         let stored = &bytes[start..start + e.stored_len as usize];
-        let plain = match repo.open_blob(&e.blob, stored, e.raw_len) {
-            Ok(plain) => plain,
+        match repo.open_blob(&e.blob, stored, e.raw_len) {
+            Ok(_) => {}
             // A damaged copy that the index no longer places here is not needed.
             Err(_) if repo.lookup(&e.blob)?.is_some_and(|l| l.pack != *pack) => continue,
             Err(err) => return Err(Error::new(
@@ -596,7 +596,7 @@ fn copy_used(repo: &Repository, pack: &PackId, number: u32, owners: &Owners) -> 
                 format!("{err}; a snapshot needs it: run `cairn repair index --read-data` and `cairn repair snapshots` first"),
             )),
         };
-        repo.store_again(&e.blob, &plain)?;
+        repo.store_again(&e.blob, stored, e.raw_len)?;
         n += 1;
     }
     Ok(n)

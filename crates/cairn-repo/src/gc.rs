@@ -116,8 +116,8 @@ impl Repository {
                 }
                 let stored =
                     self.read_pack_range(pack, u64::from(offset), u64::from(entry.stored_len))?;
-                let plain = self.open_blob(&entry.blob, &stored, entry.raw_len)?;
-                self.store_again(&entry.blob, &plain)?;
+                self.open_blob(&entry.blob, &stored, entry.raw_len)?;
+                self.store_again(&entry.blob, &stored, entry.raw_len)?;
             }
         }
         if let Some(pack) = gone.first() {
@@ -172,10 +172,12 @@ impl Repository {
     }
 
     /// Stores a blob even if the index or this process has it: to move it out of a pack that is
-    /// condemned or about to be.
-    pub fn store_again(&self, blob: &BlobId, plaintext: &[u8]) -> Result<()> {
+    /// condemned or about to be. Its sealed bytes are copied as they are, since their seal binds
+    /// the blob's id and not its pack; the caller has opened them with `open_blob`, so only
+    /// authentic bytes are copied.
+    pub fn store_again(&self, blob: &BlobId, stored: &[u8], raw_len: u32) -> Result<()> {
         self.session.lock().unwrap().insert(*blob, None);
-        self.store(*blob, plaintext)
+        self.pack_stored(*blob, raw_len, stored.to_vec())
     }
 
     /// Names of the backup markers in `locks/`: backups running now, or killed ones.

@@ -496,21 +496,23 @@ impl Repository {
 
     /// Compresses, seals and packs a blob the caller has claimed in the session.
     fn store(&self, blob: BlobId, plaintext: &[u8]) -> Result<()> {
-        self.raw_added
-            .fetch_add(plaintext.len() as u64, Ordering::Relaxed);
-        self.blobs_added.fetch_add(1, Ordering::Relaxed);
         // A dry run encodes too: how much a backup would store is what it is asked for.
         let stored =
             cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
+        self.pack_stored(blob, plaintext.len() as u32, stored)
+    }
+
+    /// Packs a sealed blob the caller has claimed in the session.
+    fn pack_stored(&self, blob: BlobId, raw_len: u32, stored: Vec<u8>) -> Result<()> {
+        self.raw_added
+            .fetch_add(u64::from(raw_len), Ordering::Relaxed);
+        self.blobs_added.fetch_add(1, Ordering::Relaxed);
         self.bytes_added
             .fetch_add(stored.len() as u64, Ordering::Relaxed);
         if self.dry_run {
             return Ok(());
         }
-        if let Some(full) = self
-            .packers
-            .add(blob.kind, blob, plaintext.len() as u32, stored)
-        {
+        if let Some(full) = self.packers.add(blob.kind, blob, raw_len, stored) {
             self.write_pack(full)?;
         }
         Ok(())
