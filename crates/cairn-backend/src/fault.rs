@@ -48,6 +48,10 @@ impl Backend for CrashAfter {
         self.step();
         self.inner.create(t, name, bytes)
     }
+    fn create_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
+        self.step();
+        self.inner.create_parts(t, name, parts)
+    }
     fn remove(&self, t: FileType, name: &str) -> Result<()> {
         self.step();
         self.inner.remove(t, name)

@@ -95,5 +95,10 @@ pub trait Backend: Send + Sync {
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Stores a new object; fails with `AlreadyExists` if the name is taken.
     fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()>;
+    /// `create` of the concatenation of `parts`, which a backend may write without making it:
+    /// a pack is written from its blobs, never copied into one buffer first.
+    fn create_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
+        self.create(t, name, &parts.concat())
+    }
     fn remove(&self, t: FileType, name: &str) -> Result<()>;
 }

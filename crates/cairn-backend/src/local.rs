@@ -197,6 +197,10 @@ impl Backend for LocalBackend {
 
     /// Temp file, write, fsync, link into place without replacing, fsync the directory.
     fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
+        self.create_parts(t, name, &[bytes])
+    }
+
+    fn create_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
         let what = || format!("cannot store {} {name}", t.noun());
         let dir = self.dir_of(t, name);
         let mut suffix = [0u8; 8];
@@ -214,7 +218,9 @@ impl Backend for LocalBackend {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(bytes)?;
+            for part in parts {
+                f.write_all(part)?;
+            }
             f.sync_all()?;
             drop(f);
             // A hard link fails if the name exists, which makes the create atomic and create-only
@@ -248,6 +254,11 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::AlreadyExists);
         assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
         assert_eq!(b.read_range(FileType::Pack, "ab12", 1, 3).unwrap(), b"ell");
+        b.create_parts(FileType::Pack, "cd34", &[b"he", b"", b"llo"])
+            .unwrap();
+        assert_eq!(b.read(FileType::Pack, "cd34").unwrap(), b"hello");
+        let err = b.create_parts(FileType::Pack, "cd34", &[b"x"]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AlreadyExists);
         assert!(b.read_range(FileType::Pack, "ab12", 3, 3).is_err());
         assert_eq!(
             b.list(FileType::Pack).unwrap(),

@@ -32,3 +32,12 @@ pub enum CryptoError {
 pub fn file_id(bytes: &[u8]) -> Id {
     Id(sha2::Sha256::digest(bytes).into())
 }
+
+/// `file_id` of the concatenation of `parts`, without making it.
+pub fn file_id_of_parts(parts: &[&[u8]]) -> Id {
+    let mut hash = sha2::Sha256::new();
+    for part in parts {
+        hash.update(part);
+    }
+    Id(hash.finalize().into())
+}

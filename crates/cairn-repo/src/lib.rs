@@ -599,8 +599,8 @@ impl Repository {
     fn write_pack(&self, pack: pack::FullPack) -> Result<()> {
         // An earlier pack's failure stops the command before it writes more.
         self.settle_packs()?;
-        let (bytes, entry) = pack.assemble(&self.keys.meta);
-        self.writer.send(&self.backend, entry, bytes);
+        let (parts, entry) = pack.assemble(&self.keys.meta);
+        self.writer.send(&self.backend, entry, parts);
         Ok(())
     }
 

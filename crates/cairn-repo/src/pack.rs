@@ -4,7 +4,7 @@
 //! point its blobs are written in random order, so that the order in storage says nothing about
 //! which blobs came from the same file (the chunk-size fingerprinting attacks need exactly that).
 
-use cairn_crypto::file_id;
+use cairn_crypto::file_id_of_parts;
 use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::pack::{PackEntry, PackHeader, SCHEME_DATA_KEY};
 use cairn_format::{BlobId, BlobType, PackId};
@@ -72,35 +72,39 @@ impl Packers {
 }
 
 impl FullPack {
-    /// The pack file's bytes and its index entry: blobs in random order, the sealed header, and
-    /// the header's length. The SHA-256 that names the pack is computed here, on the thread that
-    /// filled it, so several packs are hashed in parallel.
-    pub fn assemble(self, meta_key: &[u8; 32]) -> (Vec<u8>, IndexPack) {
+    /// The pack file's parts and its index entry: blobs in random order, then the sealed header
+    /// and its length. The parts are written one after another, never copied into one buffer,
+    /// which would double a pack's memory. The SHA-256 that names the pack is computed here, on
+    /// the thread that filled it, so several packs are hashed in parallel.
+    pub fn assemble(self, meta_key: &[u8; 32]) -> (Vec<Vec<u8>>, IndexPack) {
         let mut blobs = self.0.blobs;
         blobs.shuffle(&mut rand::thread_rng());
         let header = PackHeader {
             scheme: SCHEME_DATA_KEY,
             entries: blobs.iter().map(|(e, _)| *e).collect(),
         };
-        let sealed = cairn_crypto::seal(meta_key, crate::AD_PACK_HEADER, &header.encode());
-        let mut bytes = Vec::with_capacity(self.0.size + sealed.len() + 4);
+        let mut trailer = cairn_crypto::seal(meta_key, crate::AD_PACK_HEADER, &header.encode());
+        let header_len = trailer.len() as u32;
+        trailer.extend_from_slice(&header_len.to_le_bytes());
+        let mut offset = 0u32;
         let mut entries = Vec::with_capacity(blobs.len());
-        for (e, stored) in &blobs {
+        let mut parts = Vec::with_capacity(blobs.len() + 1);
+        for (e, stored) in blobs {
             entries.push(IndexEntry {
                 blob: e.blob,
-                offset: bytes.len() as u32,
+                offset,
                 stored_len: e.stored_len,
                 raw_len: e.raw_len,
             });
-            bytes.extend_from_slice(stored);
+            offset += e.stored_len;
+            parts.push(stored);
         }
-        drop(blobs);
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        let id = PackId(file_id(&bytes));
-        let size = bytes.len() as u64;
+        parts.push(trailer);
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let id = PackId(file_id_of_parts(&slices));
+        let size = slices.iter().map(|p| p.len() as u64).sum();
         (
-            bytes,
+            parts,
             IndexPack {
                 id,
                 size,

@@ -27,8 +27,8 @@ struct Shared {
     idle: Condvar,
 }
 
-/// A pack's index entry and its bytes.
-type Job = (IndexPack, Vec<u8>);
+/// A pack's index entry and its parts.
+type Job = (IndexPack, Vec<Vec<u8>>);
 
 #[derive(Default)]
 pub struct PackWriter {
@@ -39,14 +39,14 @@ pub struct PackWriter {
 impl PackWriter {
     /// Hands a pack's bytes to the writer thread, started on first use. Blocks while the writer
     /// is busy with the pack before, which bounds the packs in memory.
-    pub fn send(&self, backend: &Arc<dyn Backend>, entry: IndexPack, bytes: Vec<u8>) {
+    pub fn send(&self, backend: &Arc<dyn Backend>, entry: IndexPack, parts: Vec<Vec<u8>>) {
         let tx = {
             let mut running = self.running.lock().unwrap();
             let (tx, _) = running.get_or_insert_with(|| start(Arc::clone(backend), &self.shared));
             tx.clone()
         };
         self.shared.progress.lock().unwrap().in_flight += 1;
-        if let Err(failed) = tx.send((entry, bytes)) {
+        if let Err(failed) = tx.send((entry, parts)) {
             let (entry, _) = failed.0;
             finish(&self.shared, Err(not_written(&entry, "the writer stopped")));
         }
@@ -88,14 +88,15 @@ fn start(backend: Arc<dyn Backend>, shared: &Arc<Shared>) -> (SyncSender<Job>, J
         // After a failed write nothing more is written: the command is failing, and a pack no
         // index will name only wastes space.
         let mut failed = false;
-        for (entry, bytes) in rx {
+        for (entry, parts) in rx {
             let written = if failed {
                 Err(not_written(&entry, "an earlier pack failed"))
             } else {
                 // A panic must be reported too, or `wait_idle` would wait for ever.
                 let name = entry.id.to_hex();
                 match catch_unwind(AssertUnwindSafe(|| {
-                    backend.create(FileType::Pack, &name, &bytes)
+                    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                    backend.create_parts(FileType::Pack, &name, &slices)
                 })) {
                     Ok(Ok(())) => Ok(entry),
                     Ok(Err(e)) => Err(e.into()),
@@ -103,7 +104,7 @@ fn start(backend: Arc<dyn Backend>, shared: &Arc<Shared>) -> (SyncSender<Job>, J
                 }
             };
             failed |= written.is_err();
-            drop(bytes);
+            drop(parts);
             finish(&shared, written);
         }
     });
