@@ -245,6 +245,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn create_parts_writes_their_concatenation_create_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::create_layout(&dir.path().join("repo")).unwrap();
+        b.create_parts(FileType::Pack, "cd34", &[b"he", b"", b"llo"])
+            .unwrap();
+        assert_eq!(b.read(FileType::Pack, "cd34").unwrap(), b"hello");
+        let err = b.create_parts(FileType::Pack, "cd34", &[b"x"]).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::AlreadyExists);
+    }
+
+    #[test]
     fn create_is_create_only_and_listed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("repo");
@@ -254,11 +265,6 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::AlreadyExists);
         assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
         assert_eq!(b.read_range(FileType::Pack, "ab12", 1, 3).unwrap(), b"ell");
-        b.create_parts(FileType::Pack, "cd34", &[b"he", b"", b"llo"])
-            .unwrap();
-        assert_eq!(b.read(FileType::Pack, "cd34").unwrap(), b"hello");
-        let err = b.create_parts(FileType::Pack, "cd34", &[b"x"]).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::AlreadyExists);
         assert!(b.read_range(FileType::Pack, "ab12", 3, 3).is_err());
         assert_eq!(
             b.list(FileType::Pack).unwrap(),
