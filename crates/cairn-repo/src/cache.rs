@@ -219,12 +219,7 @@ impl IndexCache {
 
     /// Where a blob is in a pack that is not condemned.
     pub fn get(&self, blob: &BlobId) -> Result<Option<Location>> {
-        self.get_in(BLOBS, blob)
-    }
-
-    /// Where a blob is in a condemned pack, for reading it until the pack is deleted.
-    pub fn get_condemned(&self, blob: &BlobId) -> Result<Option<Location>> {
-        self.get_in(CONDEMNED_BLOBS, blob)
+        Ok(self.get_many(std::slice::from_ref(blob))?.pop().flatten())
     }
 
     /// `get` of many blobs in one read transaction, which costs less than opening one each.
@@ -232,6 +227,7 @@ impl IndexCache {
         self.get_many_in(BLOBS, blobs)
     }
 
+    /// Where blobs are in condemned packs, for reading them until the packs are deleted.
     pub fn get_many_condemned(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
         self.get_many_in(CONDEMNED_BLOBS, blobs)
     }
@@ -251,20 +247,6 @@ impl IndexCache {
             .iter()
             .map(|b| Ok(table.get(&key(b))?.map(|v| decode_location(v.value()))))
             .collect()
-    }
-
-    fn get_in(
-        &self,
-        def: TableDefinition<&[u8; 33], &[u8; 44]>,
-        blob: &BlobId,
-    ) -> Result<Option<Location>> {
-        let txn = self.db.begin_read()?;
-        let table = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(table.get(&key(blob))?.map(|v| decode_location(v.value())))
     }
 
     /// Calls `f` on every entry, in key order.

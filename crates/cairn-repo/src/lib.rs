@@ -423,13 +423,10 @@ impl Repository {
     /// else in a condemned pack that prune has not deleted yet (a snapshot written while a prune
     /// ran may reach such blobs until the next prune copies them out).
     pub fn lookup(&self, blob: &BlobId) -> Result<Option<Location>> {
-        if let Some(Some(loc)) = self.session.lock().unwrap().get(blob) {
-            return Ok(Some(*loc));
-        }
-        match self.indexed(blob)? {
-            Some(loc) => Ok(Some(loc)),
-            None => self.cache.get_condemned(blob),
-        }
+        Ok(self
+            .lookup_many(std::slice::from_ref(blob))?
+            .pop()
+            .flatten())
     }
 
     /// `lookup` of many blobs at once, for readers of large trees.
@@ -448,14 +445,16 @@ impl Repository {
                 }
             }
         }
-        let missing: Vec<usize> = (0..blobs.len()).filter(|&i| found[i].is_none()).collect();
+        let missing: Vec<BlobId> = blobs
+            .iter()
+            .zip(&found)
+            .filter(|(_, loc)| loc.is_none())
+            .map(|(blob, _)| *blob)
+            .collect();
         if !missing.is_empty() {
-            let wanted: Vec<BlobId> = missing.iter().map(|&i| blobs[i]).collect();
-            for (i, loc) in missing
-                .into_iter()
-                .zip(self.cache.get_many_condemned(&wanted)?)
-            {
-                found[i] = loc;
+            let mut condemned = self.cache.get_many_condemned(&missing)?.into_iter();
+            for loc in found.iter_mut().filter(|loc| loc.is_none()) {
+                *loc = condemned.next().flatten();
             }
         }
         Ok(found)
