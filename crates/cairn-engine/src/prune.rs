@@ -8,16 +8,15 @@
 //! marker is present and no snapshot appeared while prune ran, or the condemnation has been
 //! known to this client for the grace period.
 
+use crate::index_batch::IndexBatch;
+use crate::spill::Spill;
 use crate::Result;
 use cairn_format::index::{IndexFile, IndexPack};
 use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId, TreeId};
 use cairn_repo::{Error, ErrorKind, Repository, STALE_MARKER};
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Packs per rewritten index file: about 4 MiB of index entries at 16 MiB packs of 1 MiB blobs,
-/// so no single index file is large to read or rewrite.
-const PACKS_PER_REWRITTEN_INDEX: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -74,45 +73,152 @@ struct PackUse {
     used_bytes: u64,
 }
 
-/// For each used blob, the pack (its number in `Packs`) that keeps it: one copy per blob,
-/// so that other copies count as unused and their packs can go. `NOWHERE` until claimed.
-type Owners = HashMap<BlobId, u32>;
-const NOWHERE: u32 = u32::MAX;
-
-/// The packs prune has looked at, numbered for `Owners`.
+/// The packs prune has looked at, numbered in the order in which they claim blobs.
 #[derive(Default)]
 struct Packs {
     numbers: HashMap<PackId, u32>,
+    list: Vec<(PackId, PackUse)>,
 }
 
 impl Packs {
-    fn number(&mut self, pack: PackId) -> u32 {
-        let next = self.numbers.len() as u32;
-        *self.numbers.entry(pack).or_insert(next)
+    /// Numbers a pack not seen before.
+    fn add(&mut self, pack: &IndexPack) -> Option<u32> {
+        if self.numbers.contains_key(&pack.id) {
+            return None;
+        }
+        let number = self.list.len() as u32;
+        // The header is 45 + 41n sealed bytes, then its 4-byte length (repo-format.md, "Pack
+        // files").
+        let header = 49 + 41 * pack.blobs.len() as u64;
+        let u = PackUse {
+            blob_bytes: pack.size.saturating_sub(header),
+            ..PackUse::default()
+        };
+        self.numbers.insert(pack.id, number);
+        self.list.push((pack.id, u));
+        Some(number)
+    }
+
+    fn get(&self, pack: &PackId) -> Option<&PackUse> {
+        self.numbers.get(pack).map(|n| &self.list[*n as usize].1)
     }
 }
 
-/// How much of a pack the snapshots use: it claims each used blob no pack has claimed yet, if
-/// it is `intact` (a missing or truncated pack keeps nothing).
-fn pack_use(pack: &IndexPack, number: u32, owners: &mut Owners, intact: bool) -> PackUse {
-    // The header is 45 + 41n sealed bytes, then its 4-byte length (repo-format.md, "Pack files").
-    let header = 49 + 41 * pack.blobs.len() as u64;
-    let mut u = PackUse {
-        blob_bytes: pack.size.saturating_sub(header),
-        ..PackUse::default()
-    };
-    for e in &pack.blobs {
-        match owners.get_mut(&e.blob) {
-            Some(owner) if *owner == NOWHERE && intact => {
-                *owner = number;
-                u.used_blobs += 1;
-                u.used_bytes += u64::from(e.stored_len);
-            }
-            _ => {}
+/// Used blobs per partition of `Claims`: at about 70 bytes each in a hash set, some 36 MiB is
+/// what prune holds of them at once.
+const USED_PER_PARTITION: u64 = 1 << 19;
+/// An entry in `Claims`: blob key, pack number, stored length.
+const ENTRY: usize = 33 + 4 + 4;
+
+/// Which copy of each used blob prune keeps: the first in an intact pack, in pack number
+/// order, so that other copies count as unused and their packs can go. The used blobs and
+/// the packs' entries go to scratch files in partitions by blob id, and are matched one
+/// partition at a time, so memory stays flat however large the index grows.
+struct Claims {
+    bits: u32,
+    /// Per partition: the keys of used blobs, repeats included.
+    used: Vec<Spill>,
+    /// Per partition: the entries of intact packs, in pack number order.
+    entries: Vec<Spill>,
+    /// Per partition: a bit per entry, set where the entry keeps its blob.
+    kept: Vec<Vec<u64>>,
+}
+
+impl Claims {
+    /// Enough partitions for an index of `n_blobs` blobs.
+    fn partitions_for(n_blobs: u64) -> u64 {
+        n_blobs
+            .div_ceil(USED_PER_PARTITION)
+            .max(1)
+            .next_power_of_two()
+    }
+
+    /// Claims in `partitions` (a power of two) partitions, spilling to files in `dir`.
+    fn new(dir: &Path, partitions: u64) -> Claims {
+        debug_assert!(partitions.is_power_of_two());
+        Claims {
+            bits: partitions.trailing_zeros(),
+            used: (0..partitions).map(|_| Spill::new(dir, 33)).collect(),
+            entries: (0..partitions).map(|_| Spill::new(dir, ENTRY)).collect(),
+            kept: Vec::new(),
         }
     }
-    u
+
+    /// Blob ids are keyed hashes, so their leading bits spread blobs evenly.
+    fn partition(&self, key: &[u8; 33]) -> usize {
+        let lead = u32::from_be_bytes(key[1..5].try_into().unwrap());
+        lead.checked_shr(32 - self.bits).unwrap_or(0) as usize
+    }
+
+    fn use_blob(&mut self, blob: BlobId) -> Result<()> {
+        let key = blob.to_bytes();
+        let p = self.partition(&key);
+        self.used[p].push(&key)
+    }
+
+    /// Offers the entries of an intact pack, after those of every pack numbered before it.
+    fn offer(&mut self, pack: &IndexPack, number: u32) -> Result<()> {
+        let mut entry = [0u8; ENTRY];
+        entry[33..37].copy_from_slice(&number.to_le_bytes());
+        for e in &pack.blobs {
+            entry[..33].copy_from_slice(&e.blob.to_bytes());
+            entry[37..].copy_from_slice(&e.stored_len.to_le_bytes());
+            let p = self.partition(entry[..33].try_into().unwrap());
+            self.entries[p].push(&entry)?;
+        }
+        Ok(())
+    }
+
+    /// Gives each used blob to the first entry offered for it, counting it in that entry's
+    /// pack; returns how many blobs are used and how many of them no entry holds.
+    fn settle(&mut self, packs: &mut Packs) -> Result<(u64, u64)> {
+        let (mut used, mut missing) = (0, 0);
+        for (want, offered) in self.used.iter_mut().zip(&mut self.entries) {
+            let mut unclaimed: HashSet<[u8; 33]> = HashSet::new();
+            want.for_each(|key| {
+                unclaimed.insert(key.try_into().unwrap());
+            })?;
+            used += unclaimed.len() as u64;
+            let mut kept = vec![0u64; offered.len().div_ceil(64) as usize];
+            let mut i = 0;
+            offered.for_each(|entry| {
+                if unclaimed.remove(&entry[..33]) {
+                    kept[i / 64] |= 1 << (i % 64);
+                    let number = u32::from_le_bytes(entry[33..37].try_into().unwrap());
+                    let stored_len = u32::from_le_bytes(entry[37..].try_into().unwrap());
+                    let u = &mut packs.list[number as usize].1;
+                    u.used_blobs += 1;
+                    u.used_bytes += u64::from(stored_len);
+                }
+                i += 1;
+            })?;
+            missing += unclaimed.len() as u64;
+            self.kept.push(kept);
+        }
+        Ok((used, missing))
+    }
+
+    /// The blobs that each of `packs` (by number) keeps, after `settle`.
+    fn kept_by(&mut self, packs: &HashSet<u32>) -> Result<HashMap<u32, HashSet<[u8; 33]>>> {
+        let mut out: HashMap<u32, HashSet<[u8; 33]>> = HashMap::new();
+        for (offered, kept) in self.entries.iter_mut().zip(&self.kept) {
+            let mut i = 0;
+            offered.for_each(|entry| {
+                let number = u32::from_le_bytes(entry[33..37].try_into().unwrap());
+                if kept[i / 64] & (1 << (i % 64)) != 0 && packs.contains(&number) {
+                    out.entry(number)
+                        .or_default()
+                        .insert(entry[..33].try_into().unwrap());
+                }
+                i += 1;
+            })?;
+        }
+        Ok(out)
+    }
 }
+
+/// Used blobs copied per pass over `Claims` when packs are copied: what prune holds of them.
+const COPIED_PER_PASS: u64 = 1 << 19;
 
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let started = Instant::now();
@@ -131,8 +237,6 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .copied()
         .collect();
     report.snapshots = kept.len() as u64;
-    let mut owners = used_blobs(repo, &kept)?;
-    report.blobs_used = owners.len() as u64;
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = stored.len() as u64;
     let listed_index = repo.index_ids()?;
@@ -142,10 +246,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut condemned = repo.condemned_packs();
     let mut pending: Vec<(IndexId, Vec<PackId>)> = Vec::new();
     let mut rewrite: Vec<IndexId> = Vec::new();
+    let mut n_indexed: u64 = 0;
     for id in &listed_index {
         let Some(file) = read_index_if_listed(repo, *id)? else {
             continue;
         };
+        n_indexed += file.packs.iter().map(|p| p.blobs.len() as u64).sum::<u64>();
         if file.condemned.is_empty() {
             rewrite.push(*id);
         } else {
@@ -154,9 +260,10 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     let watch = Watch::new(repo, opts, &listed_index)?;
+    let mut claims = Claims::new(repo.scratch_dir(), Claims::partitions_for(n_indexed));
+    used_blobs(repo, &kept, &mut claims)?;
 
-    let mut numbers = Packs::default();
-    let mut live: HashMap<PackId, PackUse> = HashMap::new();
+    let mut packs = Packs::default();
     // Packs a running backup may still be filling: named only by index files that are new to
     // this client. They are not condemned while a backup runs, so it need not copy them.
     let mut young: HashSet<PackId> = HashSet::new();
@@ -177,24 +284,23 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             &mut settled
         };
         named.extend(file.packs.iter().map(|p| p.id));
-        for pack in &file.packs {
-            if condemned.contains(&pack.id) || live.contains_key(&pack.id) {
-                continue;
+        for pack in file.packs.iter().filter(|p| !condemned.contains(&p.id)) {
+            // A missing or truncated pack keeps nothing.
+            if let Some(number) = packs.add(pack) {
+                if stored.get(&pack.id) == Some(&pack.size) {
+                    claims.offer(pack, number)?;
+                }
             }
-            let intact = stored.get(&pack.id) == Some(&pack.size);
-            let number = numbers.number(pack.id);
-            live.insert(pack.id, pack_use(pack, number, &mut owners, intact));
         }
     }
     young.retain(|p| !settled.contains(p));
 
     // Packs no index file names: a running backup's not yet indexed, a killed one's, or a
     // concurrent prune's copies. Their headers say what they hold; used ones join the index.
-    let mut adopted: Vec<IndexPack> = Vec::new();
     let mut unindexed: HashMap<PackId, IndexPack> = HashMap::new();
     let mut unreadable: HashSet<PackId> = HashSet::new();
     for (pack, size) in &stored {
-        if condemned.contains(pack) || live.contains_key(pack) {
+        if condemned.contains(pack) || packs.numbers.contains_key(pack) {
             continue;
         }
         let Ok(header) = repo.read_pack_header(pack, *size) else {
@@ -204,34 +310,34 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         };
         let entries = IndexPack::from_header(*pack, *size, &header);
-        let u = pack_use(&entries, numbers.number(*pack), &mut owners, true);
-        if u.used_blobs > 0 {
-            adopted.push(entries);
-        } else {
-            unindexed.insert(*pack, entries);
-            young.insert(*pack);
-        }
-        live.insert(*pack, u);
+        let number = packs.add(&entries).expect("a pack is listed once");
+        claims.offer(&entries, number)?;
+        unindexed.insert(*pack, entries);
     }
+    // Condemned packs come last: they keep only blobs a snapshot reaches that no other pack
+    // holds, and those are copied out of them.
+    let mut revive: Vec<PackId> = Vec::new();
+    for pack in condemned.iter().filter(|p| stored.contains_key(p)) {
+        let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
+            continue;
+        };
+        let entries = IndexPack::from_header(*pack, stored[pack], &header);
+        if let Some(number) = packs.add(&entries) {
+            claims.offer(&entries, number)?;
+            revive.push(*pack);
+        }
+    }
+    let (blobs_used, missing) = claims.settle(&mut packs)?;
+    report.blobs_used = blobs_used;
+    revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
+    let adopted: Vec<IndexPack> = unindexed
+        .extract_if(|p, _| packs.get(p).is_some_and(|u| u.used_blobs > 0))
+        .map(|(_, entries)| entries)
+        .collect();
+    young.extend(unindexed.keys().copied());
     if !watch.backups_running() {
         young.clear();
     }
-
-    // Blobs a snapshot reaches that are only in condemned packs are copied out of them.
-    let mut revive: Vec<(PackId, u32)> = Vec::new();
-    if owners.values().any(|owner| *owner == NOWHERE) {
-        for pack in condemned.iter().filter(|p| stored.contains_key(p)) {
-            let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
-                continue;
-            };
-            let entries = IndexPack::from_header(*pack, stored[pack], &header);
-            let number = numbers.number(*pack);
-            if pack_use(&entries, number, &mut owners, true).used_blobs > 0 {
-                revive.push((*pack, number));
-            }
-        }
-    }
-    let missing = owners.values().filter(|owner| **owner == NOWHERE).count();
     if missing > 0 {
         return Err(Error::corrupt(format!(
             "{missing} blobs that snapshots reach are in no intact pack: prune would lose track of them; run `cairn check`"
@@ -244,24 +350,24 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
             !condemned.contains(p)
                 && !unreadable.contains(p)
                 && !young.contains(p)
-                && live.get(p).is_some_and(|u| u.used_blobs == 0)
+                && packs.get(p).is_some_and(|u| u.used_blobs == 0)
         })
         .copied()
         .collect();
     unused.sort();
     report.packs_unused = unused.len() as u64;
-    let mut partial: Vec<(PackId, PackUse)> = live
-        .iter()
+    let live = || packs.list.iter().filter(|(p, _)| !condemned.contains(p));
+    let mut partial: Vec<(PackId, PackUse)> = live()
         .filter(|(p, u)| {
             u.used_blobs > 0
                 && u.used_bytes < u.blob_bytes
-                && stored.contains_key(*p)
-                && !young.contains(*p)
+                && stored.contains_key(p)
+                && !young.contains(p)
         })
-        .map(|(p, u)| (*p, *u))
+        .copied()
         .collect();
     partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.blob_bytes - u.used_bytes), *p));
-    let used_bytes: u64 = live.values().map(|u| u.used_bytes).sum();
+    let used_bytes: u64 = live().map(|(_, u)| u.used_bytes).sum();
     let mut unused_kept: u64 = partial
         .iter()
         .map(|(_, u)| u.blob_bytes - u.used_bytes)
@@ -321,13 +427,32 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
 
     // Execute, in the order that keeps every step safe to interrupt: copies first, then the
     // rewritten index, then the condemnation, and deletions last.
-    for (pack, number) in &revive {
-        report.blobs_revived += copy_used(repo, pack, *number, &owners)? as u64;
+    let copies: Vec<PackId> = revive.iter().chain(&repack).copied().collect();
+    let mut rest = &copies[..];
+    while !rest.is_empty() {
+        // As many packs as keep `COPIED_PER_PASS` blobs together, and at least one.
+        let mut blobs = 0;
+        let n = rest
+            .iter()
+            .take_while(|p| {
+                blobs += packs.get(p).map_or(0, |u| u.used_blobs);
+                blobs <= COPIED_PER_PASS
+            })
+            .count()
+            .max(1);
+        let (now, later) = rest.split_at(n);
+        let numbers: HashSet<u32> = now.iter().map(|p| packs.numbers[p]).collect();
+        let mut kept = claims.kept_by(&numbers)?;
+        for pack in now {
+            let keeps = kept.remove(&packs.numbers[pack]).unwrap_or_default();
+            let copied = copy_used(repo, pack, &keeps)? as u64;
+            if revive.contains(pack) {
+                report.blobs_revived += copied;
+            }
+        }
+        rest = later;
     }
-    for pack in &repack {
-        copy_used(repo, pack, numbers.numbers[pack], &owners)?;
-    }
-    drop(owners);
+    drop(claims);
     repo.flush()?;
     let mut written: HashSet<IndexId> = HashSet::new();
     if rewrite_index_now {
@@ -537,9 +662,14 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-/// Every blob the snapshots reach, each kept `NOWHERE` yet.
-fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<Owners> {
-    let mut used: Owners = HashMap::new();
+/// Offers `claims` every blob the snapshots reach. Trees are remembered, to walk each once:
+/// one entry per directory version, where the blobs are many more.
+fn used_blobs(
+    repo: &Repository,
+    snapshots: &HashSet<SnapshotId>,
+    claims: &mut Claims,
+) -> Result<()> {
+    let mut walked: HashSet<TreeId> = HashSet::new();
     let mut stack: Vec<TreeId> = Vec::new();
     for id in snapshots {
         let snapshot = repo.load_snapshot(*id).map_err(|e| match e.kind {
@@ -553,9 +683,10 @@ fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<Owne
         stack.push(snapshot.tree);
     }
     while let Some(tree_id) = stack.pop() {
-        if used.insert(tree_id.into(), NOWHERE).is_some() {
+        if !walked.insert(tree_id) {
             continue;
         }
+        claims.use_blob(tree_id.into())?;
         let tree = repo.load_tree(tree_id).map_err(|e| {
             Error::new(
                 e.kind,
@@ -566,15 +697,17 @@ fn used_blobs(repo: &Repository, snapshots: &HashSet<SnapshotId>) -> Result<Owne
             )
         })?;
         for node in tree.nodes {
-            used.extend(node.content.iter().map(|c| (BlobId::from(*c), NOWHERE)));
+            for c in &node.content {
+                claims.use_blob((*c).into())?;
+            }
             stack.extend(node.subtree);
         }
     }
-    Ok(used)
+    Ok(())
 }
 
-/// Copies the used blobs that pack number `number` keeps into new packs; returns how many.
-fn copy_used(repo: &Repository, pack: &PackId, number: u32, owners: &Owners) -> Result<usize> {
+/// Copies the blobs a pack `keeps` into new packs; returns how many.
+fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<[u8; 33]>) -> Result<usize> {
     // Each blob is authenticated as it is opened, so a pack that fails its hash check only
     // fails prune if a blob prune needs from it is damaged.
     let bytes = repo.read_pack_unverified(pack)?;
@@ -582,7 +715,7 @@ fn copy_used(repo: &Repository, pack: &PackId, number: u32, owners: &Owners) -> 
     let (offsets, _) = header.offsets();
     let mut n = 0;
     for (e, offset) in header.entries.iter().zip(offsets) {
-        if owners.get(&e.blob) != Some(&number) {
+        if !keeps.contains(&e.blob.to_bytes()) {
             continue;
         }
         let start = offset as usize;
@@ -624,7 +757,10 @@ fn rewrite_index(
         condemned: Vec::new(),
     };
     let mut seen: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
-    let mut batch: Vec<IndexPack> = adopted;
+    let mut batch = IndexBatch::default();
+    for pack in adopted {
+        batch.push(repo, pack)?;
+    }
     for id in files {
         let Some(file) = read_index_if_listed(repo, *id)? else {
             continue;
@@ -637,15 +773,10 @@ fn rewrite_index(
                 out.condemned.push(pack);
                 continue;
             }
-            batch.push(pack);
-            if batch.len() == PACKS_PER_REWRITTEN_INDEX {
-                out.files.push(write_packs(repo, &mut batch)?);
-            }
+            batch.push(repo, pack)?;
         }
     }
-    if !batch.is_empty() {
-        out.files.push(write_packs(repo, &mut batch)?);
-    }
+    out.files = batch.finish(repo)?;
     out.condemned.extend(
         unindexed
             .drain()
@@ -653,13 +784,6 @@ fn rewrite_index(
             .map(|(_, record)| record),
     );
     Ok(out)
-}
-
-fn write_packs(repo: &Repository, batch: &mut Vec<IndexPack>) -> Result<IndexId> {
-    repo.write_index(&IndexFile {
-        packs: std::mem::take(batch),
-        ..IndexFile::default()
-    })
 }
 
 /// Index files that appeared since prune listed the index, other than its own.
@@ -679,4 +803,91 @@ fn foreign_index_files(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_format::index::IndexEntry;
+    use cairn_format::BlobType;
+
+    fn blob(i: u64) -> BlobId {
+        let mut id = [0u8; 32];
+        // Spread the leading bits, as keyed hashes do.
+        id[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+        id[8..16].copy_from_slice(&i.to_le_bytes());
+        BlobId {
+            kind: BlobType::Data,
+            id: Id(id),
+        }
+    }
+
+    fn pack(n: u8, blobs: impl Iterator<Item = u64>) -> IndexPack {
+        IndexPack {
+            id: PackId(Id([n; 32])),
+            size: 1 << 30,
+            blobs: blobs
+                .map(|i| IndexEntry {
+                    blob: blob(i),
+                    offset: 0,
+                    stored_len: 10 + (i % 7) as u32,
+                    raw_len: 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// What `Claims` decides, with one partition or many: the counts per pack, the blobs each
+    /// keeps, and how many used blobs no pack holds.
+    fn decide(partitions: u64) -> (Vec<PackUse>, Vec<HashSet<[u8; 33]>>, u64, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut claims = Claims::new(dir.path(), partitions);
+        // Used: 0..60,000 (many twice) and 200,000..200,010, which no pack holds.
+        for i in (0..60_000).chain(0..30_000).chain(200_000..200_010) {
+            claims.use_blob(blob(i)).unwrap();
+        }
+        // Pack 0 holds 0..40,000; pack 1 holds 20,000..70,000, so it keeps only 40,000..60,000
+        // of what is used; pack 2 holds copies of blobs packs 0 and 1 keep, and keeps nothing.
+        let all = [
+            pack(0, 0..40_000),
+            pack(1, 20_000..70_000),
+            pack(2, (0..70_000).step_by(3)),
+        ];
+        let mut packs = Packs::default();
+        for p in &all {
+            let number = packs.add(p).unwrap();
+            claims.offer(p, number).unwrap();
+        }
+        assert_eq!(packs.add(&all[0]), None, "a pack is numbered once");
+        let (used, missing) = claims.settle(&mut packs).unwrap();
+        let mut kept = claims.kept_by(&HashSet::from([0, 1, 2])).unwrap();
+        let keeps = (0..3)
+            .map(|n| kept.remove(&n).unwrap_or_default())
+            .collect();
+        let uses = packs.list.iter().map(|(_, u)| *u).collect();
+        (uses, keeps, used, missing)
+    }
+
+    #[test]
+    fn the_first_intact_copy_keeps_each_used_blob_with_any_number_of_partitions() {
+        let (uses, keeps, used, missing) = decide(1);
+        assert_eq!((used, missing), (60_010, 10));
+        assert_eq!(uses[0].used_blobs, 40_000);
+        assert_eq!(uses[1].used_blobs, 20_000);
+        assert_eq!(uses[2].used_blobs, 0);
+        let bytes: u64 = (40_000..60_000u64).map(|i| 10 + i % 7).sum();
+        assert_eq!(uses[1].used_bytes, bytes);
+        assert!(keeps[1].contains(&blob(40_000).to_bytes()));
+        assert!(!keeps[1].contains(&blob(39_999).to_bytes()));
+        assert_eq!(keeps[1].len(), 20_000);
+        assert!(keeps[2].is_empty());
+        // Eight partitions, each spilling to its file, decide the same.
+        let many = decide(8);
+        assert_eq!(many.2, used);
+        assert_eq!(many.3, missing);
+        assert_eq!(many.1, keeps);
+        for (a, b) in many.0.iter().zip(&uses) {
+            assert_eq!((a.used_blobs, a.used_bytes), (b.used_blobs, b.used_bytes));
+        }
+    }
 }

@@ -4,8 +4,9 @@
 //! Invariant: repair only adds files before it removes any, and removes only index files it has
 //! replaced; an original snapshot is never removed (the user forgets it when satisfied).
 
+use crate::index_batch::IndexBatch;
 use crate::Result;
-use cairn_format::index::{IndexFile, IndexPack};
+use cairn_format::index::IndexPack;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
@@ -14,9 +15,6 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-/// Packs per index file written by `repair index`, as prune writes them.
-const PACKS_PER_INDEX: usize = 4096;
 
 /// The tag a repaired snapshot carries, beside the original's tags.
 pub const REPAIRED_TAG: &[u8] = b"repaired";
@@ -51,8 +49,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     let mut packs = repo.list_packs()?;
     packs.sort();
     report.packs = packs.len() as u64;
-    let mut batch: Vec<IndexPack> = Vec::new();
-    let mut written: Vec<IndexId> = Vec::new();
+    let mut batch = IndexBatch::default();
     for (pack, size) in packs {
         if condemned.contains(&pack) {
             continue;
@@ -77,14 +74,9 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
             report.blobs_damaged += (before - record.blobs.len()) as u64;
         }
         report.packs_indexed += 1;
-        batch.push(record);
-        if batch.len() == PACKS_PER_INDEX {
-            written.push(write_batch(repo, &mut batch)?);
-        }
+        batch.push(repo, record)?;
     }
-    if !batch.is_empty() {
-        written.push(write_batch(repo, &mut batch)?);
-    }
+    let written = batch.finish(repo)?;
     report.index_files_written = written.len() as u64;
     for id in old
         .iter()
@@ -94,13 +86,6 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         report.index_files_removed += 1;
     }
     Ok(report)
-}
-
-fn write_batch(repo: &Repository, batch: &mut Vec<IndexPack>) -> Result<IndexId> {
-    repo.write_index(&IndexFile {
-        packs: std::mem::take(batch),
-        ..IndexFile::default()
-    })
 }
 
 /// One repaired snapshot: the original, the new one (none in a dry run), and what it lacks.

@@ -109,6 +109,16 @@ pub struct BlobId {
     pub id: Id,
 }
 
+impl BlobId {
+    /// The type byte, then the id: the key under which caches and scratch files keep a blob.
+    pub fn to_bytes(&self) -> [u8; 33] {
+        let mut k = [0u8; 33];
+        k[0] = self.kind as u8;
+        k[1..].copy_from_slice(&self.id.0);
+        k
+    }
+}
+
 impl From<DataId> for BlobId {
     fn from(d: DataId) -> BlobId {
         BlobId {

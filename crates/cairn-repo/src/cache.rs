@@ -33,13 +33,6 @@ pub struct Location {
     pub raw_len: u32,
 }
 
-fn key(blob: &BlobId) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = blob.kind as u8;
-    k[1..].copy_from_slice(&blob.id.0);
-    k
-}
-
 fn encode_location(l: &Location) -> [u8; 44] {
     let mut v = [0u8; 44];
     v[..32].copy_from_slice(&l.pack.0 .0);
@@ -73,6 +66,8 @@ pub struct IndexCache {
     db: redb::Database,
     /// Set when the cache lives in a private temporary file, removed on drop.
     temporary: Option<PathBuf>,
+    /// The directory the cache lives in.
+    dir: PathBuf,
 }
 
 impl Drop for IndexCache {
@@ -91,11 +86,13 @@ impl IndexCache {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
+            let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
             match database(path) {
                 Ok(db) => {
                     return Ok(IndexCache {
                         db,
                         temporary: None,
+                        dir,
                     })
                 }
                 Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
@@ -105,18 +102,26 @@ impl IndexCache {
                         return Ok(IndexCache {
                             db,
                             temporary: None,
+                            dir,
                         });
                     }
                 }
                 Err(_) => {}
             }
         }
-        let tmp = std::env::temp_dir().join(format!("cairn-index-{}.redb", rand::random::<u64>()));
+        let dir = std::env::temp_dir();
+        let tmp = dir.join(format!("cairn-index-{}.redb", rand::random::<u64>()));
         let db = database(&tmp)?;
         Ok(IndexCache {
             db,
             temporary: Some(tmp),
+            dir,
         })
+    }
+
+    /// Where the cache lives: the place for a command's scratch files too.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn merged_index_files(&self) -> Result<HashSet<IndexId>> {
@@ -176,7 +181,7 @@ impl IndexCache {
                         stored_len: e.stored_len,
                         raw_len: e.raw_len,
                     };
-                    blobs.insert(&key(&e.blob), &encode_location(&loc))?;
+                    blobs.insert(&e.blob.to_bytes(), &encode_location(&loc))?;
                 }
             }
             let mut table = txn.open_table(CONDEMNED)?;
@@ -245,7 +250,11 @@ impl IndexCache {
         };
         blobs
             .iter()
-            .map(|b| Ok(table.get(&key(b))?.map(|v| decode_location(v.value()))))
+            .map(|b| {
+                Ok(table
+                    .get(&b.to_bytes())?
+                    .map(|v| decode_location(v.value())))
+            })
             .collect()
     }
 

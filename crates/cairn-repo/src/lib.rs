@@ -171,6 +171,11 @@ pub struct Repository {
 /// which the next backup then stores again.
 const PACKS_PER_INDEX: usize = 8;
 
+/// Blobs after which an index file is written even with fewer packs, and which prune and
+/// repair put in one file at most (beyond its first pack): about 3 MiB of entries, so that a
+/// command reading the index holds little of it at a time even when blobs are tiny.
+pub const BLOBS_PER_INDEX: usize = 65_536;
+
 /// The longest a backup lets pass between looking for condemnations and creating its snapshot;
 /// it looks again when more has passed. Prune's grace period must exceed it (repo-format.md,
 /// "Garbage collection", proves why).
@@ -262,6 +267,11 @@ impl Repository {
 
     pub fn location(&self) -> String {
         self.backend.location()
+    }
+
+    /// A local directory for scratch files too large to keep in memory: the cache's.
+    pub fn scratch_dir(&self) -> &std::path::Path {
+        self.cache.dir()
     }
 
     /// The chunker's gear table, derived from the chunker key.
@@ -604,7 +614,8 @@ impl Repository {
     }
 
     /// Takes in the packs the writer has made durable: their blobs become readable, and every
-    /// `PACKS_PER_INDEX` of them are named by an index file.
+    /// `PACKS_PER_INDEX` of them (or fewer holding `BLOBS_PER_INDEX` blobs) are named by an
+    /// index file.
     fn settle_packs(&self) -> Result<()> {
         for written in self.writer.take_done() {
             let entry = written?;
@@ -625,7 +636,8 @@ impl Repository {
             let batch = {
                 let mut unindexed = self.unindexed.lock().unwrap();
                 unindexed.packs.push(entry);
-                if unindexed.packs.len() < PACKS_PER_INDEX {
+                let blobs: usize = unindexed.packs.iter().map(|p| p.blobs.len()).sum();
+                if unindexed.packs.len() < PACKS_PER_INDEX && blobs < BLOBS_PER_INDEX {
                     continue;
                 }
                 std::mem::take(&mut *unindexed)
