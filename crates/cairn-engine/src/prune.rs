@@ -459,27 +459,40 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         // Listed after the index: a pack named there but missing here is gone for good (a
         // concurrent prune deleted it), and its record must not be carried on.
         let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
-        let rewritten = rewrite_index(
-            repo,
-            &rewrite,
-            adopted,
-            &condemned_with(&condemned, &newly_condemned),
-            unindexed,
-            &present,
-        )?;
-        written.extend(rewritten.files.iter().copied());
-        report.index_files_written += rewritten.files.len() as u64;
+        let all_condemned = condemned_with(&condemned, &newly_condemned);
+        let adopted_ids: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
+        let files = rewrite_index(repo, &rewrite, adopted, &all_condemned, &present)?;
+        written.extend(files.iter().map(|(id, _)| *id));
+        report.index_files_written += files.len() as u64;
         if !newly_condemned.is_empty() {
+            let mut batch = IndexBatch::condemning(&newly_condemned);
             // The condemned packs' records travel with the condemnation, so that their blobs
-            // stay readable (never reusable) until the packs are deleted.
-            let id = repo.write_index(&IndexFile {
-                condemned: newly_condemned.clone(),
-                packs: rewritten.condemned,
-                ..IndexFile::default()
-            })?;
-            written.insert(id);
-            pending.push((id, newly_condemned.clone()));
-            report.index_files_written += 1;
+            // stay readable (never reusable) until the packs are deleted. The files just
+            // rewritten are read again for them rather than held in memory.
+            let mut seen = adopted_ids;
+            for id in &rewrite {
+                let Some(file) = read_index_if_listed(repo, *id)? else {
+                    continue;
+                };
+                for pack in file.packs {
+                    if seen.insert(pack.id)
+                        && present.contains(&pack.id)
+                        && all_condemned.contains(&pack.id)
+                    {
+                        batch.push(repo, pack)?;
+                    }
+                }
+            }
+            for (pack, record) in unindexed {
+                if all_condemned.contains(&pack) && !seen.contains(&pack) {
+                    batch.push(repo, record)?;
+                }
+            }
+            for (id, packs) in batch.finish(repo)? {
+                written.insert(id);
+                pending.push((id, packs));
+                report.index_files_written += 1;
+            }
         }
         for id in &rewrite {
             repo.remove_index(id)?;
@@ -735,27 +748,15 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<[u8; 33]>) -> Res
     Ok(n)
 }
 
-struct Rewritten {
-    files: Vec<IndexId>,
-    /// The records of condemned packs that `files` named, for the condemnation file.
-    condemned: Vec<IndexPack>,
-}
-
-/// Writes the index anew from `files` and the `adopted` packs, leaving out condemned packs,
-/// whose records it returns (with those of the `unindexed` ones that are condemned), and packs
-/// not `present` in storage.
+/// Writes the index anew from `files` and the `adopted` packs, leaving out condemned packs and
+/// packs not `present` in storage.
 fn rewrite_index(
     repo: &Repository,
     files: &[IndexId],
     adopted: Vec<IndexPack>,
     condemned: &HashSet<PackId>,
-    mut unindexed: HashMap<PackId, IndexPack>,
     present: &HashSet<PackId>,
-) -> Result<Rewritten> {
-    let mut out = Rewritten {
-        files: Vec::new(),
-        condemned: Vec::new(),
-    };
+) -> Result<Vec<(IndexId, Vec<PackId>)>> {
     let mut seen: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
     let mut batch = IndexBatch::default();
     for pack in adopted {
@@ -766,24 +767,12 @@ fn rewrite_index(
             continue;
         };
         for pack in file.packs {
-            if !seen.insert(pack.id) || !present.contains(&pack.id) {
-                continue;
+            if seen.insert(pack.id) && present.contains(&pack.id) && !condemned.contains(&pack.id) {
+                batch.push(repo, pack)?;
             }
-            if condemned.contains(&pack.id) {
-                out.condemned.push(pack);
-                continue;
-            }
-            batch.push(repo, pack)?;
         }
     }
-    out.files = batch.finish(repo)?;
-    out.condemned.extend(
-        unindexed
-            .drain()
-            .filter(|(p, _)| condemned.contains(p) && !seen.contains(p))
-            .map(|(_, record)| record),
-    );
-    Ok(out)
+    batch.finish(repo)
 }
 
 /// Index files that appeared since prune listed the index, other than its own.

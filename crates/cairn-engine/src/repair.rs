@@ -80,7 +80,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     report.index_files_written = written.len() as u64;
     for id in old
         .iter()
-        .filter(|id| !keep.contains(id) && !written.contains(id))
+        .filter(|id| !keep.contains(id) && !written.iter().any(|(w, _)| w == *id))
     {
         repo.remove_index(id)?;
         report.index_files_removed += 1;
