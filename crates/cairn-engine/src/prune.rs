@@ -170,9 +170,15 @@ impl Claims {
     }
 
     /// Gives each used blob to the first entry offered for it, counting it in that entry's
-    /// pack; returns how many blobs are used and how many of them no entry holds.
+    /// pack; returns how many blobs are used and how many of them no entry holds. Settling
+    /// again, after more offers, starts over.
     fn settle(&mut self, packs: &mut Packs) -> Result<(u64, u64)> {
         let (mut used, mut missing) = (0, 0);
+        self.kept.clear();
+        for (_, u) in &mut packs.list {
+            u.used_blobs = 0;
+            u.used_bytes = 0;
+        }
         for (want, offered) in self.used.iter_mut().zip(&mut self.entries) {
             let mut unclaimed: HashSet<[u8; 33]> = HashSet::new();
             want.for_each(|key| {
@@ -184,9 +190,8 @@ impl Claims {
             offered.for_each(|entry| {
                 if unclaimed.remove(&entry[..33]) {
                     kept[i / 64] |= 1 << (i % 64);
-                    let number = u32::from_le_bytes(entry[33..37].try_into().unwrap());
                     let stored_len = u32::from_le_bytes(entry[37..].try_into().unwrap());
-                    let u = &mut packs.list[number as usize].1;
+                    let u = &mut packs.list[entry_pack(entry) as usize].1;
                     u.used_blobs += 1;
                     u.used_bytes += u64::from(stored_len);
                 }
@@ -204,7 +209,7 @@ impl Claims {
         for (offered, kept) in self.entries.iter_mut().zip(&self.kept) {
             let mut i = 0;
             offered.for_each(|entry| {
-                let number = u32::from_le_bytes(entry[33..37].try_into().unwrap());
+                let number = entry_pack(entry);
                 if kept[i / 64] & (1 << (i % 64)) != 0 && packs.contains(&number) {
                     out.entry(number)
                         .or_default()
@@ -215,6 +220,11 @@ impl Claims {
         }
         Ok(out)
     }
+}
+
+/// The pack number of an entry in `Claims`.
+fn entry_pack(entry: &[u8]) -> u32 {
+    u32::from_le_bytes(entry[33..37].try_into().unwrap())
 }
 
 /// Used blobs copied per pass over `Claims` when packs are copied: what prune holds of them.
@@ -314,20 +324,23 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         claims.offer(&entries, number)?;
         unindexed.insert(*pack, entries);
     }
-    // Condemned packs come last: they keep only blobs a snapshot reaches that no other pack
-    // holds, and those are copied out of them.
+    let (mut blobs_used, mut missing) = claims.settle(&mut packs)?;
+    // Blobs a snapshot reaches that no other pack holds are copied out of condemned packs,
+    // which are read only then and offered last.
     let mut revive: Vec<PackId> = Vec::new();
-    for pack in condemned.iter().filter(|p| stored.contains_key(p)) {
-        let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
-            continue;
-        };
-        let entries = IndexPack::from_header(*pack, stored[pack], &header);
-        if let Some(number) = packs.add(&entries) {
-            claims.offer(&entries, number)?;
-            revive.push(*pack);
+    if missing > 0 {
+        for pack in condemned.iter().filter(|p| stored.contains_key(p)) {
+            let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
+                continue;
+            };
+            let entries = IndexPack::from_header(*pack, stored[pack], &header);
+            if let Some(number) = packs.add(&entries) {
+                claims.offer(&entries, number)?;
+                revive.push(*pack);
+            }
         }
+        (blobs_used, missing) = claims.settle(&mut packs)?;
     }
-    let (blobs_used, missing) = claims.settle(&mut packs)?;
     report.blobs_used = blobs_used;
     revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
     let adopted: Vec<IndexPack> = unindexed
@@ -878,5 +891,28 @@ mod tests {
         for (a, b) in many.0.iter().zip(&uses) {
             assert_eq!((a.used_blobs, a.used_bytes), (b.used_blobs, b.used_bytes));
         }
+    }
+
+    #[test]
+    fn settling_again_after_a_late_offer_starts_over() {
+        // As when condemned packs are offered once some used blobs are found nowhere else.
+        let dir = tempfile::tempdir().unwrap();
+        let mut claims = Claims::new(dir.path(), 2);
+        for i in 0..100 {
+            claims.use_blob(blob(i)).unwrap();
+        }
+        let mut packs = Packs::default();
+        let first = pack(0, 0..90);
+        let number = packs.add(&first).unwrap();
+        claims.offer(&first, number).unwrap();
+        assert_eq!(claims.settle(&mut packs).unwrap(), (100, 10));
+        let late = pack(1, 50..100);
+        let number = packs.add(&late).unwrap();
+        claims.offer(&late, number).unwrap();
+        assert_eq!(claims.settle(&mut packs).unwrap(), (100, 0));
+        assert_eq!(packs.list[0].1.used_blobs, 90);
+        assert_eq!(packs.list[1].1.used_blobs, 10);
+        let kept = claims.kept_by(&HashSet::from([1])).unwrap();
+        assert_eq!(kept[&1].len(), 10);
     }
 }

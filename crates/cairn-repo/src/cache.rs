@@ -6,7 +6,7 @@
 //! index files, which are the truth.
 
 use crate::error::Result;
-use cairn_format::index::IndexFile;
+use cairn_format::index::{IndexEntry, IndexFile};
 use cairn_format::{BlobId, BlobType, Id, IndexId, PackId};
 use redb::{ReadableTable, TableDefinition};
 use std::collections::HashSet;
@@ -40,6 +40,18 @@ fn encode_location(l: &Location) -> [u8; 44] {
     v[36..40].copy_from_slice(&l.stored_len.to_le_bytes());
     v[40..44].copy_from_slice(&l.raw_len.to_le_bytes());
     v
+}
+
+impl Location {
+    /// Where an index entry of `pack` says its blob is.
+    pub fn of(pack: PackId, e: &IndexEntry) -> Location {
+        Location {
+            pack,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+        }
+    }
 }
 
 fn decode_location(v: &[u8; 44]) -> Location {
@@ -175,12 +187,7 @@ impl IndexCache {
                     &mut live
                 };
                 for e in &pack.blobs {
-                    let loc = Location {
-                        pack: pack.id,
-                        offset: e.offset,
-                        stored_len: e.stored_len,
-                        raw_len: e.raw_len,
-                    };
+                    let loc = Location::of(pack.id, e);
                     blobs.insert(&e.blob.to_bytes(), &encode_location(&loc))?;
                 }
             }

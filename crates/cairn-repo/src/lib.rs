@@ -624,13 +624,7 @@ impl Repository {
             {
                 let mut session = self.session.lock().unwrap();
                 for b in &entry.blobs {
-                    let loc = Location {
-                        pack: entry.id,
-                        offset: b.offset,
-                        stored_len: b.stored_len,
-                        raw_len: b.raw_len,
-                    };
-                    session.insert(b.blob, Some(loc));
+                    session.insert(b.blob, Some(Location::of(entry.id, b)));
                 }
             }
             let batch = {
