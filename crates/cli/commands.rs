@@ -402,6 +402,17 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
         .map(|d| d.join("cairn"))
 }
 
+/// This machine. `CAIRN_TEST_CLOCK_SHIFT` (a duration like `25h`) moves its wall and boot
+/// clocks forward, so that tests can run commands as if hours had passed between them.
+fn host() -> Result<cairn_repo::SystemHost> {
+    let shift = match std::env::var("CAIRN_TEST_CLOCK_SHIFT") {
+        Ok(s) => forget::plain_duration(&s)
+            .map_err(|e| Exit(exit::ERROR, format!("CAIRN_TEST_CLOCK_SHIFT: {e}")))?,
+        Err(_) => std::time::Duration::ZERO,
+    };
+    Ok(cairn_repo::SystemHost { shift })
+}
+
 pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
     open_with(cli, dry_run, false)
 }
@@ -438,6 +449,8 @@ fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
         cache_dir: cache_dir(cli),
         dry_run,
         writer,
+        host: std::sync::Arc::new(host()?),
+        ..OpenOptions::default()
     };
     Ok(Repository::open(backend, &pw, &opts)?)
 }

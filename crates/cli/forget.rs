@@ -181,6 +181,20 @@ fn percent(s: &str) -> Result<f64, String> {
 }
 
 fn grace(s: &str) -> Result<Duration, String> {
+    let d = plain_duration(s)?;
+    // The protocol needs the grace to exceed the window a backup allows itself between its last
+    // look for condemnations and its snapshot (repo-format.md, "Garbage collection").
+    if d <= cairn_repo::COMMIT_WINDOW {
+        return Err(format!(
+            "grace {s:?} is too short: it must be longer than a backup's {} commit window",
+            output::duration(cairn_repo::COMMIT_WINDOW.as_nanos() as u64)
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration like `90s`, `30m`, `1h` or `2d`.
+pub(crate) fn plain_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     let bad = || format!("invalid duration {s:?}: give a number and a unit s, m, h or d, like 1h");
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -192,16 +206,7 @@ fn grace(s: &str) -> Result<Duration, String> {
         "d" => n * 86400,
         _ => return Err(bad()),
     };
-    let d = Duration::from_secs(secs);
-    // The protocol needs the grace to exceed the window a backup allows itself between its last
-    // look for condemnations and its snapshot (repo-format.md, "Garbage collection").
-    if d <= cairn_repo::COMMIT_WINDOW {
-        return Err(format!(
-            "grace {s:?} is too short: it must be longer than a backup's {} commit window",
-            output::duration(cairn_repo::COMMIT_WINDOW.as_nanos() as u64)
-        ));
-    }
-    Ok(d)
+    Ok(Duration::from_secs(secs))
 }
 
 /// The snapshots a policy or a list of ids drops, after printing the plan.
@@ -411,7 +416,7 @@ fn collect(
         max_unused: gc.max_unused,
         grace: gc.grace,
         dry_run: gc.dry_run,
-        now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
+        now_ns: repo.host().wall_clock_ns(),
         forgotten: forgotten.iter().copied().collect::<HashSet<_>>(),
     };
     let r = cairn_engine::prune(repo, &opts)?;

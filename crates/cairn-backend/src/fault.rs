@@ -4,7 +4,7 @@
 //! end-to-end tests can kill a backup or prune deterministically between any two storage writes,
 //! as a power cut would. Nothing else uses it.
 
-use crate::{Backend, Entry, FileType, Result};
+use crate::{Backend, Entry, FileType, Guarantees, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Lets `writes` creates and removes through, then aborts the process at the next one.
@@ -34,6 +34,9 @@ impl CrashAfter {
 impl Backend for CrashAfter {
     fn location(&self) -> String {
         self.inner.location()
+    }
+    fn guarantees(&self) -> Guarantees {
+        self.inner.guarantees()
     }
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         self.inner.list(t)

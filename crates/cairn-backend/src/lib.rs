@@ -15,6 +15,7 @@ pub use fault::CrashAfter;
 pub use local::LocalBackend;
 
 use std::fmt;
+use std::time::Duration;
 
 /// The kinds of object in a repository, each in its own directory (repo-format.md, "Layout").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -84,9 +85,21 @@ pub struct Entry {
     pub size: u64,
 }
 
+/// What a backend promises beyond the trait's contract: the garbage-collection protocol builds
+/// on these (repo-format.md, "Storage assumptions"), so every backend states them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Guarantees {
+    /// Of two clients creating the same name at once, exactly one succeeds and the other gets
+    /// `AlreadyExists`: what lets a prune fence off a backup that stopped answering.
+    pub exclusive_create: bool,
+    /// The longest a listing may lag behind creates and removes that have returned.
+    pub listing_lag: Duration,
+}
+
 pub trait Backend: Send + Sync {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
+    fn guarantees(&self) -> Guarantees;
     /// Every object of a type. May miss objects created moments ago on eventually consistent
     /// stores.
     fn list(&self, t: FileType) -> Result<Vec<Entry>>;

@@ -3,7 +3,7 @@
 //! Packs are fanned out into `data/00` .. `data/ff` by the first two hex digits of their name so
 //! that no directory grows past a few thousand entries.
 
-use crate::{Backend, BackendError, Entry, ErrorKind, FileType, Result};
+use crate::{Backend, BackendError, Entry, ErrorKind, FileType, Guarantees, Result};
 use rand::RngCore;
 use std::fs;
 use std::io::{self, Write};
@@ -149,6 +149,15 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
 impl Backend for LocalBackend {
     fn location(&self) -> String {
         self.root.display().to_string()
+    }
+
+    /// A hard link fails when its name exists, atomically, on every POSIX file system (NFS
+    /// included), and a directory listing shows every link made before it began.
+    fn guarantees(&self) -> Guarantees {
+        Guarantees {
+            exclusive_create: true,
+            listing_lag: std::time::Duration::ZERO,
+        }
     }
 
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {

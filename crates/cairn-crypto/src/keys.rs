@@ -3,7 +3,6 @@
 use crate::{seal, CryptoError};
 pub use cairn_format::key::KdfParams;
 use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
-use rand::RngCore;
 
 /// Associated-data prefix of a key file's sealed key set (the header bytes follow).
 const KEY_AD: &[u8] = b"cairn key file";
@@ -27,12 +26,7 @@ impl std::fmt::Debug for MasterKeys {
 
 impl MasterKeys {
     pub fn random() -> MasterKeys {
-        let mut rng = rand::thread_rng();
-        let mut k = || {
-            let mut b = [0u8; 32];
-            rng.fill_bytes(&mut b);
-            b
-        };
+        let k = crate::random::bytes::<32>;
         MasterKeys {
             data: k(),
             meta: k(),
@@ -122,8 +116,7 @@ pub fn create_key_file(
 ) -> Result<Vec<u8>, CryptoError> {
     kdf.validate()
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
-    let mut salt = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut salt);
+    let salt = crate::random::bytes();
     let header = KeyHeader {
         kdf,
         salt,

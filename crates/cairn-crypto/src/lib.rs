@@ -6,6 +6,7 @@
 
 mod codec;
 mod keys;
+pub mod random;
 mod seal;
 
 pub use codec::{decode_blob, encode_blob, BLOB_OVERHEAD};

@@ -4,7 +4,6 @@
 use crate::CryptoError;
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
-use rand::RngCore;
 
 pub const NONCE_LEN: usize = 24;
 pub const TAG_LEN: usize = 16;
@@ -14,8 +13,7 @@ pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 /// Seals `plaintext`, which starts at `start` in `buf`, in place: `buf[..start]` must hold
 /// `NONCE_LEN` bytes of room. Saves a copy on the backup path.
 pub(crate) fn seal_in_place(key: &[u8; 32], ad: &[u8], buf: &mut Vec<u8>) {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::thread_rng().fill_bytes(&mut nonce);
+    let nonce: [u8; NONCE_LEN] = crate::random::bytes();
     buf[..NONCE_LEN].copy_from_slice(&nonce);
     let cipher = XChaCha20Poly1305::new(key.into());
     let tag = cipher

@@ -593,7 +593,7 @@ impl Watch {
             .map(|i| i.0)
             .chain(marker_ids.iter().copied())
             .collect();
-        let now = wall_clock_ns().max(opts.now_ns);
+        let now = repo.host().wall_clock_ns().max(opts.now_ns);
         let seen = if opts.dry_run {
             vec![now; ids.len()]
         } else {
@@ -669,13 +669,6 @@ impl Watch {
         }
         Ok(Ok(()))
     }
-}
-
-fn wall_clock_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 fn humanize(d: Duration) -> String {

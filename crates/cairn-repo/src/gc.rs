@@ -4,37 +4,27 @@
 //! Invariant: a blob that a snapshot written by this process reaches is never only in a
 //! condemned pack. `revive_condemned` stores such blobs again before the snapshot is written.
 
-use crate::{Error, ErrorKind, Repository, Result};
+use crate::{Error, ErrorKind, Host, Repository, Result};
 use cairn_backend::{Backend, FileType};
 use cairn_crypto::file_id;
 use cairn_format::marker::Marker;
 use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId, TreeId};
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Creates a backup marker in `locks/`, named by its SHA-256 like every other file. Its
 /// existence is what prune looks for; its content lets a prune on this machine see that the
 /// process that wrote it is gone.
-pub(crate) fn create_marker(backend: &dyn Backend) -> Result<String> {
+pub(crate) fn create_marker(backend: &dyn Backend, host: &dyn Host) -> Result<String> {
     let marker = Marker {
-        nonce: rand::random(),
-        pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
-        machine: machine(),
+        nonce: cairn_crypto::random::bytes(),
+        pid: host.pid(),
+        machine: host.machine(),
     };
     let bytes = marker.encode();
     let name = file_id(&bytes).to_hex();
     backend.create(FileType::Lock, &name, &bytes)?;
     Ok(name)
-}
-
-/// This boot of this machine and this process's pid namespace: where a pid is meaningful.
-fn machine() -> Vec<u8> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
-    let ns = std::fs::read_link("/proc/self/ns/pid");
-    match (boot, ns) {
-        (Ok(boot), Ok(ns)) => format!("{}:{}", boot.trim(), ns.display()).into_bytes(),
-        _ => Vec::new(),
-    }
 }
 
 /// How often a running backup replaces its marker (checked at every blob it stores or finds),
@@ -69,14 +59,14 @@ impl Repository {
             return Ok(());
         };
         if let Some((old, made)) = marker.as_ref() {
-            if made.elapsed() >= MARKER_RENEWAL {
+            if self.host.boot_clock().saturating_sub(*made) >= MARKER_RENEWAL {
                 // The marker before the current one goes: a listing that runs while one marker
                 // is created and another removed could miss both.
-                let new = create_marker(self.backend.as_ref())?;
+                let new = create_marker(self.backend.as_ref(), self.host.as_ref())?;
                 if let Some(older) = self.previous_marker.lock().unwrap().replace(old.clone()) {
                     let _ = self.backend.remove(FileType::Lock, &older);
                 }
-                *marker = Some((new, Instant::now()));
+                *marker = Some((new, self.host.boot_clock()));
             }
         }
         Ok(())
@@ -203,17 +193,11 @@ impl Repository {
         let Ok(marker) = Marker::decode(&bytes) else {
             return false;
         };
-        let here = machine();
+        let here = self.host.machine();
         if here.is_empty() || marker.machine != here {
             return false;
         }
-        let Some(pid) = rustix::process::Pid::from_raw(marker.pid as i32) else {
-            return false;
-        };
-        matches!(
-            rustix::process::test_kill_process(pid),
-            Err(e) if e == rustix::io::Errno::SRCH
-        )
+        self.host.process_exists(marker.pid) == Some(false)
     }
 
     /// When this client first saw each of `ids` (condemnation files, markers), in ns of its

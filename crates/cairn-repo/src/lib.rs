@@ -8,6 +8,7 @@
 mod cache;
 mod error;
 mod gc;
+mod host;
 mod pack;
 mod writer;
 
@@ -16,6 +17,7 @@ pub use cairn_backend::{Backend, CrashAfter, FileType, LocalBackend};
 pub use cairn_crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 pub use gc::STALE_MARKER;
+pub use host::{Host, SystemHost};
 
 use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
@@ -30,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Associated data of sealed objects other than blobs (repo-format.md, "Sealed objects").
 const AD_CONFIG: &[u8] = b"cairn config";
@@ -91,7 +93,7 @@ pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Resul
     }
     let keys = MasterKeys::random();
     let config = Config {
-        repo_id: Id(rand::random()),
+        repo_id: Id(cairn_crypto::random::bytes()),
         chunk_min: opts.chunk_min,
         chunk_avg: opts.chunk_avg,
         chunk_max: opts.chunk_max,
@@ -118,7 +120,7 @@ pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Resul
 }
 
 /// How to open a repository.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct OpenOptions {
     /// Directory of the local cache; `None` keeps the index cache in a temporary file.
     pub cache_dir: Option<PathBuf>,
@@ -127,6 +129,23 @@ pub struct OpenOptions {
     /// This process will store blobs and a snapshot: it leaves a backup marker in `locks/`
     /// for as long as it runs (repo-format.md, "Garbage collection").
     pub writer: bool,
+    /// The machine: clocks, process identity.
+    pub host: Arc<dyn Host>,
+    /// Write packs on the calling thread rather than a thread of their own (for the
+    /// deterministic simulation, whose processes each run on one thread).
+    pub inline_writes: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> OpenOptions {
+        OpenOptions {
+            cache_dir: None,
+            dry_run: false,
+            writer: false,
+            host: Arc::new(SystemHost::default()),
+            inline_writes: false,
+        }
+    }
 }
 
 /// Totals of what this process stored.
@@ -139,6 +158,7 @@ pub struct WriteStats {
 
 pub struct Repository {
     backend: Arc<dyn Backend>,
+    host: Arc<dyn Host>,
     keys: MasterKeys,
     config: Config,
     cache: IndexCache,
@@ -150,9 +170,9 @@ pub struct Repository {
     /// Packs this process found blobs in, or wrote: the ones a concurrent prune's condemnation
     /// can concern (see `save_snapshot`).
     touched: Mutex<HashSet<PackId>>,
-    /// This process's backup marker in `locks/` and when it was made; renewed while the backup
-    /// runs, removed on drop.
-    marker: Mutex<Option<(String, Instant)>>,
+    /// This process's backup marker in `locks/` and when it was made (boot clock); renewed
+    /// while the backup runs, removed on drop.
+    marker: Mutex<Option<(String, Duration)>>,
     /// The marker replaced at the last renewal, kept until the next.
     previous_marker: Mutex<Option<String>>,
     /// Blobs stored by this process, with their location once their pack is written. Covers the
@@ -180,13 +200,6 @@ pub const BLOBS_PER_INDEX: usize = 65_536;
 /// it looks again when more has passed. Prune's grace period must exceed it (repo-format.md,
 /// "Garbage collection", proves why).
 pub const COMMIT_WINDOW: Duration = Duration::from_secs(10 * 60);
-
-/// Time since boot, suspended time included (unlike `Instant`): a laptop that sleeps between
-/// its last look and its snapshot must count the sleep against `COMMIT_WINDOW`.
-fn boot_clock() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-}
 
 /// Reads `config` and checks its format version: everything that can be checked before asking
 /// for a password. Returns the config file's bytes.
@@ -233,14 +246,18 @@ impl Repository {
         // The marker must be durable before the index is read: a prune that sees no marker
         // may then assume every backup that starts later sees its condemnations.
         let marker = if opts.writer && !opts.dry_run {
-            Some((gc::create_marker(backend.as_ref())?, Instant::now()))
+            Some((
+                gc::create_marker(backend.as_ref(), opts.host.as_ref())?,
+                opts.host.boot_clock(),
+            ))
         } else {
             None
         };
         let repo = Repository {
             packers: Packers::new(config.pack_size as usize),
-            writer: writer::PackWriter::default(),
+            writer: writer::PackWriter::new(opts.inline_writes),
             backend: Arc::from(backend),
+            host: Arc::clone(&opts.host),
             keys,
             config,
             cache,
@@ -259,6 +276,10 @@ impl Repository {
         };
         repo.sync_index()?;
         Ok(repo)
+    }
+
+    pub fn host(&self) -> &dyn Host {
+        self.host.as_ref()
     }
 
     pub fn config(&self) -> &Config {
@@ -693,14 +714,14 @@ impl Repository {
     /// collection"), within `COMMIT_WINDOW` of the snapshot's creation.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         loop {
-            let started = boot_clock();
+            let started = self.host.boot_clock();
             self.flush()?;
             if self.dry_run {
                 break;
             }
             self.revive_condemned(snapshot.tree)?;
             self.flush()?;
-            if boot_clock().saturating_sub(started) < COMMIT_WINDOW {
+            if self.host.boot_clock().saturating_sub(started) < COMMIT_WINDOW {
                 break;
             }
         }

@@ -9,6 +9,7 @@ use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::pack::{PackEntry, PackHeader, SCHEME_DATA_KEY};
 use cairn_format::{BlobId, BlobType, PackId};
 use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -78,7 +79,9 @@ impl FullPack {
     /// the thread that filled it, so several packs are hashed in parallel.
     pub fn assemble(self, meta_key: &[u8; 32]) -> (Vec<Vec<u8>>, IndexPack) {
         let mut blobs = self.0.blobs;
-        blobs.shuffle(&mut rand::thread_rng());
+        blobs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(
+            cairn_crypto::random::u64(),
+        ));
         let header = PackHeader {
             scheme: SCHEME_DATA_KEY,
             entries: blobs.iter().map(|(e, _)| *e).collect(),

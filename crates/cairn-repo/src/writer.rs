@@ -34,12 +34,27 @@ type Job = (IndexPack, Vec<Vec<u8>>);
 pub struct PackWriter {
     running: Mutex<Option<(SyncSender<Job>, JoinHandle<()>)>>,
     shared: Arc<Shared>,
+    /// Write on the caller's thread instead: a deterministic simulation runs each process on
+    /// one thread, so that the order of its storage calls is a function of its seed.
+    inline: bool,
 }
 
 impl PackWriter {
+    pub fn new(inline: bool) -> PackWriter {
+        PackWriter {
+            inline,
+            ..PackWriter::default()
+        }
+    }
+
     /// Hands a pack's bytes to the writer thread, started on first use. Blocks while the writer
     /// is busy with the pack before, which bounds the packs in memory.
     pub fn send(&self, backend: &Arc<dyn Backend>, entry: IndexPack, parts: Vec<Vec<u8>>) {
+        if self.inline {
+            self.shared.progress.lock().unwrap().in_flight += 1;
+            finish(&self.shared, write(backend.as_ref(), entry, &parts));
+            return;
+        }
         let tx = {
             let mut running = self.running.lock().unwrap();
             let (tx, _) = running.get_or_insert_with(|| start(Arc::clone(backend), &self.shared));
@@ -92,16 +107,7 @@ fn start(backend: Arc<dyn Backend>, shared: &Arc<Shared>) -> (SyncSender<Job>, J
             let written = if failed {
                 Err(not_written(&entry, "an earlier pack failed"))
             } else {
-                // A panic must be reported too, or `wait_idle` would wait for ever.
-                let name = entry.id.to_hex();
-                match catch_unwind(AssertUnwindSafe(|| {
-                    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-                    backend.create_parts(FileType::Pack, &name, &slices)
-                })) {
-                    Ok(Ok(())) => Ok(entry),
-                    Ok(Err(e)) => Err(e.into()),
-                    Err(_) => Err(not_written(&entry, "the writer panicked")),
-                }
+                write(backend.as_ref(), entry, &parts)
             };
             failed |= written.is_err();
             drop(parts);
@@ -109,6 +115,19 @@ fn start(backend: Arc<dyn Backend>, shared: &Arc<Shared>) -> (SyncSender<Job>, J
         }
     });
     (tx, thread)
+}
+
+fn write(backend: &dyn Backend, entry: IndexPack, parts: &[Vec<u8>]) -> Result<IndexPack> {
+    // A panic must be reported too, or `wait_idle` would wait for ever.
+    let name = entry.id.to_hex();
+    match catch_unwind(AssertUnwindSafe(|| {
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        backend.create_parts(FileType::Pack, &name, &slices)
+    })) {
+        Ok(Ok(())) => Ok(entry),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(not_written(&entry, "the writer panicked")),
+    }
 }
 
 fn not_written(entry: &IndexPack, why: &str) -> crate::Error {

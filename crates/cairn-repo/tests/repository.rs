@@ -31,6 +31,12 @@ impl Backend for MemBackend {
     fn location(&self) -> String {
         "memory".into()
     }
+    fn guarantees(&self) -> cairn_backend::Guarantees {
+        cairn_backend::Guarantees {
+            exclusive_create: true,
+            listing_lag: std::time::Duration::ZERO,
+        }
+    }
     fn list(&self, t: FileType) -> cairn_backend::Result<Vec<cairn_backend::Entry>> {
         let objects = self.objects.lock().unwrap();
         Ok(objects

@@ -1,0 +1,100 @@
+//! The invariant, checked after every write: every snapshot in the store restores exactly the
+//! files its backup read, and `check` finds nothing wrong.
+//!
+//! The oracle sees the store as it is (no listing lag, no steps) through a repository opened
+//! once; its cache follows the store like any client's. A blob location it has read and
+//! verified stays verified while its pack exists, since packs never change.
+
+use crate::model;
+use crate::procs::{Expected, PASSWORD};
+use crate::world::{SimBackend, World};
+use cairn_backend::FileType;
+use cairn_format::{BlobId, PackId};
+use cairn_repo::{OpenOptions, Repository};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Oracle {
+    repo: Repository,
+    world: Arc<World>,
+    expected: Expected,
+    verified: HashSet<(PackId, u32)>,
+}
+
+impl Oracle {
+    pub fn open(world: &Arc<World>, cache: &Path, expected: Expected) -> Oracle {
+        let backend = SimBackend {
+            world: Arc::clone(world),
+            proc: None,
+        };
+        let repo = Repository::open(
+            Box::new(backend),
+            PASSWORD,
+            &OpenOptions {
+                cache_dir: Some(cache.to_path_buf()),
+                inline_writes: true,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("the oracle opens the repository");
+        Oracle {
+            repo,
+            world: Arc::clone(world),
+            expected,
+            verified: HashSet::new(),
+        }
+    }
+
+    pub fn verify(&mut self) -> Result<usize, String> {
+        let snapshots = self.repo.snapshots().map_err(|e| e.to_string())?;
+        if let Some((id, why)) = self.repo.damaged_snapshots().first() {
+            return Err(format!("snapshot {} is damaged: {why}", id.short()));
+        }
+        let packs: HashSet<String> = self
+            .world
+            .lock()
+            .present(FileType::Pack)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        let expected = self.expected.lock().unwrap().clone();
+        for (id, snapshot) in &snapshots {
+            let files = expected.get(&snapshot.tree).ok_or_else(|| {
+                format!(
+                    "snapshot {} names tree {}, which no backup made",
+                    id.short(),
+                    snapshot.tree.short()
+                )
+            })?;
+            let (repo, verified) = (&self.repo, &mut self.verified);
+            let read = |blob: &BlobId| -> Result<(), String> {
+                let loc = repo
+                    .lookup(blob)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{blob} is lost: in no pack"))?;
+                if !packs.contains(&loc.pack.to_hex()) {
+                    return Err(format!("{blob} is lost: pack {} is gone", loc.pack.short()));
+                }
+                if verified.insert((loc.pack, loc.offset)) {
+                    repo.load_blob(blob).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            };
+            model::compare(repo, snapshot.tree, files, read)
+                .map_err(|e| format!("snapshot {} does not restore: {e}", id.short()))?;
+        }
+        self.verified
+            .retain(|(pack, _)| packs.contains(&pack.to_hex()));
+        let report = cairn_engine::check(
+            &self.repo,
+            cairn_engine::ReadData::None,
+            &Default::default(),
+        )
+        .map_err(|e| format!("check failed: {e}"))?;
+        if !report.errors.is_empty() {
+            return Err(format!("check: {}", report.errors.join("; ")));
+        }
+        Ok(snapshots.len())
+    }
+}
