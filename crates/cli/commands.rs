@@ -90,8 +90,8 @@ enum Command {
     /// Delete data no snapshot needs; with a --keep-* policy, forget snapshots first.
     ///
     /// Packs holding only unused data are condemned, partly used ones repacked, and condemned
-    /// packs deleted at once when no backup is running, else by a prune after --grace. Safe to
-    /// run beside backups from any host, and to interrupt.
+    /// packs deleted at once when no backup is running, else by a later prune once the backups
+    /// that were running have ended. Safe to run beside backups from any host, and to interrupt.
     #[command(after_help = forget::POLICY_HELP)]
     Prune(forget::PruneArgs),
     /// Mend a damaged repository: rebuild the index, or save what snapshots still hold.
@@ -417,8 +417,9 @@ pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
     open_with(cli, dry_run, false)
 }
 
-/// Opens the repository; a `writer` leaves a backup marker while it runs.
-fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
+/// Opens the repository; a `writer` (a process that stores packs, index files or snapshots)
+/// runs a session, with markers in `locks/`, while it runs.
+pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
     let path = repo_path(cli)?;
     if !path.join("config").exists() {
         let why = if path.exists() {
@@ -1234,7 +1235,8 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
 }
 
 fn repair_index(cli: &Cli, a: &RepairIndexArgs) -> Result<u8> {
-    let repo = open(cli, false)?;
+    // It writes index files: a session, so that no prune deletes a pack it indexes.
+    let repo = open_with(cli, false, true)?;
     let r = cairn_engine::repair_index(&repo, a.read_data)?;
     for (pack, why) in &r.packs_unreadable {
         eprintln!("warning: pack {} left out: {why}", pack.short());

@@ -2,7 +2,7 @@
 //! the garbage. Each is open -> plan (policy, then prune's plan) -> execute unless --dry-run ->
 //! report.
 
-use crate::commands::{open, snapshots_of, Cli, SnapshotFilterArgs};
+use crate::commands::{open_with, snapshots_of, Cli, SnapshotFilterArgs};
 use crate::{output, time};
 use anyhow::{bail, Result};
 use cairn_engine::{Decision, KeepCount, KeepDuration, Policy, PruneOptions, RetentionInput};
@@ -156,9 +156,10 @@ pub struct GcArgs {
     /// Repack partly used packs until unused space is at most this share of used space.
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = percent)]
     max_unused: f64,
-    /// While backups may be running, delete condemned packs only after they were condemned
-    /// this long ago (like 1h, 30m, 2d; more than 10m).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = grace)]
+    /// Take a backup that has not renewed its marker in locks/ for this long (like 1d, 12h;
+    /// at least 10m) for dead: it is fenced off, so that it can never commit, and the data
+    /// only it protected can go.
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = grace)]
     grace: Duration,
     /// Show what would be forgotten, deleted and repacked; change nothing.
     #[arg(long, short = 'n')]
@@ -182,12 +183,12 @@ fn percent(s: &str) -> Result<f64, String> {
 
 fn grace(s: &str) -> Result<Duration, String> {
     let d = plain_duration(s)?;
-    // The protocol needs the grace to exceed the window a backup allows itself between its last
-    // look for condemnations and its snapshot (repo-format.md, "Garbage collection").
-    if d <= cairn_repo::COMMIT_WINDOW {
+    // A running backup renews its marker every few minutes; a shorter grace would fence off
+    // backups that are merely running.
+    if d < cairn_repo::MIN_GRACE {
         return Err(format!(
-            "grace {s:?} is too short: it must be longer than a backup's {} commit window",
-            output::duration(cairn_repo::COMMIT_WINDOW.as_nanos() as u64)
+            "grace {s:?} is too short: it must be at least {}, two of a backup's marker renewals",
+            output::duration(cairn_repo::MIN_GRACE.as_nanos() as u64)
         ));
     }
     Ok(d)
@@ -387,13 +388,12 @@ fn run(
     gc: &GcArgs,
     collect_garbage: bool,
 ) -> Result<u8> {
-    let repo = open(cli, false)?;
+    // Prune copies blobs and rewrites the index: a session.
+    let repo = open_with(cli, false, collect_garbage && !gc.dry_run)?;
     let mut report = json!({});
     let drop = plan_forget(&repo, ids, policy, filter, gc, cli.quiet, &mut report)?;
     if !gc.dry_run {
-        for id in &drop {
-            repo.remove_snapshot(id)?;
-        }
+        repo.forget_snapshots(&drop)?;
     }
     if collect_garbage {
         collect(&repo, gc, &drop, cli.quiet, &mut report)?;
@@ -416,7 +416,6 @@ fn collect(
         max_unused: gc.max_unused,
         grace: gc.grace,
         dry_run: gc.dry_run,
-        now_ns: repo.host().wall_clock_ns(),
         forgotten: forgotten.iter().copied().collect::<HashSet<_>>(),
     };
     let r = cairn_engine::prune(repo, &opts)?;
@@ -437,6 +436,8 @@ fn collect(
         "bytes_unused_kept": r.bytes_unused_kept,
         "index_files_written": r.index_files_written,
         "index_files_removed": r.index_files_removed,
+        "sessions_fenced": r.sessions_fenced,
+        "copies_damaged": r.copies_damaged,
         "deferred_because": r.deferred_because,
         "duration_seconds": r.duration.as_secs_f64(),
     });
@@ -470,6 +471,19 @@ fn collect(
     }
     if r.blobs_revived > 0 {
         println!("{} blobs copied out of condemned packs", r.blobs_revived);
+    }
+    if r.sessions_fenced > 0 {
+        println!(
+            "{} backups that had not renewed their markers for {} fenced off: they cannot commit",
+            r.sessions_fenced,
+            output::duration(gc.grace.as_nanos() as u64)
+        );
+    }
+    if r.copies_damaged > 0 {
+        println!(
+            "{} damaged copies of used blobs found and left out of the index; their good copies kept",
+            r.copies_damaged
+        );
     }
     println!("done in {}", output::duration(r.duration.as_nanos() as u64));
     Ok(())

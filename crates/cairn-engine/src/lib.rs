@@ -11,14 +11,12 @@ mod diff;
 mod dump;
 mod filter;
 mod fsmeta;
-mod index_batch;
 pub use fsmeta::user_name;
 mod prune;
 mod repair;
 mod restorer;
 mod retention;
 mod select;
-mod spill;
 mod walk;
 
 pub use archiver::{

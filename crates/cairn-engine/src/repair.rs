@@ -4,13 +4,12 @@
 //! Invariant: repair only adds files before it removes any, and removes only index files it has
 //! replaced; an original snapshot is never removed (the user forgets it when satisfied).
 
-use crate::index_batch::IndexBatch;
 use crate::Result;
 use cairn_format::index::IndexPack;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use cairn_repo::Repository;
+use cairn_repo::{IndexBatch, Repository};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -15,7 +15,7 @@
 use crate::config::{self, Config};
 use crate::index::{IndexEntry, IndexFile, IndexPack};
 use crate::key::{KdfParams, KeyHeader, KeySetRecords};
-use crate::marker::Marker;
+use crate::marker::{Marker, Verdict};
 use crate::pack::{self, PackEntry, PackHeader};
 use crate::snapshot::{Kind, Snapshot, Summary};
 use crate::tree::{FileTime, Node, NodeKind, Tree};
@@ -47,9 +47,10 @@ enum Parser {
     Snapshot,
     Tree,
     Marker,
+    Verdict,
 }
 
-const PARSERS: [Parser; 9] = [
+const PARSERS: [Parser; 10] = [
     Parser::ConfigPreamble,
     Parser::ConfigBody,
     Parser::KeyHeader,
@@ -59,6 +60,7 @@ const PARSERS: [Parser; 9] = [
     Parser::Snapshot,
     Parser::Tree,
     Parser::Marker,
+    Parser::Verdict,
 ];
 
 /// Heap bytes a decoded value may hold per input byte (plus `HEAP_SLACK`). The worst real ratio
@@ -167,6 +169,13 @@ fn decode(parser: Parser, bytes: &[u8]) -> bool {
         Parser::Marker => Marker::decode(bytes)
             .ok()
             .map(|m| (m.encode(), m.machine.capacity())),
+        Parser::Verdict => Verdict::decode(bytes).ok().map(|v| {
+            let heap = match &v {
+                Verdict::Committed(s) => s.capacity(),
+                Verdict::Fenced => 0,
+            };
+            (v.encode(), heap)
+        }),
     };
     let Some((encoded, heap)) = ok else {
         return false;
@@ -198,6 +207,7 @@ fn decode_err(parser: Parser, bytes: &[u8]) -> String {
         Parser::Snapshot => Snapshot::decode(bytes).err(),
         Parser::Tree => Tree::decode(bytes).err(),
         Parser::Marker => Marker::decode(bytes).err(),
+        Parser::Verdict => Verdict::decode(bytes).err(),
     };
     match e {
         Some(e) => e.0,
@@ -449,11 +459,21 @@ fn arb_tree() -> impl Strategy<Value = Tree> {
 }
 
 fn arb_marker() -> impl Strategy<Value = Marker> {
-    (any::<[u8; 16]>(), any::<u32>(), arb_bytes(60)).prop_map(|(nonce, pid, machine)| Marker {
-        nonce,
-        pid,
-        machine,
-    })
+    (any::<[u8; 16]>(), any::<u32>(), any::<u32>(), arb_bytes(60)).prop_map(
+        |(session, sequence, pid, machine)| Marker {
+            session,
+            sequence,
+            pid,
+            machine,
+        },
+    )
+}
+
+fn arb_verdict() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        Just(Verdict::Fenced),
+        arb_bytes(200).prop_map(Verdict::Committed)
+    ]
 }
 
 /// A valid encoding for `parser`.
@@ -470,6 +490,7 @@ fn arb_valid(parser: Parser) -> BoxedStrategy<Vec<u8>> {
         Parser::Snapshot => arb_snapshot().prop_map(|s| s.encode()).boxed(),
         Parser::Tree => arb_tree().prop_map(|t| t.encode()).boxed(),
         Parser::Marker => arb_marker().prop_map(|m| m.encode()).boxed(),
+        Parser::Verdict => arb_verdict().prop_map(|v| v.encode()).boxed(),
     }
 }
 
@@ -742,7 +763,8 @@ fn samples() -> Vec<(Parser, Vec<u8>)> {
         records: (1..=4).map(|r| (r, [r; 32])).collect(),
     };
     let marker = Marker {
-        nonce: [1; 16],
+        session: [1; 16],
+        sequence: 3,
         pid: 42,
         machine: b"boot:ns".to_vec(),
     };
@@ -762,6 +784,11 @@ fn samples() -> Vec<(Parser, Vec<u8>)> {
         (Parser::Snapshot, snapshot.encode()),
         (Parser::Tree, tree.encode()),
         (Parser::Marker, marker.encode()),
+        (Parser::Verdict, Verdict::Fenced.encode()),
+        (
+            Parser::Verdict,
+            Verdict::Committed(b"sealed snapshot".to_vec()).encode(),
+        ),
     ]
 }
 
@@ -894,7 +921,14 @@ fn huge_counts_fail_before_allocating() {
         (Parser::KeyHeader, key_file),
         (Parser::Snapshot, pad([&[0u8; 8][..], &max].concat(), 40)),
         (Parser::Tree, pad([&le(1)[..], &max].concat(), 120)),
-        (Parser::Marker, pad([&[0u8; 20][..], &max].concat(), 40)),
+        (
+            Parser::Marker,
+            pad([&b"cairnmk1"[..], &[0u8; 24][..], &max].concat(), 40),
+        ),
+        (
+            Parser::Verdict,
+            pad([&b"cairnvd1"[..], &[1u8][..], &max].concat(), 40),
+        ),
     ];
     for (parser, bytes) in &string_cases {
         let e = decode_err(*parser, bytes);
@@ -967,7 +1001,8 @@ fn worst_case_heap_is_bounded() {
         };
         assert!(decode(Parser::PackHeader, &header.encode()));
         let marker = Marker {
-            nonce: [0; 16],
+            session: [0; 16],
+            sequence: 0,
             pid: 0,
             machine: vec![0; n],
         };

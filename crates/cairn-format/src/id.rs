@@ -117,6 +117,14 @@ impl BlobId {
         k[1..].copy_from_slice(&self.id.0);
         k
     }
+
+    /// The inverse of `to_bytes`; `None` for an unknown type byte.
+    pub fn from_bytes(k: &[u8; 33]) -> Option<BlobId> {
+        Some(BlobId {
+            kind: BlobType::from_u8(k[0])?,
+            id: Id(k[1..].try_into().unwrap()),
+        })
+    }
 }
 
 impl From<DataId> for BlobId {

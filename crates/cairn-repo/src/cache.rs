@@ -12,6 +12,32 @@ use redb::{ReadableTable, TableDefinition};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+/// For each of `ids`, the observation that first saw it, `number` for those not seen before;
+/// entries not in `ids` are dropped.
+fn first_seen(
+    table: &mut redb::Table<'_, &'static [u8], u64>,
+    ids: &[&[u8]],
+    number: u64,
+) -> Result<Vec<u64>> {
+    let mut gone = Vec::new();
+    for item in table.iter()? {
+        let k = item?.0.value().to_vec();
+        if !ids.contains(&k.as_slice()) {
+            gone.push(k);
+        }
+    }
+    for k in gone {
+        table.remove(k.as_slice())?;
+    }
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let seen = table.get(*id)?.map_or(number, |v| v.value());
+        table.insert(*id, seen)?;
+        out.push(seen);
+    }
+    Ok(out)
+}
+
 /// Type byte + id -> pack id, offset, stored length, raw length.
 const BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&[u8; 32], ()> = TableDefinition::new("index_files");
@@ -20,9 +46,15 @@ const CONDEMNED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("condemne
 /// Where blobs of condemned packs are: readable until prune deletes the packs, never reused.
 const CONDEMNED_BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> =
     TableDefinition::new("condemned_blobs");
-/// When this client first saw a condemnation or a backup marker, in ns of its wall clock: what
-/// prune's grace period is measured from. Survives `clear`, since it says nothing of the index.
-const FIRST_SEEN: TableDefinition<&[u8; 32], i64> = TableDefinition::new("first_seen");
+/// Prune's observations (repo-format.md, "Garbage collection"): the number of the last one, and
+/// the one that first saw each index file and each session. They survive `clear`, since they
+/// say nothing of the index.
+const OBSERVATIONS: TableDefinition<&str, u64> = TableDefinition::new("observations");
+const INDEX_OBSERVED: TableDefinition<&[u8], u64> = TableDefinition::new("index_observed");
+const SESSIONS_OBSERVED: TableDefinition<&[u8], u64> = TableDefinition::new("sessions_observed");
+/// When a prune of this client first saw each marker: marker id ‖ machine -> boot clock in ns
+/// of that machine, so that no reading is compared with another machine's or another boot's.
+const MARKERS_SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("markers_seen");
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,31 +233,97 @@ impl IndexCache {
         Ok(())
     }
 
-    /// When this client first saw each of `ids`, recording `now_ns` for those it had not seen.
-    /// Entries not in `ids` are dropped: they were executed or removed.
-    pub fn first_seen(&self, ids: &[Id], now_ns: i64) -> Result<Vec<i64>> {
+    /// Records a new observation; returns its number and, for each of `index` and `sessions`,
+    /// the observation that first saw it (this one for those not seen before). Entries not
+    /// given are dropped: those files and sessions are gone. `write: false` records nothing.
+    pub fn observe(
+        &self,
+        index: &[IndexId],
+        sessions: &[[u8; 16]],
+        write: bool,
+    ) -> Result<(u64, Vec<u64>, Vec<u64>)> {
         let txn = self.db.begin_write()?;
         let out = {
-            let mut table = txn.open_table(FIRST_SEEN)?;
-            let mut old = std::collections::HashMap::new();
-            for item in table.iter()? {
-                let (k, v) = item?;
-                old.insert(*k.value(), v.value());
-            }
-            for k in old.keys() {
-                if !ids.iter().any(|id| id.0 == *k) {
-                    table.remove(k)?;
+            let mut counter = txn.open_table(OBSERVATIONS)?;
+            let number = counter.get("last")?.map_or(0, |v| v.value()) + 1;
+            counter.insert("last", number)?;
+            let index: Vec<&[u8]> = index.iter().map(|i| &i.0 .0[..]).collect();
+            let sessions: Vec<&[u8]> = sessions.iter().map(|s| &s[..]).collect();
+            let index = first_seen(&mut txn.open_table(INDEX_OBSERVED)?, &index, number)?;
+            let sessions = first_seen(&mut txn.open_table(SESSIONS_OBSERVED)?, &sessions, number)?;
+            (number, index, sessions)
+        };
+        if write {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
+        Ok(out)
+    }
+
+    /// Records an observation made after the last one, adding to it: index files and sessions
+    /// not seen before get its number, and those seen before keep theirs.
+    pub fn observe_more(&self, index: &[IndexId], sessions: &[[u8; 16]]) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut counter = txn.open_table(OBSERVATIONS)?;
+            let number = counter.get("last")?.map_or(0, |v| v.value()) + 1;
+            counter.insert("last", number)?;
+            let mut table = txn.open_table(INDEX_OBSERVED)?;
+            for id in index {
+                if table.get(&id.0 .0[..])?.is_none() {
+                    table.insert(&id.0 .0[..], number)?;
                 }
             }
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let seen = *old.get(&id.0).unwrap_or(&now_ns);
-                table.insert(&id.0, seen)?;
+            let mut table = txn.open_table(SESSIONS_OBSERVED)?;
+            for id in sessions {
+                if table.get(&id[..])?.is_none() {
+                    table.insert(&id[..], number)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// When a prune of this client on `machine` first saw each of `markers`, on that machine's
+    /// boot clock; `now` for those seen now for the first time. Forgets other markers seen on
+    /// this machine. `write: false` records nothing.
+    pub fn markers_seen(
+        &self,
+        markers: &[Id],
+        machine: &[u8],
+        now: u64,
+        write: bool,
+    ) -> Result<Vec<u64>> {
+        let key = |id: &Id| [&id.0[..], machine].concat();
+        let txn = self.db.begin_write()?;
+        let out = {
+            let mut table = txn.open_table(MARKERS_SEEN)?;
+            let mut gone = Vec::new();
+            for item in table.iter()? {
+                let k = item?.0.value().to_vec();
+                if k[32..] == *machine && !markers.iter().any(|m| m.0 == k[..32]) {
+                    gone.push(k);
+                }
+            }
+            for k in gone {
+                table.remove(k.as_slice())?;
+            }
+            let mut out = Vec::with_capacity(markers.len());
+            for m in markers {
+                let k = key(m);
+                let seen = table.get(k.as_slice())?.map_or(now, |v| v.value());
+                table.insert(k.as_slice(), seen)?;
                 out.push(seen);
             }
             out
         };
-        txn.commit()?;
+        if write {
+            txn.commit()?;
+        } else {
+            txn.abort()?;
+        }
         Ok(out)
     }
 

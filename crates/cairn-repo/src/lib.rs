@@ -16,7 +16,10 @@ pub use cache::Location;
 pub use cairn_backend::{Backend, CrashAfter, FileType, LocalBackend};
 pub use cairn_crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
-pub use gc::STALE_MARKER;
+pub use gc::{
+    verdict_name, IndexBatch, PrunePlan, PruneReport, SessionId, Survey, SurveyOptions,
+    MARKER_RENEWAL, MIN_GRACE,
+};
 pub use host::{Host, SystemHost};
 
 use cache::IndexCache;
@@ -28,11 +31,10 @@ use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::Tree;
 use cairn_format::{BlobId, BlobType, Id, IndexId, PackId, SnapshotId, TreeId, FORMAT_VERSION};
 use pack::Packers;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// Associated data of sealed objects other than blobs (repo-format.md, "Sealed objects").
 const AD_CONFIG: &[u8] = b"cairn config";
@@ -167,17 +169,12 @@ pub struct Repository {
     damaged_snapshots: Mutex<Vec<(SnapshotId, String)>>,
     /// Packs condemned by an index file: not part of the index, awaiting deletion by prune.
     condemned: Mutex<HashSet<PackId>>,
-    /// Packs this process found blobs in, or wrote: the ones a concurrent prune's condemnation
-    /// can concern (see `save_snapshot`).
-    touched: Mutex<HashSet<PackId>>,
-    /// This process's backup marker in `locks/` and when it was made (boot clock); renewed
-    /// while the backup runs, removed on drop.
-    marker: Mutex<Option<(String, Duration)>>,
-    /// The marker replaced at the last renewal, kept until the next.
-    previous_marker: Mutex<Option<String>>,
+    /// This process's session (repo-format.md, "Garbage collection"), while it may write: its
+    /// markers in `locks/` are renewed as it works and removed when it ends.
+    session: Mutex<Option<gc::Session>>,
     /// Blobs stored by this process, with their location once their pack is written. Covers the
     /// gap until their index file is merged into the cache.
-    session: Mutex<HashMap<BlobId, Option<Location>>>,
+    own_blobs: Mutex<HashMap<BlobId, Option<Location>>>,
     packers: Packers,
     writer: writer::PackWriter,
     /// Packs written but not yet named by an index file.
@@ -195,11 +192,6 @@ const PACKS_PER_INDEX: usize = 8;
 /// repair put in one file at most (beyond its first pack): about 3 MiB of entries, so that a
 /// command reading the index holds little of it at a time even when blobs are tiny.
 pub const BLOBS_PER_INDEX: usize = 65_536;
-
-/// The longest a backup lets pass between looking for condemnations and creating its snapshot;
-/// it looks again when more has passed. Prune's grace period must exceed it (repo-format.md,
-/// "Garbage collection", proves why).
-pub const COMMIT_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// Reads `config` and checks its format version: everything that can be checked before asking
 /// for a password. Returns the config file's bytes.
@@ -243,13 +235,10 @@ impl Repository {
             .as_ref()
             .map(|d| d.join(config.repo_id.to_hex()).join("index.redb"));
         let cache = IndexCache::open(cache_path.as_deref())?;
-        // The marker must be durable before the index is read: a prune that sees no marker
-        // may then assume every backup that starts later sees its condemnations.
-        let marker = if opts.writer && !opts.dry_run {
-            Some((
-                gc::create_marker(backend.as_ref(), opts.host.as_ref())?,
-                opts.host.boot_clock(),
-            ))
+        // The session's marker comes before the index is read: a prune that lists markers
+        // after condemning packs then sees it, or this process sees the condemnation.
+        let session = if opts.writer && !opts.dry_run {
+            Some(gc::Session::start(backend.as_ref(), opts.host.as_ref())?)
         } else {
             None
         };
@@ -265,10 +254,8 @@ impl Repository {
             damaged_index: Mutex::default(),
             damaged_snapshots: Mutex::default(),
             condemned: Mutex::default(),
-            touched: Mutex::default(),
-            marker: Mutex::new(marker),
-            previous_marker: Mutex::default(),
-            session: Mutex::new(HashMap::new()),
+            session: Mutex::new(session),
+            own_blobs: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(IndexFile::default()),
             blobs_added: AtomicU64::new(0),
             bytes_added: AtomicU64::new(0),
@@ -305,11 +292,18 @@ impl Repository {
         self.keys.blob_id(plaintext)
     }
 
-    /// Brings the cache up to date with the repository's index files; returns the packs it
-    /// learned are condemned.
-    fn sync_index(&self) -> Result<Vec<PackId>> {
-        let listed: HashSet<IndexId> = self.index_ids()?.into_iter().collect();
-        let mut merged = self.cache.merged_index_files()?;
+    /// Brings the cache up to date with the repository's index files.
+    fn sync_index(&self) -> Result<()> {
+        // A file removed between the listing and its reading was replaced by a prune, with a
+        // file this listing may not show: list again until every listed file was read.
+        while self.sync_listed()? {}
+        Ok(())
+    }
+
+    /// Merges the index files listed now; returns whether one was gone when read.
+    fn sync_listed(&self) -> Result<bool> {
+        let listed: BTreeSet<IndexId> = self.index_ids()?.into_iter().collect();
+        let mut merged: BTreeSet<IndexId> = self.cache.merged_index_files()?.into_iter().collect();
         let mut condemned = self.cache.condemned()?;
         if !merged.is_subset(&listed) {
             // An index file went away (prune replaced it): its entries may be stale.
@@ -321,6 +315,7 @@ impl Repository {
         let mut damaged = Vec::new();
         // Packs merged by this call: if one of them turns out condemned, the cache is stale.
         let mut merged_packs: HashSet<PackId> = HashSet::new();
+        let mut gone = false;
         for id in listed.difference(&merged) {
             match self.read_index(*id) {
                 Ok(index) => {
@@ -338,7 +333,7 @@ impl Repository {
                 // its packs then look unindexed, which `check` reports and `repair index` mends.
                 Err(e) if e.kind == ErrorKind::Corrupt => damaged.push((*id, e.message)),
                 // Removed since the listing by a prune, which wrote its replacement first.
-                Err(e) if e.kind == ErrorKind::NotFound => {}
+                Err(e) if e.kind == ErrorKind::NotFound => gone = true,
                 Err(e) => return Err(e),
             }
         }
@@ -352,15 +347,16 @@ impl Repository {
             for id in &listed {
                 match self.read_index(*id) {
                     Ok(index) => self.cache.merge(*id, &index, &condemned)?,
-                    // Damaged (already reported) or removed meanwhile by a prune.
-                    Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {}
+                    // Damaged: already reported.
+                    Err(e) if e.kind == ErrorKind::Corrupt => {}
+                    Err(e) if e.kind == ErrorKind::NotFound => gone = true,
                     Err(e) => return Err(e),
                 }
             }
         }
         *self.damaged_index.lock().unwrap() = damaged;
         *self.condemned.lock().unwrap() = condemned;
-        Ok(learned)
+        Ok(gone)
     }
 
     /// Index files that could not be read when the index was last synchronised, and why.
@@ -465,14 +461,10 @@ impl Repository {
         self.renew_marker()?;
         let mut found = self.cache.get_many(blobs)?;
         {
-            let session = self.session.lock().unwrap();
-            let mut touched = self.touched.lock().unwrap();
+            let own = self.own_blobs.lock().unwrap();
             for (blob, loc) in blobs.iter().zip(found.iter_mut()) {
-                match loc {
-                    Some(loc) => {
-                        touched.insert(loc.pack);
-                    }
-                    None => *loc = session.get(blob).copied().flatten(),
+                if loc.is_none() {
+                    *loc = own.get(blob).copied().flatten();
                 }
             }
         }
@@ -491,18 +483,14 @@ impl Repository {
         Ok(found)
     }
 
-    /// Where the index places a blob; notes the pack as one this process depends on.
+    /// Where the index places a blob, in a pack no condemnation names.
     fn indexed(&self, blob: &BlobId) -> Result<Option<Location>> {
         self.renew_marker()?;
-        let loc = self.cache.get(blob)?;
-        if let Some(loc) = &loc {
-            self.touched.lock().unwrap().insert(loc.pack);
-        }
-        Ok(loc)
+        self.cache.get(blob)
     }
 
     pub fn has_blob(&self, blob: &BlobId) -> Result<bool> {
-        Ok(self.session.lock().unwrap().contains_key(blob) || self.indexed(blob)?.is_some())
+        Ok(self.own_blobs.lock().unwrap().contains_key(blob) || self.indexed(blob)?.is_some())
     }
 
     /// Stores a blob unless the repository or this process already has it; returns whether it
@@ -514,11 +502,11 @@ impl Repository {
             return Ok(false);
         }
         {
-            let mut session = self.session.lock().unwrap();
-            if session.contains_key(&blob) {
+            let mut own = self.own_blobs.lock().unwrap();
+            if own.contains_key(&blob) {
                 return Ok(false);
             }
-            session.insert(blob, None);
+            own.insert(blob, None);
         }
         self.store(blob, plaintext)?;
         Ok(true)
@@ -640,12 +628,11 @@ impl Repository {
     fn settle_packs(&self) -> Result<()> {
         for written in self.writer.take_done() {
             let entry = written?;
-            self.touched.lock().unwrap().insert(entry.id);
             self.renew_marker()?;
             {
-                let mut session = self.session.lock().unwrap();
+                let mut own = self.own_blobs.lock().unwrap();
                 for b in &entry.blobs {
-                    session.insert(b.blob, Some(Location::of(entry.id, b)));
+                    own.insert(b.blob, Some(Location::of(entry.id, b)));
                 }
             }
             let batch = {
@@ -709,35 +696,35 @@ impl Repository {
         }
     }
 
-    /// Flushes, then stores the snapshot: the last write of a backup. Before it, blobs that a
-    /// prune condemned while the backup ran are stored again (repo-format.md, "Garbage
-    /// collection"), within `COMMIT_WINDOW` of the snapshot's creation.
-    pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
-        loop {
-            let started = self.host.boot_clock();
-            self.flush()?;
-            if self.dry_run {
-                break;
-            }
-            self.revive_condemned(snapshot.tree)?;
-            self.flush()?;
-            if self.host.boot_clock().saturating_sub(started) < COMMIT_WINDOW {
-                break;
-            }
+    pub fn remove_pack(&self, pack: &PackId) -> Result<()> {
+        self.remove(FileType::Pack, &pack.0)
+    }
+
+    pub fn remove_index(&self, id: &IndexId) -> Result<()> {
+        self.remove(FileType::Index, &id.0)
+    }
+
+    fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.remove(FileType::Snapshot, &id.0)
+    }
+
+    /// Removes a file; one already gone (a concurrent or interrupted prune) is not an error.
+    fn remove(&self, t: FileType, id: &Id) -> Result<()> {
+        match self.backend.remove(t, &id.to_hex()) {
+            Err(e) if e.kind != cairn_backend::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
         }
-        let sealed = cairn_crypto::seal(&self.keys.data, AD_SNAPSHOT, &snapshot.encode());
-        let id = SnapshotId(file_id(&sealed));
-        if !self.dry_run {
-            self.backend
-                .create(FileType::Snapshot, &id.to_hex(), &sealed)?;
-        }
-        Ok(id)
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
         let bytes = self.read_file(FileType::Snapshot, &id.0)?;
+        self.open_snapshot(&id, &bytes)
+    }
+
+    /// Opens a snapshot file's bytes.
+    fn open_snapshot(&self, id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
         let what = format!("snapshot {}", id.short());
-        let plain = cairn_crypto::open(&self.keys.data, AD_SNAPSHOT, &bytes, &what)?;
+        let plain = cairn_crypto::open(&self.keys.data, AD_SNAPSHOT, bytes, &what)?;
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(format!("{what}: {e}")))
     }
 
@@ -746,6 +733,8 @@ impl Repository {
     /// known, even when a backup finished after this process opened the repository.
     pub fn snapshot_ids_indexed(&self) -> Result<Vec<SnapshotId>> {
         let ids = self.snapshot_ids()?;
+        // Its index files were created before a snapshot: a listing this long after shows them.
+        self.host.sleep(self.backend.guarantees().listing_lag);
         self.sync_index()?;
         Ok(ids)
     }

@@ -62,6 +62,8 @@ pub struct Report {
     pub processes: BTreeMap<&'static str, (u64, u64)>,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
+    /// What the processes exercised: packs condemned and deleted, sessions fenced, ...
+    pub exercised: BTreeMap<&'static str, u64>,
     pub log: Vec<String>,
 }
 
@@ -98,7 +100,7 @@ impl std::fmt::Display for Failure {
 struct Outcome {
     proc: usize,
     kind: &'static str,
-    result: Result<String, String>,
+    result: Result<procs::Done, String>,
 }
 
 fn kind_of(job: &Job) -> &'static str {
@@ -483,7 +485,14 @@ impl Sim {
             let crashed = st.procs[o.proc].crash == Crash::Dead;
             let what = st.procs[o.proc].what.clone();
             match &o.result {
-                Ok(done) => st.note(format!("END {what}: {done}")),
+                Ok((done, counts)) => {
+                    st.note(format!("END {what}: {done}"));
+                    if !crashed {
+                        for (k, n) in counts {
+                            *self.report.exercised.entry(k).or_default() += n;
+                        }
+                    }
+                }
                 Err(e) => {
                     st.note(format!(
                         "FAIL {what}{}: {e}",
@@ -491,6 +500,9 @@ impl Sim {
                     ));
                     if !crashed {
                         self.report.processes.entry(o.kind).or_default().1 += 1;
+                        if e.contains("run the backup again") {
+                            *self.report.exercised.entry("backups refused").or_default() += 1;
+                        }
                         if e.starts_with("PANIC") || !failure_allowed(o.kind, e) {
                             return Err(format!("{what} failed: {e}"));
                         }

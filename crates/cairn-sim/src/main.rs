@@ -64,8 +64,16 @@ fn main() -> std::process::ExitCode {
                         for (k, n) in report.faults {
                             *t.faults.entry(k).or_default() += n;
                         }
+                        for (k, n) in report.exercised {
+                            *t.exercised.entry(k).or_default() += n;
+                        }
                     }
                     Err(failure) => {
+                        if opts.verbose {
+                            for line in &failure.log {
+                                println!("  {line}");
+                            }
+                        }
                         eprintln!("{failure}");
                         failures.lock().unwrap().push(seed);
                     }
@@ -85,6 +93,10 @@ fn main() -> std::process::ExitCode {
     }
     println!("faults injected:");
     for (k, n) in &t.faults {
+        println!("  {k}: {n}");
+    }
+    println!("exercised:");
+    for (k, n) in &t.exercised {
         println!("  {k}: {n}");
     }
     if failures.is_empty() {

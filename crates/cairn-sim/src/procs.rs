@@ -73,11 +73,14 @@ impl Cx {
     }
 }
 
-pub fn run(job: &Job, cx: &Cx) -> cairn_repo::Result<String> {
+/// What a process did, and counts of what it exercised (for the run's report).
+pub type Done = (String, Vec<(&'static str, u64)>);
+
+pub fn run(job: &Job, cx: &Cx) -> cairn_repo::Result<Done> {
     match job {
-        Job::Backup(files) => backup(cx, files),
+        Job::Backup(files) => Ok((backup(cx, files)?, vec![("snapshots committed", 1)])),
         Job::Prune { keep_last } => {
-            let repo = cx.open(false)?;
+            let repo = cx.open(true)?;
             let forgotten = match keep_last {
                 Some(n) => forget(&repo, *n)?,
                 None => HashSet::new(),
@@ -86,37 +89,52 @@ pub fn run(job: &Job, cx: &Cx) -> cairn_repo::Result<String> {
                 &repo,
                 &PruneOptions {
                     max_unused: 0.05,
-                    grace: std::time::Duration::from_secs(3600),
+                    grace: std::time::Duration::from_secs(24 * 3600),
                     dry_run: false,
-                    now_ns: cairn_repo::Host::wall_clock_ns(repo.host()),
                     forgotten,
                 },
             )?;
-            Ok(format!(
-                "{} unused, {} repacked, {} revived, {} deleted, {} deferred ({})",
+            let counts = vec![
+                ("packs condemned", r.packs_unused + r.packs_repacked),
+                ("packs deleted", r.packs_deleted),
+                ("packs deferred", r.packs_deferred),
+                ("blobs revived", r.blobs_revived),
+                ("sessions fenced", r.sessions_fenced),
+                ("damaged copies replaced", r.copies_damaged),
+            ];
+            let done = format!(
+                "{} unused, {} repacked, {} revived, {} deleted, {} deferred ({}), {} fenced",
                 r.packs_unused,
                 r.packs_repacked,
                 r.blobs_revived,
                 r.packs_deleted,
                 r.packs_deferred,
-                r.deferred_because.unwrap_or_default()
-            ))
+                r.deferred_because.unwrap_or_default(),
+                r.sessions_fenced,
+            );
+            Ok((done, counts))
         }
         Job::Forget { keep_last } => {
             let repo = cx.open(false)?;
             let gone = forget(&repo, *keep_last)?;
-            Ok(format!("forgot {}", gone.len()))
+            Ok((
+                format!("forgot {}", gone.len()),
+                vec![("snapshots forgotten", gone.len() as u64)],
+            ))
         }
         Job::RepairIndex => {
-            let repo = cx.open(false)?;
+            let repo = cx.open(true)?;
             let r = cairn_engine::repair_index(&repo, false)?;
-            Ok(format!("indexed {} of {} packs", r.packs_indexed, r.packs))
+            Ok((
+                format!("indexed {} of {} packs", r.packs_indexed, r.packs),
+                Vec::new(),
+            ))
         }
-        Job::Restore { pick } => restore(cx, *pick),
+        Job::Restore { pick } => Ok((restore(cx, *pick)?, vec![("restores", 1)])),
         Job::Check => {
             let repo = cx.open(false)?;
             let r = cairn_engine::check(&repo, cairn_engine::ReadData::None, &Default::default())?;
-            Ok(format!("{} errors", r.errors.len()))
+            Ok((format!("{} errors", r.errors.len()), Vec::new()))
         }
     }
 }
@@ -160,15 +178,13 @@ fn forget(repo: &Repository, keep: u32) -> cairn_repo::Result<HashSet<SnapshotId
         keep_last: KeepCount::AtMost(keep),
         ..Policy::default()
     };
-    let mut gone = HashSet::new();
+    let mut gone = Vec::new();
     for group in groups.values() {
         let decisions = cairn_engine::apply_policy(group, &policy, &jiff::tz::TimeZone::UTC);
-        for d in decisions.iter().filter(|d| !d.keep) {
-            repo.remove_snapshot(&d.id)?;
-            gone.insert(d.id);
-        }
+        gone.extend(decisions.iter().filter(|d| !d.keep).map(|d| d.id));
     }
-    Ok(gone)
+    repo.forget_snapshots(&gone)?;
+    Ok(gone.into_iter().collect())
 }
 
 /// Restores a snapshot with cairn's restorer into a scratch directory. Whatever it reports as

@@ -8,9 +8,9 @@
 //! those without a record), so each condemned pack is named once.
 
 use crate::Result;
+use crate::{Repository, BLOBS_PER_INDEX};
 use cairn_format::index::{IndexFile, IndexPack};
 use cairn_format::{IndexId, PackId};
-use cairn_repo::{Repository, BLOBS_PER_INDEX};
 use std::collections::HashSet;
 
 /// About 4 MiB of index entries at 16 MiB packs of 1 MiB blobs.
@@ -103,9 +103,9 @@ impl IndexBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{InitOptions, KdfParams, LocalBackend, OpenOptions};
     use cairn_format::index::IndexEntry;
     use cairn_format::{BlobId, BlobType, Id, PackId};
-    use cairn_repo::{InitOptions, KdfParams, LocalBackend, OpenOptions};
 
     fn pack(n: u32, blobs: usize) -> IndexPack {
         let mut id = [0u8; 32];
@@ -141,7 +141,7 @@ mod tests {
             },
             ..InitOptions::default()
         };
-        cairn_repo::init(&backend, b"pw", &opts).unwrap();
+        crate::init(&backend, b"pw", &opts).unwrap();
         Repository::open(
             Box::new(LocalBackend::open(&dir.join("repo"))),
             b"pw",

@@ -5,7 +5,7 @@
 //! leaves one behind; a spill of few records never touches the disk.
 
 use crate::Result;
-use cairn_repo::{Error, ErrorKind};
+use crate::{Error, ErrorKind};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,347 @@
+//! Prune's steps 3 to 6 (repo-format.md, "Garbage collection"), in the order that keeps every
+//! step safe to interrupt: copies, then the rewritten index, then the condemnations, and
+//! deletions last.
+//!
+//! Invariant: a pack is deleted only if a durable condemnation names it, every blob the
+//! snapshots use has a verified copy elsewhere, and either every session that the
+//! condemnation may concern had ended before the snapshots were listed, or (a condemnation
+//! written now) no session of another process is listed after it and no snapshot appeared.
+
+use super::claims::Key;
+use super::index_batch::IndexBatch;
+use super::plan::PrunePlan;
+use super::PruneReport;
+use crate::{Error, ErrorKind, Repository, Result};
+use cairn_format::index::IndexFile;
+use cairn_format::marker::Verdict;
+use cairn_format::{BlobId, IndexId, PackId, SnapshotId};
+use std::collections::{BTreeMap, HashSet};
+
+/// Used blobs copied per pass over the claims when packs are copied: what prune holds of them.
+const COPIED_PER_PASS: u64 = 1 << 19;
+
+impl PrunePlan<'_> {
+    /// Carries the plan out.
+    pub fn execute(mut self) -> Result<PruneReport> {
+        let repo = self.repo;
+        if !self.has_work() {
+            self.report.duration = self.started.elapsed();
+            return Ok(self.report);
+        }
+        let lag = repo.backend.guarantees().listing_lag;
+        let newly_condemned = self.newly_condemned();
+
+        // 3. Copies: the used blobs of packs to repack, those found only in condemned packs,
+        // and those whose only good copy is in a pack about to be condemned.
+        let (mut extra, damaged) = self.verify_kept_copies(&newly_condemned)?;
+        let mut copies: Vec<PackId> = self.revive.iter().chain(&self.repack).copied().collect();
+        for number in extra.keys() {
+            let pack = self.packs.list[*number as usize].0;
+            if !copies.contains(&pack) {
+                copies.push(pack);
+            }
+        }
+        let mut conflict = false;
+        let mut rest = &copies[..];
+        while !rest.is_empty() {
+            // As many packs as keep `COPIED_PER_PASS` blobs together, and at least one.
+            let mut blobs = 0;
+            let n = rest
+                .iter()
+                .take_while(|p| {
+                    blobs += self.packs.get(p).map_or(0, |u| u.used_blobs);
+                    blobs <= COPIED_PER_PASS
+                })
+                .count()
+                .max(1);
+            let (now, later) = rest.split_at(n);
+            let numbers: HashSet<u32> = now.iter().map(|p| self.packs.numbers[p]).collect();
+            let mut kept = self.claims.kept_by(&numbers)?;
+            for pack in now {
+                let number = self.packs.numbers[pack];
+                let mut keeps = kept.remove(&number).unwrap_or_default();
+                keeps.extend(extra.remove(&number).unwrap_or_default());
+                match copy_used(repo, pack, &keeps)? {
+                    Some(copied) if self.revive.contains(pack) => {
+                        self.report.blobs_revived += copied as u64
+                    }
+                    Some(_) => {}
+                    // Another prune deleted it, having copied what it needed: the two may have
+                    // kept different copies, so this one deletes nothing.
+                    None => conflict = true,
+                }
+            }
+            rest = later;
+        }
+        repo.flush()?;
+
+        // 4 and 5. The rewritten index, then the condemnations.
+        let mut written: HashSet<IndexId> = HashSet::new();
+        let mut new_condemnations: Vec<(IndexId, Vec<PackId>)> = Vec::new();
+        if self.rewrites_index() || !damaged.is_empty() {
+            // Listed once the index files were read: a pack named there but missing here is
+            // gone for good (a concurrent prune deleted it), and its record must not be
+            // carried on.
+            repo.host.sleep(lag);
+            let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+            let mut all_condemned = self.condemned.clone();
+            all_condemned.extend(newly_condemned.iter().copied());
+            let adopted = std::mem::take(&mut self.adopted);
+            let adopted_ids: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
+            let mut batch = IndexBatch::default();
+            for pack in adopted {
+                batch.push(repo, pack)?;
+            }
+            let mut seen = adopted_ids.clone();
+            for id in &self.rewrite {
+                let Some(file) = repo.read_index_if_listed(*id)? else {
+                    continue;
+                };
+                for mut pack in file.packs {
+                    if seen.insert(pack.id)
+                        && present.contains(&pack.id)
+                        && !all_condemned.contains(&pack.id)
+                    {
+                        pack.blobs
+                            .retain(|e| !damaged.contains(&(pack.id, e.blob.to_bytes())));
+                        batch.push(repo, pack)?;
+                    }
+                }
+            }
+            let files = batch.finish(repo)?;
+            written.extend(files.iter().map(|(id, _)| *id));
+            self.report.index_files_written += files.len() as u64;
+            if !newly_condemned.is_empty() {
+                // The condemned packs' records travel with the condemnation, so that their
+                // blobs stay readable (never reusable) until the packs are deleted. Only the
+                // packs condemned now: a record of a pack an older file condemns would put it
+                // back in the index once that file is gone. The files just rewritten are read
+                // again for them rather than held in memory.
+                let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
+                let mut batch = IndexBatch::condemning(&newly_condemned);
+                let mut seen = adopted_ids;
+                for id in &self.rewrite {
+                    let Some(file) = repo.read_index_if_listed(*id)? else {
+                        continue;
+                    };
+                    for pack in file.packs {
+                        if newly.contains(&pack.id)
+                            && seen.insert(pack.id)
+                            && present.contains(&pack.id)
+                        {
+                            batch.push(repo, pack)?;
+                        }
+                    }
+                }
+                for (pack, record) in std::mem::take(&mut self.unindexed) {
+                    if newly.contains(&pack) && !seen.contains(&pack) {
+                        batch.push(repo, record)?;
+                    }
+                }
+                for (id, packs) in batch.finish(repo)? {
+                    written.insert(id);
+                    new_condemnations.push((id, packs));
+                    self.report.index_files_written += 1;
+                }
+            }
+            for id in &self.rewrite {
+                repo.remove_index(id)?;
+                self.report.index_files_removed += 1;
+            }
+        }
+
+        // 6. Deletions. Another prune at work (an index file this prune neither read nor wrote
+        // that condemns packs, or names one this prune condemns) defers everything: the two
+        // may have kept different copies of a blob.
+        repo.host.sleep(lag);
+        let locks = repo.read_locks()?;
+        let live: Vec<[u8; 16]> = locks
+            .sessions
+            .keys()
+            .filter(|s| locks.verdicts.get(&super::verdict_name(s)) != Some(&Verdict::Fenced))
+            .copied()
+            .collect();
+        let running = live.len() + locks.unreadable.len();
+        let foreign = foreign_index_files(repo, &self.survey_index, &written)?;
+        let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
+        conflict |= foreign
+            .iter()
+            .any(|f| !f.condemned.is_empty() || f.packs.iter().any(|p| newly.contains(&p.id)));
+        let now_too = if conflict {
+            Err(
+                "another prune ran at the same time, so deletions wait for the next prune"
+                    .to_string(),
+            )
+        } else if running > 0 {
+            Err(self.sessions_running(running))
+        } else {
+            repo.host.sleep(lag);
+            let before: HashSet<SnapshotId> = self.snapshots.iter().copied().collect();
+            let after: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
+            if after.is_subset(&before) {
+                Ok(())
+            } else {
+                Err("a snapshot was written while prune ran, so condemned packs are deleted by the next prune".to_string())
+            }
+        };
+        let foreign_packs: HashSet<PackId> = foreign
+            .iter()
+            .flat_map(|f| f.packs.iter().map(|p| p.id))
+            .collect();
+        let mut because = None;
+        let old = std::mem::take(&mut self.pending);
+        let new = new_condemnations
+            .iter()
+            .map(|(id, packs)| (*id, packs.clone(), now_too.is_ok()));
+        for (id, packs, allowed) in old.into_iter().chain(new) {
+            let present: Vec<&PackId> = packs
+                .iter()
+                .filter(|p| self.stored.contains_key(p))
+                .collect();
+            if conflict || !allowed {
+                self.report.packs_deferred += present.len() as u64;
+                self.report.bytes_deferred += present.iter().map(|p| self.stored[*p]).sum::<u64>();
+                if because.is_none() {
+                    because = Some(match &now_too {
+                        Err(why) => why.clone(),
+                        Ok(()) => self.sessions_running(self.live_sessions),
+                    });
+                }
+                continue;
+            }
+            for pack in present {
+                repo.remove_pack(pack)?;
+                self.report.packs_deleted += 1;
+                self.report.bytes_freed += self.stored[pack];
+            }
+            // An index file this prune did not read may name the packs (another prune's
+            // rewrite); while it does, the condemnation must stay to keep them out of the index.
+            if !packs.iter().any(|p| foreign_packs.contains(p)) {
+                repo.remove_index(&id)?;
+                self.report.index_files_removed += 1;
+            }
+        }
+        if now_too.is_err() && !new_condemnations.is_empty() {
+            // The sessions listed now are those the new condemnations may concern.
+            let ids: Vec<IndexId> = new_condemnations.iter().map(|(id, _)| *id).collect();
+            let mut sessions = live;
+            sessions.extend(locks.unreadable.iter().map(|n| {
+                let id: [u8; 16] = cairn_crypto::file_id(n.as_bytes()).0[..16]
+                    .try_into()
+                    .unwrap();
+                id
+            }));
+            repo.cache.observe_more(&ids, &sessions)?;
+        }
+        self.report.bytes_freed = self
+            .report
+            .bytes_freed
+            .saturating_sub(self.report.bytes_repacked);
+        self.report.deferred_because = because;
+        self.report.duration = self.started.elapsed();
+        Ok(self.report)
+    }
+
+    /// Before a pack holding the last other copy of a used blob is condemned, the copy that
+    /// keeps the blob is read and verified. Returns, by pack number, the blobs to copy out of
+    /// packs about to be condemned because the kept copy is damaged, and the damaged copies.
+    #[allow(clippy::type_complexity)]
+    fn verify_kept_copies(
+        &mut self,
+        going: &[PackId],
+    ) -> Result<(BTreeMap<u32, HashSet<Key>>, HashSet<(PackId, Key)>)> {
+        let mut extra: BTreeMap<u32, HashSet<Key>> = BTreeMap::new();
+        let mut damaged: HashSet<(PackId, Key)> = HashSet::new();
+        if going.is_empty() {
+            return Ok((extra, damaged));
+        }
+        let going: HashSet<u32> = going
+            .iter()
+            .filter_map(|p| self.packs.numbers.get(p))
+            .copied()
+            .collect();
+        let mut verified: HashSet<Key> = HashSet::new();
+        for (key, other, kept) in self.claims.other_copies_in(&going)? {
+            // A kept copy in a pack that goes is verified as it is copied.
+            if going.contains(&kept.pack) || verified.contains(&key) {
+                continue;
+            }
+            let pack = self.packs.list[kept.pack as usize].0;
+            let blob = BlobId::from_bytes(&key).expect("keys come from blob ids");
+            let good = self
+                .repo
+                .read_pack_range(&pack, u64::from(kept.offset), u64::from(kept.stored_len))
+                .and_then(|stored| self.repo.open_blob(&blob, &stored, kept.raw_len));
+            match good {
+                Ok(_) => {
+                    verified.insert(key);
+                }
+                Err(e) if e.kind == ErrorKind::Corrupt || e.kind == ErrorKind::NotFound => {
+                    damaged.insert((pack, key));
+                    extra.entry(other.pack).or_default().insert(key);
+                    self.report.copies_damaged += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((extra, damaged))
+    }
+}
+
+/// Copies the blobs a pack `keeps` into new packs; returns how many, or `None` if the pack is
+/// gone.
+fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<Option<usize>> {
+    if keeps.is_empty() {
+        return Ok(Some(0));
+    }
+    // Each blob is authenticated as it is opened, so a pack that fails its hash check only
+    // fails prune if a blob prune needs from it is damaged.
+    let bytes = match repo.read_pack_unverified(pack) {
+        Ok(b) => b,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let header = repo.read_pack_header(pack, bytes.len() as u64)?;
+    let (offsets, _) = header.offsets();
+    let mut n = 0;
+    for (e, offset) in header.entries.iter().zip(offsets) {
+        if !keeps.contains(&e.blob.to_bytes()) {
+            continue;
+        }
+        let start = offset as usize;
+        let stored = &bytes[start..start + e.stored_len as usize];
+        match repo.open_blob(&e.blob, stored, e.raw_len) {
+            Ok(_) => {}
+            // A damaged copy that the index no longer places here is not needed.
+            Err(_) if repo.lookup(&e.blob)?.is_some_and(|l| l.pack != *pack) => continue,
+            Err(err) => return Err(Error::new(
+                err.kind,
+                format!("{err}; a snapshot needs it: run `cairn repair index --read-data` and `cairn repair snapshots` first"),
+            )),
+        };
+        repo.store_again(&e.blob, stored, e.raw_len)?;
+        n += 1;
+    }
+    Ok(Some(n))
+}
+
+/// Index files that appeared since prune listed the index, other than its own.
+fn foreign_index_files(
+    repo: &Repository,
+    listed: &[IndexId],
+    written: &HashSet<IndexId>,
+) -> Result<Vec<IndexFile>> {
+    let listed: HashSet<&IndexId> = listed.iter().collect();
+    let mut ids = repo.index_ids()?;
+    ids.sort();
+    let mut out = Vec::new();
+    for id in ids {
+        if listed.contains(&id) || written.contains(&id) {
+            continue;
+        }
+        if let Some(file) = repo.read_index_if_listed(id)? {
+            out.push(file);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,319 @@
+//! Prune's step 2 (repo-format.md, "Garbage collection"): from the survey and the used blobs,
+//! what to copy, what to condemn, and which condemnations may be carried out.
+//!
+//! Invariant: nothing here writes; a dry run is "stop after the plan".
+
+use super::claims::{Claims, PackUse, Packs};
+use super::survey::Survey;
+use super::{humanize, PruneReport};
+use crate::{Error, Repository, Result};
+use cairn_format::index::IndexPack;
+use cairn_format::{IndexId, PackId, SnapshotId};
+use std::collections::{BTreeMap, HashSet};
+
+/// What a prune will do, computed by `Survey::plan`.
+pub struct PrunePlan<'r> {
+    pub(crate) repo: &'r Repository,
+    pub(crate) survey_index: Vec<IndexId>,
+    pub(crate) snapshots: Vec<SnapshotId>,
+    pub(crate) claims: Claims,
+    pub(crate) packs: Packs,
+    pub(crate) stored: BTreeMap<PackId, u64>,
+    pub(crate) condemned: HashSet<PackId>,
+    /// Condemnation files already in the repository, the packs each condemns, and whether
+    /// every session that may depend on them has ended.
+    pub(crate) pending: Vec<(IndexId, Vec<PackId>, bool)>,
+    /// Index files that are not condemnations: rewritten when the index changes.
+    pub(crate) rewrite: Vec<IndexId>,
+    /// Packs no index file names whose blobs the snapshots use: they join the index.
+    pub(crate) adopted: Vec<IndexPack>,
+    /// Packs no index file names, by their headers.
+    pub(crate) unindexed: BTreeMap<PackId, IndexPack>,
+    /// Condemned packs holding used blobs found nowhere else: copied out.
+    pub(crate) revive: Vec<PackId>,
+    pub(crate) unused: Vec<PackId>,
+    pub(crate) repack: Vec<PackId>,
+    /// An index file (not a condemnation) still names a condemned pack, as a prune killed
+    /// before it removed the files it had rewritten leaves: the index must be rewritten
+    /// before that pack goes.
+    pub(crate) stale_records: bool,
+    /// Sessions of others still running: they defer new condemnations.
+    pub(crate) live_sessions: usize,
+    pub(crate) grace: std::time::Duration,
+    pub(crate) started: std::time::Instant,
+    pub(crate) report: PruneReport,
+}
+
+/// Index files prune may leave as they are; more are merged into fewer by a rewrite.
+const MAX_INDEX_FILES_KEPT: usize = 64;
+
+impl<'r> Survey<'r> {
+    /// Step 2: classifies every pack, chooses what to repack, and decides which existing
+    /// condemnations may be carried out. `max_unused`: repack partly used packs, most wasteful
+    /// first, until the unused bytes left in packs are at most this share of the used bytes.
+    pub fn plan(self, max_unused: f64) -> Result<PrunePlan<'r>> {
+        let Survey {
+            repo,
+            opts,
+            started,
+            index,
+            condemnations,
+            condemned,
+            live,
+            observation,
+            snapshots,
+            committing: _,
+            mut claims,
+            mut report,
+        } = self;
+        report.snapshots = snapshots.len() as u64;
+        let stored: BTreeMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
+        report.packs = stored.len() as u64;
+        // A session may depend on what an index file names or a condemnation takes away if
+        // it was seen running when the file was first seen (or before).
+        let first_live = live.iter().map(|(_, seen)| *seen).min();
+        let concerns = |seen: u64| first_live.is_some_and(|first| first <= seen);
+
+        let mut packs = Packs::default();
+        // Packs a running session may still be filling: named only by index files it may
+        // have written. They are not condemned while it runs, so it need not copy them.
+        let mut young: HashSet<PackId> = HashSet::new();
+        let mut settled: HashSet<PackId> = HashSet::new();
+        let mut stale_records = false;
+        let mut rewrite = Vec::new();
+        for (id, seen) in &index {
+            let Some(file) = repo.read_index_if_listed(*id)? else {
+                continue;
+            };
+            if file.condemned.is_empty() {
+                rewrite.push(*id);
+                stale_records |= file.packs.iter().any(|p| condemned.contains(&p.id));
+            }
+            let named = if concerns(*seen) {
+                &mut young
+            } else {
+                &mut settled
+            };
+            named.extend(file.packs.iter().map(|p| p.id));
+            for pack in file.packs.iter().filter(|p| !condemned.contains(&p.id)) {
+                // A missing or truncated pack keeps nothing.
+                if let Some(number) = packs.add(pack) {
+                    if stored.get(&pack.id) == Some(&pack.size) {
+                        claims.offer(pack, number)?;
+                    }
+                }
+            }
+        }
+        young.retain(|p| !settled.contains(p));
+
+        // Packs no index file names: a running session's not yet indexed, a killed one's, or
+        // a concurrent prune's copies. Their headers say what they hold; used ones join the
+        // index.
+        let mut unindexed: BTreeMap<PackId, IndexPack> = BTreeMap::new();
+        let mut unreadable: HashSet<PackId> = HashSet::new();
+        for (pack, size) in &stored {
+            if condemned.contains(pack) || packs.numbers.contains_key(pack) {
+                continue;
+            }
+            let Ok(header) = repo.read_pack_header(pack, *size) else {
+                // Damage is for `check` to report, and a pack removed since the listing is no
+                // concern: prune leaves what it cannot read alone.
+                unreadable.insert(*pack);
+                continue;
+            };
+            let entries = IndexPack::from_header(*pack, *size, &header);
+            let number = packs.add(&entries).expect("a pack is listed once");
+            claims.offer(&entries, number)?;
+            unindexed.insert(*pack, entries);
+        }
+        let (mut blobs_used, mut missing) = claims.settle(&mut packs)?;
+        // Blobs a snapshot reaches that no other pack holds are copied out of condemned packs,
+        // which are read only then and offered last.
+        let mut revive: Vec<PackId> = Vec::new();
+        if missing > 0 {
+            let mut doomed: Vec<&PackId> = condemned
+                .iter()
+                .filter(|p| stored.contains_key(p))
+                .collect();
+            doomed.sort();
+            for pack in doomed {
+                let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
+                    continue;
+                };
+                let entries = IndexPack::from_header(*pack, stored[pack], &header);
+                if let Some(number) = packs.add(&entries) {
+                    claims.offer(&entries, number)?;
+                    revive.push(*pack);
+                }
+            }
+            (blobs_used, missing) = claims.settle(&mut packs)?;
+        }
+        report.blobs_used = blobs_used;
+        if missing > 0 {
+            return Err(Error::corrupt(format!(
+                "{missing} blobs that snapshots reach are in no intact pack: prune would lose track of them; run `cairn check`"
+            )));
+        }
+        revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
+        let adopted: Vec<IndexPack> = unindexed
+            .iter()
+            .filter(|(p, _)| packs.get(p).is_some_and(|u| u.used_blobs > 0))
+            .map(|(_, entries)| entries.clone())
+            .collect();
+        unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
+        if first_live.is_some() {
+            young.extend(unindexed.keys().copied());
+        } else {
+            young.clear();
+        }
+
+        let unused: Vec<PackId> = stored
+            .keys()
+            .filter(|p| {
+                !condemned.contains(p)
+                    && !unreadable.contains(p)
+                    && !young.contains(p)
+                    && packs.get(p).is_some_and(|u| u.used_blobs == 0)
+            })
+            .copied()
+            .collect();
+        report.packs_unused = unused.len() as u64;
+        let live_packs = || packs.list.iter().filter(|(p, _)| !condemned.contains(p));
+        let mut partial: Vec<(PackId, PackUse)> = live_packs()
+            .filter(|(p, u)| {
+                u.used_blobs > 0
+                    && u.used_bytes < u.blob_bytes
+                    && stored.contains_key(p)
+                    && !young.contains(p)
+            })
+            .copied()
+            .collect();
+        partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.blob_bytes - u.used_bytes), *p));
+        let used_bytes: u64 = live_packs().map(|(_, u)| u.used_bytes).sum();
+        let mut unused_kept: u64 = partial
+            .iter()
+            .map(|(_, u)| u.blob_bytes - u.used_bytes)
+            .sum();
+        let allowed = (used_bytes as f64 * max_unused) as u64;
+        let mut repack: Vec<PackId> = Vec::new();
+        for (pack, u) in &partial {
+            if unused_kept <= allowed {
+                break;
+            }
+            unused_kept -= u.blob_bytes - u.used_bytes;
+            repack.push(*pack);
+            report.blobs_repacked += u.used_blobs;
+            report.bytes_repacked += u.used_bytes;
+        }
+        report.packs_repacked = repack.len() as u64;
+        report.bytes_unused_kept = unused_kept;
+
+        let pending: Vec<(IndexId, Vec<PackId>, bool)> = condemnations
+            .into_iter()
+            .map(|(id, packs)| {
+                let seen = index
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map_or(observation, |(_, s)| *s);
+                (id, packs, !concerns(seen))
+            })
+            .collect();
+        let mut plan = PrunePlan {
+            repo,
+            survey_index: index.iter().map(|(id, _)| *id).collect(),
+            snapshots,
+            claims,
+            packs,
+            stored,
+            condemned,
+            pending,
+            rewrite,
+            adopted,
+            unindexed,
+            revive,
+            unused,
+            repack,
+            stale_records,
+            live_sessions: live.len(),
+            grace: opts.grace,
+            started,
+            report,
+        };
+        if opts.dry_run {
+            plan.dry_run_report();
+        }
+        plan.report.duration = started.elapsed();
+        Ok(plan)
+    }
+}
+
+impl PrunePlan<'_> {
+    /// What the plan reports before it is carried out.
+    pub fn report(&self) -> &PruneReport {
+        &self.report
+    }
+
+    pub(crate) fn newly_condemned(&self) -> Vec<PackId> {
+        self.unused.iter().chain(&self.repack).copied().collect()
+    }
+
+    /// Whether carrying out the plan changes the repository at all.
+    pub(crate) fn rewrites_index(&self) -> bool {
+        !self.unused.is_empty()
+            || !self.repack.is_empty()
+            || !self.adopted.is_empty()
+            || self.stale_records
+            || self.rewrite.len() > MAX_INDEX_FILES_KEPT
+    }
+
+    pub(crate) fn has_work(&self) -> bool {
+        self.rewrites_index() || !self.pending.is_empty() || !self.revive.is_empty()
+    }
+
+    /// Why new condemnations wait, when sessions of others run.
+    pub(crate) fn sessions_running(&self, n: usize) -> String {
+        format!(
+            "{n} backup marker(s) in locks/: a backup may be running, so condemned packs are deleted by a prune once it has ended (or has not renewed its marker for {})",
+            humanize(self.grace)
+        )
+    }
+
+    /// Fills in what a prune would delete now: existing condemnations whose sessions have
+    /// ended, and new ones when no session of another process runs.
+    fn dry_run_report(&mut self) {
+        let size = |packs: &mut dyn Iterator<Item = &PackId>| -> (u64, u64) {
+            packs
+                .filter_map(|p| self.stored.get(p))
+                .fold((0, 0), |(n, b), s| (n + 1, b + s))
+        };
+        let new = self.newly_condemned();
+        let now_ok = self.live_sessions == 0;
+        let (mut deleted, mut freed) = (0, 0);
+        let (mut deferred, mut kept) = (0, 0);
+        for (_, packs, ok) in &self.pending {
+            let (n, b) = size(&mut packs.iter());
+            if *ok {
+                deleted += n;
+                freed += b;
+            } else {
+                deferred += n;
+                kept += b;
+            }
+        }
+        let (n, b) = size(&mut new.iter());
+        if now_ok {
+            deleted += n;
+            freed += b;
+        } else {
+            deferred += n;
+            kept += b;
+        }
+        self.report.packs_deleted = deleted;
+        self.report.bytes_freed = freed.saturating_sub(self.report.bytes_repacked);
+        self.report.packs_deferred = deferred;
+        self.report.bytes_deferred = kept;
+        if deferred > 0 {
+            self.report.deferred_because = Some(self.sessions_running(self.live_sessions));
+        }
+    }
+}
