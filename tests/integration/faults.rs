@@ -833,14 +833,15 @@ fn backup_killed_at_a_spread_of_writes_is_completed_by_the_next() {
     let base = t.join("base");
     copy_dir(&t.repo(), &base);
 
-    // The writes of a whole backup: its files, and its marker created and removed.
+    // The writes of a whole backup: its files, its marker created and removed, and its
+    // verdict created and removed.
     let full = t.backup([&src]);
     let full_bytes = num(&full, "bytes_added");
     let writes = ["data", "index", "snapshots"]
         .iter()
         .map(|d| listing(&t.repo(), d).len() as u64)
         .sum::<u64>()
-        + 2;
+        + 4;
     assert!(writes >= 15, "expected a dozen packs: {writes} writes");
 
     let mut spread: Vec<u64> = vec![
@@ -870,7 +871,8 @@ fn backup_killed_at_a_spread_of_writes_is_completed_by_the_next() {
             );
             continue;
         }
-        // Killed after its snapshot (at the marker's removal), a backup is complete.
+        // Killed after its snapshot (at the removal of its marker or verdict), a backup is
+        // complete.
         let left = listing(&t.repo(), "snapshots");
         assert!(
             left.len() <= 1,

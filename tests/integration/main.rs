@@ -12,3 +12,4 @@ mod privacy;
 mod prune;
 mod recovery;
 mod roundtrip;
+mod stopped;

@@ -30,6 +30,7 @@ const CAIRN_VARS: &[&str] = &[
     "CAIRN_CACHE_DIR",
     "CAIRN_NOW",
     "CAIRN_TEST_CRASH_AFTER",
+    "CAIRN_TEST_CLOCK_SHIFT",
 ];
 
 /// A temporary directory holding a repository (`repo`), a cache (`cache`) and whatever source

@@ -1,6 +1,7 @@
-//! Project chores: `cargo xtask demo` (a backup and restore on a local repository) and
+//! Project chores: `cargo xtask demo` (a backup and restore on a local repository),
 //! `cargo xtask bench` (cairn beside restic, borg and rustic on the same data, written to
-//! BENCHMARKS.md).
+//! BENCHMARKS.md) and `cargo xtask simulate` (the garbage-collection simulation over many
+//! seeds, `crates/cairn-sim`).
 //!
 //! No dependencies, so it compiles in seconds.
 
@@ -19,19 +20,30 @@ type Result<T> = std::result::Result<T, String>;
 const USAGE: &str = "usage: cargo xtask demo [PATH]
        cargo xtask bench [--runs N] [--steps LIST] [--skip restic,borg,rustic] [--size-mib N]
                          [--quick] [--out FILE]
-       cargo xtask bench --help";
+       cargo xtask bench --help
+       cargo xtask simulate [--seeds N] [--start S] [--seed S] [--steps K] [--jobs J] [-v]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench::bench(&args[1..]),
+        Some("simulate") => simulate(&args[1..]),
         _ => Err(USAGE.into()),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e}");
         std::process::exit(1);
     }
+}
+
+/// Runs the simulation, built with optimizations, over the seeds asked for (100 by default,
+/// from 0); `--seed S` replays one seed alone, and `-v` prints every step.
+fn simulate(args: &[String]) -> Result<()> {
+    run(Command::new(env!("CARGO"))
+        .args(["run", "--release", "--quiet", "-p", "cairn-sim", "--"])
+        .args(args)
+        .current_dir(root()))
 }
 
 fn root() -> PathBuf {

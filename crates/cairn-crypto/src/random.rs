@@ -51,7 +51,7 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
-        let os = std::thread::spawn(|| super::bytes::<32>()).join().unwrap();
+        let os = std::thread::spawn(super::bytes::<32>).join().unwrap();
         assert_ne!(os, super::bytes::<32>());
     }
 }

@@ -29,7 +29,23 @@ pub struct PruneOptions {
     pub forgotten: HashSet<SnapshotId>,
 }
 
+/// Times a prune starts over when another prune deleted packs under it.
+const ATTEMPTS: usize = 3;
+
+/// Runs a prune. One that stalled (a stopped process, a sleeping host) while another prune
+/// deleted packs it had surveyed works from a stale view: it notices, deletes nothing on that
+/// view, and starts over.
 pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut attempt = 1;
+    loop {
+        match prune_once(repo, opts) {
+            Err(e) if e.kind == ErrorKind::Locked && attempt < ATTEMPTS => attempt += 1,
+            r => return r,
+        }
+    }
+}
+
+fn prune_once(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     let mut survey = repo.survey(&SurveyOptions {
         grace: opts.grace,
         dry_run: opts.dry_run,
@@ -62,11 +78,13 @@ fn used_blobs(repo: &Repository, snapshots: &[SnapshotId], survey: &mut Survey) 
         let snapshot = match repo.load_snapshot(*id) {
             Ok(s) => s,
             Err(e) if e.kind == ErrorKind::NotFound => continue,
-            Err(e) if e.kind == ErrorKind::Corrupt => return Err(Error::corrupt(format!(
+            Err(e) if e.kind == ErrorKind::Corrupt => {
+                return Err(Error::corrupt(format!(
                 "{}; prune cannot tell which blobs it needs: forget it first (`cairn forget {}`)",
                 e.message,
                 id.to_hex()
-            ))),
+            )))
+            }
             Err(e) => return Err(e),
         };
         n += 1;
@@ -78,14 +96,23 @@ fn used_blobs(repo: &Repository, snapshots: &[SnapshotId], survey: &mut Survey) 
             continue;
         }
         survey.use_blob(tree_id.into())?;
-        let tree = repo.load_tree(tree_id).map_err(|e| {
-            Error::new(
+        let tree = repo.load_tree(tree_id).map_err(|e| match e.kind {
+            // Its pack went, or its index entry, since the survey: another prune deleted it,
+            // having copied it elsewhere, or it is lost; a new survey tells which.
+            ErrorKind::NotFound => Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{}; another prune changed the repository while this one ran",
+                    e.message
+                ),
+            ),
+            _ => Error::new(
                 e.kind,
                 format!(
                     "{}; prune cannot tell which blobs are used: run `cairn check`",
                     e.message
                 ),
-            )
+            ),
         })?;
         for node in tree.nodes {
             for c in &node.content {

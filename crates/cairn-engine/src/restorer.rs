@@ -470,7 +470,8 @@ impl Run<'_> {
                 self.complete(i);
             }
         }
-        let mut packs: HashMap<PackId, PackWork> = HashMap::new();
+        // In pack order, so that the order of reads is a function of the plan alone.
+        let mut packs: std::collections::BTreeMap<PackId, PackWork> = Default::default();
         for (chunk, targets) in by_blob {
             let loc = self.locations[&chunk];
             packs

@@ -15,8 +15,9 @@ pub trait Host: Send + Sync + Debug {
     /// Time since this machine booted, time spent suspended included (`CLOCK_BOOTTIME`).
     /// Readings compare only within one `machine()`.
     fn boot_clock(&self) -> Duration;
-    /// This boot of this machine and this process's pid namespace, `<boot id>:<namespace>`:
-    /// where a pid means something. Empty when unknown.
+    /// This machine, this boot of it and this process's pid namespace,
+    /// `<machine id>:<boot id>:<namespace>`: where a pid means something, and where boot clock
+    /// readings compare. Empty when unknown.
     fn machine(&self) -> Vec<u8>;
     fn pid(&self) -> u32;
     /// Whether process `pid` of this `machine()` exists; `None` when that cannot be told.
@@ -45,10 +46,14 @@ impl Host for SystemHost {
     }
 
     fn machine(&self) -> Vec<u8> {
+        let id = std::fs::read_to_string("/etc/machine-id")
+            .or_else(|_| std::fs::read_to_string("/var/lib/dbus/machine-id"));
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id");
         let ns = std::fs::read_link("/proc/self/ns/pid");
-        match (boot, ns) {
-            (Ok(boot), Ok(ns)) => format!("{}:{}", boot.trim(), ns.display()).into_bytes(),
+        match (id, boot, ns) {
+            (Ok(id), Ok(boot), Ok(ns)) => {
+                format!("{}:{}:{}", id.trim(), boot.trim(), ns.display()).into_bytes()
+            }
             _ => Vec::new(),
         }
     }
@@ -69,5 +74,70 @@ impl Host for SystemHost {
 
     fn sleep(&self, d: Duration) {
         std::thread::sleep(d);
+    }
+}
+
+/// Whether the process `pid` that wrote `marker_machine` (a `Host::machine`) is certainly gone,
+/// as seen from `host`: the same machine has booted since, or it runs in this boot and pid
+/// namespace no more. Anything that cannot be told is not gone.
+pub(crate) fn process_gone(host: &dyn Host, marker_machine: &[u8], pid: u32) -> bool {
+    let here = host.machine();
+    match (split(marker_machine), split(&here)) {
+        (Some([id, boot, ns]), Some([here_id, here_boot, here_ns]))
+            if !id.is_empty() && id == here_id =>
+        {
+            boot != here_boot || (ns == here_ns && host.process_exists(pid) == Some(false))
+        }
+        _ => false,
+    }
+}
+
+/// A `Host::machine` in its three parts: machine id, boot id, pid namespace.
+fn split(machine: &[u8]) -> Option<[&[u8]; 3]> {
+    let mut parts = machine.splitn(3, |b| *b == b':');
+    Some([parts.next()?, parts.next()?, parts.next()?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host whose only live process is pid 7.
+    #[derive(Debug)]
+    struct At(&'static str);
+
+    impl Host for At {
+        fn wall_clock_ns(&self) -> i64 {
+            0
+        }
+        fn boot_clock(&self) -> Duration {
+            Duration::ZERO
+        }
+        fn machine(&self) -> Vec<u8> {
+            self.0.as_bytes().to_vec()
+        }
+        fn pid(&self) -> u32 {
+            1
+        }
+        fn process_exists(&self, pid: u32) -> Option<bool> {
+            Some(pid == 7)
+        }
+        fn sleep(&self, _: Duration) {}
+    }
+
+    #[test]
+    fn a_process_is_gone_only_where_that_can_be_told() {
+        let here = At("m1:boot2:pid:[40]");
+        // Same boot and namespace: the pid tells.
+        assert!(process_gone(&here, b"m1:boot2:pid:[40]", 8));
+        assert!(!process_gone(&here, b"m1:boot2:pid:[40]", 7));
+        // The machine has booted since: whatever ran before is gone.
+        assert!(process_gone(&here, b"m1:boot1:pid:[40]", 7));
+        // Another pid namespace, another machine, or no machine: cannot be told.
+        assert!(!process_gone(&here, b"m1:boot2:pid:[41]", 8));
+        assert!(!process_gone(&here, b"m2:boot1:pid:[40]", 8));
+        assert!(!process_gone(&here, b"", 8));
+        assert!(!process_gone(&At(""), b"m1:boot1:pid:[40]", 8));
+        assert!(!process_gone(&here, b":boot1:pid:[40]", 8));
     }
 }

@@ -298,3 +298,132 @@ fn unknown_format_version_is_refused_before_any_key_is_tried() {
     assert!(err.message.contains("version 2"), "{}", err.message);
     let _ = TreeId::default();
 }
+
+/// A host whose boot clock the test sets, where every process runs.
+#[derive(Debug)]
+struct TestHost {
+    clock: Arc<Mutex<std::time::Duration>>,
+    pid: u32,
+}
+
+impl cairn_repo::Host for TestHost {
+    fn wall_clock_ns(&self) -> i64 {
+        0
+    }
+    fn boot_clock(&self) -> std::time::Duration {
+        *self.clock.lock().unwrap()
+    }
+    fn machine(&self) -> Vec<u8> {
+        b"machine:boot:pid:[1]".to_vec()
+    }
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn process_exists(&self, _: u32) -> Option<bool> {
+        Some(true)
+    }
+    fn sleep(&self, _: std::time::Duration) {}
+}
+
+/// A backup that stops for longer than prune's grace period is fenced off: the prune that
+/// finds its marker unchanged for that long wins its verdict, and what only it protected is
+/// deleted. When the backup goes on, it must not commit a snapshot reaching deleted blobs: it
+/// fails, saying so, and writes no snapshot.
+#[test]
+fn a_silent_session_is_fenced_off_and_commits_nothing_that_reaches_deleted_blobs() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let clock = Arc::new(Mutex::new(std::time::Duration::from_secs(1000)));
+    let opened = |pid, cache: &std::path::Path| {
+        Repository::open(
+            Box::new(b.clone()),
+            b"pw",
+            &OpenOptions {
+                writer: true,
+                cache_dir: Some(cache.to_path_buf()),
+                host: Arc::new(TestHost {
+                    clock: Arc::clone(&clock),
+                    pid,
+                }),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let caches = tempfile::tempdir().unwrap();
+    let backup = opened(1, &caches.path().join("backup"));
+    let data = b"stored by a backup that then stops".to_vec();
+    let id = repo_blob(&backup, &data);
+    let (tree, _) = backup
+        .save_tree(&Tree {
+            nodes: vec![cairn_format::tree::Node {
+                name: b"f".to_vec(),
+                content: vec![cairn_format::DataId(id)],
+                size: data.len() as u64,
+                ..Default::default()
+            }],
+        })
+        .unwrap();
+    backup.flush().unwrap();
+    assert_eq!(names(&b, FileType::Lock).len(), 1, "the backup's marker");
+
+    let prune = |hours: u64| {
+        *clock.lock().unwrap() = std::time::Duration::from_secs(1000 + hours * 3600);
+        let p = opened(2, &caches.path().join("prune"));
+        let survey = p
+            .survey(&cairn_repo::SurveyOptions {
+                grace: std::time::Duration::from_secs(3600),
+                dry_run: false,
+            })
+            .unwrap();
+        survey.plan(0.05).unwrap().execute().unwrap()
+    };
+    let first = prune(0);
+    assert_eq!(first.sessions_fenced, 0);
+    assert_eq!(first.packs_deleted, 0, "{first:?}");
+    assert_eq!(
+        first.packs_unused, 0,
+        "a running backup's packs are young: {first:?}"
+    );
+    let later = prune(2);
+    assert_eq!(later.sessions_fenced, 1, "{later:?}");
+    assert!(later.packs_deleted > 0, "{later:?}");
+    // Only the verdict that fences the backup off is left in locks/.
+    let locks = names(&b, FileType::Lock);
+    assert_eq!(locks.len(), 1, "{locks:?}");
+    let verdict = b.read(FileType::Lock, &locks[0]).unwrap();
+    assert_eq!(
+        cairn_format::marker::Verdict::decode(&verdict).unwrap(),
+        cairn_format::marker::Verdict::Fenced
+    );
+
+    let snap = Snapshot {
+        time: 5,
+        host: b"h".to_vec(),
+        user: b"u".to_vec(),
+        paths: vec![b"/x".to_vec()],
+        tags: vec![],
+        kind: Kind::Full,
+        parent: None,
+        tree,
+        summary: Summary::default(),
+        program: b"test".to_vec(),
+    };
+    let err = backup.save_snapshot(&snap).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{}", err.message);
+    assert!(
+        err.message.contains("run the backup again"),
+        "{}",
+        err.message
+    );
+    assert!(names(&b, FileType::Snapshot).is_empty());
+    drop(backup);
+    // The backup removed its fenced verdict and its new session's markers: nothing is left.
+    assert!(names(&b, FileType::Lock).is_empty());
+}
+
+fn repo_blob(repo: &Repository, data: &[u8]) -> cairn_format::Id {
+    let id = repo.blob_id(data);
+    repo.save_blob(BlobType::Data, id, data).unwrap();
+    id
+}

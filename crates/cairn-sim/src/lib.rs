@@ -144,6 +144,8 @@ struct Sim {
     threads: Vec<std::thread::JoinHandle<()>>,
     next_pid: u32,
     max_alive: usize,
+    /// Steps taken so far.
+    step: usize,
     report: Report,
 }
 
@@ -225,13 +227,17 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
         outcomes: Arc::default(),
         threads: Vec::new(),
         next_pid: 100,
+        step: 0,
         report: Report {
             seed,
             setting,
             ..Report::default()
         },
     };
-    let result = sim.run(opts, &mut oracle);
+    let grace_passes = GRACE + HOUR;
+    let result = sim
+        .run(opts.steps, &mut oracle)
+        .and_then(|()| sim.settle(grace_passes, &mut oracle));
     // Every process ends before the store goes away; their threads are joined.
     for t in std::mem::take(&mut sim.threads) {
         let _ = t.join();
@@ -251,17 +257,54 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
     }
 }
 
+/// The `--grace` the simulated prunes use, as the command's default.
+const GRACE: u64 = 24 * HOUR;
+
 impl Sim {
-    fn run(&mut self, opts: &Options, oracle: &mut oracle::Oracle) -> Result<(), (usize, String)> {
+    /// Once every process has ended, every host prunes, then again once the grace period has
+    /// passed, and once more: whatever no snapshot needs must then be gone (garbage
+    /// collection is not only safe but also finishes), at least where silent sessions can be
+    /// fenced off.
+    fn settle(
+        &mut self,
+        grace_passes: u64,
+        oracle: &mut oracle::Oracle,
+    ) -> Result<(), (usize, String)> {
+        let n_hosts = self.files.len();
+        for round in 0..3 {
+            for host in 0..n_hosts {
+                self.spawn(host, Job::Prune { keep_last: None });
+                self.run(0, oracle)?;
+            }
+            if round == 0 {
+                let mut st = self.world.lock();
+                st.now += grace_passes;
+                st.note("the grace period passes".into());
+            }
+        }
+        if !self.world.lock().guarantees.exclusive_create {
+            return Ok(());
+        }
+        let left = oracle.garbage().map_err(|e| (self.step, e))?;
+        if !left.is_empty() {
+            return Err((
+                self.step,
+                format!("garbage left after the final prunes: {left}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, steps: usize, oracle: &mut oracle::Oracle) -> Result<(), (usize, String)> {
         let mut step = 0;
-        let mut checked_writes = 0;
+        let mut checked_writes = u64::MAX;
         let world = Arc::clone(&self.world);
         loop {
             let mut st = world.quiesce();
             if let Err(what) = self.collect_outcomes(&mut st) {
                 drop(st);
                 self.abandon();
-                return Err((step, what));
+                return Err((self.step, what));
             }
             if st.writes != checked_writes {
                 checked_writes = st.writes;
@@ -269,7 +312,7 @@ impl Sim {
                 self.report.oracle_checks += 1;
                 if let Err(what) = oracle.verify() {
                     self.abandon();
-                    return Err((step, format!("invariant broken: {what}")));
+                    return Err((self.step, format!("invariant broken: {what}")));
                 }
                 continue;
             }
@@ -279,7 +322,7 @@ impl Sim {
                 world.grant(st, i);
                 continue;
             }
-            let draining = step >= opts.steps;
+            let draining = step >= steps;
             if draining {
                 for p in &mut st.procs {
                     p.stopped_until = 0;
@@ -293,7 +336,7 @@ impl Sim {
                 && (runnable.is_empty() || self.rng.gen_bool(0.06))
             {
                 drop(st);
-                self.spawn();
+                self.spawn_random();
                 continue;
             }
             let runnable = st.runnable();
@@ -310,7 +353,7 @@ impl Sim {
             let i = runnable[self.rng.gen_range(0..runnable.len())];
             st.now += self.rng.gen_range(SEC / 1000..2 * SEC);
             let op = st.pending(i).cloned().expect("a runnable process waits");
-            if op.is_write() && self.rng.gen_bool(0.03) {
+            if !draining && op.is_write() && self.rng.gen_bool(0.03) {
                 let when = if self.rng.gen_bool(0.5) {
                     Crash::Before
                 } else {
@@ -324,7 +367,8 @@ impl Sim {
             let line = format!("{}: {op}", st.procs[i].what);
             st.note(line);
             step += 1;
-            self.report.steps = step;
+            self.step += 1;
+            self.report.steps = self.step;
             self.report.writes = st.writes;
             world.grant(st, i);
         }
@@ -410,7 +454,7 @@ impl Sim {
         }
     }
 
-    fn spawn(&mut self) {
+    fn spawn_random(&mut self) {
         let n_hosts = self.files.len();
         let host = self.rng.gen_range(0..n_hosts);
         let job = match self.rng.gen_range(0..100) {
@@ -430,6 +474,10 @@ impl Sim {
             },
             _ => Job::Check,
         };
+        self.spawn(host, job);
+    }
+
+    fn spawn(&mut self, host: usize, job: Job) {
         let kind = kind_of(&job);
         self.report.processes.entry(kind).or_default().0 += 1;
         let pid = self.next_pid;

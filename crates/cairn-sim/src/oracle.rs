@@ -46,6 +46,46 @@ impl Oracle {
         }
     }
 
+    /// What garbage collection left: condemnations not carried out, packs nothing uses, and
+    /// files in `locks/` other than verdicts of fenced sessions. Empty once it has finished.
+    pub fn garbage(&mut self) -> Result<String, String> {
+        let r = cairn_engine::prune(
+            &self.repo,
+            &cairn_engine::PruneOptions {
+                max_unused: 0.05,
+                grace: std::time::Duration::from_nanos(crate::GRACE),
+                dry_run: true,
+                forgotten: Default::default(),
+            },
+        )
+        .map_err(|e| format!("prune --dry-run: {e}"))?;
+        let mut left = Vec::new();
+        if r.packs_unused + r.packs_deleted + r.packs_deferred > 0 {
+            left.push(format!(
+                "{} unused packs, {} condemned ones",
+                r.packs_unused,
+                r.packs_deleted + r.packs_deferred
+            ));
+        }
+        let locks: Vec<String> = self
+            .world
+            .lock()
+            .present(FileType::Lock)
+            .into_iter()
+            .filter(|(_, bytes)| {
+                !matches!(
+                    cairn_format::marker::Verdict::decode(bytes),
+                    Ok(cairn_format::marker::Verdict::Fenced)
+                )
+            })
+            .map(|(name, _)| name[..8].to_string())
+            .collect();
+        if !locks.is_empty() {
+            left.push(format!("locks/ holds {locks:?}"));
+        }
+        Ok(left.join("; "))
+    }
+
     pub fn verify(&mut self) -> Result<usize, String> {
         let snapshots = self.repo.snapshots().map_err(|e| e.to_string())?;
         if let Some((id, why)) = self.repo.damaged_snapshots().first() {

@@ -89,7 +89,7 @@ pub fn run(job: &Job, cx: &Cx) -> cairn_repo::Result<Done> {
                 &repo,
                 &PruneOptions {
                     max_unused: 0.05,
-                    grace: std::time::Duration::from_secs(24 * 3600),
+                    grace: std::time::Duration::from_nanos(crate::GRACE),
                     dry_run: false,
                     forgotten,
                 },

@@ -455,7 +455,11 @@ impl fmt::Debug for SimHost {
 }
 
 pub fn machine(st: &State, host: usize) -> Vec<u8> {
-    format!("boot-{:016x}:pid:[4026531836]", st.hosts[host].boot_id).into_bytes()
+    format!(
+        "host{host}:{:016x}:pid:[4026531836]",
+        st.hosts[host].boot_id
+    )
+    .into_bytes()
 }
 
 impl Host for SimHost {

@@ -6,7 +6,7 @@
 use super::claims::{Claims, PackUse, Packs};
 use super::survey::Survey;
 use super::{humanize, PruneReport};
-use crate::{Error, Repository, Result};
+use crate::{Error, ErrorKind, Repository, Result};
 use cairn_format::index::IndexPack;
 use cairn_format::{IndexId, PackId, SnapshotId};
 use std::collections::{BTreeMap, HashSet};
@@ -150,6 +150,14 @@ impl<'r> Survey<'r> {
         }
         report.blobs_used = blobs_used;
         if missing > 0 {
+            let mut now = repo.index_ids()?;
+            now.sort();
+            if now != index.iter().map(|(id, _)| *id).collect::<Vec<_>>() {
+                return Err(Error::new(
+                    ErrorKind::Locked,
+                    format!("{missing} blobs that snapshots reach are in no pack this prune knows of, and another prune changed the index while this one ran"),
+                ));
+            }
             return Err(Error::corrupt(format!(
                 "{missing} blobs that snapshots reach are in no intact pack: prune would lose track of them; run `cairn check`"
             )));
@@ -207,6 +215,12 @@ impl<'r> Survey<'r> {
         }
         report.packs_repacked = repack.len() as u64;
         report.bytes_unused_kept = unused_kept;
+        // A pack no index names that is repacked is condemned, not adopted: its record goes
+        // with the condemnation, never into the index, or the index would name it once it is
+        // deleted.
+        let (doomed, adopted): (Vec<IndexPack>, Vec<IndexPack>) =
+            adopted.into_iter().partition(|p| repack.contains(&p.id));
+        unindexed.extend(doomed.into_iter().map(|p| (p.id, p)));
 
         let pending: Vec<(IndexId, Vec<PackId>, bool)> = condemnations
             .into_iter()

@@ -202,9 +202,7 @@ impl Repository {
             }
             let name = verdict_name(session);
             let (marker_name, newest) = markers.last().expect("a session has a marker");
-            let dead = !machine.is_empty()
-                && newest.machine == machine
-                && self.host.process_exists(newest.pid) == Some(false);
+            let dead = crate::host::process_gone(self.host.as_ref(), &newest.machine, newest.pid);
             let silent = Id::from_hex(marker_name)
                 .and_then(|id| seen.get(&id))
                 .is_some_and(|t| now.saturating_sub(*t) >= opts.grace.as_nanos() as u64);
