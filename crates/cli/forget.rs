@@ -474,9 +474,8 @@ fn collect(
     }
     if r.sessions_fenced > 0 {
         println!(
-            "{} backups that had not renewed their markers for {} fenced off: they cannot commit",
-            r.sessions_fenced,
-            output::duration(gc.grace.as_nanos() as u64)
+            "{} backups that had not renewed their markers for --grace fenced off: they cannot commit",
+            r.sessions_fenced
         );
     }
     if r.copies_damaged > 0 {

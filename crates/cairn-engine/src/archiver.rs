@@ -258,8 +258,14 @@ impl Ctx<'_> {
         });
     }
 
+    /// A directory of the parent snapshot, to compare with. One whose tree is gone (the parent
+    /// was forgotten and pruned while this backup ran) is compared with nothing: its files are
+    /// read again.
     fn load_parent(&self, tree: Option<TreeId>) -> Result<Option<Tree>> {
-        tree.map(|t| self.repo.load_tree(t)).transpose()
+        match tree.map(|t| self.repo.load_tree(t)).transpose() {
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            r => r,
+        }
     }
 
     /// A directory of which only some entries are sources.
@@ -345,8 +351,12 @@ impl Ctx<'_> {
                 self.deleted.fetch_add(1, Ordering::Relaxed);
             }
             (NodeKind::Dir, Some(sub)) => {
-                for n in &self.repo.load_tree(sub)?.nodes {
-                    self.count_deleted(n)?;
+                for n in self
+                    .load_parent(Some(sub))?
+                    .into_iter()
+                    .flat_map(|t| t.nodes)
+                {
+                    self.count_deleted(&n)?;
                 }
             }
             _ => {}

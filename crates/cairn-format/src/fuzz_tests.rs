@@ -172,7 +172,7 @@ fn decode(parser: Parser, bytes: &[u8]) -> bool {
         Parser::Verdict => Verdict::decode(bytes).ok().map(|v| {
             let heap = match &v {
                 Verdict::Committed(s) => s.capacity(),
-                Verdict::Fenced => 0,
+                Verdict::Fenced { machine, .. } => machine.capacity(),
             };
             (v.encode(), heap)
         }),
@@ -471,7 +471,7 @@ fn arb_marker() -> impl Strategy<Value = Marker> {
 
 fn arb_verdict() -> impl Strategy<Value = Verdict> {
     prop_oneof![
-        Just(Verdict::Fenced),
+        (any::<u32>(), arb_bytes(60)).prop_map(|(pid, machine)| Verdict::Fenced { pid, machine }),
         arb_bytes(200).prop_map(Verdict::Committed)
     ]
 }
@@ -784,7 +784,14 @@ fn samples() -> Vec<(Parser, Vec<u8>)> {
         (Parser::Snapshot, snapshot.encode()),
         (Parser::Tree, tree.encode()),
         (Parser::Marker, marker.encode()),
-        (Parser::Verdict, Verdict::Fenced.encode()),
+        (
+            Parser::Verdict,
+            Verdict::Fenced {
+                pid: 42,
+                machine: b"m:boot:ns".to_vec(),
+            }
+            .encode(),
+        ),
         (
             Parser::Verdict,
             Verdict::Committed(b"sealed snapshot".to_vec()).encode(),

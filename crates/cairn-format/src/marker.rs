@@ -58,8 +58,10 @@ impl Marker {
 /// session (`cairn-repo` derives it), so the two cannot both succeed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// A prune fenced the session off: it will never commit under this session.
-    Fenced,
+    /// A prune fenced the session off: it will never commit under this session. The pid and
+    /// machine of its newest marker say where its process ran, so that a prune there can tell
+    /// when it is gone for good.
+    Fenced { pid: u32, machine: Vec<u8> },
     /// The session commits: these are the exact bytes of its snapshot file.
     Committed(Vec<u8>),
 }
@@ -69,7 +71,11 @@ impl Verdict {
         let mut w = Writer::default();
         w.raw(VERDICT_MAGIC);
         match self {
-            Verdict::Fenced => w.u8(0),
+            Verdict::Fenced { pid, machine } => {
+                w.u8(0);
+                w.u32(*pid);
+                w.bytes(machine);
+            }
             Verdict::Committed(snapshot) => {
                 w.u8(1);
                 w.bytes(snapshot);
@@ -84,7 +90,10 @@ impl Verdict {
             return err("not a verdict");
         }
         let v = match r.u8()? {
-            0 => Verdict::Fenced,
+            0 => Verdict::Fenced {
+                pid: r.u32()?,
+                machine: r.bytes()?.to_vec(),
+            },
             1 => Verdict::Committed(r.bytes()?.to_vec()),
             k => return err(format!("unknown verdict {k}")),
         };

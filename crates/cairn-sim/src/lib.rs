@@ -364,6 +364,32 @@ impl Sim {
                 let line = format!("CRASH {:?} {} at {op}", when, st.procs[i].what);
                 st.note(line);
             }
+            // A process stopped for long right after it wrote a pack: its packs are then not
+            // yet named by any index file while prunes go on.
+            if !draining
+                && op.kind == world::OpKind::Create
+                && op.t == cairn_backend::FileType::Pack
+                && self.rng.gen_bool(0.05)
+            {
+                // Half the time beyond the grace period, so that it is fenced off.
+                let d = if self.rng.gen_bool(0.5) {
+                    self.rng.gen_range(GRACE..GRACE * 5 / 2)
+                } else {
+                    self.long_duration()
+                };
+                st.procs[i].stopped_until = st.now + d;
+                *self
+                    .report
+                    .faults
+                    .entry("process stopped after a pack")
+                    .or_default() += 1;
+                let line = format!(
+                    "STOP {} after this step for {:.2}h",
+                    st.procs[i].what,
+                    d as f64 / HOUR as f64
+                );
+                st.note(line);
+            }
             let line = format!("{}: {op}", st.procs[i].what);
             st.note(line);
             step += 1;
@@ -445,11 +471,11 @@ impl Sim {
         st
     }
 
-    /// Seconds to days, most often minutes to hours.
+    /// Seconds to days: minutes to hours as often as beyond the grace period.
     fn long_duration(&mut self) -> u64 {
         match self.rng.gen_range(0..10) {
-            0..=3 => self.rng.gen_range(SEC..10 * MINUTE),
-            4..=7 => self.rng.gen_range(10 * MINUTE..6 * HOUR),
+            0..=2 => self.rng.gen_range(SEC..10 * MINUTE),
+            3..=6 => self.rng.gen_range(10 * MINUTE..6 * HOUR),
             _ => self.rng.gen_range(6 * HOUR..60 * HOUR),
         }
     }

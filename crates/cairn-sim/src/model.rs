@@ -94,7 +94,13 @@ pub fn store(
     files: &Files,
     parent: Option<TreeId>,
 ) -> cairn_repo::Result<TreeId> {
-    let parent_root = parent.map(|t| repo.load_tree(t)).transpose()?;
+    // A parent tree gone (its snapshot forgotten and pruned meanwhile) is compared with
+    // nothing, as the archiver does.
+    let load = |t: Option<TreeId>| match t.map(|t| repo.load_tree(t)).transpose() {
+        Err(e) if e.kind == cairn_repo::ErrorKind::NotFound => Ok(None),
+        r => r,
+    };
+    let parent_root = load(parent)?;
     let mut dirs: BTreeMap<&str, Vec<(&str, u64)>> = BTreeMap::new();
     for (path, n) in files {
         let (dir, name) = path.split_once('/').expect("paths are dir/file");
@@ -102,10 +108,12 @@ pub fn store(
     }
     let mut root = Vec::new();
     for (dir, entries) in dirs {
-        let parent_dir = match parent_root.as_ref().and_then(|t| t.find(dir.as_bytes())) {
-            Some(node) => node.subtree.map(|t| repo.load_tree(t)).transpose()?,
-            None => None,
-        };
+        let parent_dir = load(
+            parent_root
+                .as_ref()
+                .and_then(|t| t.find(dir.as_bytes()))
+                .and_then(|node| node.subtree),
+        )?;
         let mut nodes = Vec::new();
         for (name, n) in entries {
             let bytes = content(n);

@@ -75,7 +75,7 @@ impl Oracle {
             .filter(|(_, bytes)| {
                 !matches!(
                     cairn_format::marker::Verdict::decode(bytes),
-                    Ok(cairn_format::marker::Verdict::Fenced)
+                    Ok(cairn_format::marker::Verdict::Fenced { .. })
                 )
             })
             .map(|(name, _)| name[..8].to_string())

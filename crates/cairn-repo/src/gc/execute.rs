@@ -158,7 +158,12 @@ impl PrunePlan<'_> {
         let live: Vec<[u8; 16]> = locks
             .sessions
             .keys()
-            .filter(|s| locks.verdicts.get(&super::verdict_name(s)) != Some(&Verdict::Fenced))
+            .filter(|s| {
+                !matches!(
+                    locks.verdicts.get(&super::verdict_name(s)),
+                    Some(Verdict::Fenced { .. })
+                )
+            })
             .copied()
             .collect();
         let running = live.len() + locks.unreadable.len();

@@ -63,6 +63,7 @@ impl<'r> Survey<'r> {
             observation,
             snapshots,
             committing: _,
+            fenced_waiting,
             mut claims,
             mut report,
         } = self;
@@ -173,6 +174,11 @@ impl<'r> Survey<'r> {
             young.extend(unindexed.keys().copied());
         } else {
             young.clear();
+        }
+        // A fenced session that wakes writes the index files of the packs it had not indexed
+        // yet; were they deleted meanwhile, the index would name missing packs.
+        if fenced_waiting {
+            young.extend(unindexed.keys().copied());
         }
 
         let unused: Vec<PackId> = stored

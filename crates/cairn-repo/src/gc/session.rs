@@ -305,7 +305,7 @@ impl Repository {
         let doomed: HashSet<SnapshotId> = ids.iter().copied().collect();
         let names = |verdict: &Verdict| match verdict {
             Verdict::Committed(bytes) => doomed.contains(&SnapshotId(file_id(bytes))),
-            Verdict::Fenced => false,
+            Verdict::Fenced { .. } => false,
         };
         for (session, markers) in &locks.sessions {
             if locks

@@ -51,6 +51,9 @@ pub struct Survey<'r> {
     pub(crate) snapshots: Vec<SnapshotId>,
     /// Root trees of snapshots whose session won its commit but has not written them yet.
     pub(crate) committing: Vec<TreeId>,
+    /// A fenced session's process may still run, and index the packs it wrote: packs no index
+    /// names are young.
+    pub(crate) fenced_waiting: bool,
     pub(crate) claims: Claims,
     pub(crate) report: PruneReport,
 }
@@ -137,7 +140,7 @@ impl Repository {
 
         // 2. Sessions.
         self.host.sleep(lag);
-        let (live_ids, committing) = self.sessions(opts, &mut report)?;
+        let (live_ids, committing, fenced_waiting) = self.sessions(opts, &mut report)?;
         let (observation, index_seen, session_seen) =
             self.cache.observe(&listed, &live_ids, !opts.dry_run)?;
 
@@ -157,18 +160,20 @@ impl Repository {
             observation,
             snapshots,
             committing,
+            fenced_waiting,
             claims: Claims::new(self.scratch_dir(), Claims::partitions_for(n_indexed)),
             report,
         })
     }
 
     /// Settles what can be settled of the sessions in `locks/`; returns those still running,
-    /// and the root trees of snapshots committed but not yet written.
+    /// the root trees of snapshots committed but not yet written, and whether a fenced session
+    /// may still wake.
     fn sessions(
         &self,
         opts: &SurveyOptions,
         report: &mut PruneReport,
-    ) -> Result<(Vec<SessionId>, Vec<TreeId>)> {
+    ) -> Result<(Vec<SessionId>, Vec<TreeId>, bool)> {
         let backend = self.backend.as_ref();
         let exclusive = backend.guarantees().exclusive_create;
         let mut locks = self.read_locks()?;
@@ -195,6 +200,7 @@ impl Repository {
         };
         let own = self.session_id();
         let mut live = Vec::new();
+        let mut fenced_waiting = false;
         let mut committing = Vec::new();
         for (session, markers) in &locks.sessions {
             if Some(*session) == own {
@@ -210,13 +216,14 @@ impl Repository {
                 Some(v) => Some(v),
                 None if opts.dry_run => None,
                 // Its process is gone, so it can never commit: no verdict needs to say so.
-                None if dead => Some(Verdict::Fenced),
+                None if dead => Some(fenced(newest)),
                 // Silent for the grace period: fenced off, unless it commits first. Without
                 // exclusive creates the race cannot be run, and it stays until it ends.
                 None if silent && exclusive => {
-                    let v = settle(backend, session, &Verdict::Fenced)?;
-                    if v == Verdict::Fenced {
+                    let v = settle(backend, session, &fenced(newest))?;
+                    if matches!(v, Verdict::Fenced { .. }) {
                         report.sessions_fenced += 1;
+                        fenced_waiting = true;
                     }
                     Some(v)
                 }
@@ -227,7 +234,7 @@ impl Repository {
                     live.push(*session);
                     false
                 }
-                Some(Verdict::Fenced) => true,
+                Some(Verdict::Fenced { .. }) => true,
                 Some(Verdict::Committed(snapshot)) => {
                     let id = SnapshotId(file_id(&snapshot));
                     if written.contains(&id) || dead {
@@ -252,19 +259,25 @@ impl Repository {
         }
         // Verdicts whose session has no marker left: a committed session removes its markers
         // only after its snapshot exists, so its verdict is done with. A fenced one stays, so
-        // that its session, should it wake, cannot commit.
-        if !opts.dry_run {
-            for (name, v) in &locks.verdicts {
-                if matches!(v, Verdict::Committed(_)) {
-                    remove_lock(backend, name)?;
+        // that its session, should it wake, cannot commit, until its process is known gone.
+        for (name, v) in &locks.verdicts {
+            let done = match v {
+                Verdict::Committed(_) => true,
+                Verdict::Fenced { pid, machine } => {
+                    crate::host::process_gone(self.host.as_ref(), machine, *pid)
                 }
+            };
+            if done && !opts.dry_run {
+                remove_lock(backend, name)?;
+            } else if !done && matches!(v, Verdict::Fenced { .. }) {
+                fenced_waiting = true;
             }
         }
         for name in &locks.unreadable {
             live.push(file_id(name.as_bytes()).0[..16].try_into().unwrap());
         }
         live.sort();
-        Ok((live, committing))
+        Ok((live, committing, fenced_waiting))
     }
 
     /// An index file, or `None` if it was removed since it was listed (by a concurrent prune).
@@ -274,6 +287,14 @@ impl Repository {
             Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The verdict that fences off the session whose newest marker is `newest`.
+fn fenced(newest: &Marker) -> Verdict {
+    Verdict::Fenced {
+        pid: newest.pid,
+        machine: newest.machine.clone(),
     }
 }
 
