@@ -151,6 +151,29 @@ fn golden_bytes() {
     want.extend([0x02, 0x01, 0, 0, 0x04, 0x03, 0, 0]);
     assert_eq!(h.encode(), want);
 
+    // Markers and verdicts in locks/ (repo-format.md, "Sessions, markers and verdicts").
+    let marker = crate::marker::Marker {
+        session: [0x5e; 16],
+        sequence: 2,
+        pid: 0x0102,
+        machine: b"m:b:n".to_vec(),
+    };
+    let mut want = b"cairnmk1".to_vec();
+    want.extend([0x5e; 16]);
+    want.extend([2, 0, 0, 0, 0x02, 0x01, 0, 0, 5, 0, 0, 0]);
+    want.extend(b"m:b:n");
+    assert_eq!(marker.encode(), want);
+    let fenced = crate::marker::Verdict::Fenced {
+        pid: 7,
+        machine: b"m".to_vec(),
+    };
+    assert_eq!(
+        fenced.encode(),
+        b"cairnvd1\x00\x07\x00\x00\x00\x01\x00\x00\x00m"
+    );
+    let committed = crate::marker::Verdict::Committed(b"snap".to_vec());
+    assert_eq!(committed.encode(), b"cairnvd1\x01\x04\x00\x00\x00snap");
+
     let condemnation = IndexFile {
         condemned: vec![PackId(id(0xcd))],
         ..IndexFile::default()

@@ -13,7 +13,6 @@ use super::plan::PrunePlan;
 use super::PruneReport;
 use crate::{Error, ErrorKind, Repository, Result};
 use cairn_format::index::IndexFile;
-use cairn_format::marker::Verdict;
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId};
 use std::collections::{BTreeMap, HashSet};
 
@@ -155,18 +154,7 @@ impl PrunePlan<'_> {
         // may have kept different copies of a blob.
         repo.host.sleep(lag);
         let locks = repo.read_locks()?;
-        let live: Vec<[u8; 16]> = locks
-            .sessions
-            .keys()
-            .filter(|s| {
-                !matches!(
-                    locks.verdicts.get(&super::verdict_name(s)),
-                    Some(Verdict::Fenced { .. })
-                )
-            })
-            .copied()
-            .collect();
-        let running = live.len() + locks.unreadable.len();
+        let running = locks.writers();
         let foreign = foreign_index_files(repo, &self.survey_index, &written)?;
         let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
         conflict |= foreign
@@ -214,22 +202,25 @@ impl PrunePlan<'_> {
                 }
                 continue;
             }
+            // The condemnation goes first: its records would send readers to packs about to
+            // go, where another copy of a blob (in a pack condemned later) may still be read.
+            // Then nothing names the packs, and a crash leaves them to a later prune. But an
+            // index file this prune did not read may name them (another prune's rewrite);
+            // while it does, the condemnation must stay to keep them out of the index.
+            if !packs.iter().any(|p| foreign_packs.contains(p)) {
+                repo.remove_index(&id)?;
+                self.report.index_files_removed += 1;
+            }
             for pack in present {
                 repo.remove_pack(pack)?;
                 self.report.packs_deleted += 1;
                 self.report.bytes_freed += self.stored[pack];
             }
-            // An index file this prune did not read may name the packs (another prune's
-            // rewrite); while it does, the condemnation must stay to keep them out of the index.
-            if !packs.iter().any(|p| foreign_packs.contains(p)) {
-                repo.remove_index(&id)?;
-                self.report.index_files_removed += 1;
-            }
         }
         if now_too.is_err() && !new_condemnations.is_empty() {
             // The sessions listed now are those the new condemnations may concern.
             let ids: Vec<IndexId> = new_condemnations.iter().map(|(id, _)| *id).collect();
-            let mut sessions = live;
+            let mut sessions: Vec<[u8; 16]> = locks.sessions.keys().copied().collect();
             sessions.extend(locks.unreadable.iter().map(|n| {
                 let id: [u8; 16] = cairn_crypto::file_id(n.as_bytes()).0[..16]
                     .try_into()

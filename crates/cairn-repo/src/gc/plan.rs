@@ -170,14 +170,19 @@ impl<'r> Survey<'r> {
             .map(|(_, entries)| entries.clone())
             .collect();
         unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
-        if first_live.is_some() {
-            young.extend(unindexed.keys().copied());
-        } else {
+        if first_live.is_none() {
             young.clear();
         }
-        // A fenced session that wakes writes the index files of the packs it had not indexed
-        // yet; were they deleted meanwhile, the index would name missing packs.
-        if fenced_waiting {
+        // Packs no index names may be a running session's, which indexes them later: were
+        // they deleted meanwhile, the index would name missing packs. That session may have
+        // started after step 1 listed `locks/`, but its marker came before its packs, so a
+        // listing now shows it. A fenced session that wakes indexes its packs too.
+        if !unindexed.is_empty()
+            && (first_live.is_some() || fenced_waiting || {
+                repo.host.sleep(repo.backend.guarantees().listing_lag);
+                repo.read_locks()?.writers() > 0
+            })
+        {
             young.extend(unindexed.keys().copied());
         }
 

@@ -69,6 +69,22 @@ pub(crate) struct Locks {
     pub unreadable: Vec<String>,
 }
 
+impl Locks {
+    /// Sessions of other processes that are listed and not fenced off: they may still write.
+    pub fn writers(&self) -> usize {
+        self.sessions
+            .keys()
+            .filter(|s| {
+                !matches!(
+                    self.verdicts.get(&verdict_name(s)),
+                    Some(Verdict::Fenced { .. })
+                )
+            })
+            .count()
+            + self.unreadable.len()
+    }
+}
+
 impl Repository {
     /// The files in `locks/`, this process's own markers apart.
     pub(crate) fn read_locks(&self) -> Result<Locks> {
