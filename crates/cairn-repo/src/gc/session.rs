@@ -292,8 +292,9 @@ impl Repository {
     }
 
     /// Removes snapshots (`forget`). A backup that committed one of them but was killed before
-    /// it cleaned up leaves its verdict, from which a prune would write the snapshot again:
-    /// such verdicts go first, with their sessions' markers.
+    /// it cleaned up leaves its verdict, which prunes would go on taking for a snapshot still
+    /// to be written (keeping what it reaches): such verdicts go first, with their sessions'
+    /// markers. A listed snapshot was written, and its session never writes it again.
     pub fn forget_snapshots(&self, ids: &[SnapshotId]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
