@@ -1255,6 +1255,12 @@ fn repair_index(cli: &Cli, a: &RepairIndexArgs) -> Result<u8> {
             }
         );
     }
+    if r.packs_left > 0 {
+        eprintln!(
+            "warning: {} packs no index names left out: another backup is running or was fenced off while stopped, and indexes them itself; run `repair index` again once it ends",
+            r.packs_left
+        );
+    }
     Ok(0)
 }
 

@@ -474,7 +474,7 @@ fn collect(
     }
     if r.sessions_fenced > 0 {
         println!(
-            "{} backups that had not renewed their markers for --grace fenced off: they cannot commit",
+            "fenced off {} backup(s) that had not renewed their markers for --grace: they cannot commit until they check their data again",
             r.sessions_fenced
         );
     }

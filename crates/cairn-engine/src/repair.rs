@@ -22,6 +22,9 @@ pub const REPAIRED_TAG: &[u8] = b"repaired";
 pub struct RepairIndexReport {
     pub packs: u64,
     pub packs_indexed: u64,
+    /// Packs no index file names, left for the process that wrote them to index: another
+    /// process was running, or fenced off but perhaps only stopped.
+    pub packs_left: u64,
     /// Packs whose header could not be read: their blobs cannot be located.
     pub packs_unreadable: Vec<(PackId, String)>,
     /// Blobs left out because, read in full, they did not verify.
@@ -37,20 +40,29 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     let old = repo.index_ids()?;
     // Condemnation files stay: they are how prune finishes what it started.
     let mut keep: HashSet<IndexId> = HashSet::new();
+    let mut named: HashSet<PackId> = HashSet::new();
     for id in &old {
         if let Ok(file) = repo.read_index(*id) {
             if !file.condemned.is_empty() {
                 keep.insert(*id);
             }
+            named.extend(file.packs.iter().map(|p| p.id));
         }
     }
     let condemned = repo.condemned_packs();
     let mut packs = repo.list_packs()?;
     packs.sort();
     report.packs = packs.len() as u64;
+    // A pack no index names may be another process's, which names it later: indexed here, a
+    // prune could delete it before then (repo-format.md, 16.4).
+    let others_index = packs.iter().any(|(p, _)| !named.contains(p)) && repo.others_may_index()?;
     let mut batch = IndexBatch::default();
     for (pack, size) in packs {
         if condemned.contains(&pack) {
+            continue;
+        }
+        if others_index && !named.contains(&pack) {
+            report.packs_left += 1;
             continue;
         }
         let header = match repo.read_pack_header(&pack, size) {

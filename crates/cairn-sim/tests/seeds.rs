@@ -25,6 +25,14 @@ const FOUND_DEFECTS: &[(u64, &str)] = &[
         5083,
         "a prune stopped for days failed on packs another prune had deleted meanwhile, instead of starting over",
     ),
+    (
+        40006,
+        "repair index indexed a pack of a fenced-off backup; a prune deleted it; the backup woke and named it in an index file",
+    ),
+    (
+        40106,
+        "repair index replaced the index files a prune was reading; the prune condemned a pack without its records, and a running backup's blob left the index",
+    ),
 ];
 
 /// More seeds, enough to cover every kind of fault a few times in a few seconds.

@@ -133,9 +133,22 @@ impl PrunePlan<'_> {
                     }
                 }
                 for (pack, record) in std::mem::take(&mut self.unindexed) {
-                    if newly.contains(&pack) && !seen.contains(&pack) {
+                    if newly.contains(&pack) && seen.insert(pack) {
                         batch.push(repo, record)?;
                     }
+                }
+                // Another process replaced index files read in step 2 (`repair index`): a
+                // condemnation without a pack's records would make that pack's blobs vanish
+                // from the index while a snapshot may still need them. Starting over is safe:
+                // what was written so far only adds index files.
+                if newly
+                    .iter()
+                    .any(|p| present.contains(p) && !seen.contains(p))
+                {
+                    return Err(Error::new(
+                        ErrorKind::Locked,
+                        "another process rewrote the index while this prune ran",
+                    ));
                 }
                 for (id, packs) in batch.finish(repo)? {
                     written.insert(id);

@@ -109,23 +109,34 @@ impl<'r> Survey<'r> {
 
         // Packs no index file names: a running session's not yet indexed, a killed one's, or
         // a concurrent prune's copies. Their headers say what they hold; used ones join the
-        // index.
+        // index. But while another process may still name them in an index file (one running,
+        // or fenced off and perhaps only stopped), they are its: kept, and left for it to
+        // index, for a pack indexed here could be condemned and deleted before that late
+        // index file names it again (repo-format.md, 16.4).
+        let loose: Vec<(PackId, u64)> = stored
+            .iter()
+            .filter(|(p, _)| !condemned.contains(*p) && !packs.numbers.contains_key(*p))
+            .map(|(p, s)| (*p, *s))
+            .collect();
+        let others_index = !loose.is_empty()
+            && (first_live.is_some() || fenced_waiting || repo.others_may_index()?);
         let mut unindexed: BTreeMap<PackId, IndexPack> = BTreeMap::new();
         let mut unreadable: HashSet<PackId> = HashSet::new();
-        for (pack, size) in &stored {
-            if condemned.contains(pack) || packs.numbers.contains_key(pack) {
-                continue;
+        let mut theirs: HashSet<PackId> = HashSet::new();
+        for (pack, size) in loose {
+            if others_index {
+                theirs.insert(pack);
             }
-            let Ok(header) = repo.read_pack_header(pack, *size) else {
+            let Ok(header) = repo.read_pack_header(&pack, size) else {
                 // Damage is for `check` to report, and a pack removed since the listing is no
                 // concern: prune leaves what it cannot read alone.
-                unreadable.insert(*pack);
+                unreadable.insert(pack);
                 continue;
             };
-            let entries = IndexPack::from_header(*pack, *size, &header);
+            let entries = IndexPack::from_header(pack, size, &header);
             let number = packs.add(&entries).expect("a pack is listed once");
             claims.offer(&entries, number)?;
-            unindexed.insert(*pack, entries);
+            unindexed.insert(pack, entries);
         }
         let (mut blobs_used, mut missing) = claims.settle(&mut packs)?;
         // Blobs a snapshot reaches that no other pack holds are copied out of condemned packs,
@@ -166,25 +177,14 @@ impl<'r> Survey<'r> {
         revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
         let adopted: Vec<IndexPack> = unindexed
             .iter()
-            .filter(|(p, _)| packs.get(p).is_some_and(|u| u.used_blobs > 0))
+            .filter(|(p, _)| !theirs.contains(p) && packs.get(p).is_some_and(|u| u.used_blobs > 0))
             .map(|(_, entries)| entries.clone())
             .collect();
         unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
         if first_live.is_none() {
             young.clear();
         }
-        // Packs no index names may be a running session's, which indexes them later: were
-        // they deleted meanwhile, the index would name missing packs. That session may have
-        // started after step 1 listed `locks/`, but its marker came before its packs, so a
-        // listing now shows it. A fenced session that wakes indexes its packs too.
-        if !unindexed.is_empty()
-            && (first_live.is_some() || fenced_waiting || {
-                repo.host.sleep(repo.backend.guarantees().listing_lag);
-                repo.read_locks()?.writers() > 0
-            })
-        {
-            young.extend(unindexed.keys().copied());
-        }
+        young.extend(theirs);
 
         let unused: Vec<PackId> = stored
             .keys()

@@ -16,7 +16,7 @@
 use super::claims::Claims;
 use super::session::{remove_lock, settle, verdict_name, SessionId};
 use super::PruneReport;
-use crate::{Error, ErrorKind, Repository, Result};
+use crate::{Error, ErrorKind, Host, Repository, Result};
 use cairn_backend::FileType;
 use cairn_crypto::file_id;
 use cairn_format::index::IndexFile;
@@ -83,9 +83,39 @@ impl Locks {
             .count()
             + self.unreadable.len()
     }
+
+    /// Whether a process of another session may still write an index file: one running, or
+    /// fenced off but perhaps only stopped. Packs no index names may be its, to be named by
+    /// it later; were another process to index them, a prune could delete them before that
+    /// late index file names them again.
+    pub fn may_index(&self, host: &dyn Host) -> bool {
+        let gone = |machine: &[u8], pid: u32| crate::host::process_gone(host, machine, pid);
+        let running = self.sessions.iter().any(|(s, markers)| {
+            let (_, newest) = markers.last().expect("a session has a marker");
+            match self.verdicts.get(&verdict_name(s)) {
+                // It flushed before it committed.
+                Some(Verdict::Committed(_)) => false,
+                Some(Verdict::Fenced { pid, machine }) => !gone(machine, *pid),
+                None => !gone(&newest.machine, newest.pid),
+            }
+        });
+        let fenced = self.verdicts.values().any(|v| match v {
+            Verdict::Fenced { pid, machine } => !gone(machine, *pid),
+            Verdict::Committed(_) => false,
+        });
+        running || fenced || !self.unreadable.is_empty()
+    }
 }
 
 impl Repository {
+    /// Whether another process may yet name in an index file some pack that no index names
+    /// now (`Locks::may_index`). Asked after `data/` was listed: a session's marker comes
+    /// before its packs, so a session that wrote a listed pack is in a listing this long after.
+    pub fn others_may_index(&self) -> Result<bool> {
+        self.host.sleep(self.backend.guarantees().listing_lag);
+        Ok(self.read_locks()?.may_index(self.host.as_ref()))
+    }
+
     /// The files in `locks/`, this process's own markers apart.
     pub(crate) fn read_locks(&self) -> Result<Locks> {
         let mut locks = Locks::default();
