@@ -109,10 +109,9 @@ impl<'r> Survey<'r> {
 
         // Packs no index file names: a running session's not yet indexed, a killed one's, or
         // a concurrent prune's copies. Their headers say what they hold; used ones join the
-        // index. But while another process may still name them in an index file (one running,
-        // or fenced off and perhaps only stopped), they are its: kept, and left for it to
-        // index, for a pack indexed here could be condemned and deleted before that late
-        // index file names it again (repo-format.md, 16.4).
+        // index, for a snapshot may need them there. Unused ones, while another process may
+        // still name them in an index file (one running, or fenced off and perhaps only
+        // stopped), are its: kept and left for it to index.
         let loose: Vec<(PackId, u64)> = stored
             .iter()
             .filter(|(p, _)| !condemned.contains(*p) && !packs.numbers.contains_key(*p))
@@ -177,7 +176,7 @@ impl<'r> Survey<'r> {
         revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
         let adopted: Vec<IndexPack> = unindexed
             .iter()
-            .filter(|(p, _)| !theirs.contains(p) && packs.get(p).is_some_and(|u| u.used_blobs > 0))
+            .filter(|(p, _)| packs.get(p).is_some_and(|u| u.used_blobs > 0))
             .map(|(_, entries)| entries.clone())
             .collect();
         unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
