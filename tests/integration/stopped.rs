@@ -96,6 +96,13 @@ fn stopped_backup(seed: u64) -> (Dir, String, Stopped) {
     (t, first, stopped)
 }
 
+/// Lets a stopped backup go on, and waits for it.
+fn resume(child: Child) -> std::process::Output {
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn data_packs(repo: &Path) -> std::collections::BTreeSet<String> {
     files_below(&repo.join("data"))
         .iter()
@@ -128,9 +135,7 @@ fn a_backup_stopped_across_prunes_hours_apart_commits_a_complete_snapshot() {
         );
     }
 
-    let pid = rustix::process::Pid::from_child(&child);
-    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = resume(child);
     assert!(
         out.status.success(),
         "the backup failed: {}",
@@ -169,9 +174,7 @@ fn a_backup_stopped_beyond_the_grace_period_is_fenced_off_and_commits_nothing_br
         "the fenced-off backup's packs should be gone by now: {p}"
     );
 
-    let pid = rustix::process::Pid::from_child(&child);
-    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = resume(child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         // Committed: then it must be complete.
