@@ -2,7 +2,7 @@
 //! report.
 
 use crate::output::{self, with_progress};
-use crate::{exit, forget, password, time, Exit};
+use crate::{exit, forget, password, time, values, Exit};
 use anyhow::{Context, Result};
 use cairn_engine::{Filter, Visit};
 use cairn_format::snapshot::{Kind, Snapshot};
@@ -35,10 +35,10 @@ pub struct Cli {
         value_name = "PATH"
     )]
     repo: Option<PathBuf>,
-    /// Read the password from the first line of this file.
+    /// Read the password from this file: its whole content, less one trailing newline.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    /// Run this shell command and read the password from its output.
+    /// Run this shell command; the password is its whole output, less one trailing newline.
     #[arg(
         long,
         env = "CAIRN_PASSWORD_COMMAND",
@@ -136,8 +136,13 @@ struct CheckArgs {
     read_data: bool,
     /// Read only part of the packs: `n/m` (part n of m; parts 1..m together cover every pack)
     /// or a percentage like `10%`.
-    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
-    read_data_subset: Option<String>,
+    #[arg(
+        long,
+        value_name = "SUBSET",
+        conflicts_with = "read_data",
+        value_parser = values::subset
+    )]
+    read_data_subset: Option<cairn_engine::ReadData>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -150,7 +155,7 @@ pub(crate) struct SnapshotFilterArgs {
     #[arg(long, value_name = "HOST")]
     host: Vec<String>,
     /// Only snapshots that include this absolute path (repeatable: all of them).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = values::absolute_path)]
     path: Vec<PathBuf>,
     /// Only snapshots with this tag (repeatable: all of them).
     #[arg(long, value_name = "TAG")]
@@ -158,41 +163,42 @@ pub(crate) struct SnapshotFilterArgs {
 }
 
 impl SnapshotFilterArgs {
-    pub(crate) fn filter(&self) -> Result<cairn_engine::SnapshotFilter> {
-        for p in &self.path {
-            if !p.is_absolute() {
-                anyhow::bail!("--path {} must be absolute", p.display());
-            }
-        }
-        Ok(cairn_engine::SnapshotFilter {
+    pub(crate) fn filter(&self) -> cairn_engine::SnapshotFilter {
+        cairn_engine::SnapshotFilter {
             hosts: self.host.iter().map(|h| h.clone().into_bytes()).collect(),
             paths: self.path.clone(),
             tags: self.tag.iter().map(|t| t.clone().into_bytes()).collect(),
-        })
+        }
     }
 }
 
 #[derive(Args)]
 struct InitArgs {
     /// Argon2id memory in KiB for the new key [default: 65536].
-    #[arg(long, value_name = "KIB")]
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(8..=4 << 20))]
     kdf_memory: Option<u32>,
     /// Argon2id passes for the new key [default: 8].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     kdf_iterations: Option<u32>,
     /// Target size of pack files in MiB.
-    #[arg(long, default_value_t = 16, value_name = "MIB")]
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
     pack_size: u32,
     /// zstd compression level (negative levels are faster, 1-22 smaller).
     #[arg(
         long,
         default_value_t = 3,
         allow_hyphen_values = true,
-        value_name = "LEVEL"
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(i32).range(-7..=22)
     )]
     compression: i32,
     /// Average chunk size in KiB (a power of two); min is half of it, max eight times.
-    #[arg(long, default_value_t = 1024, value_name = "KIB")]
+    #[arg(long, default_value_t = 1024, value_name = "KIB", value_parser = values::chunk_size)]
     chunk_size: u32,
 }
 
@@ -210,7 +216,7 @@ struct BackupArgs {
     paths: Vec<PathBuf>,
     /// Leave out paths matching GLOB. Without `/` it matches a name anywhere (`*.tmp`); with `/`
     /// the whole absolute path (`/home/*/.cache`); `**` crosses directories.
-    #[arg(long, short = 'e', value_name = "GLOB")]
+    #[arg(long, short = 'e', value_name = "GLOB", value_parser = values::glob)]
     exclude: Vec<String>,
     /// Read exclude patterns from FILE, one per line (`#` starts a comment).
     #[arg(long, value_name = "FILE")]
@@ -225,8 +231,8 @@ struct BackupArgs {
     #[arg(long, value_name = "TAG")]
     tag: Vec<String>,
     /// Snapshot time instead of now: 2026-11-20T14:00:00Z, "2026-11-20 14:00" or 2026-11-20.
-    #[arg(long, value_name = "TIME")]
-    time: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    time: Option<i64>,
     /// incremental: skip files unchanged since the latest snapshot of these paths;
     /// differential: since the latest full one; full: read everything.
     #[arg(long, value_enum, default_value = "incremental")]
@@ -244,8 +250,8 @@ struct SnapshotsArgs {
     #[command(flatten)]
     filter: SnapshotFilterArgs,
     /// Only the snapshot `restore --at TIME` would choose.
-    #[arg(long, value_name = "TIME")]
-    at: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    at: Option<i64>,
     /// Only the latest N snapshots of each group (host and paths).
     #[arg(long, value_name = "N")]
     latest: Option<usize>,
@@ -261,18 +267,18 @@ struct RestoreArgs {
     snapshot: Option<String>,
     /// Restore the newest snapshot taken at or before TIME: 2026-11-20T14:00:00Z,
     /// "2026-11-20 14:00" (local time), 2026-11-20, "2 days ago", "3h ago", "yesterday 18:00".
-    #[arg(long, value_name = "TIME")]
-    at: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    at: Option<i64>,
     #[command(flatten)]
     filter: SnapshotFilterArgs,
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't', value_name = "DIR")]
     target: PathBuf,
     /// Restore only paths matching GLOB (and everything below them).
-    #[arg(long, short = 'i', value_name = "GLOB")]
+    #[arg(long, short = 'i', value_name = "GLOB", value_parser = values::glob)]
     include: Vec<String>,
     /// Do not restore paths matching GLOB.
-    #[arg(long, short = 'e', value_name = "GLOB")]
+    #[arg(long, short = 'e', value_name = "GLOB", value_parser = values::glob)]
     exclude: Vec<String>,
     /// List what would be restored, write nothing.
     #[arg(long, short = 'n')]
@@ -296,16 +302,17 @@ struct DiffArgs {
 #[derive(Args)]
 struct FindArgs {
     /// Pattern: without `/` it matches a name anywhere (`*.conf`); with `/` a whole path.
+    #[arg(value_parser = values::glob)]
     pattern: String,
     /// Search only these snapshots (repeatable).
     #[arg(long, short = 's', value_name = "SNAPSHOT")]
     snapshot: Vec<String>,
     /// Only snapshots taken at or after TIME.
-    #[arg(long, value_name = "TIME")]
-    oldest: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    oldest: Option<i64>,
     /// Only snapshots taken at or before TIME.
-    #[arg(long, value_name = "TIME")]
-    newest: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    newest: Option<i64>,
     #[command(flatten)]
     filter: SnapshotFilterArgs,
     /// Print one JSON object per match.
@@ -371,7 +378,7 @@ pub fn run(cli: Cli) -> Result<u8> {
 fn repo_path(cli: &Cli) -> Result<&Path> {
     cli.repo.as_deref().ok_or_else(|| {
         Exit(
-            exit::ERROR,
+            exit::USAGE,
             "no repository given: use -r/--repo or set CAIRN_REPO".into(),
         )
         .into()
@@ -488,10 +495,6 @@ fn username() -> String {
 }
 
 fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
-    let path = repo_path(cli)?;
-    if path.join("config").exists() {
-        anyhow::bail!("a repository already exists at {}", path.display());
-    }
     let defaults = InitOptions::default();
     let kdf = KdfParams {
         memory_kib: a.kdf_memory.unwrap_or(defaults.kdf.memory_kib),
@@ -499,28 +502,18 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         parallelism: defaults.kdf.parallelism,
     };
     kdf.validate()
-        .map_err(|e| Exit(exit::ERROR, format!("--kdf-memory/--kdf-iterations: {e}")))?;
-    if !a.chunk_size.is_power_of_two() || !(64..=8192).contains(&a.chunk_size) {
-        anyhow::bail!(
-            "--chunk-size {} must be a power of two from 64 to 8192 KiB",
-            a.chunk_size
-        );
+        .map_err(|e| Exit(exit::USAGE, format!("--kdf-memory/--kdf-iterations: {e}")))?;
+    let path = repo_path(cli)?;
+    if path.join("config").exists() {
+        anyhow::bail!("a repository already exists at {}", path.display());
     }
     let opts = InitOptions {
         kdf,
         chunk_min: a.chunk_size << 9,
         chunk_avg: a.chunk_size << 10,
         chunk_max: a.chunk_size << 13,
-        pack_size: a
-            .pack_size
-            .checked_mul(1 << 20)
-            .filter(|_| (1..=1024).contains(&a.pack_size))
-            .ok_or_else(|| {
-                Exit(
-                    exit::ERROR,
-                    format!("--pack-size {} must be from 1 to 1024 MiB", a.pack_size),
-                )
-            })?,
+        // At most 1024 MiB (clap checks), so the product fits a u32.
+        pack_size: a.pack_size << 20,
         zstd_level: a.compression,
         host: hostname().into_bytes(),
         user: username().into_bytes(),
@@ -540,7 +533,7 @@ fn read_excludes(a: &BackupArgs) -> Result<Filter> {
     let mut patterns = a.exclude.clone();
     for f in &a.exclude_file {
         let text = std::fs::read_to_string(f)
-            .with_context(|| format!("cannot read exclude file {}", f.display()))?;
+            .map_err(|e| Exit(exit::USAGE, format!("--exclude-file {}: {e}", f.display())))?;
         patterns.extend(
             text.lines()
                 .map(str::trim)
@@ -548,17 +541,12 @@ fn read_excludes(a: &BackupArgs) -> Result<Filter> {
                 .map(String::from),
         );
     }
-    Filter::new(&patterns).map_err(|e| Exit(exit::ERROR, e).into())
+    Filter::new(&patterns).map_err(|e| Exit(exit::USAGE, e).into())
 }
 
 fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
     let exclude = read_excludes(a)?;
-    let time_ns = a
-        .time
-        .as_deref()
-        .map(time::parse)
-        .transpose()?
-        .unwrap_or_else(time::now_ns);
+    let time_ns = a.time.unwrap_or_else(time::now_ns);
     // Missing sources are an error before the repository is even opened.
     let sources = cairn_engine::normalize_sources(&a.paths)?;
     let repo = open_with(cli, a.dry_run, true)?;
@@ -704,8 +692,7 @@ fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 }
 
 /// The snapshot `restore --at` chooses, or an error that says when the earliest one is.
-fn pick_at<'a>(list: &'a [(SnapshotId, Snapshot)], at: &str) -> Result<&'a (SnapshotId, Snapshot)> {
-    let t = time::parse(at)?;
+fn pick_at(list: &[(SnapshotId, Snapshot)], t: i64) -> Result<&(SnapshotId, Snapshot)> {
     match (cairn_engine::newest_at(list, t), list.first()) {
         (Some(found), _) => Ok(found),
         (None, Some((_, first))) => anyhow::bail!(
@@ -733,12 +720,12 @@ fn groups(list: Vec<(SnapshotId, Snapshot)>) -> Vec<Group> {
 }
 
 fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
-    let filter = a.filter.filter()?;
+    let filter = a.filter.filter();
     let repo = open(cli, false)?;
     let mut list = snapshots_of(&repo)?;
     list.retain(|(_, s)| filter.matches(s));
     if let Some(at) = &a.at {
-        list = vec![pick_at(&list, at)?.clone()];
+        list = vec![pick_at(&list, *at)?.clone()];
     }
     let mut groups = groups(list);
     if let Some(n) = a.latest {
@@ -787,14 +774,14 @@ fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
 }
 
 fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
-    let include = Filter::new(&a.include).map_err(|e| Exit(exit::ERROR, e))?;
-    let exclude = Filter::new(&a.exclude).map_err(|e| Exit(exit::ERROR, e))?;
-    let filter = a.filter.filter()?;
+    let include = Filter::new(&a.include).map_err(|e| Exit(exit::USAGE, e))?;
+    let exclude = Filter::new(&a.exclude).map_err(|e| Exit(exit::USAGE, e))?;
+    let filter = a.filter.filter();
     let repo = open(cli, false)?;
     let mut list = snapshots_of(&repo)?;
     list.retain(|(_, s)| filter.matches(s));
     let (id, snap) = match (&a.at, &a.snapshot) {
-        (Some(at), _) => pick_at(&list, at)?,
+        (Some(at), _) => pick_at(&list, *at)?,
         (None, Some(spec)) => cairn_engine::find_snapshot(&list, spec)?,
         (None, None) => unreachable!("clap requires a snapshot or --at"),
     };
@@ -830,6 +817,30 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let outcome = with_progress(output::show_progress(cli.quiet), "restore", read, || {
         cairn_engine::restore(&repo, snap.tree, &opts, &progress)
     })?;
+    // A pattern that matches nothing is most often a typo; restoring the rest and exiting 0
+    // would hide that the file asked for was not restored.
+    let unmatched: Vec<String> = a
+        .include
+        .iter()
+        .filter(|pat| {
+            let f = Filter::new(std::slice::from_ref(*pat)).expect("clap checked the pattern");
+            !outcome
+                .planned
+                .iter()
+                .any(|p| f.matches(&Path::new("/").join(p)))
+        })
+        .map(|pat| format!("{pat:?}"))
+        .collect();
+    let unmatched = (!unmatched.is_empty()).then(|| {
+        Exit(
+            exit::ERROR,
+            format!(
+                "--include {} matched nothing in snapshot {}",
+                unmatched.join(", "),
+                id.short()
+            ),
+        )
+    });
     if a.dry_run {
         let mut out = std::io::stdout().lock();
         for p in &outcome.planned {
@@ -843,7 +854,10 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             outcome.dirs,
             output::bytes(outcome.bytes)
         )?;
-        return Ok(0);
+        return match unmatched {
+            Some(e) => Err(e.into()),
+            None => Ok(0),
+        };
     }
     for w in &outcome.warnings {
         eprintln!("warning: {}: {}", w.path.display(), w.reason);
@@ -879,7 +893,10 @@ fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         )
         .into());
     }
-    Ok(0)
+    match unmatched {
+        Some(e) => Err(e.into()),
+        None => Ok(0),
+    }
 }
 
 fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
@@ -951,10 +968,9 @@ fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
 
 fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
     let pattern =
-        Filter::new(std::slice::from_ref(&a.pattern)).map_err(|e| Exit(exit::ERROR, e))?;
-    let oldest = a.oldest.as_deref().map(time::parse).transpose()?;
-    let newest = a.newest.as_deref().map(time::parse).transpose()?;
-    let filter = a.filter.filter()?;
+        Filter::new(std::slice::from_ref(&a.pattern)).map_err(|e| Exit(exit::USAGE, e))?;
+    let (oldest, newest) = (a.oldest, a.newest);
+    let filter = a.filter.filter();
     let repo = open(cli, false)?;
     let all = snapshots_of(&repo)?;
     let mut list = Vec::new();
@@ -1145,10 +1161,8 @@ fn owner(name: &[u8], id: u32) -> String {
 }
 
 fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
-    let read_data = match (&a.read_data_subset, a.read_data) {
-        (Some(subset), _) => {
-            cairn_engine::ReadData::parse_subset(subset).map_err(|e| Exit(exit::ERROR, e))?
-        }
+    let read_data = match (a.read_data_subset, a.read_data) {
+        (Some(subset), _) => subset,
         (None, true) => cairn_engine::ReadData::All,
         (None, false) => cairn_engine::ReadData::None,
     };

@@ -3,8 +3,9 @@
 //! report.
 
 use crate::commands::{open_with, snapshots_of, Cli, SnapshotFilterArgs};
-use crate::{output, time};
-use anyhow::{bail, Result};
+use crate::values::{self, GroupBy};
+use crate::{exit, output, time, Exit};
+use anyhow::Result;
 use cairn_engine::{Decision, KeepCount, KeepDuration, Policy, PruneOptions, RetentionInput};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::SnapshotId;
@@ -30,22 +31,22 @@ week of dailies, a month of weeklies and a year of monthlies.";
 #[derive(Args, Clone, Default)]
 pub struct PolicyArgs {
     /// Keep the N newest snapshots.
-    #[arg(long, value_name = "N", value_parser = count)]
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
     keep_last: Option<KeepCount>,
     /// Keep the newest snapshot of each of the N newest hours with snapshots.
-    #[arg(long, value_name = "N", value_parser = count)]
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
     keep_hourly: Option<KeepCount>,
     /// Keep the newest snapshot of each of the N newest days with snapshots.
-    #[arg(long, value_name = "N", value_parser = count)]
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
     keep_daily: Option<KeepCount>,
     /// Keep the newest snapshot of each of the N newest ISO weeks with snapshots.
-    #[arg(long, value_name = "N", value_parser = count)]
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
     keep_weekly: Option<KeepCount>,
     /// Keep the newest snapshot of each of the N newest months with snapshots.
-    #[arg(long, value_name = "N", value_parser = count)]
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
     keep_monthly: Option<KeepCount>,
     /// Keep the newest snapshot of each of the N newest years with snapshots.
-    #[arg(long, value_name = "N", value_parser = count)]
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
     keep_yearly: Option<KeepCount>,
     /// Keep every snapshot within DURATION (like 30d, 1y6m, 12h) of the group's newest.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
@@ -69,8 +70,13 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "TAGS")]
     keep_tag: Vec<String>,
     /// Group snapshots by these of host, paths, tags (comma-separated; empty: one group).
-    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
-    group_by: String,
+    #[arg(
+        long,
+        value_name = "FIELDS",
+        default_value = "host,paths",
+        value_parser = values::group_by
+    )]
+    group_by: GroupBy,
 }
 
 fn count(s: &str) -> Result<KeepCount, String> {
@@ -104,24 +110,6 @@ impl PolicyArgs {
                 .map(|t| cairn_engine::parse_keep_tag(t))
                 .collect(),
         }
-    }
-
-    fn group_fields(&self) -> Result<(bool, bool, bool)> {
-        let mut fields = (false, false, false);
-        for f in self
-            .group_by
-            .split(',')
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        {
-            match f {
-                "host" => fields.0 = true,
-                "paths" | "path" => fields.1 = true,
-                "tags" | "tag" => fields.2 = true,
-                _ => bail!("--group-by {f:?}: use host, paths and tags, comma-separated"),
-            }
-        }
-        Ok(fields)
     }
 }
 
@@ -247,8 +235,8 @@ fn plan_forget(
         }
         return Ok(drop);
     }
-    let filter = filter.filter()?;
-    let fields = policy.group_fields()?;
+    let filter = filter.filter();
+    let fields = policy.group_by;
     let tz = jiff::tz::TimeZone::system();
     let mut groups: Vec<(serde_json::Value, Vec<&(SnapshotId, Snapshot)>)> = Vec::new();
     for item in all.iter().filter(|(_, s)| filter.matches(s)) {
@@ -322,7 +310,8 @@ fn damaged_match(repo: &Repository, spec: &str) -> Option<SnapshotId> {
     }
 }
 
-fn group_key(s: &Snapshot, (host, paths, tags): (bool, bool, bool)) -> serde_json::Value {
+fn group_key(s: &Snapshot, by: GroupBy) -> serde_json::Value {
+    let GroupBy { host, paths, tags } = by;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut key = serde_json::Map::new();
     if host {
@@ -370,7 +359,11 @@ fn group_title(key: &serde_json::Value) -> String {
 
 pub fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     if a.snapshots.is_empty() && a.policy.policy().is_empty() {
-        bail!("nothing to forget: name snapshots, or give a policy such as --keep-daily 7");
+        return Err(Exit(
+            exit::USAGE,
+            "nothing to forget: name snapshots, or give a policy such as --keep-daily 7".into(),
+        )
+        .into());
     }
     run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune)
 }

@@ -6,6 +6,7 @@ mod forget;
 mod output;
 mod password;
 mod time;
+mod values;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use std::process::ExitCode;
 /// Exit codes (also in `cairn --help`).
 pub mod exit {
     pub const ERROR: u8 = 1;
+    /// An invalid argument or option value.
+    pub const USAGE: u8 = 2;
     /// Backup finished, but some source files could not be read and are missing.
     pub const INCOMPLETE: u8 = 3;
     pub const NO_REPOSITORY: u8 = 10;
@@ -45,8 +48,37 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// Clap's error, as one line `cairn: ...` like every other error, exit 2. Help and version
+/// requests keep clap's own output.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::DisplayHelp | K::DisplayVersion | K::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.to_string();
+    let mut lines = text.lines();
+    let mut msg = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_string();
+    // The names of missing arguments follow on indented lines.
+    for more in lines.take_while(|l| l.starts_with("  ") && !l.trim_start().starts_with("tip:")) {
+        msg.push(' ');
+        msg.push_str(more.trim());
+    }
+    eprintln!("cairn: {msg} (see --help)");
+    ExitCode::from(exit::USAGE)
+}
+
 fn main() -> ExitCode {
-    let cli = commands::Cli::parse();
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

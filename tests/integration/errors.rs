@@ -267,6 +267,90 @@ fn usage_errors_exit_2() {
     t.run(["backup", "--kind", "sometimes", "x"]).code(2);
 }
 
+/// Regression: 43 invalid option values exited 1 (after a password prompt, some after opening
+/// the repository) instead of the documented 2. Each must exit 2 with one line naming the option,
+/// and change nothing.
+#[test]
+fn every_invalid_option_value_exits_2_and_changes_nothing() {
+    let (t, src) = repo_with_snapshot();
+    let src = src.to_str().unwrap();
+    let target = t.join("target");
+    let target = target.to_str().unwrap();
+    let before = fingerprint(&t.repo());
+    let cases: &[&[&str]] = &[
+        &["backup", "--time", "garbage", src],
+        &["backup", "--time", "tomorrow", src],
+        &["backup", "--exclude", "a[", src],
+        &["backup", "--exclude-file", "/nonexistent/excludes", src],
+        &["snapshots", "--at", "tomorrow"],
+        &["snapshots", "--path", "relative/path"],
+        &["restore", "--at", "garbage", "-t", target],
+        &["restore", "latest", "-t", target, "--include", "a["],
+        &["restore", "latest", "-t", target, "--exclude", "[z-a]"],
+        &["restore", "latest", "-t", target, "--path", "rel"],
+        &["find", "a["],
+        &["find", "x", "--oldest", "garbage"],
+        &["find", "x", "--newest", "next week"],
+        &["check", "--read-data-subset", "0/0"],
+        &["check", "--read-data-subset", "0%"],
+        &["check", "--read-data-subset", "8/7"],
+        &["check", "--read-data-subset", "150%"],
+        &["forget", "--keep-last", "1", "--group-by", "colour"],
+        &["forget"],
+        &["prune", "--grace", "1s"],
+        &["init", "--pack-size", "0"],
+        &["init", "--pack-size", "4096"],
+        &["init", "--chunk-size", "100"],
+        &["init", "--chunk-size", "0"],
+        &["init", "--compression", "99"],
+        &["init", "--kdf-memory", "1"],
+        &["init", "--kdf-iterations", "0"],
+    ];
+    for args in cases {
+        let run = t.run(*args).code(2);
+        let line = run.error_line();
+        let named = args
+            .iter()
+            .any(|a| a.starts_with("--") && line.contains(*a) || line.contains("pattern"));
+        assert!(
+            named || args == &["forget"],
+            "{args:?}: the error does not name the option: {line}"
+        );
+    }
+    // Negative counts mean "unlimited", as the help says, and are not taken for options.
+    t.ok(["forget", "--dry-run", "--keep-daily", "-1"]);
+    assert!(!Path::new(target).exists());
+    assert_eq!(fingerprint(&t.repo()), before);
+}
+
+/// Regression: a restore whose --include matched nothing exited 0 having restored nothing, so a
+/// typo in a path looked like success.
+#[test]
+fn include_that_matches_nothing_says_so() {
+    let (t, src) = repo_with_snapshot();
+    let target = t.join("target");
+    let a = src.join("a.txt");
+    let run = t
+        .run([
+            "restore".as_ref(),
+            "latest".as_ref(),
+            "-t".as_ref(),
+            target.as_os_str(),
+            "--include".as_ref(),
+            a.as_os_str(),
+            "--include".as_ref(),
+            "/no/such/file".as_ref(),
+        ])
+        .failure();
+    assert!(
+        run.error_line()
+            .contains("\"/no/such/file\" matched nothing"),
+        "{run:?}"
+    );
+    // What did match was restored all the same.
+    assert!(restored(&target, &a).is_file());
+}
+
 #[test]
 fn unreadable_source_file_gives_exit_3_and_a_usable_snapshot() {
     let t = repo_for_nobody();
@@ -402,6 +486,15 @@ fn password_sources() {
     assert!(run.error_line().contains("no password"), "{run:?}");
     let run = snapshots(Some(""), &[]).failure();
     assert!(run.error_line().contains("empty"), "{run:?}");
+
+    // Regression: the help promised "the first line" while the whole file is the password. They
+    // agree now: a second line is part of the password, so a file holding more is refused.
+    let two = t.join("pw-two-lines");
+    write(&two, format!("{PASSWORD}\nsomething else\n"));
+    snapshots(None, &[pf, two.as_os_str()]).code(12);
+    let help = t.ok(["--help"]).stdout();
+    assert!(!help.contains("first line"), "{help}");
+    assert!(help.contains("whole content"), "{help}");
 }
 
 /// A damaged pack costs exactly the files whose data it held: they are reported and not left

@@ -1,0 +1,86 @@
+//! Parsers for option values. Every value is checked here, by clap, before anything else runs,
+//! so that an invalid one exits 2 with a message naming the option, and never after a password
+//! prompt or half the work.
+
+use cairn_engine::{Filter, ReadData};
+use std::path::PathBuf;
+
+/// A time, absolute or relative to now (see `time::parse_at`), as nanoseconds since the epoch.
+pub fn time(s: &str) -> Result<i64, String> {
+    crate::time::parse(s).map_err(|e| format!("{e:#}"))
+}
+
+/// A glob, kept as given once it compiles.
+pub fn glob(s: &str) -> Result<String, String> {
+    Filter::new(&[s.to_string()]).map(|_| s.to_string())
+}
+
+pub fn absolute_path(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(format!("{s:?} must be an absolute path"))
+    }
+}
+
+pub fn subset(s: &str) -> Result<ReadData, String> {
+    ReadData::parse_subset(s)
+}
+
+/// Average chunk size in KiB: a power of two from 64 to 8192, so that min (half), average and
+/// max (eight times) all fit the chunker's u32 bounds.
+pub fn chunk_size(s: &str) -> Result<u32, String> {
+    let bad = || format!("{s:?} must be a power of two from 64 to 8192 (KiB)");
+    let v: u32 = s.trim().parse().map_err(|_| bad())?;
+    if v.is_power_of_two() && (64..=8192).contains(&v) {
+        Ok(v)
+    } else {
+        Err(bad())
+    }
+}
+
+/// Which of host, paths and tags group snapshots for a retention policy.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GroupBy {
+    pub host: bool,
+    pub paths: bool,
+    pub tags: bool,
+}
+
+pub fn group_by(s: &str) -> Result<GroupBy, String> {
+    let mut g = GroupBy::default();
+    for f in s.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        match f {
+            "host" => g.host = true,
+            "paths" | "path" => g.paths = true,
+            "tags" | "tag" => g.tags = true,
+            _ => return Err(format!("{f:?}: use host, paths and tags, comma-separated")),
+        }
+    }
+    Ok(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(time("tomorrow").is_err());
+        assert!(time("garbage").is_err());
+        assert!(time("2026-11-20").is_ok());
+        assert!(glob("a[").is_err());
+        assert!(glob("*.tmp").is_ok());
+        assert!(absolute_path("rel/x").is_err());
+        assert!(subset("0/0").is_err());
+        assert!(subset("0%").is_err());
+        assert!(subset("2/7").is_ok());
+        for bad in ["0", "100", "16384", "x", "-64"] {
+            assert!(chunk_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(chunk_size("1024"), Ok(1024));
+        assert!(group_by("host,colour").is_err());
+        assert!(group_by("").is_ok());
+    }
+}
