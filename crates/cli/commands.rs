@@ -55,6 +55,9 @@ pub struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
+    /// Say more: what was skipped and why.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub(crate) verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -1192,6 +1195,7 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
             "packs_read": report.packs_read,
             "errors": report.errors,
             "warnings": report.warnings,
+            "snapshots_vanished": report.vanished.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
             "damage": report.damage.iter().map(|d| json!({
                 "snapshot": d.snapshot.to_hex(),
                 "time": time::rfc3339(d.time),
@@ -1202,6 +1206,14 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
     } else {
         for w in &report.warnings {
             eprintln!("warning: {w}");
+        }
+        if cli.verbose {
+            for id in &report.vanished {
+                println!(
+                    "snapshot {} was forgotten by another process while check ran: skipped",
+                    id.short()
+                );
+            }
         }
         for e in &report.errors {
             eprintln!("error: {e}");

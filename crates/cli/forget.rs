@@ -389,7 +389,7 @@ fn run(
         repo.forget_snapshots(&drop)?;
     }
     if collect_garbage {
-        collect(&repo, gc, &drop, cli.quiet, &mut report)?;
+        collect(&repo, gc, &drop, cli, &mut report)?;
     }
     if gc.json {
         println!("{report}");
@@ -402,9 +402,10 @@ fn collect(
     repo: &Repository,
     gc: &GcArgs,
     forgotten: &[SnapshotId],
-    quiet: bool,
+    cli: &Cli,
     report: &mut serde_json::Value,
 ) -> Result<()> {
+    let quiet = cli.quiet;
     let opts = PruneOptions {
         max_unused: gc.max_unused,
         grace: gc.grace,
@@ -431,11 +432,22 @@ fn collect(
         "index_files_removed": r.index_files_removed,
         "sessions_fenced": r.sessions_fenced,
         "copies_damaged": r.copies_damaged,
+        "temporaries_removed": r.temporaries_removed,
+        "temporary_bytes_removed": r.temporary_bytes_removed,
+        "snapshots_vanished": r.snapshots_vanished.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
         "deferred_because": r.deferred_because,
         "duration_seconds": r.duration.as_secs_f64(),
     });
     if quiet || gc.json {
         return Ok(());
+    }
+    if cli.verbose {
+        for id in &r.snapshots_vanished {
+            println!(
+                "snapshot {} was forgotten by another process while prune ran: skipped",
+                id.short()
+            );
+        }
     }
     let would = if gc.dry_run { "would " } else { "" };
     println!(
@@ -475,6 +487,13 @@ fn collect(
         println!(
             "{} damaged copies of used blobs found and left out of the index; their good copies kept",
             r.copies_damaged
+        );
+    }
+    if r.temporaries_removed > 0 {
+        println!(
+            "removed {} temporary files ({}) left by killed writers",
+            r.temporaries_removed,
+            output::bytes(r.temporary_bytes_removed)
         );
     }
     println!("done in {}", output::duration(r.duration.as_nanos() as u64));

@@ -756,3 +756,44 @@ fn backups_from_two_hosts_while_prune_loops() {
     t.ok(["prune", "--keep-last", "2"]);
     check_clean(&t);
 }
+
+/// Regression: temporary files of killed writers (`.tmp-*`, up to a pack each) stayed in the
+/// repository forever. Prune removes those older than its grace period, and only those.
+#[test]
+fn prune_removes_temporaries_older_than_the_grace_period() {
+    let t = setup();
+    init_small_packs(&t);
+    let src = t.join("src");
+    write(src.join("a"), random_bytes(1, 300 * KIB as usize));
+    t.backup([&src]);
+    let repo = t.repo();
+    let pack_dir = fs::read_dir(repo.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|d| fs::read_dir(d).unwrap().next().is_some())
+        .unwrap();
+    let stale = pack_dir.join(".tmp-00112233aabbccdd");
+    let stale_index = repo.join("index/.tmp-0123456789abcdef");
+    let fresh = repo.join("snapshots/.tmp-fedcba9876543210");
+    for f in [&stale, &stale_index, &fresh] {
+        write(f, random_bytes(2, 1000));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let two_days_ago = (now - 2 * 86_400) * 1_000_000_000;
+    set_mtime(&stale, two_days_ago);
+    set_mtime(&stale_index, two_days_ago);
+
+    let report = gc_json(&t, &[&"prune"]);
+    let prune = prune_part(&report);
+    assert_eq!(num(prune, "temporaries_removed"), 2, "{report}");
+    assert_eq!(num(prune, "temporary_bytes_removed"), 2000, "{report}");
+    assert!(!stale.exists() && !stale_index.exists());
+    assert!(
+        fresh.exists(),
+        "a temporary younger than --grace may be a live writer's"
+    );
+    check_clean(&t);
+}

@@ -59,4 +59,8 @@ impl Backend for CrashAfter {
         self.step();
         self.inner.remove(t, name)
     }
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<(u64, u64)> {
+        self.step();
+        self.inner.remove_stale_temporaries(age)
+    }
 }

@@ -114,4 +114,11 @@ pub trait Backend: Send + Sync {
         self.create(t, name, &parts.concat())
     }
     fn remove(&self, t: FileType, name: &str) -> Result<()>;
+    /// Removes the temporary objects of creates that never finished (a killed writer's
+    /// partial files) and were last written more than `age` ago; returns how many and their
+    /// bytes. A backend whose creates leave nothing behind has none.
+    fn remove_stale_temporaries(&self, age: Duration) -> Result<(u64, u64)> {
+        let _ = age;
+        Ok((0, 0))
+    }
 }

@@ -241,6 +241,62 @@ impl Backend for LocalBackend {
         fsync_dir(&dir).map_err(|e| io_error(e, what))
     }
 
+    /// Temporaries sit beside the final names, so every directory of the layout is looked at.
+    /// Their age is the local clock against their mtime: a wrong clock can at worst remove a
+    /// live writer's temporary, whose create then fails; nothing committed is ever touched.
+    fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<(u64, u64)> {
+        let mut dirs = vec![self.root.clone()];
+        for t in [
+            FileType::Key,
+            FileType::Lock,
+            FileType::Index,
+            FileType::Snapshot,
+        ] {
+            dirs.push(self.root.join(t.dir()));
+        }
+        dirs.extend((0..=255u8).map(|i| self.root.join("data").join(format!("{i:02x}"))));
+        let now = std::time::SystemTime::now();
+        let (mut count, mut bytes) = (0, 0);
+        for dir in dirs {
+            let Ok(rd) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in rd.flatten() {
+                if !entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(TEMP_PREFIX.as_bytes())
+                {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                let old = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|a| a > age);
+                if meta.is_file() && old {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => {
+                            count += 1;
+                            bytes += meta.len();
+                        }
+                        // Its writer, or another prune, removed it first.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(io_error(e, || {
+                                format!("cannot remove {}", entry.path().display())
+                            }))
+                        }
+                    }
+                }
+            }
+        }
+        Ok((count, bytes))
+    }
+
     fn remove(&self, t: FileType, name: &str) -> Result<()> {
         let dir = self.dir_of(t, name);
         fs::remove_file(self.path(t, name))
@@ -286,6 +342,33 @@ mod tests {
         assert_eq!(fs::read_dir(root.join("data/ab")).unwrap().count(), 1);
         b.remove(FileType::Pack, "ab12").unwrap();
         assert!(b.list(FileType::Pack).unwrap().is_empty());
+    }
+
+    /// Regression: temporaries of killed writers (up to a pack each) were never removed.
+    #[test]
+    fn stale_temporaries_go_and_young_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::create_layout(&root).unwrap();
+        b.create(FileType::Pack, "ab12", b"hello").unwrap();
+        let old = root.join("data/ab/.tmp-0011223344556677");
+        let young = root.join("index/.tmp-8899aabbccddeeff");
+        fs::write(&old, b"partial pack").unwrap();
+        fs::write(&young, b"partial index").unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(86_400 + 60);
+        fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(day_ago)
+            .unwrap();
+        let removed = b
+            .remove_stale_temporaries(std::time::Duration::from_secs(86_400))
+            .unwrap();
+        assert_eq!(removed, (1, 12));
+        assert!(!old.exists());
+        assert!(young.exists());
+        assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::Result;
 use cairn_format::tree::NodeKind;
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use cairn_repo::{ErrorKind, Repository};
+use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -34,7 +35,7 @@ pub enum ReadData {
         n: u32,
         m: u32,
     },
-    /// About this percentage of the packs, chosen at random.
+    /// This percentage of the packs, rounded up (so never none of them), chosen at random.
     Percent(f64),
 }
 
@@ -62,14 +63,27 @@ impl ReadData {
         Ok(ReadData::Part { n, m })
     }
 
-    fn selects(&self, pack: &PackId) -> bool {
-        let b = pack.as_bytes();
-        let number = u64::from_be_bytes(b[..8].try_into().unwrap());
+    /// The packs to read of `packs`.
+    pub fn select(&self, packs: &[PackId]) -> Vec<PackId> {
         match *self {
-            ReadData::None => false,
-            ReadData::All => true,
-            ReadData::Part { n, m } => number % u64::from(m) == u64::from(n - 1),
-            ReadData::Percent(p) => rand::random::<f64>() * 100.0 < p,
+            ReadData::None => Vec::new(),
+            ReadData::All => packs.to_vec(),
+            ReadData::Part { n, m } => packs
+                .iter()
+                .filter(|pack| {
+                    let number = u64::from_be_bytes(pack.as_bytes()[..8].try_into().unwrap());
+                    number % u64::from(m) == u64::from(n - 1)
+                })
+                .copied()
+                .collect(),
+            // A count, not a coin per pack: 10% of 6 packs reads one, never none.
+            ReadData::Percent(p) => {
+                let count = ((packs.len() as f64 * p / 100.0).ceil() as usize).min(packs.len());
+                let mut chosen = packs.to_vec();
+                chosen.shuffle(&mut rand::thread_rng());
+                chosen.truncate(count);
+                chosen
+            }
         }
     }
 }
@@ -101,6 +115,9 @@ pub struct CheckReport {
     pub packs: u64,
     pub packs_read: u64,
     pub damage: Vec<Damage>,
+    /// Snapshots listed but forgotten by another process before they could be read: not
+    /// damage, they are simply gone.
+    pub vanished: Vec<SnapshotId>,
 }
 
 /// Why a blob cannot be read, by blob.
@@ -192,11 +209,13 @@ pub fn check(
 
     // Read data: every selected, indexed, intact pack in full.
     let mut lost: Lost = HashMap::new();
-    let to_read: Vec<PackId> = indexed
+    let mut readable: Vec<PackId> = indexed
         .keys()
-        .filter(|p| !bad_packs.contains_key(p) && read_data.selects(p))
+        .filter(|p| !bad_packs.contains_key(p))
         .copied()
         .collect();
+    readable.sort_unstable();
+    let to_read = read_data.select(&readable);
     progress
         .packs_to_read
         .store(to_read.len() as u64, Ordering::Relaxed);
@@ -227,6 +246,7 @@ pub fn check(
                 walker.tree(s.tree, &format!("snapshot {}", id.short()), Path::new("/"));
                 snapshots.push((id, s));
             }
+            Err(e) if e.kind == ErrorKind::NotFound => report.vanished.push(id),
             Err(e) => report.errors.push(e.message),
         }
     }
@@ -438,5 +458,46 @@ impl Walker<'_> {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packs(n: u64) -> Vec<PackId> {
+        (0..n)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                b[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+                PackId(cairn_format::Id(b))
+            })
+            .collect()
+    }
+
+    /// Regression: `--read-data-subset 10%` of a 6-pack repository read no pack at all (each pack
+    /// was a coin toss) and reported no errors.
+    #[test]
+    fn a_percentage_reads_at_least_one_pack() {
+        let six = packs(6);
+        for _ in 0..50 {
+            assert_eq!(ReadData::Percent(10.0).select(&six).len(), 1);
+        }
+        assert_eq!(ReadData::Percent(50.0).select(&six).len(), 3);
+        assert_eq!(ReadData::Percent(100.0).select(&six).len(), 6);
+        assert!(ReadData::Percent(10.0).select(&[]).is_empty());
+    }
+
+    #[test]
+    fn parts_cover_every_pack_exactly_once() {
+        let all = packs(200);
+        let mut seen: HashMap<PackId, u32> = HashMap::new();
+        for n in 1..=7 {
+            for p in (ReadData::Part { n, m: 7 }).select(&all) {
+                *seen.entry(p).or_default() += 1;
+            }
+        }
+        assert_eq!(seen.len(), all.len());
+        assert!(seen.values().all(|&c| c == 1));
     }
 }

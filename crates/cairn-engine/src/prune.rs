@@ -56,28 +56,41 @@ fn prune_once(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|id| !opts.forgotten.contains(id))
         .copied()
         .collect();
-    let walked = used_blobs(repo, &kept, &mut survey)?;
+    let (walked, vanished) = used_blobs(repo, &kept, &mut survey)?;
     let plan = survey.plan(opts.max_unused)?;
     let mut report = if opts.dry_run {
         plan.report().clone()
     } else {
         plan.execute()?
     };
+    if !opts.dry_run {
+        (report.temporaries_removed, report.temporary_bytes_removed) =
+            repo.remove_stale_temporaries(opts.grace)?;
+    }
     report.snapshots = walked;
+    report.snapshots_vanished = vanished;
     Ok(report)
 }
 
-/// Hands the survey every blob the snapshots reach; returns how many snapshots there were.
-/// Trees are remembered, to walk each once: one entry per directory version, where the blobs
-/// are many more.
-fn used_blobs(repo: &Repository, snapshots: &[SnapshotId], survey: &mut Survey) -> Result<u64> {
+/// Hands the survey every blob the snapshots reach; returns how many snapshots were walked and
+/// which had been forgotten since the listing. Trees are remembered, to walk each once: one
+/// entry per directory version, where the blobs are many more.
+fn used_blobs(
+    repo: &Repository,
+    snapshots: &[SnapshotId],
+    survey: &mut Survey,
+) -> Result<(u64, Vec<SnapshotId>)> {
+    let mut vanished = Vec::new();
     let mut walked: HashSet<TreeId> = HashSet::new();
     let mut stack: Vec<TreeId> = Vec::new();
     let mut n = 0;
     for id in snapshots {
         let snapshot = match repo.load_snapshot(*id) {
             Ok(s) => s,
-            Err(e) if e.kind == ErrorKind::NotFound => continue,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                vanished.push(*id);
+                continue;
+            }
             Err(e) if e.kind == ErrorKind::Corrupt => {
                 return Err(Error::corrupt(format!(
                 "{}; prune cannot tell which blobs it needs: forget it first (`cairn forget {}`)",
@@ -121,5 +134,5 @@ fn used_blobs(repo: &Repository, snapshots: &[SnapshotId], survey: &mut Survey) 
             stack.extend(node.subtree);
         }
     }
-    Ok(n)
+    Ok((n, vanished))
 }

@@ -764,6 +764,12 @@ impl Repository {
         Ok(problems)
     }
 
+    /// Removes what killed writers left of unfinished creates, older than `age` (prune passes
+    /// its grace period, long past any live create).
+    pub fn remove_stale_temporaries(&self, age: std::time::Duration) -> Result<(u64, u64)> {
+        Ok(self.backend.remove_stale_temporaries(age)?)
+    }
+
     /// Every snapshot, oldest first. A damaged snapshot file costs only that snapshot: it is
     /// left out, and `damaged_snapshots` tells of it.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {

@@ -29,6 +29,7 @@ pub(crate) use session::Session;
 pub use session::{verdict_name, SessionId, MARKER_RENEWAL};
 pub use survey::{Survey, SurveyOptions};
 
+use cairn_format::SnapshotId;
 use std::time::Duration;
 
 /// The shortest `--grace`: a session renews its marker every `MARKER_RENEWAL`, so a grace of
@@ -65,6 +66,11 @@ pub struct PruneReport {
     /// Copies of used blobs found damaged before the last other copy would have gone; the
     /// good copy was kept and the damaged one left out of the index.
     pub copies_damaged: u64,
+    /// Temporary files of writers killed more than the grace period ago, removed.
+    pub temporaries_removed: u64,
+    pub temporary_bytes_removed: u64,
+    /// Snapshots listed but forgotten (by another process) before they could be read.
+    pub snapshots_vanished: Vec<SnapshotId>,
     /// Why condemned packs were not deleted now; empty when they were.
     pub deferred_because: Option<String>,
     pub duration: Duration,
