@@ -8,9 +8,7 @@ use cairn_engine::{Filter, Visit};
 use cairn_format::snapshot::{Kind, Snapshot};
 use cairn_format::tree::{Node, NodeKind};
 use cairn_format::SnapshotId;
-use cairn_repo::{
-    Backend, ErrorKind, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository,
-};
+use cairn_repo::{ErrorKind, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::Write;
@@ -412,13 +410,13 @@ fn cache_dir(cli: &Cli) -> Option<PathBuf> {
         .map(|d| d.join("cairn"))
 }
 
-/// This machine. `CAIRN_TEST_CLOCK_SHIFT` (a duration like `25h`) moves its wall and boot
-/// clocks forward, so that tests can run commands as if hours had passed between them.
+/// This machine. In test builds `CAIRN_TEST_CLOCK_SHIFT` (a duration like `25h`) moves its
+/// wall and boot clocks forward, so that tests can run commands as if hours had passed.
 fn host() -> Result<cairn_repo::SystemHost> {
-    let shift = match std::env::var("CAIRN_TEST_CLOCK_SHIFT") {
-        Ok(s) => forget::plain_duration(&s)
-            .map_err(|e| Exit(exit::ERROR, format!("CAIRN_TEST_CLOCK_SHIFT: {e}")))?,
-        Err(_) => std::time::Duration::ZERO,
+    let shift = match cairn_repo::test_hooks::clock_shift() {
+        Some(s) => forget::plain_duration(&s)
+            .map_err(|e| Exit(exit::ERROR, format!("test clock shift: {e}")))?,
+        None => std::time::Duration::ZERO,
     };
     Ok(cairn_repo::SystemHost { shift })
 }
@@ -443,16 +441,8 @@ pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Reposi
         )
         .into());
     }
-    let mut backend: Box<dyn Backend> = Box::new(LocalBackend::open(path));
-    if let Some(n) = std::env::var_os("CAIRN_TEST_CRASH_AFTER") {
-        let n = n.to_str().and_then(|n| n.parse().ok()).ok_or_else(|| {
-            Exit(
-                exit::ERROR,
-                "CAIRN_TEST_CRASH_AFTER must be a number of writes".into(),
-            )
-        })?;
-        backend = Box::new(cairn_repo::CrashAfter::new(backend, n));
-    }
+    let backend = cairn_repo::test_hooks::wrap(Box::new(LocalBackend::open(path)))
+        .map_err(|e| Exit(exit::ERROR, e))?;
     // An unknown version is refused before the user is asked for a password.
     cairn_repo::probe(backend.as_ref())?;
     let pw = password(cli).get(false)?;

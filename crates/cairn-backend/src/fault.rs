@@ -1,8 +1,8 @@
 //! Fault injection for tests: a backend that stops the process before its N-th write.
 //!
-//! The `cairn` binary wraps its backend in `CrashAfter` when `CAIRN_TEST_CRASH_AFTER` is set, so
-//! end-to-end tests can kill a backup or prune deterministically between any two storage writes,
-//! as a power cut would. Nothing else uses it.
+//! A test build of `cairn` wraps its backend in `CrashAfter` when `CAIRN_TEST_CRASH_AFTER` is
+//! set (see `test_hooks`), so end-to-end tests can kill a backup or prune deterministically
+//! between any two storage writes, as a power cut would. Nothing else uses it.
 
 use crate::{Backend, Entry, FileType, Guarantees, Result};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,9 +8,12 @@
 //! exactly the given bytes; after a crash during it, the object is absent (a leftover temporary,
 //! never listed, may remain).
 
+#[cfg(feature = "test-hooks")]
 mod fault;
 mod local;
+pub mod test_hooks;
 
+#[cfg(feature = "test-hooks")]
 pub use fault::CrashAfter;
 pub use local::LocalBackend;
 

@@ -13,7 +13,7 @@ mod pack;
 mod writer;
 
 pub use cache::Location;
-pub use cairn_backend::{Backend, CrashAfter, FileType, LocalBackend};
+pub use cairn_backend::{test_hooks, Backend, FileType, LocalBackend};
 pub use cairn_crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{
