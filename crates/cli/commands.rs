@@ -1024,14 +1024,20 @@ fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
     let list = snapshots_of(&repo)?;
     let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
     let node = cairn_engine::find_node(&repo, snap.tree, &path)?;
-    // Written next to the output and renamed into place, so a failed dump leaves no half file.
-    let (mut sink, tmp): (Box<dyn Write>, Option<PathBuf>) = match &a.output {
+    // Written next to the output under a new random name (created exclusively, 0600, so no
+    // one can have opened it or planted a link there) and renamed into place, so a failed dump
+    // leaves no half file.
+    let (mut sink, tmp): (Box<dyn Write>, Option<tempfile::TempPath>) = match &a.output {
         Some(f) => {
-            let mut tmp = f.clone().into_os_string();
-            tmp.push(".cairn-partial");
-            let tmp = PathBuf::from(tmp);
-            let file = std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let dir = match f.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let (file, tmp) = tempfile::Builder::new()
+                .prefix(".cairn-dump-")
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create a file in {}", dir.display()))?
+                .into_parts();
             (
                 Box::new(std::io::BufWriter::with_capacity(1 << 20, file)),
                 Some(tmp),
@@ -1060,13 +1066,11 @@ fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(sink.flush()?));
     drop(sink);
-    match (flushed, tmp, &a.output) {
-        (Ok(()), Some(tmp), Some(out)) => std::fs::rename(&tmp, out)?,
-        (Err(e), Some(tmp), _) => {
-            let _ = std::fs::remove_file(tmp);
-            return Err(e);
-        }
-        (result, _, _) => result?,
+    // A failed dump drops `tmp`, which removes it.
+    flushed?;
+    if let (Some(tmp), Some(out)) = (tmp, &a.output) {
+        tmp.persist(out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
     }
     Ok(0)
 }

@@ -106,3 +106,75 @@ fn no_plaintext_in_repository_or_cache() {
         found.join("\n  ")
     );
 }
+
+/// Regression: the cache, which holds decrypted metadata, followed the umask (0777 directories
+/// and 0666 files under `umask 000`), so any local user could read or rewrite it; and a cache
+/// directory of another user's was used as it was.
+#[test]
+fn cache_is_private_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let t = setup();
+    t.init();
+    let src = t.join("src");
+    write(src.join("a"), CONTENT);
+    let with_umask_000 = |cache: &std::path::Path| {
+        let base = t.command();
+        let mut cmd = std::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg("umask 000 && exec \"$0\" \"$@\"")
+            .arg(base.get_program())
+            .args([OsStr::new("backup"), src.as_os_str()]);
+        for (k, v) in base.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        cmd.env("CAIRN_CACHE_DIR", cache)
+            .current_dir(t.path())
+            .stdin(std::process::Stdio::null());
+        Run::of(cmd)
+    };
+    let cache = t.join("fresh-cache");
+    with_umask_000(&cache).success();
+    let mut seen = 0;
+    for entry in scan(&cache)
+        .keys()
+        .map(|p| cache.join(p))
+        .chain([cache.clone()])
+    {
+        let meta = fs::symlink_metadata(&entry).unwrap();
+        let mode = meta.mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", entry.display());
+        } else {
+            assert_eq!(mode & 0o077, 0, "{} is {mode:o}", entry.display());
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "the backup left no cache file to look at");
+
+    // A cache directory others can write to is refused, with one line naming it.
+    let open = t.join("open-cache");
+    mkdirs(&open);
+    chmod(&open, 0o777);
+    let run = with_umask_000(&open).failure();
+    let line = run.error_line();
+    assert!(
+        line.contains("open-cache") && line.contains("other users"),
+        "{line}"
+    );
+
+    // So is one that belongs to another user (who could swap its files for links).
+    if is_root() {
+        let theirs = t.join("their-cache");
+        mkdirs(&theirs);
+        chown_tree(&theirs, 65534, 65534);
+        let run = with_umask_000(&theirs).failure();
+        let line = run.error_line();
+        assert!(
+            line.contains("their-cache") && line.contains("uid 65534"),
+            "{line}"
+        );
+    }
+}

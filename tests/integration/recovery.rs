@@ -725,6 +725,38 @@ fn dump_a_file_writes_its_content() {
     );
 }
 
+/// Regression: `dump --output F` wrote `F.cairn-partial`, a name anyone could predict, opened
+/// following links and at 0644: a local user could plant a link there to have the dump written
+/// over another file, or read the dumped secret while it was written.
+#[test]
+fn dump_output_is_private_and_follows_no_planted_link() {
+    use std::os::unix::fs::MetadataExt;
+    let (t, src, _) = dump_fixture();
+    let out = t.join("secret.out");
+    let victim = t.join("victim");
+    write(&victim, "must stay as it is\n");
+    symlink(&victim, t.join("secret.out.cairn-partial")).unwrap();
+    t.ok(args(&[
+        &"dump",
+        &"latest",
+        &src.join("file.txt"),
+        &"--output",
+        &out,
+    ]));
+    assert_eq!(fs::read(&victim).unwrap(), b"must stay as it is\n");
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        fs::read(src.join("file.txt")).unwrap()
+    );
+    assert_eq!(fs::metadata(&out).unwrap().mode() & 0o777, 0o600);
+    let left: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".cairn-dump-"))
+        .collect();
+    assert!(left.is_empty(), "dump left {left:?}");
+}
+
 #[test]
 fn dump_a_directory_as_tar() {
     let (t, src, tree) = dump_fixture();

@@ -4,8 +4,13 @@
 //! Invariant: the cache only ever holds entries of index files that are durable in the
 //! repository, and it records which ones. It can be deleted at any time; it is rebuilt from the
 //! index files, which are the truth.
+//!
+//! Invariant: the cache holds decrypted metadata (which blobs exist, hence which files), so
+//! only this user can read or change it, whatever the umask: its directories are 0700 and owned
+//! by this user (one owned by another is refused, since its owner could swap our files for
+//! links), and its files are created 0600 without following links.
 
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use cairn_format::index::{IndexEntry, IndexFile};
 use cairn_format::{BlobId, BlobType, Id, IndexId, PackId};
 use redb::{ReadableTable, TableDefinition};
@@ -106,6 +111,73 @@ fn database(path: &Path) -> std::result::Result<redb::Database, redb::DatabaseEr
         .create(path)
 }
 
+/// Makes `dir` (and missing parents) 0700, or checks that it is a directory of this user's that
+/// no one else can write to (or only with the sticky bit, as /tmp). With `tighten`, for a
+/// directory that is cairn's alone, group and other access are also taken away.
+fn private_dir(dir: &Path, tighten: bool) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let refuse = |why: String| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "cache directory {} {why}: give another --cache-dir, or --no-cache",
+                dir.display()
+            ),
+        )
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| refuse(format!("cannot be created: {e}")))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "belongs to uid {}, not to this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    if tighten && meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| refuse(e.to_string()))?;
+    } else if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        return Err(refuse("can be written by other users".into()));
+    }
+    Ok(())
+}
+
+/// Creates `path` 0600 if it is missing (never through a link), or checks that it is a file of
+/// this user's, and makes it 0600; redb then opens it.
+fn private_file(path: &Path, new: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32);
+    if new {
+        opts.create_new(true);
+    } else {
+        opts.create(true);
+    }
+    let file = opts.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a file of this user's",
+            path.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
 pub struct IndexCache {
     db: redb::Database,
     /// Set when the cache lives in a private temporary file, removed on drop.
@@ -127,11 +199,16 @@ impl IndexCache {
     /// process (two commands on one repository at once) or cannot be created.
     pub fn open(path: Option<&Path>) -> Result<IndexCache> {
         if let Some(path) = path {
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
             let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-            match database(path) {
+            // The cache root too: its owner could rename our directory away and put theirs.
+            if let Some(root) = dir.parent().filter(|r| !r.as_os_str().is_empty()) {
+                private_dir(root, false)?;
+            }
+            private_dir(&dir, true)?;
+            let opened = private_file(path, false)
+                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                .and_then(|()| database(path));
+            match opened {
                 Ok(db) => {
                     return Ok(IndexCache {
                         db,
@@ -142,7 +219,8 @@ impl IndexCache {
                 Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))) => {
                     // A damaged cache is only a cache.
                     let _ = std::fs::remove_file(path);
-                    if let Ok(db) = database(path) {
+                    let again = private_file(path, false).map(|()| database(path));
+                    if let Ok(Ok(db)) = again {
                         return Ok(IndexCache {
                             db,
                             temporary: None,
@@ -155,6 +233,12 @@ impl IndexCache {
         }
         let dir = std::env::temp_dir();
         let tmp = dir.join(format!("cairn-index-{}.redb", rand::random::<u64>()));
+        private_file(&tmp, true).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("cannot create a temporary cache {}: {e}", tmp.display()),
+            )
+        })?;
         let db = database(&tmp)?;
         Ok(IndexCache {
             db,
