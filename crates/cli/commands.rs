@@ -1190,6 +1190,12 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
             "errors": report.errors,
             "warnings": report.warnings,
             "snapshots_vanished": report.vanished.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+            "packs_recorded": report.recorded.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
+            "in_damaged_packs": report.in_damaged_packs.iter().map(|d| json!({
+                "snapshot": d.snapshot.to_hex(),
+                "time": time::rfc3339(d.time),
+                "paths": d.paths.iter().map(|(p, _)| p.to_string_lossy()).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "damage": report.damage.iter().map(|d| json!({
                 "snapshot": d.snapshot.to_hex(),
                 "time": time::rfc3339(d.time),
@@ -1229,6 +1235,26 @@ fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
                 }
             }
         }
+        if !report.in_damaged_packs.is_empty() {
+            println!("restorable, but with data in a damaged pack:");
+            for d in &report.in_damaged_packs {
+                println!(
+                    "  snapshot {} of {}: {} paths",
+                    d.snapshot.short(),
+                    time::show(d.time),
+                    d.paths.len()
+                );
+                for (path, _) in &d.paths {
+                    println!("    {}", path.display());
+                }
+            }
+        }
+        if !report.recorded.is_empty() {
+            println!(
+                "recorded {} damaged packs: backups store their content again, and the next prune moves their intact blobs to new packs (README.md, \"Repair\")",
+                report.recorded.len()
+            );
+        }
         if !cli.quiet {
             println!(
                 "checked {} snapshots, {} trees, {} packs ({} read in full): {}",
@@ -1261,6 +1287,12 @@ fn repair_index(cli: &Cli, a: &RepairIndexArgs) -> Result<u8> {
     for (pack, why) in &r.packs_unreadable {
         eprintln!("warning: pack {} left out: {why}", pack.short());
     }
+    for (pack, why) in &r.packs_salvaged {
+        eprintln!(
+            "warning: pack {}: {why}; its blobs were located by the old index",
+            pack.short()
+        );
+    }
     if !cli.quiet {
         println!(
             "indexed {} of {} packs in {} new index files, removed {} old ones{}",
@@ -1268,12 +1300,18 @@ fn repair_index(cli: &Cli, a: &RepairIndexArgs) -> Result<u8> {
             r.packs,
             r.index_files_written,
             r.index_files_removed,
-            if a.read_data {
+            if a.read_data || r.blobs_damaged > 0 {
                 format!("; {} damaged blobs left out", r.blobs_damaged)
             } else {
                 String::new()
             }
         );
+        if r.packs_condemned > 0 {
+            println!(
+                "{} damaged packs condemned: their intact blobs stay readable, backups store their content again, and the next prune moves what snapshots use",
+                r.packs_condemned
+            );
+        }
     }
     if r.packs_left > 0 {
         eprintln!(

@@ -17,17 +17,24 @@ fn repo_for_nobody() -> Dir {
     t.init();
     if is_root() {
         chmod(t.path(), 0o755);
-        mkdirs(t.cache());
+        mkdirs(nobody_cache(&t));
         chown_tree(&t.repo(), NOBODY, NOBODY);
-        chown_tree(&t.cache(), NOBODY, NOBODY);
+        chown_tree(&nobody_cache(&t), NOBODY, NOBODY);
     }
     t
+}
+
+/// The cache of uid 65534: a cache must belong to the user who runs cairn.
+fn nobody_cache(t: &Dir) -> std::path::PathBuf {
+    t.join("cache-nobody")
 }
 
 /// `cairn` for a backup that permission bits apply to (see `repo_for_nobody`).
 fn unprivileged_cairn(t: &Dir) -> std::process::Command {
     if is_root() {
-        t.command_as(NOBODY, NOBODY)
+        let mut cmd = t.command_as(NOBODY, NOBODY);
+        cmd.env("CAIRN_CACHE_DIR", nobody_cache(t));
+        cmd
     } else {
         t.command()
     }

@@ -12,12 +12,13 @@
 //! and only the set of tree ids already checked is kept.
 
 use crate::Result;
+use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::tree::NodeKind;
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use cairn_repo::{ErrorKind, Repository};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,12 @@ pub struct CheckReport {
     /// Snapshots listed but forgotten by another process before they could be read: not
     /// damage, they are simply gone.
     pub vanished: Vec<SnapshotId>,
+    /// Restorable files with data in a damaged pack (such as one whose header or length is
+    /// damaged): they depend on index entries that the pack can no longer rebuild.
+    pub in_damaged_packs: Vec<Damage>,
+    /// Damaged packs recorded (condemned, with the records of their intact blobs): backups
+    /// store their content again, and prune moves what snapshots use out of them.
+    pub recorded: Vec<PackId>,
 }
 
 /// Why a blob cannot be read, by blob.
@@ -209,9 +216,12 @@ pub fn check(
 
     // Read data: every selected, indexed, intact pack in full.
     let mut lost: Lost = HashMap::new();
+    // Condemned packs are read too while they exist: snapshots may still reach their blobs,
+    // and a damaged pack recorded by an earlier check is among them.
     let mut readable: Vec<PackId> = indexed
         .keys()
         .filter(|p| !bad_packs.contains_key(p))
+        .chain(condemned.iter().filter(|p| stored.contains_key(p)))
         .copied()
         .collect();
     readable.sort_unstable();
@@ -220,14 +230,15 @@ pub fn check(
         .packs_to_read
         .store(to_read.len() as u64, Ordering::Relaxed);
     report.packs_read = to_read.len() as u64;
-    let found = Mutex::new((Vec::new(), Vec::new()));
+    let found = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
     to_read.par_iter().for_each(|pack| {
-        let (errors, blobs) = read_pack(repo, pack, progress);
-        let mut f = found.lock().unwrap();
-        f.0.extend(errors);
-        f.1.extend(blobs);
+        let f = read_pack(repo, pack, progress);
+        let mut all = found.lock().unwrap();
+        all.0.extend(f.errors);
+        all.1.extend(f.lost);
+        all.2.extend(f.salvage);
     });
-    let (errors, bad_blobs) = found.into_inner().unwrap();
+    let (errors, bad_blobs, mut salvage) = found.into_inner().unwrap();
     report.errors.extend(errors);
     lost.extend(bad_blobs);
 
@@ -267,74 +278,211 @@ pub fn check(
             });
         }
     }
+
+    // Damaged packs are recorded: condemned, carrying the records of their intact blobs, so
+    // that backups store the content again and prune moves the intact blobs out whatever
+    // --max-unused says. Files with data in them are named: restorable now, but only through
+    // the index entries a damaged header can no longer rebuild.
+    salvage.sort_by_key(|p| p.id);
+    let intact: HashSet<BlobId> = salvage
+        .iter()
+        .flat_map(|p| p.blobs.iter().map(|e| e.blob))
+        .collect();
+    let mut finder = Finder {
+        repo,
+        blobs: &intact,
+        reaches: HashMap::new(),
+    };
+    for (id, s) in &snapshots {
+        let mut paths = Vec::new();
+        finder.files(s.tree, Path::new("/"), &mut paths);
+        if !paths.is_empty() {
+            report.in_damaged_packs.push(Damage {
+                snapshot: *id,
+                time: s.time,
+                paths,
+            });
+        }
+    }
+    // Recorded already (or condemned by prune, which moves the intact blobs anyway).
+    salvage.retain(|p| !condemned.contains(&p.id));
+    for pack in salvage {
+        let id = pack.id;
+        match repo.condemn_damaged(pack) {
+            Ok(_) => report.recorded.push(id),
+            Err(e) => report.warnings.push(format!(
+                "cannot record damaged pack {}: {e}; `cairn repair index --read-data` does it",
+                id.short()
+            )),
+        }
+    }
     Ok(report)
 }
 
-/// Reads one pack in full; returns errors and the blobs found unreadable.
-fn read_pack(
-    repo: &Repository,
-    pack: &PackId,
-    progress: &CheckProgress,
-) -> (Vec<String>, Vec<(BlobId, String)>) {
-    let mut errors = Vec::new();
-    let mut lost = Vec::new();
-    let (bytes, header) = match repo.read_pack(pack) {
-        Ok(x) => x,
+/// Finds the files whose content reaches a set of blobs, walking each tree once to learn
+/// whether anything below it does.
+struct Finder<'a> {
+    repo: &'a Repository,
+    blobs: &'a HashSet<BlobId>,
+    reaches: HashMap<TreeId, bool>,
+}
+
+impl Finder<'_> {
+    fn reaches(&mut self, id: TreeId) -> bool {
+        if self.blobs.is_empty() {
+            return false;
+        }
+        if let Some(&r) = self.reaches.get(&id) {
+            return r;
+        }
+        // Set first, so a tree that (in a forged snapshot) contains itself ends the walk.
+        self.reaches.insert(id, false);
+        let Ok(tree) = self.repo.load_tree(id) else {
+            return false;
+        };
+        let mut r = false;
+        for node in &tree.nodes {
+            r |= node
+                .content
+                .iter()
+                .any(|c| self.blobs.contains(&BlobId::from(*c)));
+            if let Some(sub) = node.subtree {
+                r |= self.reaches(sub);
+            }
+        }
+        self.reaches.insert(id, r);
+        r
+    }
+
+    fn files(&mut self, id: TreeId, base: &Path, out: &mut Vec<(PathBuf, String)>) {
+        if !self.reaches(id) {
+            return;
+        }
+        let Ok(tree) = self.repo.load_tree(id) else {
+            return;
+        };
+        for node in &tree.nodes {
+            let path = base.join(OsStr::from_bytes(&node.name));
+            if let Some(sub) = node.subtree {
+                self.files(sub, &path, out);
+            } else if node
+                .content
+                .iter()
+                .any(|c| self.blobs.contains(&BlobId::from(*c)))
+            {
+                out.push((path, "data in a damaged pack, still readable".into()));
+            }
+        }
+    }
+}
+
+/// What reading one pack in full found: errors, the blobs that do not read back intact, and, for
+/// a damaged pack, the record of its blobs that still verify (what recording it carries).
+#[derive(Default)]
+struct PackFindings {
+    errors: Vec<String>,
+    lost: Vec<(BlobId, String)>,
+    salvage: Option<IndexPack>,
+}
+
+/// Reads one pack in full and verifies every blob in it. A pack that does not match its name
+/// (a damaged header or length) is read through the index's entries, which locate its blobs
+/// without the header.
+fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> PackFindings {
+    let mut found = PackFindings::default();
+    let (bytes, entries) = match repo.read_pack(pack) {
+        Ok((bytes, header)) => {
+            let (offsets, _) = header.offsets();
+            let entries: Vec<IndexEntry> = header
+                .entries
+                .iter()
+                .zip(offsets)
+                .map(|(e, offset)| IndexEntry {
+                    blob: e.blob,
+                    offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                })
+                .collect();
+            (bytes, entries)
+        }
+        // A condemned pack that a prune deleted since the listing holds nothing to check.
+        Err(e) if e.kind == ErrorKind::NotFound && repo.condemned_packs().contains(pack) => {
+            return found
+        }
         Err(e) if e.kind == ErrorKind::Corrupt => {
-            // The pack does not match its name, or its header is unreadable: find out which
-            // blobs survive by opening each one the index lists.
-            errors.push(e.message.clone());
+            found.errors.push(e.message.clone());
             match repo.read_pack_unverified(pack) {
-                Ok(bytes) => lost.extend(
-                    repo.blobs_in_pack(pack)
+                Ok(bytes) => {
+                    let entries = repo
+                        .blobs_in_pack(pack)
                         .unwrap_or_default()
                         .into_iter()
-                        .filter_map(|(blob, loc)| {
-                            let stored = bytes
-                                .get(loc.offset as usize..(loc.offset + loc.stored_len) as usize);
-                            let ok = stored
-                                .is_some_and(|s| repo.open_blob(&blob, s, loc.raw_len).is_ok());
-                            (!ok).then(|| {
-                                (blob, format!("{blob} in pack {} is damaged", pack.short()))
-                            })
-                        }),
-                ),
-                Err(e) => errors.push(e.message),
+                        .map(|(blob, loc)| IndexEntry {
+                            blob,
+                            offset: loc.offset,
+                            stored_len: loc.stored_len,
+                            raw_len: loc.raw_len,
+                        })
+                        .collect();
+                    (bytes, entries)
+                }
+                Err(e) => {
+                    found.errors.push(e.message);
+                    return found;
+                }
             }
-            progress.packs_read.fetch_add(1, Ordering::Relaxed);
-            return (errors, lost);
         }
         Err(e) => {
-            errors.push(e.message);
-            return (errors, lost);
+            found.errors.push(e.message);
+            return found;
         }
     };
     progress
         .bytes_read
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-    let (offsets, _) = header.offsets();
-    for (entry, offset) in header.entries.iter().zip(offsets) {
-        let stored = &bytes[offset as usize..offset as usize + entry.stored_len as usize];
-        if let Err(e) = repo.open_blob(&entry.blob, stored, entry.raw_len) {
-            errors.push(format!("pack {}: {e}", pack.short()));
-            lost.push((
-                entry.blob,
-                format!("{} in pack {} is damaged", entry.blob, pack.short()),
+    let mut intact = Vec::with_capacity(entries.len());
+    for e in entries {
+        let stored = bytes.get(e.offset as usize..e.offset as usize + e.stored_len as usize);
+        let opened = match stored {
+            Some(stored) => repo.open_blob(&e.blob, stored, e.raw_len).map(drop),
+            None => Err(cairn_repo::Error::corrupt(format!(
+                "{} lies beyond the end of pack {}",
+                e.blob,
+                pack.short()
+            ))),
+        };
+        if let Err(err) = opened {
+            found.errors.push(format!("pack {}: {err}", pack.short()));
+            found.lost.push((
+                e.blob,
+                format!("{} in pack {} is damaged", e.blob, pack.short()),
             ));
             continue;
         }
-        match repo.lookup(&entry.blob) {
-            Ok(Some(loc)) if loc.pack == *pack && loc.offset != offset => errors.push(format!(
-                "pack {}: the index puts {} at offset {}, the pack header at {offset}",
-                pack.short(),
-                entry.blob,
-                loc.offset
-            )),
+        match repo.lookup(&e.blob) {
+            Ok(Some(loc)) if loc.pack == *pack && loc.offset != e.offset => {
+                found.errors.push(format!(
+                    "pack {}: the index puts {} at offset {}, the pack header at {}",
+                    pack.short(),
+                    e.blob,
+                    loc.offset,
+                    e.offset
+                ))
+            }
             _ => {}
         }
+        intact.push(e);
+    }
+    if !found.errors.is_empty() {
+        found.salvage = Some(IndexPack {
+            id: *pack,
+            size: bytes.len() as u64,
+            blobs: intact,
+        });
     }
     progress.packs_read.fetch_add(1, Ordering::Relaxed);
-    (errors, lost)
+    found
 }
 
 struct Walker<'a> {

@@ -5,7 +5,7 @@
 //! replaced; an original snapshot is never removed (the user forgets it when satisfied).
 
 use crate::Result;
-use cairn_format::index::IndexPack;
+use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
@@ -25,8 +25,13 @@ pub struct RepairIndexReport {
     /// Packs no index file names, left for the process that wrote them to index: another
     /// process was running, or fenced off but perhaps only stopped.
     pub packs_left: u64,
-    /// Packs whose header could not be read: their blobs cannot be located.
+    /// Packs whose header could not be read and that no old index entry locates blobs in.
     pub packs_unreadable: Vec<(PackId, String)>,
+    /// Packs whose header could not be read, whose blobs the old index entries located.
+    pub packs_salvaged: Vec<(PackId, String)>,
+    /// Damaged packs (a lost header, or with `read_data` a damaged blob) condemned with the
+    /// records of their intact blobs: readable until prune moves what snapshots use.
+    pub packs_condemned: u64,
     /// Blobs left out because, read in full, they did not verify.
     pub blobs_damaged: u64,
     pub index_files_written: u64,
@@ -57,6 +62,8 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     // prune could delete it before then (repo-format.md, 16.4).
     let others_index = packs.iter().any(|(p, _)| !named.contains(p)) && repo.others_may_index()?;
     let mut batch = IndexBatch::default();
+    // Damaged packs: condemned, with the records of their intact blobs (see `salvage`).
+    let mut damaged: Vec<IndexPack> = Vec::new();
     for (pack, size) in packs {
         if condemned.contains(&pack) {
             continue;
@@ -65,29 +72,45 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
             report.packs_left += 1;
             continue;
         }
-        let header = match repo.read_pack_header(&pack, size) {
-            Ok(h) => h,
+        let record = match repo.read_pack_header(&pack, size) {
+            Ok(header) => IndexPack::from_header(pack, size, &header),
             Err(e) => {
-                report.packs_unreadable.push((pack, e.message));
+                // The header is lost, not the blobs: the old index still locates them.
+                let known = old_entries(repo, &pack)?;
+                if known.is_empty() {
+                    report.packs_unreadable.push((pack, e.message));
+                    continue;
+                }
+                let (intact, lost) = salvage(repo, &pack, size, known)?;
+                report.blobs_damaged += lost;
+                report.packs_salvaged.push((pack, e.message));
+                damaged.push(intact);
                 continue;
             }
         };
-        let mut record = IndexPack::from_header(pack, size, &header);
         if read_data {
-            let bytes = repo.read_pack_unverified(&pack)?;
-            let before = record.blobs.len();
-            record.blobs.retain(|e| {
-                let start = e.offset as usize;
-                bytes
-                    .get(start..start + e.stored_len as usize)
-                    .is_some_and(|stored| repo.open_blob(&e.blob, stored, e.raw_len).is_ok())
-            });
-            report.blobs_damaged += (before - record.blobs.len()) as u64;
+            let (intact, lost) = salvage(repo, &pack, size, record.blobs.clone())?;
+            if lost > 0 {
+                report.blobs_damaged += lost;
+                damaged.push(intact);
+                continue;
+            }
         }
         report.packs_indexed += 1;
         batch.push(repo, record)?;
     }
-    let written = batch.finish(repo)?;
+    let mut written = batch.finish(repo)?;
+    // The damaged packs' condemnation goes before any old index file is removed, so their
+    // intact blobs are located all along.
+    let ids: Vec<PackId> = damaged.iter().map(|p| p.id).collect();
+    let mut condemning = IndexBatch::condemning(&ids);
+    for record in damaged {
+        condemning.push(repo, record)?;
+    }
+    let condemnations = condemning.finish(repo)?;
+    keep.extend(condemnations.iter().map(|(id, _)| *id));
+    report.packs_condemned = ids.len() as u64;
+    written.extend(condemnations);
     report.index_files_written = written.len() as u64;
     for id in old
         .iter()
@@ -97,6 +120,50 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         report.index_files_removed += 1;
     }
     Ok(report)
+}
+
+/// What the index located in `pack` before this repair (live or condemned entries).
+fn old_entries(repo: &Repository, pack: &PackId) -> Result<Vec<IndexEntry>> {
+    Ok(repo
+        .blobs_in_pack(pack)?
+        .into_iter()
+        .map(|(blob, loc)| IndexEntry {
+            blob,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            raw_len: loc.raw_len,
+        })
+        .collect())
+}
+
+/// Reads `pack` whole and keeps the entries whose blobs open and verify; returns that record
+/// and how many were left out.
+fn salvage(
+    repo: &Repository,
+    pack: &PackId,
+    size: u64,
+    entries: Vec<IndexEntry>,
+) -> Result<(IndexPack, u64)> {
+    let bytes = repo.read_pack_unverified(pack)?;
+    let before = entries.len() as u64;
+    let blobs: Vec<IndexEntry> = entries
+        .into_iter()
+        .filter(|e| {
+            let start = e.offset as usize;
+            bytes
+                .get(start..start + e.stored_len as usize)
+                .is_some_and(|stored| repo.open_blob(&e.blob, stored, e.raw_len).is_ok())
+        })
+        .collect();
+    let lost = before - blobs.len() as u64;
+    Ok((
+        IndexPack {
+            id: *pack,
+            size,
+            blobs,
+        },
+        lost,
+    ))
 }
 
 /// One repaired snapshot: the original, the new one (none in a dry run), and what it lacks.
@@ -123,6 +190,7 @@ pub fn repair_snapshots(
         read_data,
         dry_run,
         verdicts: HashMap::new(),
+        condemned: repo.condemned_packs(),
         trees: HashMap::new(),
     };
     for (id, snapshot) in repo.snapshots()? {
@@ -168,6 +236,7 @@ struct Memo<'a> {
     dry_run: bool,
     /// Whether each blob seen so far can be read.
     verdicts: HashMap<BlobId, bool>,
+    condemned: HashSet<PackId>,
     /// Trees already repaired (`None` when the tree needed no change), with what they lost,
     /// by path relative to the tree.
     trees: HashMap<TreeId, (Option<TreeId>, Lost)>,
@@ -178,9 +247,11 @@ impl Memo<'_> {
         if let Some(v) = self.verdicts.get(&blob) {
             return Ok(*v);
         }
+        // A blob found only in a condemned pack is read: `check` condemns damaged packs, and
+        // their records may still place a damaged blob there.
         let ok = match self.repo.lookup(&blob)? {
             None => false,
-            Some(_) if !self.read_data => true,
+            Some(loc) if !self.read_data && !self.condemned.contains(&loc.pack) => true,
             Some(_) => self.repo.load_blob(&blob).is_ok(),
         };
         self.verdicts.insert(blob, ok);

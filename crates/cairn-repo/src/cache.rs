@@ -447,27 +447,29 @@ impl IndexCache {
             .collect()
     }
 
-    /// Calls `f` on every entry, in key order.
+    /// Every blob location, of live packs and then of condemned ones.
     pub fn for_each(&self, mut f: impl FnMut(BlobId, Location)) -> Result<()> {
         let txn = self.db.begin_read()?;
-        let table = match txn.open_table(BLOBS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let k = k.value();
-            let Some(kind) = BlobType::from_u8(k[0]) else {
-                continue;
+        for def in [BLOBS, CONDEMNED_BLOBS] {
+            let table = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(e.into()),
             };
-            f(
-                BlobId {
-                    kind,
-                    id: Id(k[1..].try_into().unwrap()),
-                },
-                decode_location(v.value()),
-            );
+            for item in table.iter()? {
+                let (k, v) = item?;
+                let k = k.value();
+                let Some(kind) = BlobType::from_u8(k[0]) else {
+                    continue;
+                };
+                f(
+                    BlobId {
+                        kind,
+                        id: Id(k[1..].try_into().unwrap()),
+                    },
+                    decode_location(v.value()),
+                );
+            }
         }
         Ok(())
     }

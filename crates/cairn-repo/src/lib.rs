@@ -25,7 +25,7 @@ pub use host::{Host, SystemHost};
 use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
 use cairn_format::config::{self, Config};
-use cairn_format::index::IndexFile;
+use cairn_format::index::{IndexFile, IndexPack};
 use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::Tree;
@@ -400,7 +400,8 @@ impl Repository {
         Ok(self.backend.read(FileType::Pack, &pack.to_hex())?)
     }
 
-    /// Every blob the index places in `pack`. Scans the whole index: for damaged packs only.
+    /// Every blob the index (or a condemnation) places in `pack`. Scans the whole index: for
+    /// damaged packs only.
     pub fn blobs_in_pack(&self, pack: &PackId) -> Result<Vec<(BlobId, Location)>> {
         let mut out = Vec::new();
         self.cache.for_each(|blob, loc| {
@@ -409,6 +410,28 @@ impl Repository {
             }
         })?;
         Ok(out)
+    }
+
+    /// Records a damaged pack (repo-format.md, "Check and repair"): a condemnation file that
+    /// carries the records of its blobs that still verify. Backups then store the content again
+    /// rather than reuse any of it, the intact blobs stay readable, and the next prune copies
+    /// those that snapshots use and deletes the pack, whatever its unused share.
+    pub fn condemn_damaged(&self, intact: IndexPack) -> Result<IndexId> {
+        if self.condemned.lock().unwrap().contains(&intact.id) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("pack {} is condemned already", intact.id.short()),
+            ));
+        }
+        let id = self.write_index(&IndexFile {
+            condemned: vec![intact.id],
+            packs: vec![intact],
+            ..IndexFile::default()
+        })?;
+        // Read back as any index file is: a new condemnation rebuilds the cache, so that the
+        // pack's blobs leave the index here and for every later process sharing the cache.
+        self.sync_index()?;
+        Ok(id)
     }
 
     /// Reads a whole pack and checks it against its name; returns its bytes and header.

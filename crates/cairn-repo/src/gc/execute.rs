@@ -12,7 +12,7 @@ use super::index_batch::IndexBatch;
 use super::plan::PrunePlan;
 use super::PruneReport;
 use crate::{Error, ErrorKind, Repository, Result};
-use cairn_format::index::IndexFile;
+use cairn_format::index::{IndexEntry, IndexFile};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId};
 use std::collections::{BTreeMap, HashSet};
 
@@ -310,22 +310,55 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<O
         Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let header = repo.read_pack_header(pack, bytes.len() as u64)?;
-    let (offsets, _) = header.offsets();
+    // A pack condemned for a damaged header is read where the index places its blobs.
+    let entries: Vec<IndexEntry> = match repo.read_pack_header(pack, bytes.len() as u64) {
+        Ok(header) => {
+            let (offsets, _) = header.offsets();
+            header
+                .entries
+                .iter()
+                .zip(offsets)
+                .map(|(e, offset)| IndexEntry {
+                    blob: e.blob,
+                    offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                })
+                .collect()
+        }
+        Err(e) if e.kind == ErrorKind::Corrupt => repo
+            .blobs_in_pack(pack)?
+            .into_iter()
+            .map(|(blob, loc)| IndexEntry {
+                blob,
+                offset: loc.offset,
+                stored_len: loc.stored_len,
+                raw_len: loc.raw_len,
+            })
+            .collect(),
+        Err(e) => return Err(e),
+    };
     let mut n = 0;
-    for (e, offset) in header.entries.iter().zip(offsets) {
+    for e in &entries {
         if !keeps.contains(&e.blob.to_bytes()) {
             continue;
         }
-        let start = offset as usize;
-        let stored = &bytes[start..start + e.stored_len as usize];
-        match repo.open_blob(&e.blob, stored, e.raw_len) {
-            Ok(_) => {}
+        let start = e.offset as usize;
+        let opened = match bytes.get(start..start + e.stored_len as usize) {
+            Some(stored) => repo.open_blob(&e.blob, stored, e.raw_len).map(|_| stored),
+            None => Err(Error::corrupt(format!(
+                "{} lies beyond the end of pack {}",
+                e.blob,
+                pack.short()
+            ))),
+        };
+        let stored = match opened {
+            Ok(stored) => stored,
             // A damaged copy that the index no longer places here is not needed.
             Err(_) if repo.lookup(&e.blob)?.is_some_and(|l| l.pack != *pack) => continue,
             Err(err) => return Err(Error::new(
                 err.kind,
-                format!("{err}; a snapshot needs it: run `cairn repair index --read-data` and `cairn repair snapshots` first"),
+                format!("{err}; a snapshot needs it: run `cairn repair snapshots` and forget the damaged originals, or back the file up again, first"),
             )),
         };
         repo.store_again(&e.blob, stored, e.raw_len)?;

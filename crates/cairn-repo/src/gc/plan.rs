@@ -7,7 +7,7 @@ use super::claims::{Claims, PackUse, Packs};
 use super::survey::Survey;
 use super::{humanize, PruneReport};
 use crate::{Error, ErrorKind, Repository, Result};
-use cairn_format::index::IndexPack;
+use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::{IndexId, PackId, SnapshotId};
 use std::collections::{BTreeMap, HashSet};
 
@@ -148,10 +148,26 @@ impl<'r> Survey<'r> {
                 .collect();
             doomed.sort();
             for pack in doomed {
-                let Ok(header) = repo.read_pack_header(pack, stored[pack]) else {
-                    continue;
+                let entries = match repo.read_pack_header(pack, stored[pack]) {
+                    Ok(header) => IndexPack::from_header(*pack, stored[pack], &header),
+                    // Condemned for a damaged header (`check`, `repair index`): the records
+                    // its condemnation carries locate the blobs instead.
+                    Err(e) if e.kind == ErrorKind::Corrupt => IndexPack {
+                        id: *pack,
+                        size: stored[pack],
+                        blobs: repo
+                            .blobs_in_pack(pack)?
+                            .into_iter()
+                            .map(|(blob, loc)| IndexEntry {
+                                blob,
+                                offset: loc.offset,
+                                stored_len: loc.stored_len,
+                                raw_len: loc.raw_len,
+                            })
+                            .collect(),
+                    },
+                    Err(_) => continue,
                 };
-                let entries = IndexPack::from_header(*pack, stored[pack], &header);
                 if let Some(number) = packs.add(&entries) {
                     claims.offer(&entries, number)?;
                     revive.push(*pack);
