@@ -1,12 +1,17 @@
 //! Reading a file system entry's metadata into a tree node, and applying a node's metadata to a
 //! restored entry.
+//!
+//! Invariant: restore-side calls never take a path that the kernel resolves through symlinks:
+//! they act on an open descriptor, or on a name relative to an open directory without following
+//! it, so a user who can write into the restore target cannot redirect them.
 
 use cairn_format::tree::{FileTime, Node, NodeKind};
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -145,53 +150,102 @@ fn timespec(t: FileTime) -> Timespec {
     }
 }
 
-/// Applies ownership (when `owners`), extended attributes, mode and times to a restored entry,
-/// in the order that keeps each from undoing the one before: chown clears set-uid bits, so mode
-/// follows it; writing xattrs may touch ctime but not mtime, so times come last.
-pub fn apply(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
-    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+/// Applies ownership (when `owners`), extended attributes, mode and times to a restored file or
+/// directory through its open descriptor, so that nothing another user does to the path can
+/// redirect them, in the order that keeps each from undoing the one before: chown clears
+/// set-uid bits, so mode follows it; writing xattrs may touch ctime but not mtime, so times come
+/// last.
+pub fn apply_fd(fd: BorrowedFd<'_>, node: &Node, owners: bool) -> io::Result<()> {
     if owners {
-        rustix::fs::chownat(
-            CWD,
-            path,
+        rustix::fs::fchown(
+            fd,
             Some(rustix::fs::Uid::from_raw(node.uid)),
             Some(rustix::fs::Gid::from_raw(node.gid)),
-            nofollow,
         )?;
     }
     for (name, value) in &node.xattrs {
-        rustix::fs::lsetxattr(
-            path,
+        rustix::fs::fsetxattr(
+            fd,
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode))?;
+    rustix::fs::futimens(fd, &times(node))?;
+    Ok(())
+}
+
+/// Applies a node's metadata to the symlink, fifo, device or socket `name` in directory `dir`
+/// without following it. Such an entry cannot be opened for writing, so it is held by an
+/// `O_PATH` descriptor, checked to be of the node's kind, and changed through that descriptor
+/// (owner, via `AT_EMPTY_PATH`) or through its `/proc/self/fd` link (xattrs, mode), which names
+/// that very inode; times go through `utimensat` relative to `dir` with `AT_SYMLINK_NOFOLLOW`.
+pub fn apply_at(dir: BorrowedFd<'_>, name: &OsStr, node: &Node, owners: bool) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if kind_of_stat(&rustix::fs::fstat(&fd)?) != node.kind {
+        return Err(io::Error::other("it was replaced during the restore"));
+    }
+    if owners {
+        rustix::fs::chownat(
+            &fd,
+            "",
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+            AtFlags::EMPTY_PATH,
+        )?;
+    }
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    for (name, value) in &node.xattrs {
+        rustix::fs::setxattr(
+            proc_path.as_str(),
             OsStr::from_bytes(name),
             value,
             rustix::fs::XattrFlags::empty(),
         )?;
     }
     if node.kind != NodeKind::Symlink {
-        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(node.mode))?;
+        rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(node.mode))?;
     }
-    let times = Timestamps {
-        last_access: timespec(node.mtime),
-        last_modification: timespec(node.mtime),
-    };
-    rustix::fs::utimensat(CWD, path, &times, nofollow)?;
+    rustix::fs::utimensat(dir, name, &times(node), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
-/// Creates a fifo or device node.
-pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
+fn times(node: &Node) -> Timestamps {
+    Timestamps {
+        last_access: timespec(node.mtime),
+        last_modification: timespec(node.mtime),
+    }
+}
+
+fn kind_of_stat(st: &rustix::fs::Stat) -> NodeKind {
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Directory => NodeKind::Dir,
+        rustix::fs::FileType::Symlink => NodeKind::Symlink,
+        rustix::fs::FileType::Fifo => NodeKind::Fifo,
+        rustix::fs::FileType::CharacterDevice => NodeKind::CharDevice,
+        rustix::fs::FileType::BlockDevice => NodeKind::BlockDevice,
+        rustix::fs::FileType::Socket => NodeKind::Socket,
+        _ => NodeKind::File,
+    }
+}
+
+/// Creates the fifo, device node or socket `name` in directory `dir`, at mode 0600 until its
+/// metadata is applied. Linux makes a socket inode with `mknod` as it does a fifo; whatever
+/// program listens on it later replaces it, but until then its owner and mode are there.
+pub fn make_special_at(dir: BorrowedFd<'_>, name: &OsStr, node: &Node) -> io::Result<()> {
     let file_type = match node.kind {
         NodeKind::Fifo => rustix::fs::FileType::Fifo,
         NodeKind::CharDevice => rustix::fs::FileType::CharacterDevice,
         NodeKind::BlockDevice => rustix::fs::FileType::BlockDevice,
-        _ => return Ok(()),
+        NodeKind::Socket => rustix::fs::FileType::Socket,
+        _ => return Err(io::Error::other("not a special file")),
     };
-    rustix::fs::mknodat(
-        CWD,
-        path,
-        file_type,
-        rustix::fs::Mode::from_raw_mode(node.mode & 0o777),
-        node.rdev,
-    )?;
+    rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), node.rdev)?;
     Ok(())
 }
