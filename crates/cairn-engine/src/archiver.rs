@@ -6,6 +6,11 @@
 //! the parent snapshot is not read: its chunk list is reused, provided the index still has every
 //! chunk (a chunk lost to damage is thereby stored again).
 //!
+//! A file is read only if it is still the regular file that was listed: it is opened without
+//! following symlinks and its descriptor's device and inode are compared with the listing, so
+//! a user who swaps a file for a symlink between the two never gets the target backed up under
+//! their name; such a file is skipped and reported like an unreadable one.
+//!
 //! Invariant: the snapshot is written only after every blob it reaches is durable and indexed
 //! (`Repository::save_snapshot` flushes first), so a killed backup never leaves a snapshot that
 //! points at nothing.
@@ -439,7 +444,7 @@ impl Ctx<'_> {
             match known {
                 Some(content) => node.content = content,
                 None => {
-                    let (content, size) = self.read_content(path)?;
+                    let (content, size) = self.read_content(path, node)?;
                     node.content = content;
                     node.size = size;
                     if let Some(k) = link_key {
@@ -478,8 +483,12 @@ impl Ctx<'_> {
     /// Reads, chunks and stores a file's content; returns its chunk ids and length. The buffer
     /// holds at least two maximal chunks, so a window always yields a chunk; the chunks of one
     /// window are stored in parallel, which keeps every core busy on a single large file.
-    fn read_content(&self, path: &Path) -> std::result::Result<(Vec<DataId>, u64), Failure> {
-        let mut file = std::fs::File::open(path)?;
+    fn read_content(
+        &self,
+        path: &Path,
+        listed: &Node,
+    ) -> std::result::Result<(Vec<DataId>, u64), Failure> {
+        let mut file = open_source(path, listed)?;
         let window = (2 * self.chunker.max_size()).max(16 << 20);
         let size_hint = file.metadata().map(|m| m.len() as usize).unwrap_or(window);
         let mut buf = vec![0u8; (size_hint + 1).min(window)];
@@ -536,6 +545,32 @@ impl Ctx<'_> {
     }
 }
 
+/// Opens the source file at `path` for reading, provided it is still the regular file that was
+/// listed (`listed`, from its `lstat`): never through a symlink (`O_NOFOLLOW`), and the opened
+/// inode's device, number and type must match the listing, or the entry changed under us and
+/// is skipped like an unreadable one. `O_NONBLOCK` keeps a fifo swapped in from blocking the
+/// open, and is cleared once the file is known to be regular; `O_NOATIME` leaves access times
+/// alone where the file's owner (or root) backs it up, and is dropped where it is refused.
+fn open_source(path: &Path, listed: &Node) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::open(path, flags, Mode::empty())?,
+        r => r?,
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    let is_file =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+    if !is_file || st.st_dev != listed.dev || st.st_ino != listed.inode {
+        return Err(io::Error::other(
+            "it changed between listing and reading, not backed up",
+        ));
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Counts the files and bytes a backup of `paths` will visit, for a progress display's ETA. It
 /// only stats, and runs beside the backup.
 pub fn estimate(
@@ -585,5 +620,74 @@ mod tests {
         assert_eq!(got, vec![a]);
         let err = normalize_sources(&[dir.path().join("missing")]).unwrap_err();
         assert!(err.message.contains("does not exist"), "{}", err.message);
+    }
+
+    fn listed(path: &Path) -> Node {
+        let meta = std::fs::symlink_metadata(path).unwrap();
+        node_from(path, b"f", &meta).unwrap()
+    }
+
+    /// Regression: backup `lstat`ed a path and then opened it following symlinks, so a file
+    /// swapped for a symlink in between was read through it (a user's link to a file only root
+    /// may read went into the backup under the user's name).
+    #[test]
+    fn a_source_swapped_for_a_symlink_is_not_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root's only").unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "mine").unwrap();
+        let node = listed(&path);
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let err = open_source(&path, &node).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        // Even a symlink to the very inode that was listed is not followed.
+        let err = open_source(&path, &listed(&secret)).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+    }
+
+    /// Regression: a file replaced between listing and reading (another inode, or a fifo that
+    /// would block the open) was read as if it were the listed one.
+    #[test]
+    fn a_source_replaced_after_listing_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "listed").unwrap();
+        let node = listed(&path);
+        let other = dir.path().join("other");
+        std::fs::write(&other, "another inode").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let err = open_source(&path, &node).unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = open_source(&path, &node).unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+
+        // The file as listed opens.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "listed").unwrap();
+        let node = listed(&path);
+        let mut back = String::new();
+        open_source(&path, &node)
+            .unwrap()
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, "listed");
     }
 }
