@@ -322,3 +322,67 @@ fn sockets_are_restored() {
     let snap = t.backup([&src]);
     assert_restores(&t, &id(&snap), &src, &tree);
 }
+
+/// Regression: backup walked the sources by path, so entries whose path exceeds PATH_MAX at
+/// the source were skipped with "File name too long".
+#[test]
+fn sources_beyond_path_max_are_backed_up() {
+    let t = setup();
+    t.init();
+    let src = t.join("src");
+    mkdirs(&src);
+    // Twenty-four levels of 200-byte names, made relative to each parent's descriptor (the
+    // test cannot name them whole either), with a file at each level.
+    let level = "d".repeat(200);
+    let mut dir =
+        rustix::fs::open(&src, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+    let mut rel = PathBuf::new();
+    let mut files = Vec::new();
+    for depth in 0..24 {
+        rustix::fs::mkdirat(&dir, level.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+        dir = rustix::fs::openat(
+            &dir,
+            level.as_str(),
+            OFlags::DIRECTORY | OFlags::RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+        rel.push(&level);
+        let name = format!("f{depth:02}");
+        let fd = rustix::fs::openat(
+            &dir,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        std::io::Write::write_all(
+            &mut fs::File::from(fd),
+            format!("depth {depth}\n").as_bytes(),
+        )
+        .unwrap();
+        files.push(rel.join(name));
+    }
+    assert!(src.join(files.last().unwrap()).as_os_str().len() > 4096);
+    let summary = t.backup([&src]);
+    assert_eq!(
+        summary["errors"].as_array().map(Vec::len),
+        Some(0),
+        "{summary}"
+    );
+    let target = t.join("restore");
+    let run = t.restore("latest", &target);
+    assert!(run.stdout().contains("restored 24 files"), "{run:?}");
+    let root = restored(&target, &src);
+    for (depth, file) in files.iter().enumerate() {
+        let fd = open_beneath(&root, file, OFlags::RDONLY);
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut fs::File::from(fd), &mut back).unwrap();
+        assert_eq!(back, format!("depth {depth}\n").as_bytes());
+    }
+    // The test directory's removal cannot reach that deep by path either.
+    for top in [src.join(&level), root.join(&level)] {
+        let (ok, err) = sh("rm", &[OsStr::new("-rf"), top.as_os_str()]);
+        assert!(ok, "{err}");
+    }
+}
