@@ -153,8 +153,8 @@ fn entries_are_private_until_their_mode_is_set() {
 
 /// Regression: restore walked by path and reopened files by path with a plain `open`, and set
 /// modes with a `chmod` that follows symlinks, so a user who could write into the target could
-/// swap a directory or a file for a symlink while a root restore ran and have it write and
-/// chmod files elsewhere.
+/// swap a directory or a file for a symlink (or a file for a hard link) while a root restore
+/// ran and have it write and chmod files elsewhere.
 #[test]
 fn a_symlink_swapped_in_during_restore_is_not_followed() {
     let (t, src, tree) = private_files();
@@ -163,6 +163,9 @@ fn a_symlink_swapped_in_during_restore_is_not_followed() {
     let outside_file = t.join("outside-file");
     write(&outside_file, "not yours\n");
     chmod(&outside_file, 0o644);
+    let outside_linked = t.join("outside-linked");
+    write(&outside_linked, "not yours either\n");
+    chmod(&outside_linked, 0o644);
     for attempt in 0..5 {
         let target = t.join(format!("r{attempt}"));
         let root = restored(&target, &src);
@@ -181,16 +184,25 @@ fn a_symlink_swapped_in_during_restore_is_not_followed() {
             .unwrap();
         fs::rename(root.join(&dir), t.join(format!("moved{attempt}"))).unwrap();
         symlink(&outside_dir, root.join(&dir)).unwrap();
-        // And in another, a file not yet complete becomes a symlink to a file outside.
-        let file = tree
+        // Elsewhere, a file not yet complete becomes a symlink to a file outside, and another a
+        // hard link to one.
+        // Those the restore has created already first: it is writing them now.
+        let mut waiting_files: Vec<PathBuf> = tree
             .iter()
-            .find(|(p, e)| {
+            .filter(|(p, e)| {
                 e.kind == Kind::File && !p.starts_with(&dir) && !looks_complete(&root.join(p), e)
             })
-            .map(|(p, _)| root.join(p));
-        if let Some(file) = &file {
-            let _ = fs::remove_file(file);
-            symlink(&outside_file, file).unwrap();
+            .map(|(p, _)| root.join(p))
+            .collect();
+        waiting_files.sort_by_key(|p| !p.exists());
+        let mut waiting_files = waiting_files.into_iter();
+        if let Some(file) = waiting_files.next() {
+            let _ = fs::remove_file(&file);
+            symlink(&outside_file, &file).unwrap();
+        }
+        if let Some(file) = waiting_files.next() {
+            let _ = fs::remove_file(&file);
+            fs::hard_link(&outside_linked, &file).unwrap();
         }
         signal(&child, rustix::process::Signal::CONT);
         let out = child.wait_with_output().unwrap();
@@ -206,6 +218,12 @@ fn a_symlink_swapped_in_during_restore_is_not_followed() {
         let m = fs::metadata(&outside_file).unwrap();
         assert_eq!(m.permissions().mode() & 0o7777, 0o644, "{out:?}");
         assert_eq!(m.len(), 10);
+        assert!(
+            fs::read(&outside_linked).unwrap() == b"not yours either\n",
+            "the restore wrote through a hard link swapped in: {out:?}"
+        );
+        let m = fs::metadata(&outside_linked).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o644, "{out:?}");
         return;
     }
     panic!("five restores finished before they could be stopped half-way");
@@ -385,4 +403,54 @@ fn sources_beyond_path_max_are_backed_up() {
         let (ok, err) = sh("rm", &[OsStr::new("-rf"), top.as_os_str()]);
         assert!(ok, "{err}");
     }
+}
+
+/// Regression: a file the restore was still writing was reopened by path, so one swapped for a
+/// hard link to another file (which `O_NOFOLLOW` does not stop) had the rest of its content
+/// written into that file. Files of many small chunks in 1 MiB packs are written by several
+/// pack reads each, every one reopening the file.
+#[test]
+fn a_file_swapped_for_a_hard_link_while_written_is_not_written_through() {
+    let t = setup();
+    t.init_with(&["--pack-size", "1", "--chunk-size", "64"]);
+    let src = t.join("src");
+    for i in 0..6 {
+        write(src.join(format!("f{i}")), random_bytes(700 + i, 6 << 20));
+    }
+    let tree = scan(&src);
+    t.backup([&src]);
+    let outside = t.join("outside");
+    write(&outside, "not yours\n");
+    chmod(&outside, 0o644);
+    for attempt in 0..5 {
+        let target = t.join(format!("r{attempt}"));
+        let root = restored(&target, &src);
+        let Some(child) = stop_half_way(restore_cmd(&t, &target), &root, &tree) else {
+            continue;
+        };
+        let in_flight = tree.iter().find(|(p, e)| {
+            e.kind == Kind::File && root.join(p).exists() && !looks_complete(&root.join(p), e)
+        });
+        let Some((rel, _)) = in_flight else {
+            signal(&child, rustix::process::Signal::CONT);
+            child.wait_with_output().unwrap();
+            continue;
+        };
+        fs::remove_file(root.join(rel)).unwrap();
+        fs::hard_link(&outside, root.join(rel)).unwrap();
+        signal(&child, rustix::process::Signal::CONT);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            fs::read(&outside).unwrap() == b"not yours\n",
+            "the restore wrote through a hard link: {out:?}"
+        );
+        assert_eq!(entry(&outside).mode, 0o644);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("replaced during the restore"),
+            "{out:?}"
+        );
+        return;
+    }
+    panic!("five restores could not be stopped while a file was being written");
 }
