@@ -575,7 +575,7 @@ impl Run<'_> {
         Ok(file)
     }
 
-    /// File `i`'s place opened for reading, never through a symlink.
+    /// The file at `place` opened for reading, never through a symlink.
     fn open_read(&self, place: &Place) -> io::Result<fs::File> {
         let dir = self.dirs.fd(place.dir)?;
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
