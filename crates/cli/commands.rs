@@ -74,6 +74,9 @@ enum Command {
     /// same name are replaced, other files are left alone. Files that an interrupted restore
     /// already wrote completely (same size, mtime and content) are kept, so running the same
     /// restore again resumes it.
+    ///
+    /// Nothing below the target is followed through a symlink, and every entry stays readable
+    /// by its restoring user alone until its own mode is set.
     Restore(RestoreArgs),
     /// List the contents of a snapshot.
     Ls(LsArgs),

@@ -6,12 +6,20 @@
 //! the parent snapshot is not read: its chunk list is reused, provided the index still has every
 //! chunk (a chunk lost to damage is thereby stored again).
 //!
+//! The sources are walked with directory descriptors: each entry is `lstat`ed, read and opened
+//! relative to its directory's descriptor, so paths longer than PATH_MAX are backed up like
+//! any other. A file or directory is read only if it is still the one that was listed: it is
+//! opened without following symlinks and its descriptor's device, inode and type are compared
+//! with the listing, so a user who swaps a file or directory for a symlink between the two
+//! never gets the target backed up under their name; such an entry is skipped and reported
+//! like an unreadable one.
+//!
 //! Invariant: the snapshot is written only after every blob it reaches is durable and indexed
 //! (`Repository::save_snapshot` flushes first), so a killed backup never leaves a snapshot that
 //! points at nothing.
 
 use crate::filter::Filter;
-use crate::fsmeta::node_from;
+use crate::fsmeta::node_from_at;
 use crate::{Result, Skipped};
 use cairn_chunker::Chunker;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
@@ -19,10 +27,12 @@ use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, BlobType, DataId, SnapshotId, TreeId};
 use cairn_repo::{Error, ErrorKind, Repository};
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -201,14 +211,18 @@ pub fn backup(
     };
     let parent_tree = opts.parent.as_ref().map(|(_, s)| s.tree);
     let root = Path::new("/");
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::new(ErrorKind::Io, format!("cannot open /: {e}")))?;
     let tree = match plan(&sources) {
         Plan::Whole => {
-            let dev = std::fs::symlink_metadata(root)
-                .map(|m| m.dev())
-                .unwrap_or(0);
-            ctx.dir(root, dev, parent_tree)?
+            let dev = rustix::fs::fstat(&root_fd).map(|st| st.st_dev).unwrap_or(0);
+            ctx.dir(root, root_fd.as_fd(), dev, parent_tree)?
         }
-        Plan::Partial(children) => ctx.partial(root, &children, parent_tree)?,
+        Plan::Partial(children) => ctx.partial(root, root_fd.as_fd(), &children, parent_tree)?,
     };
     let stats = repo.write_stats();
     let skipped = ctx.skipped.into_inner().unwrap();
@@ -268,30 +282,28 @@ impl Ctx<'_> {
         }
     }
 
-    /// A directory of which only some entries are sources.
+    /// A directory (`path`, open as `dir`) of which only some entries are sources.
     fn partial(
         &self,
         path: &Path,
+        dir: BorrowedFd<'_>,
         children: &BTreeMap<Vec<u8>, Plan>,
         parent: Option<TreeId>,
     ) -> Result<TreeId> {
         let parent = self.load_parent(parent)?;
+        let dev = rustix::fs::fstat(dir).map(|st| st.st_dev).unwrap_or(0);
         let mut nodes = Vec::new();
         for (name, plan) in children {
             let child = path.join(OsStr::from_bytes(name));
             let parent_node = parent.as_ref().and_then(|t| t.find(name));
-            let dev = std::fs::symlink_metadata(path)
-                .map(|m| m.dev())
-                .unwrap_or(0);
             let node = match plan {
-                Plan::Whole => self.entry(&child, name, dev, parent_node)?,
-                Plan::Partial(grand) => match std::fs::symlink_metadata(&child)
-                    .and_then(|m| node_from(&child, name, &m))
-                {
-                    Ok(mut node) => {
+                Plan::Whole => self.entry(&child, dir, name, dev, parent_node)?,
+                Plan::Partial(grand) => match self.list_dir(dir, name, &child) {
+                    Ok((mut node, sub_dir)) => {
                         self.dirs.fetch_add(1, Ordering::Relaxed);
                         let sub_parent = parent_node.and_then(|n| n.subtree);
-                        node.subtree = Some(self.partial(&child, grand, sub_parent)?);
+                        node.subtree =
+                            Some(self.partial(&child, sub_dir.as_fd(), grand, sub_parent)?);
                         Some(node)
                     }
                     Err(e) => {
@@ -305,19 +317,51 @@ impl Ctx<'_> {
         Ok(self.repo.save_tree(&Tree { nodes })?.0)
     }
 
-    /// A whole directory: every entry not excluded.
-    fn dir(&self, path: &Path, dev: u64, parent: Option<TreeId>) -> Result<TreeId> {
+    /// The node of directory `name` in `dir`, and the directory open for reaching the sources
+    /// below it: with `O_PATH`, which needs only search permission, as walking by path did.
+    fn list_dir(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        path: &Path,
+    ) -> io::Result<(Node, OwnedFd)> {
+        let name_os = OsStr::from_bytes(name);
+        let st = rustix::fs::statat(dir, name_os, AtFlags::SYMLINK_NOFOLLOW)?;
+        let node = node_from_at(dir, name, path, &st)?;
+        if node.kind != NodeKind::Dir {
+            return Err(io::Error::other("not a directory"));
+        }
+        let fd = open_listed(dir, name_os, OFlags::DIRECTORY | OFlags::PATH, &node)?;
+        Ok((node, fd))
+    }
+
+    /// A whole directory (`path`, open as `dir`): every entry not excluded.
+    fn dir(
+        &self,
+        path: &Path,
+        dir: BorrowedFd<'_>,
+        dev: u64,
+        parent: Option<TreeId>,
+    ) -> Result<TreeId> {
         let mut names: Vec<Vec<u8>> = Vec::new();
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                for entry in rd {
+        match rustix::fs::Dir::read_from(dir) {
+            Ok(listing) => {
+                for entry in listing {
                     match entry {
-                        Ok(e) => names.push(e.file_name().into_vec()),
-                        Err(e) => self.skip(path, &e),
+                        Ok(e) => {
+                            let name = e.file_name().to_bytes();
+                            if name != b"." && name != b".." {
+                                names.push(name.to_vec());
+                            }
+                        }
+                        Err(e) => {
+                            self.skip(path, &e.into());
+                            break;
+                        }
                     }
                 }
             }
-            Err(e) => self.skip(path, &e),
+            Err(e) => self.skip(path, &e.into()),
         }
         names.retain(|n| !self.opts.exclude.matches(&path.join(OsStr::from_bytes(n))));
         names.sort();
@@ -326,7 +370,13 @@ impl Ctx<'_> {
             .par_iter()
             .map(|name| {
                 let parent_node = parent.as_ref().and_then(|t| t.find(name));
-                self.entry(&path.join(OsStr::from_bytes(name)), name, dev, parent_node)
+                self.entry(
+                    &path.join(OsStr::from_bytes(name)),
+                    dir,
+                    name,
+                    dev,
+                    parent_node,
+                )
             })
             .collect::<Result<_>>()?;
         if let Some(parent) = &parent {
@@ -364,22 +414,24 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// One entry of a directory on device `dir_dev`; `None` when it could not be read.
+    /// Entry `name` (at `path`) of directory `dir`, which is on device `dir_dev`; `None` when
+    /// it could not be read.
     fn entry(
         &self,
         path: &Path,
+        dir: BorrowedFd<'_>,
         name: &[u8],
         dir_dev: u64,
         parent: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+        let st = match rustix::fs::statat(dir, OsStr::from_bytes(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
             Err(e) => {
-                self.skip(path, &e);
+                self.skip(path, &e.into());
                 return Ok(None);
             }
         };
-        let mut node = match node_from(path, name, &meta) {
+        let mut node = match node_from_at(dir, name, path, &st) {
             Ok(n) => n,
             Err(e) => {
                 self.skip(path, &e);
@@ -395,11 +447,18 @@ impl Ctx<'_> {
                     let parent_sub = parent
                         .filter(|p| p.kind == NodeKind::Dir)
                         .and_then(|p| p.subtree);
-                    self.dir(path, node.dev, parent_sub)?
+                    match open_listed(dir, OsStr::from_bytes(name), OFlags::DIRECTORY, &node) {
+                        Ok(sub_dir) => self.dir(path, sub_dir.as_fd(), node.dev, parent_sub)?,
+                        Err(e) => {
+                            // Listed with nothing in it, as a directory that cannot be read.
+                            self.skip(path, &e);
+                            self.repo.save_tree(&Tree::default())?.0
+                        }
+                    }
                 };
                 node.subtree = Some(sub);
             }
-            NodeKind::File => match self.file(path, &mut node, parent) {
+            NodeKind::File => match self.file(dir, &mut node, parent) {
                 Ok(()) => {}
                 Err(Failure::Source(e)) => {
                     self.skip(path, &e);
@@ -414,7 +473,7 @@ impl Ctx<'_> {
 
     fn file(
         &self,
-        path: &Path,
+        dir: BorrowedFd<'_>,
         node: &mut Node,
         parent: Option<&Node>,
     ) -> std::result::Result<(), Failure> {
@@ -439,7 +498,7 @@ impl Ctx<'_> {
             match known {
                 Some(content) => node.content = content,
                 None => {
-                    let (content, size) = self.read_content(path)?;
+                    let (content, size) = self.read_content(dir, node)?;
                     node.content = content;
                     node.size = size;
                     if let Some(k) = link_key {
@@ -478,8 +537,12 @@ impl Ctx<'_> {
     /// Reads, chunks and stores a file's content; returns its chunk ids and length. The buffer
     /// holds at least two maximal chunks, so a window always yields a chunk; the chunks of one
     /// window are stored in parallel, which keeps every core busy on a single large file.
-    fn read_content(&self, path: &Path) -> std::result::Result<(Vec<DataId>, u64), Failure> {
-        let mut file = std::fs::File::open(path)?;
+    fn read_content(
+        &self,
+        dir: BorrowedFd<'_>,
+        listed: &Node,
+    ) -> std::result::Result<(Vec<DataId>, u64), Failure> {
+        let mut file = open_source(dir, listed)?;
         let window = (2 * self.chunker.max_size()).max(16 << 20);
         let size_hint = file.metadata().map(|m| m.len() as usize).unwrap_or(window);
         let mut buf = vec![0u8; (size_hint + 1).min(window)];
@@ -536,6 +599,48 @@ impl Ctx<'_> {
     }
 }
 
+/// Opens entry `name` of `dir` (with `extra` flags), provided it is still the entry that was
+/// listed (`listed`, from its `lstat`): never through a symlink (`O_NOFOLLOW`), and the opened
+/// inode's device, number and type must match the listing, or the entry changed under us and
+/// is skipped like an unreadable one. `O_NOATIME` leaves access times alone where the entry's
+/// owner (or root) backs it up, and is dropped where it is refused.
+fn open_listed(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    extra: OFlags,
+    listed: &Node,
+) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | extra;
+    let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty())?,
+        r => r?,
+    };
+    let st = rustix::fs::fstat(&fd)?;
+    // Only directories and regular files are opened.
+    let want = match listed.kind {
+        NodeKind::Dir => rustix::fs::FileType::Directory,
+        _ => rustix::fs::FileType::RegularFile,
+    };
+    let is = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if is != want || st.st_dev != listed.dev || st.st_ino != listed.inode {
+        return Err(io::Error::other(
+            "it changed between listing and reading, not backed up",
+        ));
+    }
+    Ok(fd)
+}
+
+/// Opens the source file `listed` (by its name in `dir`) for reading, as `open_listed` does.
+/// `O_NONBLOCK` keeps a fifo swapped in from blocking the open, and is cleared once the entry
+/// is known to be the regular file listed.
+fn open_source(dir: BorrowedFd<'_>, listed: &Node) -> io::Result<std::fs::File> {
+    let name = OsStr::from_bytes(&listed.name);
+    let fd = open_listed(dir, name, OFlags::NONBLOCK, listed)?;
+    let flags = rustix::fs::fcntl_getfl(&fd)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK)?;
+    Ok(std::fs::File::from(fd))
+}
+
 /// Counts the files and bytes a backup of `paths` will visit, for a progress display's ETA. It
 /// only stats, and runs beside the backup.
 pub fn estimate(
@@ -585,5 +690,89 @@ mod tests {
         assert_eq!(got, vec![a]);
         let err = normalize_sources(&[dir.path().join("missing")]).unwrap_err();
         assert!(err.message.contains("does not exist"), "{}", err.message);
+    }
+
+    /// The node of `path` as a listing makes it.
+    fn listed(path: &Path) -> Node {
+        let dir = open_parent(path);
+        let name = path.file_name().unwrap();
+        let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        node_from_at(dir.as_fd(), name.as_bytes(), path, &st).unwrap()
+    }
+
+    fn open_parent(path: &Path) -> OwnedFd {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        rustix::fs::open(path.parent().unwrap(), flags, Mode::empty()).unwrap()
+    }
+
+    /// `open_source` of `path` as if it were the entry `listed`.
+    fn open_as(path: &Path, listed: &Node) -> io::Result<std::fs::File> {
+        let mut listed = listed.clone();
+        listed.name = path.file_name().unwrap().as_bytes().to_vec();
+        open_source(open_parent(path).as_fd(), &listed)
+    }
+
+    /// Regression: backup `lstat`ed a path and then opened it following symlinks, so a file
+    /// swapped for a symlink in between was read through it (a user's link to a file only root
+    /// may read went into the backup under the user's name).
+    #[test]
+    fn a_source_swapped_for_a_symlink_is_not_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root's only").unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "mine").unwrap();
+        let node = listed(&path);
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&secret, &path).unwrap();
+        let err = open_as(&path, &node).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        // Even a symlink to the very inode that was listed is not followed.
+        let err = open_as(&path, &listed(&secret)).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+    }
+
+    /// Regression: a file replaced between listing and reading (another inode, or a fifo that
+    /// would block the open) was read as if it were the listed one.
+    #[test]
+    fn a_source_replaced_after_listing_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "listed").unwrap();
+        let node = listed(&path);
+        let other = dir.path().join("other");
+        std::fs::write(&other, "another inode").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        let err = open_as(&path, &node).unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let err = open_as(&path, &node).unwrap_err();
+        assert!(err.to_string().contains("changed"), "{err}");
+
+        // The file as listed opens.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "listed").unwrap();
+        let node = listed(&path);
+        let mut back = String::new();
+        open_as(&path, &node)
+            .unwrap()
+            .read_to_string(&mut back)
+            .unwrap();
+        assert_eq!(back, "listed");
     }
 }

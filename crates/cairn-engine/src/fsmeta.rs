@@ -1,35 +1,20 @@
 //! Reading a file system entry's metadata into a tree node, and applying a node's metadata to a
 //! restored entry.
+//!
+//! Invariant: no call here takes a path that the kernel resolves through symlinks or that grows
+//! with the depth of the tree: each acts on an open descriptor, or on a name relative to an
+//! open directory without following it, so a user who can write into a backed-up tree or a
+//! restore target cannot redirect them, and paths longer than PATH_MAX work.
 
 use cairn_format::tree::{FileTime, Node, NodeKind};
-use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::Metadata;
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::sync::OnceLock;
-
-fn kind_of(meta: &Metadata) -> NodeKind {
-    let t = meta.file_type();
-    if t.is_dir() {
-        NodeKind::Dir
-    } else if t.is_symlink() {
-        NodeKind::Symlink
-    } else if t.is_fifo() {
-        NodeKind::Fifo
-    } else if t.is_char_device() {
-        NodeKind::CharDevice
-    } else if t.is_block_device() {
-        NodeKind::BlockDevice
-    } else if t.is_socket() {
-        NodeKind::Socket
-    } else {
-        NodeKind::File
-    }
-}
 
 /// Names of users and groups from /etc/passwd and /etc/group, read once.
 fn names(file: &str) -> HashMap<u32, Vec<u8>> {
@@ -67,46 +52,66 @@ fn group_name(gid: u32) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// A node for the entry at `path`, whose `lstat` is `meta`. Content and subtree are left for the
+/// A node for the entry `name` in directory `dir` (whose path, for messages and as a last
+/// resort, is `path`), of which `st` is the `lstat`. Content and subtree are left for the
 /// caller. Unreadable extended attributes are left out rather than failing the entry.
-pub fn node_from(path: &Path, name: &[u8], meta: &Metadata) -> io::Result<Node> {
-    let kind = kind_of(meta);
+// The `Stat` field types differ between architectures: some casts are no-ops on some of them.
+#[allow(clippy::unnecessary_cast)]
+pub fn node_from_at(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    path: &Path,
+    st: &rustix::fs::Stat,
+) -> io::Result<Node> {
+    let kind = kind_of_stat(st);
+    let name_os = OsStr::from_bytes(name);
     let target = if kind == NodeKind::Symlink {
-        std::fs::read_link(path)?.into_os_string().into_vec()
+        rustix::fs::readlinkat(dir, name_os, Vec::new())?.into_bytes()
     } else {
         Vec::new()
     };
+    let (uid, gid) = (st.st_uid as u32, st.st_gid as u32);
     Ok(Node {
         name: name.to_vec(),
         kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        user: user_name(meta.uid()),
-        group: group_name(meta.gid()),
-        mtime: FileTime::new(meta.mtime(), meta.mtime_nsec()),
-        ctime: FileTime::new(meta.ctime(), meta.ctime_nsec()),
+        mode: st.st_mode as u32 & 0o7777,
+        uid,
+        gid,
+        user: user_name(uid),
+        group: group_name(gid),
+        mtime: FileTime::new(st.st_mtime as i64, st.st_mtime_nsec as i64),
+        ctime: FileTime::new(st.st_ctime as i64, st.st_ctime_nsec as i64),
         size: if kind == NodeKind::File || kind == NodeKind::Symlink {
-            meta.size()
+            st.st_size as u64
         } else {
             0
         },
-        dev: meta.dev(),
-        inode: meta.ino(),
-        links: meta.nlink(),
+        dev: st.st_dev as u64,
+        inode: st.st_ino as u64,
+        links: st.st_nlink as u64,
         rdev: if matches!(kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
-            meta.rdev()
+            st.st_rdev as u64
         } else {
             0
         },
-        xattrs: read_xattrs(path),
+        xattrs: read_xattrs(&xattr_path(dir, name_os, path)),
         target,
         content: Vec::new(),
         subtree: None,
     })
 }
 
-use std::os::unix::ffi::OsStringExt;
+/// A path for the `l*xattr` calls, which have no `*at` form: the entry through its directory's
+/// `/proc/self/fd` link, which is short and cannot be redirected above the entry; `path` where
+/// /proc is not mounted.
+fn xattr_path(dir: BorrowedFd<'_>, name: &OsStr, path: &Path) -> std::path::PathBuf {
+    static PROC_FD: OnceLock<bool> = OnceLock::new();
+    if *PROC_FD.get_or_init(|| Path::new("/proc/self/fd").is_dir()) {
+        Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+    } else {
+        path.to_path_buf()
+    }
+}
 
 fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut list = vec![0u8; 1024];
@@ -145,53 +150,102 @@ fn timespec(t: FileTime) -> Timespec {
     }
 }
 
-/// Applies ownership (when `owners`), extended attributes, mode and times to a restored entry,
-/// in the order that keeps each from undoing the one before: chown clears set-uid bits, so mode
-/// follows it; writing xattrs may touch ctime but not mtime, so times come last.
-pub fn apply(path: &Path, node: &Node, owners: bool) -> io::Result<()> {
-    let nofollow = AtFlags::SYMLINK_NOFOLLOW;
+/// Applies ownership (when `owners`), extended attributes, mode and times to a restored file or
+/// directory through its open descriptor, so that nothing another user does to the path can
+/// redirect them, in the order that keeps each from undoing the one before: chown clears
+/// set-uid bits, so mode follows it; writing xattrs may touch ctime but not mtime, so times come
+/// last.
+pub fn apply_fd(fd: BorrowedFd<'_>, node: &Node, owners: bool) -> io::Result<()> {
     if owners {
-        rustix::fs::chownat(
-            CWD,
-            path,
+        rustix::fs::fchown(
+            fd,
             Some(rustix::fs::Uid::from_raw(node.uid)),
             Some(rustix::fs::Gid::from_raw(node.gid)),
-            nofollow,
         )?;
     }
     for (name, value) in &node.xattrs {
-        rustix::fs::lsetxattr(
-            path,
+        rustix::fs::fsetxattr(
+            fd,
+            OsStr::from_bytes(name),
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )?;
+    }
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode))?;
+    rustix::fs::futimens(fd, &times(node))?;
+    Ok(())
+}
+
+/// Applies a node's metadata to the symlink, fifo, device or socket `name` in directory `dir`
+/// without following it. Such an entry cannot be opened for writing, so it is held by an
+/// `O_PATH` descriptor, checked to be of the node's kind, and changed through that descriptor
+/// (owner, via `AT_EMPTY_PATH`) or through its `/proc/self/fd` link (xattrs, mode), which names
+/// that very inode; times go through `utimensat` relative to `dir` with `AT_SYMLINK_NOFOLLOW`.
+pub fn apply_at(dir: BorrowedFd<'_>, name: &OsStr, node: &Node, owners: bool) -> io::Result<()> {
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    if kind_of_stat(&rustix::fs::fstat(&fd)?) != node.kind {
+        return Err(io::Error::other("it was replaced during the restore"));
+    }
+    if owners {
+        rustix::fs::chownat(
+            &fd,
+            "",
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+            AtFlags::EMPTY_PATH,
+        )?;
+    }
+    let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    for (name, value) in &node.xattrs {
+        rustix::fs::setxattr(
+            proc_path.as_str(),
             OsStr::from_bytes(name),
             value,
             rustix::fs::XattrFlags::empty(),
         )?;
     }
     if node.kind != NodeKind::Symlink {
-        rustix::fs::chmod(path, rustix::fs::Mode::from_raw_mode(node.mode))?;
+        rustix::fs::chmod(proc_path.as_str(), Mode::from_raw_mode(node.mode))?;
     }
-    let times = Timestamps {
-        last_access: timespec(node.mtime),
-        last_modification: timespec(node.mtime),
-    };
-    rustix::fs::utimensat(CWD, path, &times, nofollow)?;
+    rustix::fs::utimensat(dir, name, &times(node), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
-/// Creates a fifo or device node.
-pub fn make_special(path: &Path, node: &Node) -> io::Result<()> {
+fn times(node: &Node) -> Timestamps {
+    Timestamps {
+        last_access: timespec(node.mtime),
+        last_modification: timespec(node.mtime),
+    }
+}
+
+fn kind_of_stat(st: &rustix::fs::Stat) -> NodeKind {
+    match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+        rustix::fs::FileType::Directory => NodeKind::Dir,
+        rustix::fs::FileType::Symlink => NodeKind::Symlink,
+        rustix::fs::FileType::Fifo => NodeKind::Fifo,
+        rustix::fs::FileType::CharacterDevice => NodeKind::CharDevice,
+        rustix::fs::FileType::BlockDevice => NodeKind::BlockDevice,
+        rustix::fs::FileType::Socket => NodeKind::Socket,
+        _ => NodeKind::File,
+    }
+}
+
+/// Creates the fifo, device node or socket `name` in directory `dir`, at mode 0600 until its
+/// metadata is applied. Linux makes a socket inode with `mknod` as it does a fifo; whatever
+/// program listens on it later replaces it, but until then its owner and mode are there.
+pub fn make_special_at(dir: BorrowedFd<'_>, name: &OsStr, node: &Node) -> io::Result<()> {
     let file_type = match node.kind {
         NodeKind::Fifo => rustix::fs::FileType::Fifo,
         NodeKind::CharDevice => rustix::fs::FileType::CharacterDevice,
         NodeKind::BlockDevice => rustix::fs::FileType::BlockDevice,
-        _ => return Ok(()),
+        NodeKind::Socket => rustix::fs::FileType::Socket,
+        _ => return Err(io::Error::other("not a special file")),
     };
-    rustix::fs::mknodat(
-        CWD,
-        path,
-        file_type,
-        rustix::fs::Mode::from_raw_mode(node.mode & 0o777),
-        node.rdev,
-    )?;
+    rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(0o600), node.rdev)?;
     Ok(())
 }

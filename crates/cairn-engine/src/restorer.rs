@@ -2,13 +2,27 @@
 //!
 //! Content is written pack by pack: each pack is read once (one ranged read covering the blobs
 //! the restore needs from it), its blobs are opened and verified, and each is written to every
-//! place it belongs. Packs are spread over rayon's workers. Files are created at full length
-//! first, and chunks that are all zeros are not written, so holes stay holes. Metadata is applied
-//! after content, directories last and deepest first, so writing into a directory does not
-//! disturb its restored mtime.
+//! place it belongs. Packs are spread over rayon's workers. A file is created at full length by
+//! the first write that reaches it, and chunks that are all zeros are not written, so holes stay
+//! holes. A file gets its metadata (owner, xattrs, mode, times) through the descriptor of its
+//! last write, as soon as all its content is written; directories get theirs last and deepest
+//! first, so writing into a directory does not disturb its restored mtime.
 //!
-//! Invariant: a file whose content could not be fully verified is removed, never left with
-//! wrong bytes, and reported.
+//! The target is walked with directory descriptors, never by path: each directory is opened
+//! relative to its parent's descriptor with `O_NOFOLLOW | O_DIRECTORY`, and every entry is
+//! created, opened, linked or removed relative to its directory's descriptor. So a user who can
+//! write into the target cannot make a (root) restore write, chmod or chown anything outside it
+//! by swapping a path for a symlink while it runs, and paths longer than PATH_MAX below the
+//! target restore like any other. Files are created `O_EXCL | O_NOFOLLOW` at mode 0600 and
+//! directories at 0700, whatever the umask, and keep those modes until their own metadata is
+//! applied, so nothing is readable by others before its final mode says so. A file or directory
+//! reopened later is checked to be the inode the restore created (device and inode number), so
+//! a hard link swapped in is refused too.
+//!
+//! Invariants: a file whose content could not be fully verified is removed, never left with
+//! wrong bytes, and reported. A file whose mtime is restored has all its content, which is what
+//! resuming an interrupted restore relies on: a rerun keeps such files when their content
+//! hashes to the snapshot's chunks, and rewrites the others.
 
 use crate::filter::Filter;
 use crate::fsmeta;
@@ -17,15 +31,18 @@ use cairn_format::tree::{FileTime, Node, NodeKind};
 use cairn_format::{BlobId, DataId, PackId, TreeId};
 use cairn_repo::{Error, ErrorKind, Location, Repository};
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct RestoreOptions {
     pub target: PathBuf,
@@ -66,13 +83,23 @@ pub struct RestoreOutcome {
     pub warnings: Vec<Skipped>,
 }
 
+/// Where an entry goes: a name in a planned directory (by index into `Plan::dirs`) or, with
+/// `dir` `None`, in the target itself. `path` is only for messages: the restore never hands it
+/// to the kernel.
+struct Place {
+    path: PathBuf,
+    dir: Option<usize>,
+    name: OsString,
+}
+
 #[derive(Default)]
 struct Plan {
-    dirs: Vec<(PathBuf, Node)>,
-    files: Vec<(PathBuf, Node)>,
+    /// Parents before their children.
+    dirs: Vec<(Place, Node)>,
+    files: Vec<(Place, Node)>,
     /// Further names of a file in `files`, restored as hard links to it.
-    links: Vec<(PathBuf, usize)>,
-    specials: Vec<(PathBuf, Node)>,
+    links: Vec<(Place, usize)>,
+    specials: Vec<(Place, Node)>,
     link_groups: HashMap<(u64, u64), usize>,
 }
 
@@ -88,12 +115,14 @@ struct Planner<'a> {
 }
 
 impl Planner<'_> {
-    /// Adds the entries of `tree`; returns whether anything was added.
+    /// Adds the entries of `tree`, which goes to `target` (directory `dir` of the plan); returns
+    /// whether anything was added.
     fn tree(
         &mut self,
         tree: TreeId,
         snap_path: &Path,
         target: &Path,
+        dir: Option<usize>,
         included: bool,
     ) -> Result<bool> {
         let tree = match self.repo.load_tree(tree) {
@@ -121,13 +150,18 @@ impl Planner<'_> {
             }
             let inc = included || self.opts.include.is_empty() || self.opts.include.matches(&path);
             let dest = target.join(name);
+            let place = Place {
+                path: dest.clone(),
+                dir,
+                name: name.to_os_string(),
+            };
             match node.kind {
                 NodeKind::Dir => {
                     let at = self.plan.dirs.len();
                     let sub = node.subtree;
-                    self.plan.dirs.push((dest.clone(), node));
+                    self.plan.dirs.push((place, node));
                     let below = match sub {
-                        Some(sub) => self.tree(sub, &path, &dest, inc)?,
+                        Some(sub) => self.tree(sub, &path, &dest, Some(at), inc)?,
                         None => false,
                     };
                     if inc || below {
@@ -141,18 +175,18 @@ impl Planner<'_> {
                     any = true;
                     if node.links > 1 {
                         if let Some(&first) = self.plan.link_groups.get(&(node.dev, node.inode)) {
-                            self.plan.links.push((dest, first));
+                            self.plan.links.push((place, first));
                             continue;
                         }
                         self.plan
                             .link_groups
                             .insert((node.dev, node.inode), self.plan.files.len());
                     }
-                    self.plan.files.push((dest, node));
+                    self.plan.files.push((place, node));
                 }
                 _ => {
                     any = true;
-                    self.plan.specials.push((dest, node));
+                    self.plan.specials.push((place, node));
                 }
             }
         }
@@ -160,16 +194,101 @@ impl Planner<'_> {
     }
 }
 
+/// Device and inode number: what tells whether a name still leads to the inode the restore
+/// created or found.
+type FileId = (u64, u64);
+
+fn file_id(fd: impl AsFd) -> io::Result<FileId> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+fn replaced() -> io::Error {
+    io::Error::other("it was replaced during the restore")
+}
+
+/// Opens directory `name` in `dir`, never through a symlink.
+fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// The restore's directories, by index into `Plan::dirs`, as descriptors. Holding one open for
+/// every directory could exceed the process's limit on open files, so at most `MAX_OPEN` are
+/// kept, and one not kept is opened again from its parent's descriptor and checked to be the
+/// directory the restore made or found.
+struct Dirs<'a> {
+    places: &'a [(Place, Node)],
+    root: Arc<OwnedFd>,
+    /// Set once the directory is made (or found) and opened.
+    ids: Vec<OnceLock<FileId>>,
+    open: Mutex<HashMap<usize, Arc<OwnedFd>>>,
+}
+
+impl Dirs<'_> {
+    const MAX_OPEN: usize = 256;
+
+    /// The descriptor of directory `dir` (`None`: the target).
+    fn fd(&self, dir: Option<usize>) -> io::Result<Arc<OwnedFd>> {
+        let Some(i) = dir else {
+            return Ok(self.root.clone());
+        };
+        if let Some(fd) = self.open.lock().unwrap().get(&i) {
+            return Ok(fd.clone());
+        }
+        let Some(&id) = self.ids[i].get() else {
+            return Err(io::Error::other("its directory could not be restored"));
+        };
+        let (place, _) = &self.places[i];
+        let parent = self.fd(place.dir)?;
+        let fd = open_dir(parent.as_fd(), &place.name)?;
+        if file_id(&fd)? != id {
+            return Err(io::Error::other(format!(
+                "directory {} was replaced during the restore",
+                place.path.display()
+            )));
+        }
+        Ok(self.keep(i, fd))
+    }
+
+    fn keep(&self, i: usize, fd: OwnedFd) -> Arc<OwnedFd> {
+        let fd = Arc::new(fd);
+        let mut open = self.open.lock().unwrap();
+        if open.len() >= Self::MAX_OPEN {
+            // Those in use stay open through their `Arc`s.
+            open.clear();
+        }
+        open.insert(i, fd.clone());
+        fd
+    }
+
+    /// Makes (or finds) directory `i`; its parent is made already.
+    fn make(&self, i: usize) -> io::Result<()> {
+        let (place, _) = &self.places[i];
+        let parent = self.fd(place.dir)?;
+        let fd = make_dir(parent.as_fd(), &place.name)?;
+        // Set once: directories are made once, in order.
+        let _ = self.ids[i].set(file_id(&fd)?);
+        self.keep(i, fd);
+        Ok(())
+    }
+}
+
 /// Where each chunk of each file goes: (file index, offset in file).
 type Targets = Vec<(usize, u64)>;
 type PackWork = Vec<(Location, BlobId, Targets)>;
+
+/// How many locks serialise the creation of files: a file is created by whichever worker
+/// writes to it first, and the others wait for it.
+const CREATE_LOCKS: usize = 64;
 
 /// The state the steps of one restore share.
 struct Run<'a> {
     repo: &'a Repository,
     opts: &'a RestoreOptions,
     progress: &'a RestoreProgress,
-    files: &'a [(PathBuf, Node)],
+    dirs: &'a Dirs<'a>,
+    files: &'a [(Place, Node)],
     /// Where every chunk of the planned files is stored.
     locations: HashMap<DataId, Location>,
     /// Files that cannot be created or filled, by index into `files`, and why.
@@ -177,6 +296,9 @@ struct Run<'a> {
     /// Chunk writes each file still waits for; its metadata is applied when this reaches zero,
     /// so a file whose mtime is restored is complete (what resuming relies on).
     remaining: Vec<AtomicU64>,
+    /// The inode of each file this restore created or kept, set when it is.
+    file_ids: Vec<OnceLock<FileId>>,
+    create_locks: Vec<Mutex<()>>,
     warnings: Mutex<Vec<Skipped>>,
 }
 
@@ -204,7 +326,7 @@ pub fn restore(
         lost: Vec::new(),
         unsure: Vec::new(),
     };
-    planner.tree(root, Path::new("/"), &opts.target, false)?;
+    planner.tree(root, Path::new("/"), &opts.target, None, false)?;
     let plan = planner.plan;
     let lost = planner.lost;
     let unsure = planner.unsure;
@@ -225,7 +347,7 @@ pub fn restore(
         .chain(plan.files.iter().map(|(p, _)| p))
         .chain(plan.links.iter().map(|(p, _)| p))
         .chain(plan.specials.iter().map(|(p, _)| p))
-        .map(|p| relative(p))
+        .map(|p| relative(&p.path))
         .collect();
     if opts.dry_run {
         outcome.errors = lost;
@@ -233,7 +355,7 @@ pub fn restore(
         return Ok(outcome);
     }
 
-    fs::create_dir_all(&opts.target).map_err(|e| {
+    let target_error = |e: &dyn std::fmt::Display| {
         Error::new(
             ErrorKind::Io,
             format!(
@@ -241,12 +363,26 @@ pub fn restore(
                 opts.target.display()
             ),
         )
-    })?;
+    };
+    // The target itself is the user's to name, symlinks included; below it nothing is followed.
+    fs::create_dir_all(&opts.target).map_err(|e| target_error(&e))?;
+    let root_fd = rustix::fs::open(
+        &opts.target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| target_error(&e))?;
+    let dirs = Dirs {
+        places: &plan.dirs,
+        root: Arc::new(root_fd),
+        ids: plan.dirs.iter().map(|_| OnceLock::new()).collect(),
+        open: Mutex::default(),
+    };
     let mut errors = lost;
-    for (path, _) in &plan.dirs {
-        if let Err(e) = make_dir(path) {
+    for (i, (place, _)) in plan.dirs.iter().enumerate() {
+        if let Err(e) = dirs.make(i) {
             errors.push(Skipped {
-                path: path.clone(),
+                path: place.path.clone(),
                 reason: e.to_string(),
             });
         }
@@ -256,62 +392,66 @@ pub fn restore(
         repo,
         opts,
         progress,
+        dirs: &dirs,
         files: &plan.files,
         locations: HashMap::new(),
         failed: Mutex::default(),
         remaining: plan.files.iter().map(|_| AtomicU64::new(0)).collect(),
+        file_ids: plan.files.iter().map(|_| OnceLock::new()).collect(),
+        create_locks: (0..CREATE_LOCKS).map(|_| Mutex::new(())).collect(),
         warnings: Mutex::default(),
     };
     run.resolve()?;
     let kept = run.keep_complete_files();
     outcome.files_kept = kept.len() as u64;
-    let packs = run.create_files(&kept);
+    let packs = run.plan_writes(&kept);
     packs
         .par_iter()
         .for_each(|(pack, blobs)| run.restore_pack(pack, blobs));
 
     let failed = std::mem::take(&mut *run.failed.lock().unwrap());
     for (i, reason) in &failed {
-        let path = &plan.files[*i].0;
-        let _ = fs::remove_file(path);
+        let place = &plan.files[*i].0;
+        run.remove(place);
         errors.push(Skipped {
-            path: path.clone(),
+            path: place.path.clone(),
             reason: reason.clone(),
         });
     }
-    for (path, first) in &plan.links {
+    for (place, first) in &plan.links {
         if failed.contains_key(first) {
             errors.push(Skipped {
-                path: path.clone(),
+                path: place.path.clone(),
                 reason: "its hard-link target could not be restored".into(),
             });
             continue;
         }
-        let _ = remove_non_dir(path);
-        if let Err(e) = fs::hard_link(&plan.files[*first].0, path) {
+        if let Err(e) = run.link(place, *first) {
             errors.push(Skipped {
-                path: path.clone(),
+                path: place.path.clone(),
                 reason: e.to_string(),
             });
         }
     }
-    for (path, node) in &plan.specials {
-        let _ = remove_non_dir(path);
-        let made = match node.kind {
-            NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path),
-            // A socket is recreated by whatever program listens on it.
-            NodeKind::Socket => continue,
-            _ => fsmeta::make_special(path, node),
-        };
-        match made {
-            Ok(()) => run.apply(path, node),
-            Err(e) => errors.push(Skipped {
-                path: path.clone(),
+    for (place, node) in &plan.specials {
+        if let Err(e) = run.special(place, node) {
+            errors.push(Skipped {
+                path: place.path.clone(),
                 reason: e.to_string(),
-            }),
+            });
         }
     }
-    plan.dirs.iter().rev().for_each(|(p, n)| run.apply(p, n));
+    for (i, (place, node)) in plan.dirs.iter().enumerate().rev() {
+        if dirs.ids[i].get().is_none() {
+            continue;
+        }
+        let applied = dirs
+            .fd(Some(i))
+            .and_then(|fd| fsmeta::apply_fd(fd.as_fd(), node, opts.owners));
+        if let Err(e) = applied {
+            run.warn(place, &e);
+        }
+    }
 
     if opts.verify {
         // With the index of each file whose bytes are known to be wrong.
@@ -320,22 +460,27 @@ pub fn restore(
             .par_iter()
             .enumerate()
             .filter(|(i, _)| !failed.contains_key(i))
-            .filter_map(|(i, (path, node))| match run.differs(path, node) {
-                Ok(None) => None,
-                Ok(Some(why)) => Some((
-                    Some(i),
-                    Skipped {
-                        path: path.clone(),
-                        reason: format!("verify: {why}"),
-                    },
-                )),
-                Err(e) => Some((
-                    None,
-                    Skipped {
-                        path: path.clone(),
-                        reason: format!("verify: cannot read it back: {e}"),
-                    },
-                )),
+            .filter_map(|(i, (place, node))| {
+                let differs = run
+                    .open_read(place)
+                    .and_then(|mut file| run.differs(&mut file, node));
+                match differs {
+                    Ok(None) => None,
+                    Ok(Some(why)) => Some((
+                        Some(i),
+                        Skipped {
+                            path: place.path.clone(),
+                            reason: format!("verify: {why}"),
+                        },
+                    )),
+                    Err(e) => Some((
+                        None,
+                        Skipped {
+                            path: place.path.clone(),
+                            reason: format!("verify: cannot read it back: {e}"),
+                        },
+                    )),
+                }
             })
             .collect();
         outcome.files_verified = (plan.files.len() - failed.len() - mismatches.len()) as u64;
@@ -344,18 +489,18 @@ pub fn restore(
         let wrong: std::collections::HashSet<usize> =
             mismatches.iter().filter_map(|(i, _)| *i).collect();
         for (i, skipped) in mismatches {
-            if i.is_some() {
-                let _ = fs::remove_file(&skipped.path);
+            if let Some(i) = i {
+                run.remove(&plan.files[i].0);
             }
             errors.push(skipped);
         }
-        for (path, first) in plan.links.iter().filter(|(_, f)| wrong.contains(f)) {
-            let _ = fs::remove_file(path);
+        for (place, first) in plan.links.iter().filter(|(_, f)| wrong.contains(f)) {
+            run.remove(place);
             errors.push(Skipped {
-                path: path.clone(),
+                path: place.path.clone(),
                 reason: format!(
                     "verify: its hard-link target {} differs from the snapshot",
-                    plan.files[*first].0.display()
+                    plan.files[*first].0.path.display()
                 ),
             });
         }
@@ -375,26 +520,120 @@ impl Run<'_> {
         self.failed.lock().unwrap().contains_key(&i)
     }
 
-    fn apply(&self, path: &Path, node: &Node) {
-        if let Err(e) = fsmeta::apply(path, node, self.opts.owners) {
-            let reason = format!("metadata not restored: {e}");
-            self.warnings.lock().unwrap().push(Skipped {
-                path: path.to_path_buf(),
-                reason,
-            });
+    fn warn(&self, place: &Place, e: &io::Error) {
+        self.warnings.lock().unwrap().push(Skipped {
+            path: place.path.clone(),
+            reason: format!("metadata not restored: {e}"),
+        });
+    }
+
+    /// Removes the entry at `place` unless it is a directory; a failure is left for the error
+    /// the caller reports anyway.
+    fn remove(&self, place: &Place) {
+        if let Ok(dir) = self.dirs.fd(place.dir) {
+            let _ = remove_non_dir(dir.as_fd(), &place.name);
         }
     }
 
-    /// A file has all its content: give it its metadata.
-    fn complete(&self, i: usize) {
-        let (path, node) = &self.files[i];
-        self.apply(path, node);
+    /// A file has all its content, written through `file`: give it its metadata through it.
+    fn complete(&self, i: usize, file: &fs::File) {
+        let (place, node) = &self.files[i];
+        if let Err(e) = fsmeta::apply_fd(file.as_fd(), node, self.opts.owners) {
+            self.warn(place, &e);
+        }
         self.progress.files.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// File `i` open for writing: created (at full length, mode 0600) by the first caller,
+    /// reopened by the others and checked to be the same inode.
+    fn open_for_write(&self, i: usize) -> io::Result<fs::File> {
+        let (place, node) = &self.files[i];
+        let dir = self.dirs.fd(place.dir)?;
+        let reopen = |id: FileId| -> io::Result<fs::File> {
+            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let file = fs::File::from(rustix::fs::openat(
+                dir.as_fd(),
+                &place.name,
+                flags,
+                Mode::empty(),
+            )?);
+            if file_id(&file)? != id {
+                return Err(replaced());
+            }
+            Ok(file)
+        };
+        if let Some(&id) = self.file_ids[i].get() {
+            return reopen(id);
+        }
+        let _creating = self.create_locks[i % CREATE_LOCKS].lock().unwrap();
+        if let Some(&id) = self.file_ids[i].get() {
+            return reopen(id);
+        }
+        let file = create_file(dir.as_fd(), &place.name, node.size)?;
+        // Under the lock, and checked just above: this is the first set.
+        let _ = self.file_ids[i].set(file_id(&file)?);
+        Ok(file)
+    }
+
+    /// The file at `place` opened for reading, never through a symlink.
+    fn open_read(&self, place: &Place) -> io::Result<fs::File> {
+        let dir = self.dirs.fd(place.dir)?;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir.as_fd(), &place.name, flags, Mode::empty())?;
+        Ok(fs::File::from(fd))
+    }
+
+    /// Makes `place` a hard link to file `first`, and checks that the name leads to it.
+    fn link(&self, place: &Place, first: usize) -> io::Result<()> {
+        let Some(&id) = self.file_ids[first].get() else {
+            return Err(io::Error::other(
+                "its hard-link target could not be restored",
+            ));
+        };
+        let from = &self.files[first].0;
+        let from_dir = self.dirs.fd(from.dir)?;
+        let dir = self.dirs.fd(place.dir)?;
+        remove_non_dir(dir.as_fd(), &place.name)?;
+        // Without AT_SYMLINK_FOLLOW: a symlink swapped in at the first name would be linked
+        // itself, not followed, and the check below refuses it.
+        rustix::fs::linkat(
+            from_dir.as_fd(),
+            &from.name,
+            dir.as_fd(),
+            &place.name,
+            AtFlags::empty(),
+        )?;
+        let st = rustix::fs::statat(dir.as_fd(), &place.name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if (st.st_dev, st.st_ino) != id {
+            let _ = remove_non_dir(dir.as_fd(), &place.name);
+            return Err(io::Error::other(format!(
+                "its hard-link target {} was replaced during the restore",
+                from.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Restores a symlink, fifo, device node or socket; a failure to give it its metadata is a
+    /// warning.
+    fn special(&self, place: &Place, node: &Node) -> io::Result<()> {
+        let dir = self.dirs.fd(place.dir)?;
+        remove_non_dir(dir.as_fd(), &place.name)?;
+        match node.kind {
+            NodeKind::Symlink => {
+                rustix::fs::symlinkat(OsStr::from_bytes(&node.target), dir.as_fd(), &place.name)?
+            }
+            _ => fsmeta::make_special_at(dir.as_fd(), &place.name, node)?,
+        }
+        if let Err(e) = fsmeta::apply_at(dir.as_fd(), &place.name, node, self.opts.owners) {
+            self.warn(place, &e);
+        }
+        Ok(())
     }
 
     /// Looks up every chunk once; a file with a chunk missing from the index fails.
     fn resolve(&mut self) -> Result<()> {
-        for (i, (path, node)) in self.files.iter().enumerate() {
+        for (i, (place, node)) in self.files.iter().enumerate() {
             for chunk in &node.content {
                 if self.locations.contains_key(chunk) {
                     continue;
@@ -407,7 +646,7 @@ impl Run<'_> {
                         let why = format!(
                             "data blob {} of {} is missing from the index",
                             chunk.short(),
-                            path.display()
+                            place.path.display()
                         );
                         self.fail(i, why);
                         break;
@@ -419,43 +658,42 @@ impl Run<'_> {
     }
 
     /// Files an earlier restore already wrote completely: right size and mtime, and content
-    /// that hashes to the snapshot's chunk ids. They are left as they are.
+    /// that hashes to the snapshot's chunk ids. They are left as they are, but given their
+    /// metadata again through the descriptor they were read through.
     fn keep_complete_files(&self) -> std::collections::HashSet<usize> {
         self.files
             .par_iter()
             .enumerate()
-            .filter(|(i, (path, node))| {
-                let same = fs::symlink_metadata(path).is_ok_and(|m| {
-                    m.is_file()
-                        && m.len() == node.size
-                        && FileTime::new(m.mtime(), m.mtime_nsec()) == node.mtime
-                });
-                same && !self.has_failed(*i) && matches!(self.differs(path, node), Ok(None))
-            })
-            .map(|(i, (path, node))| {
-                self.apply(path, node);
+            .filter(|(i, _)| !self.has_failed(*i))
+            .filter_map(|(i, (place, node))| {
+                let mut file = self.open_read(place).ok()?;
+                let st = rustix::fs::fstat(&file).ok()?;
+                let same = rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile
+                    && st.st_size as u64 == node.size
+                    && FileTime::new(st.st_mtime, st.st_mtime_nsec as i64) == node.mtime;
+                if !same || !matches!(self.differs(&mut file, node), Ok(None)) {
+                    return None;
+                }
+                let _ = self.file_ids[i].set((st.st_dev, st.st_ino));
+                if let Err(e) = fsmeta::apply_fd(file.as_fd(), node, self.opts.owners) {
+                    self.warn(place, &e);
+                }
                 self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
                 self.progress.files.fetch_add(1, Ordering::Relaxed);
-                i
+                Some(i)
             })
             .collect()
     }
 
-    /// Creates every file still to write at its full length, and groups the chunk writes by
-    /// pack, each group sorted by offset so a pack is read front to back. A pack's group is cut
-    /// into pieces of at most `PIECE` stored bytes: a few dozen packs would leave one core idle
-    /// while the other finishes the last, and a piece costs only one more ranged read.
-    fn create_files(&self, kept: &std::collections::HashSet<usize>) -> Vec<(PackId, PackWork)> {
-        self.files
-            .par_iter()
-            .enumerate()
-            .filter(|(i, _)| !kept.contains(i) && !self.has_failed(*i))
-            .for_each(|(i, (path, node))| {
-                if let Err(e) = create_file(path, node.size) {
-                    self.fail(i, e.to_string());
-                }
-            });
+    /// Creates the files without content (nothing else will) and groups the chunk writes of
+    /// the others by pack, each group sorted by offset so a pack is read front to back. A pack's
+    /// group is cut into pieces of at most `PIECE` stored bytes: a few dozen packs would leave
+    /// one core idle while the other finishes the last, and a piece costs only one more ranged
+    /// read.
+    fn plan_writes(&self, kept: &std::collections::HashSet<usize>) -> Vec<(PackId, PackWork)> {
         let mut by_blob: HashMap<DataId, Targets> = HashMap::new();
+        let mut empty = Vec::new();
         for (i, (_, node)) in self.files.iter().enumerate() {
             if kept.contains(&i) || self.has_failed(i) {
                 continue;
@@ -467,9 +705,15 @@ impl Run<'_> {
             }
             self.remaining[i].store(node.content.len() as u64, Ordering::Relaxed);
             if node.content.is_empty() {
-                self.complete(i);
+                empty.push(i);
             }
         }
+        empty
+            .par_iter()
+            .for_each(|&i| match self.open_for_write(i) {
+                Ok(file) => self.complete(i, &file),
+                Err(e) => self.fail(i, e.to_string()),
+            });
         // In pack order, so that the order of reads is a function of the plan alone.
         let mut packs: std::collections::BTreeMap<PackId, PackWork> = Default::default();
         for (chunk, targets) in by_blob {
@@ -541,29 +785,29 @@ impl Run<'_> {
                     .fetch_add(plain.len() as u64, Ordering::Relaxed);
                 let file = match open_files.entry(i) {
                     std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        match fs::OpenOptions::new().write(true).open(&self.files[i].0) {
-                            Ok(f) => v.insert(f),
-                            Err(e) => {
-                                self.fail(i, e.to_string());
-                                continue;
-                            }
+                    std::collections::hash_map::Entry::Vacant(v) => match self.open_for_write(i) {
+                        Ok(f) => v.insert(f),
+                        Err(e) => {
+                            self.fail(i, e.to_string());
+                            continue;
                         }
-                    }
+                    },
                 };
                 if let Err(e) = write_sparse(file, &plain, offset) {
                     self.fail(i, e.to_string());
                 } else if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    open_files.remove(&i);
-                    self.complete(i);
+                    // The last write: the file is complete, its metadata goes through the
+                    // descriptor that wrote it.
+                    if let Some(file) = open_files.remove(&i) {
+                        self.complete(i, &file);
+                    }
                 }
             }
         }
     }
 
-    /// Why the file at `path` differs from `node`'s content, or `None` when it is equal.
-    fn differs(&self, path: &Path, node: &Node) -> io::Result<Option<String>> {
-        let mut file = fs::File::open(path)?;
+    /// Why `file` differs from `node`'s content, or `None` when it is equal.
+    fn differs(&self, file: &mut fs::File, node: &Node) -> io::Result<Option<String>> {
         let len = file.metadata()?.len();
         if len != node.size {
             return Ok(Some(format!("{len} bytes, the snapshot has {}", node.size)));
@@ -593,45 +837,87 @@ impl Run<'_> {
     }
 }
 
-fn remove_non_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => Err(io::Error::new(
+/// Removes `name` from `dir` unless it is a directory (`unlinkat` without `AT_REMOVEDIR` never
+/// removes one); a missing entry is fine.
+fn remove_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "a directory is in the way",
         )),
-        Ok(_) => fs::remove_file(path),
-        Err(_) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
-fn make_dir(path: &Path) -> io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            // An earlier restore into this target may have given the directory a mode that
-            // keeps its owner from adding or removing entries. Open it up while files are
-            // written; its own mode is applied again with the rest of its metadata at the end.
-            use std::os::unix::fs::PermissionsExt;
-            let mode = m.permissions().mode() & 0o7777;
-            if mode & 0o300 != 0o300 {
-                let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o300));
-            }
-            return Ok(());
+/// Makes directory `name` in `dir` at mode 0700 and opens it; an existing directory is opened
+/// and used, anything else there (a symlink above all) is replaced, never followed.
+fn make_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = match open_dir(dir, name) {
+        Ok(fd) => fd,
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NOTDIR)) => {
+            remove_non_dir(dir, name)?;
+            rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700))?;
+            open_dir(dir, name)?
         }
-        // Never follow a symlink out of the target: replace it.
-        Ok(_) => fs::remove_file(path)?,
-        Err(_) => {}
+        Err(e) if Errno::from_io_error(&e) == Some(Errno::ACCESS) => {
+            open_unreadable_dir(dir, name)?
+        }
+        Err(e) => return Err(e),
+    };
+    // An earlier restore into this target may have given the directory a mode that keeps its
+    // owner from adding or removing entries. Open it up while files are written; its own mode
+    // is applied again with the rest of its metadata at the end.
+    let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
+    if mode & 0o700 != 0o700 {
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode | 0o700))?;
     }
-    fs::create_dir(path)
+    Ok(fd)
 }
 
-/// Creates (or truncates) a file at its full length; unwritten ranges stay holes.
-fn create_file(path: &Path, size: u64) -> io::Result<()> {
-    remove_non_dir(path)?;
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    f.set_len(size)
+/// Opens an existing directory its owner may not read (an earlier restore gave it such a mode):
+/// gives its owner access through an `O_PATH` descriptor, which needs no permission on it, and
+/// opens it again, checking that it is the same directory.
+fn open_unreadable_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let path_fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&path_fd)?;
+    // `fchmod` refuses an `O_PATH` descriptor; its /proc link names the very inode.
+    let proc_path = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&path_fd)
+    );
+    rustix::fs::chmod(
+        proc_path.as_str(),
+        Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700),
+    )?;
+    let fd = open_dir(dir, name)?;
+    if file_id(&fd)? != (st.st_dev, st.st_ino) {
+        return Err(replaced());
+    }
+    Ok(fd)
+}
+
+/// Creates file `name` in `dir` at its full length, replacing whatever non-directory is there:
+/// exclusively and without following a symlink, so the descriptor is of a new inode no one
+/// else has opened, at mode 0600 whatever the umask. Unwritten ranges stay holes.
+fn create_file(dir: BorrowedFd<'_>, name: &OsStr, size: u64) -> io::Result<fs::File> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mode = Mode::from_raw_mode(0o600);
+    let fd = match rustix::fs::openat(dir, name, flags, mode) {
+        Err(Errno::EXIST) => {
+            remove_non_dir(dir, name)?;
+            rustix::fs::openat(dir, name, flags, mode)?
+        }
+        r => r?,
+    };
+    let file = fs::File::from(fd);
+    file.set_len(size)?;
+    Ok(file)
 }
 
 fn is_zero(b: &[u8]) -> bool {
@@ -665,18 +951,63 @@ fn write_sparse(file: &fs::File, data: &[u8], offset: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+
+    fn open_dir_at(path: &Path) -> OwnedFd {
+        rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    /// Regression: files were created at 0666 & umask and reopened with a plain `open`, so a
+    /// symlink in their place was followed and another user could read a private file while
+    /// it was restored.
+    #[test]
+    fn files_are_created_private_and_never_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "not yours").unwrap();
+        symlink(&outside, dir.path().join("f")).unwrap();
+        let fd = open_dir_at(dir.path());
+        let f = create_file(fd.as_fd(), OsStr::new("f"), 5).unwrap();
+        let meta = f.metadata().unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        assert_eq!(fs::read(&outside).unwrap(), b"not yours");
+        assert!(!fs::symlink_metadata(dir.path().join("f"))
+            .unwrap()
+            .is_symlink());
+        // A directory in the way is reported, not removed.
+        fs::create_dir(dir.path().join("d")).unwrap();
+        let e = create_file(fd.as_fd(), OsStr::new("d"), 0).unwrap_err();
+        assert!(e.to_string().contains("directory is in the way"), "{e}");
+    }
+
+    /// Regression: directories were created at 0777 & umask and a symlink in the place of one
+    /// could be followed by the path-based walk.
+    #[test]
+    fn directories_are_made_private_and_symlinks_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        symlink(&outside, dir.path().join("d")).unwrap();
+        let fd = open_dir_at(dir.path());
+        let d = make_dir(fd.as_fd(), OsStr::new("d")).unwrap();
+        let st = rustix::fs::fstat(&d).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o700);
+        assert!(fs::symlink_metadata(dir.path().join("d")).unwrap().is_dir());
+        assert!(fs::metadata(&outside).unwrap().is_dir());
+        let e = make_dir(fd.as_fd(), OsStr::new("d")).unwrap();
+        assert_eq!(file_id(&e).unwrap(), file_id(&d).unwrap());
+    }
 
     #[test]
     fn sparse_writes_keep_content_and_leave_holes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let len = 8 << 20;
-        create_file(&path, len).unwrap();
+        let f = create_file(open_dir_at(dir.path()).as_fd(), OsStr::new("f"), len).unwrap();
         let mut data = vec![0u8; 4 << 20];
         data[5000..5100].fill(7);
         data[(3 << 20) + 1] = 9;
-        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
         // An offset that is not block-aligned exercises the alignment arithmetic.
         write_sparse(&f, &data, 1000).unwrap();
         let back = fs::read(&path).unwrap();
