@@ -12,7 +12,7 @@
 //! and only the set of tree ids already checked is kept.
 
 use crate::Result;
-use cairn_format::index::{IndexEntry, IndexPack};
+use cairn_format::index::IndexPack;
 use cairn_format::tree::NodeKind;
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use cairn_repo::{ErrorKind, Repository};
@@ -392,18 +392,7 @@ fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> Pack
     let mut found = PackFindings::default();
     let (bytes, entries) = match repo.read_pack(pack) {
         Ok((bytes, header)) => {
-            let (offsets, _) = header.offsets();
-            let entries: Vec<IndexEntry> = header
-                .entries
-                .iter()
-                .zip(offsets)
-                .map(|(e, offset)| IndexEntry {
-                    blob: e.blob,
-                    offset,
-                    stored_len: e.stored_len,
-                    raw_len: e.raw_len,
-                })
-                .collect();
+            let entries = IndexPack::from_header(*pack, bytes.len() as u64, &header).blobs;
             (bytes, entries)
         }
         // A condemned pack that a prune deleted since the listing holds nothing to check.
@@ -413,20 +402,7 @@ fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> Pack
         Err(e) if e.kind == ErrorKind::Corrupt => {
             found.errors.push(e.message.clone());
             match repo.read_pack_unverified(pack) {
-                Ok(bytes) => {
-                    let entries = repo
-                        .blobs_in_pack(pack)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(blob, loc)| IndexEntry {
-                            blob,
-                            offset: loc.offset,
-                            stored_len: loc.stored_len,
-                            raw_len: loc.raw_len,
-                        })
-                        .collect();
-                    (bytes, entries)
-                }
+                Ok(bytes) => (bytes, repo.blobs_in_pack(pack).unwrap_or_default()),
                 Err(e) => {
                     found.errors.push(e.message);
                     return found;

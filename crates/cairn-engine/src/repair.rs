@@ -124,16 +124,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
 
 /// What the index located in `pack` before this repair (live or condemned entries).
 fn old_entries(repo: &Repository, pack: &PackId) -> Result<Vec<IndexEntry>> {
-    Ok(repo
-        .blobs_in_pack(pack)?
-        .into_iter()
-        .map(|(blob, loc)| IndexEntry {
-            blob,
-            offset: loc.offset,
-            stored_len: loc.stored_len,
-            raw_len: loc.raw_len,
-        })
-        .collect())
+    repo.blobs_in_pack(pack)
 }
 
 /// Reads `pack` whole and keeps the entries whose blobs open and verify; returns that record

@@ -25,7 +25,7 @@ pub use host::{Host, SystemHost};
 use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
 use cairn_format::config::{self, Config};
-use cairn_format::index::{IndexFile, IndexPack};
+use cairn_format::index::{IndexEntry, IndexFile, IndexPack};
 use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::Tree;
@@ -402,11 +402,16 @@ impl Repository {
 
     /// Every blob the index (or a condemnation) places in `pack`. Scans the whole index: for
     /// damaged packs only.
-    pub fn blobs_in_pack(&self, pack: &PackId) -> Result<Vec<(BlobId, Location)>> {
+    pub fn blobs_in_pack(&self, pack: &PackId) -> Result<Vec<IndexEntry>> {
         let mut out = Vec::new();
         self.cache.for_each(|blob, loc| {
             if loc.pack == *pack {
-                out.push((blob, loc));
+                out.push(IndexEntry {
+                    blob,
+                    offset: loc.offset,
+                    stored_len: loc.stored_len,
+                    raw_len: loc.raw_len,
+                });
             }
         })?;
         Ok(out)

@@ -12,7 +12,7 @@ use super::index_batch::IndexBatch;
 use super::plan::PrunePlan;
 use super::PruneReport;
 use crate::{Error, ErrorKind, Repository, Result};
-use cairn_format::index::{IndexEntry, IndexFile};
+use cairn_format::index::{IndexEntry, IndexFile, IndexPack};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId};
 use std::collections::{BTreeMap, HashSet};
 
@@ -312,30 +312,8 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<O
     };
     // A pack condemned for a damaged header is read where the index places its blobs.
     let entries: Vec<IndexEntry> = match repo.read_pack_header(pack, bytes.len() as u64) {
-        Ok(header) => {
-            let (offsets, _) = header.offsets();
-            header
-                .entries
-                .iter()
-                .zip(offsets)
-                .map(|(e, offset)| IndexEntry {
-                    blob: e.blob,
-                    offset,
-                    stored_len: e.stored_len,
-                    raw_len: e.raw_len,
-                })
-                .collect()
-        }
-        Err(e) if e.kind == ErrorKind::Corrupt => repo
-            .blobs_in_pack(pack)?
-            .into_iter()
-            .map(|(blob, loc)| IndexEntry {
-                blob,
-                offset: loc.offset,
-                stored_len: loc.stored_len,
-                raw_len: loc.raw_len,
-            })
-            .collect(),
+        Ok(header) => IndexPack::from_header(*pack, bytes.len() as u64, &header).blobs,
+        Err(e) if e.kind == ErrorKind::Corrupt => repo.blobs_in_pack(pack)?,
         Err(e) => return Err(e),
     };
     let mut n = 0;

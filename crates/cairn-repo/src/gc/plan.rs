@@ -7,7 +7,7 @@ use super::claims::{Claims, PackUse, Packs};
 use super::survey::Survey;
 use super::{humanize, PruneReport};
 use crate::{Error, ErrorKind, Repository, Result};
-use cairn_format::index::{IndexEntry, IndexPack};
+use cairn_format::index::IndexPack;
 use cairn_format::{IndexId, PackId, SnapshotId};
 use std::collections::{BTreeMap, HashSet};
 
@@ -155,16 +155,7 @@ impl<'r> Survey<'r> {
                     Err(e) if e.kind == ErrorKind::Corrupt => IndexPack {
                         id: *pack,
                         size: stored[pack],
-                        blobs: repo
-                            .blobs_in_pack(pack)?
-                            .into_iter()
-                            .map(|(blob, loc)| IndexEntry {
-                                blob,
-                                offset: loc.offset,
-                                stored_len: loc.stored_len,
-                                raw_len: loc.raw_len,
-                            })
-                            .collect(),
+                        blobs: repo.blobs_in_pack(pack)?,
                     },
                     Err(_) => continue,
                 };
