@@ -49,6 +49,11 @@ pub struct Cli {
     /// Directory of the local cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Skip key files whose key derivation costs more than this, in MiB of argon2id memory
+    /// times passes [default: 2048; `init`'s keys cost 512]. Raise it to open a key made
+    /// elsewhere with larger parameters.
+    #[arg(long, env = "CAIRN_MAX_KDF_MIB", global = true, value_name = "MIB")]
+    max_kdf_mib: Option<u64>,
     /// Keep no local cache (slower: the index is merged anew by each command).
     #[arg(long, global = true)]
     no_cache: bool,
@@ -413,6 +418,10 @@ fn host() -> Result<cairn_repo::SystemHost> {
     Ok(cairn_repo::SystemHost { shift })
 }
 
+fn max_kdf_mib(cli: &Cli) -> u64 {
+    cli.max_kdf_mib.unwrap_or(cairn_repo::DEFAULT_MAX_KDF_MIB)
+}
+
 pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
     open_with(cli, dry_run, false)
 }
@@ -451,6 +460,7 @@ pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Reposi
         dry_run,
         writer,
         host: std::sync::Arc::new(host()?),
+        max_kdf_mib: max_kdf_mib(cli),
         ..OpenOptions::default()
     };
     Ok(Repository::open(backend, &pw, &opts)?)
@@ -500,6 +510,18 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
     };
     kdf.validate()
         .map_err(|e| Exit(exit::ERROR, format!("--kdf-memory/--kdf-iterations: {e}")))?;
+    // A key this client would skip when opening makes a repository it cannot open.
+    if kdf.cost_mib() > max_kdf_mib(cli) {
+        return Err(Exit(
+            exit::ERROR,
+            format!(
+                "--kdf-memory/--kdf-iterations: the key would cost {} MiB·passes, over the limit of {} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)",
+                kdf.cost_mib(),
+                max_kdf_mib(cli)
+            ),
+        )
+        .into());
+    }
     if !a.chunk_size.is_power_of_two() || !(64..=8192).contains(&a.chunk_size) {
         anyhow::bail!(
             "--chunk-size {} must be a power of two from 64 to 8192 KiB",

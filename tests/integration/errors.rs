@@ -583,3 +583,23 @@ fn killed_backup_leaves_a_usable_repository() {
         Compare::exact(),
     );
 }
+
+// Regression: a file in keys/ whose name is not ASCII made every command panic, slicing the
+// name by byte index to report it.
+#[test]
+fn a_stray_file_in_keys_with_a_non_ascii_name_breaks_no_command() {
+    let (t, _src) = repo_with_snapshot();
+    std::fs::write(t.repo().join("keys").join("0000000\u{e9}-stray"), b"junk").unwrap();
+    assert_eq!(t.snapshots().len(), 1);
+    let run = t.run(["check"]);
+    assert!(
+        run.stdout().contains("not a key id") || run.stderr().contains("not a key id"),
+        "check names the stray file:\n{run:?}"
+    );
+    // A key over this client's limit is refused at init, naming the flag that raises it.
+    let u = setup();
+    let run = u
+        .run(["init", "--kdf-memory", "1048576", "--kdf-iterations", "8"])
+        .code(1);
+    assert!(run.error_line().contains("--max-kdf-mib"), "{run:?}");
+}

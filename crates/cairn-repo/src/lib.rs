@@ -26,10 +26,13 @@ use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
 use cairn_format::config::{self, Config};
 use cairn_format::index::IndexFile;
+use cairn_format::key::{KeyHeader, MAX_KEY_FILE_LEN};
 use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::Tree;
-use cairn_format::{BlobId, BlobType, Id, IndexId, PackId, SnapshotId, TreeId, FORMAT_VERSION};
+use cairn_format::{
+    BlobId, BlobType, Id, IndexId, KeyId, PackId, SnapshotId, TreeId, FORMAT_VERSION,
+};
 use pack::Packers;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -50,6 +53,11 @@ pub const DEFAULT_KDF: KdfParams = KdfParams {
     iterations: 8,
     parallelism: 4,
 };
+
+/// The default of `OpenOptions::max_kdf_mib`: four times what `DEFAULT_KDF` costs (64 MiB × 8
+/// passes), so keys made with raised parameters still open, while a forged key file costs at
+/// most a few seconds and 2 GiB.
+pub const DEFAULT_MAX_KDF_MIB: u64 = 2048;
 
 /// Parameters chosen at `init`.
 #[derive(Clone, Debug)]
@@ -136,6 +144,9 @@ pub struct OpenOptions {
     /// Write packs on the calling thread rather than a thread of their own (for the
     /// deterministic simulation, whose processes each run on one thread).
     pub inline_writes: bool,
+    /// The most a key file may ask of key derivation, in MiB of argon2id memory times passes:
+    /// key files asking for more are skipped unread (repo-format.md, "Limits").
+    pub max_kdf_mib: u64,
 }
 
 impl Default for OpenOptions {
@@ -146,6 +157,7 @@ impl Default for OpenOptions {
             writer: false,
             host: Arc::new(SystemHost::default()),
             inline_writes: false,
+            max_kdf_mib: DEFAULT_MAX_KDF_MIB,
         }
     }
 }
@@ -227,7 +239,16 @@ impl Repository {
     ) -> Result<Repository> {
         let config_file = probe(backend.as_ref())?;
         let (_, sealed_config) = config::decode_preamble(&config_file).expect("probe decoded it");
-        let keys = unlock(backend.as_ref(), password)?;
+        let hint = opts
+            .cache_dir
+            .as_ref()
+            .map(|dir| key_hint_path(dir, &config_file));
+        let keys = unlock(
+            backend.as_ref(),
+            password,
+            hint.as_deref(),
+            opts.max_kdf_mib,
+        )?;
         let plain = cairn_crypto::open(&keys.meta, AD_CONFIG, sealed_config, "config")?;
         let config = Config::decode(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let cache_path = opts
@@ -753,11 +774,29 @@ impl Repository {
     pub fn verify_key_files(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         for entry in self.backend.list(FileType::Key)? {
-            let short = &entry.name[..8.min(entry.name.len())];
-            let file = self.backend.read(FileType::Key, &entry.name)?;
-            if file_id(&file).to_hex() != entry.name {
+            let Some(id) = key_id_of(&entry.name) else {
+                // Debug formatting escapes whatever the name holds.
+                problems.push(format!(
+                    "keys/ holds {:?}, whose name is not a key id",
+                    entry.name
+                ));
+                continue;
+            };
+            let short = id.short();
+            let file = match self
+                .backend
+                .read_at_most(FileType::Key, &entry.name, MAX_KEY_FILE_LEN)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind == cairn_backend::ErrorKind::TooLarge => {
+                    problems.push(e.message);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if file_id(&file) != id.0 {
                 problems.push(format!("key file {short} does not match its name"));
-            } else if let Err(e) = cairn_format::key::KeyHeader::decode(&file) {
+            } else if let Err(e) = KeyHeader::decode(&file) {
                 problems.push(format!("key file {short}: {e}"));
             }
         }
@@ -784,43 +823,138 @@ impl Repository {
     }
 }
 
-/// Tries the password on every key file.
-fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
-    let keys = backend.list(FileType::Key)?;
+/// The id a listed key file's name gives, if it is one: 64 lowercase hex digits. Any other name
+/// is no key file cairn wrote (a stray file, or a hostile store's), and is skipped unread.
+fn key_id_of(name: &str) -> Option<KeyId> {
+    KeyId::from_hex(name).filter(|id| id.to_hex() == name)
+}
+
+/// Where the local hint naming the key file that last opened a repository is kept: beside the
+/// caches, by the id of the repository's `config` (which `init` writes once), since the
+/// repository's own id is sealed and unknown before a key opens (repo-format.md, "Local cache").
+fn key_hint_path(cache_dir: &std::path::Path, config_file: &[u8]) -> PathBuf {
+    cache_dir
+        .join("key-hints")
+        .join(file_id(config_file).to_hex())
+}
+
+fn read_key_hint(path: &std::path::Path) -> Option<KeyId> {
+    // A hint is at most one id; anything longer is not one of ours.
+    let text = std::fs::read(path).ok().filter(|t| t.len() <= 80)?;
+    key_id_of(std::str::from_utf8(&text).ok()?.trim())
+}
+
+/// Best effort: without a hint the next open tries the key files in listing order.
+fn write_key_hint(path: &std::path::Path, id: KeyId) {
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, format!("{id}\n")).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Tries the password on the key files: first the one the hint names, then the others in
+/// listing order. A key file is skipped unread when its name is no key id or its listed size is
+/// over `MAX_KEY_FILE_LEN`, and skipped undecrypted when its key derivation would cost more
+/// than `max_kdf_mib` (repo-format.md, "Limits"): a hostile store could otherwise make each
+/// open derive for minutes or allocate gigabytes.
+fn unlock(
+    backend: &dyn Backend,
+    password: &[u8],
+    hint: Option<&std::path::Path>,
+    max_kdf_mib: u64,
+) -> Result<MasterKeys> {
+    let mut keys: Vec<(KeyId, u64)> = backend
+        .list(FileType::Key)?
+        .iter()
+        .filter_map(|e| Some((key_id_of(&e.name)?, e.size)))
+        .collect();
     if keys.is_empty() {
         return Err(Error::corrupt(format!(
             "repository at {} has no key files",
             backend.location()
         )));
     }
-    let mut damaged = None;
+    let hinted = hint.and_then(read_key_hint);
+    // Stable: the others keep their listing order.
+    keys.sort_by_key(|(id, _)| Some(*id) != hinted);
+    let mut damaged = Vec::new();
+    let mut over_limit = Vec::new();
     let mut tried = false;
-    for entry in keys {
-        let file = backend.read(FileType::Key, &entry.name)?;
-        if file_id(&file).to_hex() != entry.name {
-            damaged = Some(Error::corrupt(format!(
-                "key file {} does not match its name",
-                &entry.name[..8.min(entry.name.len())]
-            )));
+    for (id, size) in keys {
+        let short = id.short();
+        if size > MAX_KEY_FILE_LEN {
+            damaged.push(format!(
+                "key file {short} is {size} bytes, more than the {MAX_KEY_FILE_LEN} a key file may have"
+            ));
+            continue;
+        }
+        let file = match backend.read_at_most(FileType::Key, &id.to_hex(), MAX_KEY_FILE_LEN) {
+            Ok(file) => file,
+            // Removed since the listing.
+            Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => continue,
+            Err(e) if e.kind == cairn_backend::ErrorKind::TooLarge => {
+                damaged.push(e.message);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if file_id(&file) != id.0 {
+            damaged.push(format!("key file {short} does not match its name"));
+            continue;
+        }
+        let kdf = match KeyHeader::decode(&file) {
+            Ok((header, _, _)) => header.kdf,
+            Err(e) => {
+                damaged.push(format!("key file {short}: {e}"));
+                continue;
+            }
+        };
+        if kdf.cost_mib() > max_kdf_mib {
+            over_limit.push(format!(
+                "key file {short} asks for {} MiB × {} passes of argon2id ({} MiB·passes), over the limit of {max_kdf_mib}",
+                kdf.memory_kib / 1024,
+                kdf.iterations,
+                kdf.cost_mib()
+            ));
             continue;
         }
         match cairn_crypto::open_key_file(&file, password) {
-            Ok(keys) => return Ok(keys),
-            Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
-            Err(e) => {
-                damaged = Some(Error::corrupt(format!(
-                    "key file {}: {e}",
-                    &entry.name[..8.min(entry.name.len())]
-                )))
+            Ok(keys) => {
+                if let Some(path) = hint.filter(|_| hinted != Some(id)) {
+                    write_key_hint(path, id);
+                }
+                return Ok(keys);
             }
+            Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
+            Err(e) => damaged.push(format!("key file {short}: {e}")),
         }
     }
-    // Only when no key file could even be tried is damage the answer; otherwise the password is.
-    Err(match damaged {
-        Some(e) if !tried => e,
-        _ => Error::new(
-            ErrorKind::WrongPassword,
-            "wrong password: no key file of the repository opens with it",
-        ),
-    })
+    let mut why = if tried {
+        "wrong password: no key file of the repository opens with it".to_string()
+    } else {
+        "no key file of the repository could be tried".to_string()
+    };
+    if !over_limit.is_empty() {
+        why += &format!(
+            "; {} (if you made such a key, raise the limit with --max-kdf-mib or CAIRN_MAX_KDF_MIB)",
+            over_limit.join("; ")
+        );
+    }
+    if !damaged.is_empty() {
+        why += &format!("; skipped as damaged: {}", damaged.join("; "));
+    }
+    // Only when damage kept every key file from being tried is it the answer; otherwise the
+    // password is.
+    let kind = if tried {
+        ErrorKind::WrongPassword
+    } else if over_limit.is_empty() {
+        ErrorKind::Corrupt
+    } else {
+        ErrorKind::InvalidInput
+    };
+    Err(Error::new(kind, why))
 }

@@ -10,10 +10,15 @@ use std::sync::{Arc, Mutex};
 /// (directory, name) -> bytes.
 type Objects = BTreeMap<(String, String), Vec<u8>>;
 
+#[path = "repository/hostile.rs"]
+mod hostile;
+
 /// Objects in a map, shared between clones so a test can look behind the repository's back.
 #[derive(Clone, Default)]
 struct MemBackend {
     objects: Arc<Mutex<Objects>>,
+    /// (directory, name) of every object read, in order.
+    reads: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 fn key(t: FileType, name: &str) -> (String, String) {
@@ -49,12 +54,24 @@ impl Backend for MemBackend {
             .collect())
     }
     fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
+        self.reads.lock().unwrap().push(key(t, name));
         self.objects
             .lock()
             .unwrap()
             .get(&key(t, name))
             .cloned()
             .ok_or_else(|| not_found(name))
+    }
+    /// Checks the listed size first, as a backend that can should.
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> cairn_backend::Result<Vec<u8>> {
+        let len = self
+            .objects
+            .lock()
+            .unwrap()
+            .get(&key(t, name))
+            .map_or(0, |v| v.len() as u64);
+        cairn_backend::check_len(t, name, len, max)?;
+        self.read(t, name)
     }
     fn read_range(
         &self,

@@ -123,8 +123,12 @@ pub(crate) fn settle(
         Ok(()) => Ok(verdict.clone()),
         Err(e) if e.kind == cairn_backend::ErrorKind::AlreadyExists => {
             let bytes = backend.read(FileType::Lock, &name)?;
-            Verdict::decode(&bytes)
-                .map_err(|e| Error::corrupt(format!("verdict {} in locks/: {e}", &name[..8])))
+            Verdict::decode(&bytes).map_err(|e| {
+                Error::corrupt(format!(
+                    "verdict {} in locks/: {e}",
+                    name.get(..8).unwrap_or(&name)
+                ))
+            })
         }
         Err(e) => Err(e.into()),
     }

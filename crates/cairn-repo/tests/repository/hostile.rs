@@ -1,0 +1,172 @@
+//! A hostile or damaged repository: the storage server is not trusted, so whatever it lists or
+//! serves must cost a client an error at most, never a panic, minutes of key derivation or
+//! gigabytes of memory.
+
+use super::*;
+use cairn_format::key::KeyHeader;
+
+fn put(b: &MemBackend, t: FileType, name: &str, bytes: Vec<u8>) {
+    b.objects.lock().unwrap().insert(key(t, name), bytes);
+}
+
+fn key_reads(b: &MemBackend) -> Vec<String> {
+    b.reads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(dir, _)| dir == FileType::Key.dir())
+        .map(|(_, name)| name.clone())
+        .collect()
+}
+
+/// A key file with a well-formed header asking for `kdf`, and a seal nothing opens; named by
+/// its hash, as a real one is.
+fn forged_key(b: &MemBackend, kdf: KdfParams, host_len: usize) -> String {
+    let header = KeyHeader {
+        kdf,
+        salt: [7; 32],
+        created: 0,
+        host: vec![b'h'; host_len],
+        user: b"u".to_vec(),
+    };
+    let file = [header.encode(), vec![0u8; 64]].concat();
+    let name = cairn_crypto::file_id(&file).to_hex();
+    put(b, FileType::Key, &name, file);
+    name
+}
+
+// Regression: a file in keys/ whose name is not ASCII made every command panic, slicing the
+// name by byte index (`&name[..8]`) to report it.
+#[test]
+fn a_key_file_name_that_is_not_hex_is_skipped_without_panicking() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    // Sorts before every hex name, so it is met first; byte 8 falls inside the 'é'.
+    let stray = "0000000\u{e9}-not-a-key";
+    put(&b, FileType::Key, stray, b"junk".to_vec());
+    let repo = open(&b);
+    assert!(
+        !key_reads(&b).iter().any(|n| n == stray),
+        "a name that is no key id is not even read"
+    );
+    let problems = repo.verify_key_files().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("not a key id"), "{problems:?}");
+    drop(repo);
+    let err = Repository::open(Box::new(b.clone()), b"nope", &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::WrongPassword, "{}", err.message);
+}
+
+// Regression: key files could demand 4 GiB × 64 argon2id passes each, and every one was tried:
+// a forged key file stalled the client for minutes or got it killed for memory.
+#[test]
+fn a_key_file_over_the_kdf_limit_is_skipped_and_the_error_says_so() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    // 128 MiB × 32 passes: 4096 MiB·passes, twice the default limit.
+    let costly = KdfParams {
+        memory_kib: 128 << 10,
+        iterations: 32,
+        parallelism: 1,
+    };
+    let name = forged_key(&b, costly, 1);
+    let started = std::time::Instant::now();
+    let err = Repository::open(Box::new(b.clone()), b"nope", &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::WrongPassword, "{}", err.message);
+    for want in [&name[..8], "--max-kdf-mib", "CAIRN_MAX_KDF_MIB", "4096"] {
+        assert!(err.message.contains(want), "{want}: {}", err.message);
+    }
+    assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+    // The right password opens the repository; the costly key is still skipped.
+    open(&b);
+    // The limit is the caller's: a key over it is tried once it is raised (and fails here, its
+    // seal being forged).
+    b.objects.lock().unwrap().remove(&key(FileType::Key, &name));
+    let modest = KdfParams {
+        memory_kib: 4 << 10,
+        iterations: 32,
+        parallelism: 1,
+    };
+    let name = forged_key(&b, modest, 1);
+    let with_limit = |max_kdf_mib| {
+        let opts = OpenOptions {
+            max_kdf_mib,
+            ..OpenOptions::default()
+        };
+        Repository::open(Box::new(b.clone()), b"nope", &opts)
+            .err()
+            .unwrap()
+            .message
+    };
+    assert!(with_limit(127).contains(&name[..8]));
+    let message = with_limit(128);
+    assert!(!message.contains(&name[..8]), "{message}");
+    assert!(
+        message.contains("no key file of the repository opens"),
+        "{message}"
+    );
+}
+
+// Regression: every file in keys/ was read whole, whatever its size.
+#[test]
+fn an_oversized_key_file_is_not_read() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let fast = fast_init().kdf;
+    let name = forged_key(&b, fast, 1 << 20);
+    let err = Repository::open(Box::new(b.clone()), b"nope", &OpenOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        !key_reads(&b).contains(&name),
+        "the oversized key file was read"
+    );
+    assert!(err.message.contains(&name[..8]), "{}", err.message);
+    open(&b);
+}
+
+#[test]
+fn the_key_that_opened_the_repository_last_time_is_tried_first() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let real = names(&b, FileType::Key).pop().unwrap();
+    // Decoys until one sorts before the real key, so that listing order alone tries it first.
+    let mut n = 0;
+    while names(&b, FileType::Key)[0] == real || n < 3 {
+        forged_key(&b, fast_init().kdf, n);
+        n += 1;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let opts = OpenOptions {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..OpenOptions::default()
+    };
+    drop(Repository::open(Box::new(b.clone()), b"pw", &opts).unwrap());
+    b.reads.lock().unwrap().clear();
+    drop(Repository::open(Box::new(b.clone()), b"pw", &opts).unwrap());
+    assert_eq!(key_reads(&b), vec![real.clone()]);
+    // The hint holds the key file's id and nothing else.
+    let hints: Vec<_> = walk(cache.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("key-hint"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{hints:?}");
+    assert_eq!(std::fs::read_to_string(&hints[0]).unwrap().trim(), real);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
