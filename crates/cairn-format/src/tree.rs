@@ -108,6 +108,18 @@ pub struct Node {
     pub subtree: Option<TreeId>,
 }
 
+/// The deepest a tree may be below its snapshot's root tree (depth 0), that is, the most names a
+/// directory's path may have (repo-format.md, "Limits"). Readers walk trees recursively, so this
+/// bounds their stack; the archiver does not descend further, so every snapshot it writes can be
+/// read back. File systems hold deeper directories only rarely (a path of 512 names of one
+/// letter is already 1024 bytes).
+pub const MAX_TREE_DEPTH: usize = 512;
+
+/// The largest encoded tree blob (repo-format.md, "Limits"): about 600,000 entries with short
+/// names. Readers check a tree blob's length in the index before reading it; the archiver fails
+/// clearly on a directory whose tree would be larger.
+pub const MAX_TREE_LEN: usize = 64 << 20;
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Tree {
     pub nodes: Vec<Node>,
