@@ -357,7 +357,13 @@ impl Ctx<'_> {
         let tree = Tree {
             nodes: nodes.into_iter().flatten().collect(),
         };
-        Ok(self.repo.save_tree(&tree)?.0)
+        // A directory too large for one tree (repo-format.md, "Limits") stops the backup,
+        // naming it.
+        let saved = self
+            .repo
+            .save_tree(&tree)
+            .map_err(|e| Error::new(e.kind, format!("{}: {e}", path.display())))?;
+        Ok(saved.0)
     }
 
     /// Counts the files of `node`, at `path`, gone since the parent snapshot.

@@ -134,7 +134,7 @@ const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 4 * 2 + 12 * 2 + 8 * 5 + 4 + 4 + 4 +
 impl Tree {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u32(self.nodes.len() as u32);
+        w.count(self.nodes.len());
         for n in &self.nodes {
             w.bytes(&n.name);
             w.u8(n.kind as u8);
@@ -152,13 +152,13 @@ impl Tree {
             w.u64(n.inode);
             w.u64(n.links);
             w.u64(n.rdev);
-            w.u32(n.xattrs.len() as u32);
+            w.count(n.xattrs.len());
             for (k, v) in &n.xattrs {
                 w.bytes(k);
                 w.bytes(v);
             }
             w.bytes(&n.target);
-            w.u32(n.content.len() as u32);
+            w.count(n.content.len());
             for c in &n.content {
                 w.id(&c.0);
             }
@@ -168,6 +168,13 @@ impl Tree {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Tree, DecodeError> {
+        if buf.len() > MAX_TREE_LEN {
+            return err(format!(
+                "{} bytes, more than the {} MiB a tree may have",
+                buf.len(),
+                MAX_TREE_LEN >> 20
+            ));
+        }
         let mut r = Reader::new(buf);
         let count = r.count(MIN_NODE_LEN)?;
         let mut nodes: Vec<Node> = Vec::with_capacity(count);

@@ -29,7 +29,7 @@ use cairn_format::index::IndexFile;
 use cairn_format::key::{KeyHeader, MAX_KEY_FILE_LEN};
 use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
-use cairn_format::tree::Tree;
+use cairn_format::tree::{Tree, MAX_TREE_LEN};
 use cairn_format::{
     BlobId, BlobType, Id, IndexId, KeyId, PackId, SnapshotId, TreeId, FORMAT_VERSION,
 };
@@ -209,7 +209,7 @@ pub const BLOBS_PER_INDEX: usize = 65_536;
 /// for a password. Returns the config file's bytes.
 pub fn probe(backend: &dyn Backend) -> Result<Vec<u8>> {
     let location = backend.location();
-    let file = match backend.read(FileType::Config, "config") {
+    let file = match backend.read_at_most(FileType::Config, "config", config::MAX_CONFIG_LEN) {
         Ok(f) => f,
         Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => {
             return Err(Error::new(
@@ -418,7 +418,9 @@ impl Repository {
     /// Reads a whole pack without checking it against its name: for salvaging what is left of
     /// a damaged one.
     pub fn read_pack_unverified(&self, pack: &PackId) -> Result<Vec<u8>> {
-        Ok(self.backend.read(FileType::Pack, &pack.to_hex())?)
+        Ok(self
+            .backend
+            .read_at_most(FileType::Pack, &pack.to_hex(), self.max_pack_len())?)
     }
 
     /// Every blob the index places in `pack`. Scans the whole index: for damaged packs only.
@@ -454,9 +456,46 @@ impl Repository {
             .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))
     }
 
-    /// Reads a content-addressed file and checks it against its name.
+    /// The longest a blob of `kind` may be, plaintext (repo-format.md, "Limits"): a data blob
+    /// is one chunk, a tree at most `MAX_TREE_LEN`.
+    fn max_blob_len(&self, kind: BlobType) -> usize {
+        match kind {
+            BlobType::Data => self.config.chunk_max as usize,
+            BlobType::Tree => MAX_TREE_LEN,
+        }
+    }
+
+    /// The longest pack file this repository's packer makes: it closes a pack once it reaches
+    /// `pack_size`, so the last blob (at most the largest blob, sealed) may pass it, and the
+    /// header follows.
+    fn max_pack_len(&self) -> u64 {
+        let blob = self
+            .max_blob_len(BlobType::Data)
+            .max(self.max_blob_len(BlobType::Tree));
+        u64::from(self.config.pack_size)
+            + (blob + cairn_crypto::BLOB_OVERHEAD) as u64
+            + cairn_format::pack::MAX_SEALED_HEADER_LEN
+            + 4
+    }
+
+    /// The longest file of type `t` a reader reads (repo-format.md, "Limits").
+    fn max_file_len(&self, t: FileType) -> u64 {
+        match t {
+            FileType::Config => config::MAX_CONFIG_LEN,
+            FileType::Key => MAX_KEY_FILE_LEN,
+            FileType::Pack => self.max_pack_len(),
+            FileType::Index => cairn_format::index::MAX_INDEX_LEN,
+            FileType::Snapshot => cairn_format::snapshot::MAX_SNAPSHOT_LEN,
+            FileType::Lock => cairn_format::marker::MAX_LOCK_LEN,
+        }
+    }
+
+    /// Reads a content-addressed file, at most as long as its type allows, and checks it
+    /// against its name.
     fn read_file(&self, t: FileType, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(t, &id.to_hex())?;
+        let bytes = self
+            .backend
+            .read_at_most(t, &id.to_hex(), self.max_file_len(t))?;
         if file_id(&bytes) != *id {
             return Err(Error::corrupt(format!(
                 "{} {} does not match its name",
@@ -535,10 +574,26 @@ impl Repository {
 
     /// Compresses, seals and packs a blob the caller has claimed in the session.
     fn store(&self, blob: BlobId, plaintext: &[u8]) -> Result<()> {
+        let max = self.max_blob_len(blob.kind);
+        let Some(raw_len) = u32::try_from(plaintext.len())
+            .ok()
+            .filter(|n| *n as usize <= max)
+        else {
+            // Released, so that a later save of the same id is not taken for a duplicate.
+            self.own_blobs.lock().unwrap().remove(&blob);
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{blob} is {} bytes, more than the {max} a {} blob may have",
+                    plaintext.len(),
+                    kind_noun(blob.kind)
+                ),
+            ));
+        };
         // A dry run encodes too: how much a backup would store is what it is asked for.
         let stored =
             cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
-        self.pack_stored(blob, plaintext.len() as u32, stored)
+        self.pack_stored(blob, raw_len, stored)
     }
 
     /// Packs a sealed blob the caller has claimed in the session.
@@ -559,6 +614,17 @@ impl Repository {
 
     pub fn save_tree(&self, tree: &Tree) -> Result<(TreeId, bool)> {
         let bytes = tree.encode();
+        if bytes.len() > MAX_TREE_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a directory of {} entries makes a tree of {} bytes, more than the {} MiB a tree may have",
+                    tree.nodes.len(),
+                    bytes.len(),
+                    MAX_TREE_LEN >> 20
+                ),
+            ));
+        }
         let id = self.blob_id(&bytes);
         let new = self.save_blob(BlobType::Tree, id, &bytes)?;
         Ok((TreeId(id), new))
@@ -571,6 +637,18 @@ impl Repository {
                 format!("{blob} is not in the index"),
             ));
         };
+        // The index is the store's word: lengths no blob of this type can have are refused
+        // before they are allocated.
+        let max = self.max_blob_len(blob.kind);
+        if loc.raw_len as usize > max || loc.stored_len as usize > max + cairn_crypto::BLOB_OVERHEAD
+        {
+            return Err(Error::corrupt(format!(
+                "{blob}: the index gives it {} bytes ({} stored), more than the {max} a {} blob may have",
+                loc.raw_len,
+                loc.stored_len,
+                kind_noun(blob.kind)
+            )));
+        }
         let stored =
             self.read_pack_range(&loc.pack, u64::from(loc.offset), u64::from(loc.stored_len))?;
         self.open_blob(blob, &stored, loc.raw_len)
@@ -602,6 +680,12 @@ impl Repository {
         read: impl Fn(u64, u64) -> Result<Vec<u8>>,
     ) -> Result<PackHeader> {
         let what = format!("pack {}", pack.short());
+        if size > self.max_pack_len() {
+            return Err(Error::corrupt(format!(
+                "{what} is {size} bytes, more than the {} a pack of this repository may have",
+                self.max_pack_len()
+            )));
+        }
         if size < 4 {
             return Err(Error::corrupt(format!("{what} is truncated: {size} bytes")));
         }
@@ -820,6 +904,13 @@ impl Repository {
         *self.damaged_snapshots.lock().unwrap() = damaged;
         out.sort_by_key(|(id, s)| (s.time, *id));
         Ok(out)
+    }
+}
+
+fn kind_noun(kind: BlobType) -> &'static str {
+    match kind {
+        BlobType::Data => "data",
+        BlobType::Tree => "tree",
     }
 }
 

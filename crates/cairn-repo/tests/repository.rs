@@ -19,6 +19,20 @@ struct MemBackend {
     objects: Arc<Mutex<Objects>>,
     /// (directory, name) of every object read, in order.
     reads: Arc<Mutex<Vec<(String, String)>>>,
+    /// (directory, name) of every object read whole without a bound on its length.
+    unbounded: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl MemBackend {
+    fn get(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
+        self.reads.lock().unwrap().push(key(t, name));
+        self.objects
+            .lock()
+            .unwrap()
+            .get(&key(t, name))
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
 }
 
 fn key(t: FileType, name: &str) -> (String, String) {
@@ -54,13 +68,8 @@ impl Backend for MemBackend {
             .collect())
     }
     fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
-        self.reads.lock().unwrap().push(key(t, name));
-        self.objects
-            .lock()
-            .unwrap()
-            .get(&key(t, name))
-            .cloned()
-            .ok_or_else(|| not_found(name))
+        self.unbounded.lock().unwrap().push(key(t, name));
+        self.get(t, name)
     }
     /// Checks the listed size first, as a backend that can should.
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> cairn_backend::Result<Vec<u8>> {
@@ -71,7 +80,7 @@ impl Backend for MemBackend {
             .get(&key(t, name))
             .map_or(0, |v| v.len() as u64);
         cairn_backend::check_len(t, name, len, max)?;
-        self.read(t, name)
+        self.get(t, name)
     }
     fn read_range(
         &self,
@@ -80,7 +89,7 @@ impl Backend for MemBackend {
         offset: u64,
         len: u64,
     ) -> cairn_backend::Result<Vec<u8>> {
-        let all = self.read(t, name)?;
+        let all = self.get(t, name)?;
         all.get(offset as usize..(offset + len) as usize)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| not_found(name))

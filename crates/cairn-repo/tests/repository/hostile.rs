@@ -170,3 +170,134 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+// Regression: index files, snapshots, packs, config and lock files were read whole whatever
+// their length: a store serving a 10 GiB "snapshot" got the client killed for memory.
+#[test]
+fn every_object_read_is_bounded_by_its_type() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let writer = OpenOptions {
+        writer: true,
+        ..OpenOptions::default()
+    };
+    let repo = Repository::open(Box::new(b.clone()), b"pw", &writer).unwrap();
+    let data = repo_blob(&repo, b"some data");
+    let tree = repo
+        .save_tree(&Tree {
+            nodes: vec![cairn_format::tree::Node {
+                name: b"f".to_vec(),
+                content: vec![cairn_format::DataId(data)],
+                ..Default::default()
+            }],
+        })
+        .unwrap()
+        .0;
+    repo.save_snapshot(&snapshot_of(tree)).unwrap();
+    drop(repo);
+
+    b.unbounded.lock().unwrap().clear();
+    let repo = Repository::open(Box::new(b.clone()), b"pw", &writer).unwrap();
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    repo.load_tree(tree).unwrap();
+    for index in repo.index_ids().unwrap() {
+        repo.read_index(index).unwrap();
+    }
+    for (pack, size) in repo.list_packs().unwrap() {
+        repo.read_pack(&pack).unwrap();
+        repo.read_pack_header(&pack, size).unwrap();
+        repo.read_pack_unverified(&pack).unwrap();
+    }
+    repo.verify_key_files().unwrap();
+    // Another writer's marker in locks/.
+    let other = Repository::open(Box::new(b.clone()), b"pw", &writer).unwrap();
+    repo.others_may_index().unwrap();
+    assert!(
+        b.reads
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(dir, _)| dir == FileType::Lock.dir()),
+        "no lock file was read"
+    );
+    drop(other);
+    let unbounded = b.unbounded.lock().unwrap().clone();
+    assert!(unbounded.is_empty(), "read without a bound: {unbounded:?}");
+
+    // A snapshot file longer than any snapshot is left out unread, as damaged.
+    let name = "ab".repeat(32);
+    put(&b, FileType::Snapshot, &name, vec![0; (64 << 20) + 1]);
+    b.reads.lock().unwrap().clear();
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    let damaged = repo.damaged_snapshots();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert!(damaged[0].1.contains("more than"), "{damaged:?}");
+    assert!(!b
+        .reads
+        .lock()
+        .unwrap()
+        .contains(&key(FileType::Snapshot, &name)));
+}
+
+// Regression: tree blobs had no size limit, and a blob's lengths came from the index unchecked:
+// an index entry claiming a 4 GiB tree made a reader allocate 4 GiB before reading a byte.
+#[test]
+fn blobs_longer_than_their_type_allows_are_refused_on_write_and_read() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let repo = open(&b);
+    let huge = Tree {
+        nodes: vec![cairn_format::tree::Node {
+            name: b"f".to_vec(),
+            xattrs: vec![(b"user.x".to_vec(), vec![0; 64 << 20])],
+            ..Default::default()
+        }],
+    };
+    let err = repo.save_tree(&huge).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{}", err.message);
+    assert!(err.message.contains("64 MiB"), "{}", err.message);
+    // A data blob is one chunk: at most the config's chunk_max (8 MiB by default).
+    let big = vec![1u8; (8 << 20) + 1];
+    let err = repo
+        .save_blob(BlobType::Data, repo.blob_id(&big), &big)
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{}", err.message);
+
+    // An index entry claiming a 4 GiB tree in a real pack.
+    let real = repo.save_tree(&Tree::default()).unwrap().0;
+    repo.flush().unwrap();
+    let loc = repo.lookup(&real.into()).unwrap().unwrap();
+    let fake = BlobId {
+        kind: BlobType::Tree,
+        id: cairn_format::Id([9; 32]),
+    };
+    repo.write_index(&cairn_format::index::IndexFile {
+        packs: vec![cairn_format::index::IndexPack {
+            id: loc.pack,
+            // The pack's size is the index's word too.
+            size: 1 << 33,
+            blobs: vec![cairn_format::index::IndexEntry {
+                blob: fake,
+                offset: 0,
+                stored_len: u32::MAX,
+                raw_len: u32::MAX,
+            }],
+        }],
+        ..Default::default()
+    })
+    .unwrap();
+    drop(repo);
+    let repo = open(&b);
+    b.reads.lock().unwrap().clear();
+    let err = repo.load_tree(TreeId(fake.id)).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Corrupt, "{}", err.message);
+    assert!(err.message.contains("more than"), "{}", err.message);
+    assert!(
+        !b.reads
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(dir, _)| dir == FileType::Pack.dir()),
+        "the pack was read"
+    );
+}
