@@ -463,7 +463,13 @@ pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Reposi
         max_kdf_mib: max_kdf_mib(cli),
         ..OpenOptions::default()
     };
-    Ok(Repository::open(backend, &pw, &opts)?)
+    let repo = Repository::open(backend, &pw, &opts)?;
+    if !cli.quiet {
+        for why in repo.skipped_key_files() {
+            eprintln!("warning: {why}");
+        }
+    }
+    Ok(repo)
 }
 
 /// Every readable snapshot, oldest first; a damaged one is named on stderr and left out, so that

@@ -179,6 +179,9 @@ pub struct Repository {
     dry_run: bool,
     damaged_index: Mutex<Vec<(IndexId, String)>>,
     damaged_snapshots: Mutex<Vec<(SnapshotId, String)>>,
+    /// Key files passed over before one opened, and why: over the key-derivation limit, or
+    /// damaged.
+    skipped_keys: Vec<String>,
     /// Packs condemned by an index file: not part of the index, awaiting deletion by prune.
     condemned: Mutex<HashSet<PackId>>,
     /// This process's session (repo-format.md, "Garbage collection"), while it may write: its
@@ -243,7 +246,7 @@ impl Repository {
             .cache_dir
             .as_ref()
             .map(|dir| key_hint_path(dir, &config_file));
-        let keys = unlock(
+        let (keys, skipped_keys) = unlock(
             backend.as_ref(),
             password,
             hint.as_deref(),
@@ -274,6 +277,7 @@ impl Repository {
             dry_run: opts.dry_run,
             damaged_index: Mutex::default(),
             damaged_snapshots: Mutex::default(),
+            skipped_keys,
             condemned: Mutex::default(),
             session: Mutex::new(session),
             own_blobs: Mutex::new(HashMap::new()),
@@ -378,6 +382,11 @@ impl Repository {
         *self.damaged_index.lock().unwrap() = damaged;
         *self.condemned.lock().unwrap() = condemned;
         Ok(gone)
+    }
+
+    /// Key files passed over, and why, before the one that opened the repository.
+    pub fn skipped_key_files(&self) -> &[String] {
+        &self.skipped_keys
     }
 
     /// Index files that could not be read when the index was last synchronised, and why.
@@ -957,7 +966,7 @@ fn unlock(
     password: &[u8],
     hint: Option<&std::path::Path>,
     max_kdf_mib: u64,
-) -> Result<MasterKeys> {
+) -> Result<(MasterKeys, Vec<String>)> {
     let mut keys: Vec<(KeyId, u64)> = backend
         .list(FileType::Key)?
         .iter()
@@ -1018,7 +1027,12 @@ fn unlock(
                 if let Some(path) = hint.filter(|_| hinted != Some(id)) {
                     write_key_hint(path, id);
                 }
-                return Ok(keys);
+                let skipped = over_limit
+                    .into_iter()
+                    .map(|why| format!("{why} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)"))
+                    .chain(damaged)
+                    .collect();
+                return Ok((keys, skipped));
             }
             Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
             Err(e) => damaged.push(format!("key file {short}: {e}")),
