@@ -461,8 +461,42 @@ impl Repository {
             &bytes,
             &format!("index file {}", id.short()),
         )?;
-        IndexFile::decode(&plain)
-            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))
+        let index = IndexFile::decode(&plain)
+            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))?;
+        self.check_index_limits(&index)
+            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))?;
+        Ok(index)
+    }
+
+    /// Refuses an index file whose packs or blobs are longer than their types allow
+    /// (repo-format.md, "Limits"): every reader of blobs (restore reads spans of packs) then
+    /// trusts lengths from the index without allocating what a forged entry asks.
+    fn check_index_limits(&self, index: &IndexFile) -> std::result::Result<(), String> {
+        for pack in &index.packs {
+            if pack.size > self.max_pack_len() {
+                return Err(format!(
+                    "pack {} is given {} bytes, more than the {} a pack may have",
+                    pack.id.short(),
+                    pack.size,
+                    self.max_pack_len()
+                ));
+            }
+            for e in &pack.blobs {
+                let max = self.max_blob_len(e.blob.kind);
+                if e.raw_len as usize > max
+                    || e.stored_len as usize > max + cairn_crypto::BLOB_OVERHEAD
+                {
+                    return Err(format!(
+                        "{} is given {} bytes ({} stored), more than the {max} a {} blob may have",
+                        e.blob,
+                        e.raw_len,
+                        e.stored_len,
+                        kind_noun(e.blob.kind)
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The longest a blob of `kind` may be, plaintext (repo-format.md, "Limits"): a data blob
