@@ -652,6 +652,11 @@ proptest! {
                 prop_assert_eq!(s.len(), 64);
                 prop_assert_eq!(id.to_hex(), s.to_ascii_lowercase());
             }
+            // A listed name is an id only if reading the id back names the same file.
+            match Id::from_name(s) {
+                Some(id) => prop_assert_eq!(&id.to_hex(), s),
+                None => prop_assert!(Id::from_hex(s).is_none_or(|id| id.to_hex() != *s)),
+            }
         }
     }
 

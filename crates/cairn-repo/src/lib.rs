@@ -410,7 +410,7 @@ impl Repository {
             .backend
             .list(FileType::Index)?
             .iter()
-            .filter_map(|e| IndexId::from_hex(&e.name))
+            .filter_map(|e| IndexId::from_name(&e.name))
             .collect())
     }
 
@@ -420,7 +420,7 @@ impl Repository {
             .backend
             .list(FileType::Pack)?
             .iter()
-            .filter_map(|e| Some((PackId::from_hex(&e.name)?, e.size)))
+            .filter_map(|e| Some((PackId::from_name(&e.name)?, e.size)))
             .collect())
     }
 
@@ -892,7 +892,7 @@ impl Repository {
             .backend
             .list(FileType::Snapshot)?
             .iter()
-            .filter_map(|e| SnapshotId::from_hex(&e.name))
+            .filter_map(|e| SnapshotId::from_name(&e.name))
             .collect())
     }
 
@@ -960,7 +960,7 @@ fn kind_noun(kind: BlobType) -> &'static str {
 /// The id a listed key file's name gives, if it is one: 64 lowercase hex digits. Any other name
 /// is no key file cairn wrote (a stray file, or a hostile store's), and is skipped unread.
 fn key_id_of(name: &str) -> Option<KeyId> {
-    KeyId::from_hex(name).filter(|id| id.to_hex() == name)
+    KeyId::from_name(name)
 }
 
 /// Where the local hint naming the key file that last opened a repository is kept: beside the

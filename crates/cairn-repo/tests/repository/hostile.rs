@@ -321,3 +321,31 @@ fn blobs_longer_than_their_type_allows_are_refused_on_write_and_read() {
         "the pack was read"
     );
 }
+
+// Regression: listings took any hex name for an id, uppercase included, and read the file by
+// the id's lowercase name: a file in index/ named in uppercase was never found, which the index
+// sync takes for a file replaced by a prune, and it listed again, forever.
+#[test]
+fn names_that_are_not_lowercase_ids_are_not_taken_for_files() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let upper = "AB".repeat(32);
+    for t in [FileType::Index, FileType::Snapshot, FileType::Pack] {
+        put(&b, t, &upper, b"junk".to_vec());
+    }
+    let (done, opened) = std::sync::mpsc::channel();
+    let backend = b.clone();
+    std::thread::spawn(move || {
+        let repo = Repository::open(Box::new(backend), b"pw", &OpenOptions::default()).unwrap();
+        let listed = (
+            repo.index_ids().unwrap().len(),
+            repo.snapshot_ids().unwrap().len(),
+            repo.list_packs().unwrap().len(),
+        );
+        let _ = done.send(listed);
+    });
+    let listed = opened
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("open did not finish");
+    assert_eq!(listed, (0, 0, 0));
+}
