@@ -227,6 +227,7 @@ pub fn check(
     for id in repo.snapshot_ids_indexed()? {
         match repo.load_snapshot(id) {
             Ok(s) => {
+                report.snapshots += 1;
                 let name = format!("snapshot {}", id.short());
                 match walker.tree(s.tree, &name, Path::new("/"), 0) {
                     Ok(_) => snapshots.push((id, s)),
@@ -237,7 +238,6 @@ pub fn check(
             Err(e) => report.errors.push(e.message),
         }
     }
-    report.snapshots = snapshots.len() as u64;
     report.trees = walker.damaged.len() as u64;
     report.errors.extend(std::mem::take(&mut walker.errors));
 
