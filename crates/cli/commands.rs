@@ -47,6 +47,11 @@ pub struct Cli {
     /// Directory of the local cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
     #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Skip key files whose key derivation costs more than this, in MiB of argon2id memory
+    /// times passes [default: 2048; `init`'s keys cost 512]. Raise it to open a key made
+    /// elsewhere with larger parameters.
+    #[arg(long, env = "CAIRN_MAX_KDF_MIB", global = true, value_name = "MIB")]
+    max_kdf_mib: Option<u64>,
     /// Keep no local cache (slower: the index is merged anew by each command).
     #[arg(long, global = true)]
     no_cache: bool,
@@ -424,6 +429,10 @@ fn host() -> Result<cairn_repo::SystemHost> {
     Ok(cairn_repo::SystemHost { shift })
 }
 
+fn max_kdf_mib(cli: &Cli) -> u64 {
+    cli.max_kdf_mib.unwrap_or(cairn_repo::DEFAULT_MAX_KDF_MIB)
+}
+
 pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
     open_with(cli, dry_run, false)
 }
@@ -454,9 +463,16 @@ pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Reposi
         dry_run,
         writer,
         host: std::sync::Arc::new(host()?),
+        max_kdf_mib: max_kdf_mib(cli),
         ..OpenOptions::default()
     };
-    Ok(Repository::open(backend, &pw, &opts)?)
+    let repo = Repository::open(backend, &pw, &opts)?;
+    if !cli.quiet {
+        for why in repo.skipped_key_files() {
+            eprintln!("warning: {why}");
+        }
+    }
+    Ok(repo)
 }
 
 /// Every readable snapshot, oldest first; a damaged one is named on stderr and left out, so that
@@ -499,6 +515,18 @@ fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
     };
     kdf.validate()
         .map_err(|e| Exit(exit::USAGE, format!("--kdf-memory/--kdf-iterations: {e}")))?;
+    // A key this client would skip when opening makes a repository it cannot open.
+    if kdf.cost_mib() > max_kdf_mib(cli) {
+        return Err(Exit(
+            exit::USAGE,
+            format!(
+                "--kdf-memory/--kdf-iterations: the key would cost {} MiB·passes, over the limit of {} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)",
+                kdf.cost_mib(),
+                max_kdf_mib(cli)
+            ),
+        )
+        .into());
+    }
     let path = repo_path(cli)?;
     if path.join("config").exists() {
         anyhow::bail!("a repository already exists at {}", path.display());

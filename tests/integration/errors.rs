@@ -683,3 +683,48 @@ fn killed_backup_leaves_a_usable_repository() {
         Compare::exact(),
     );
 }
+
+// Regression: a file in keys/ whose name is not ASCII made every command panic, slicing the
+// name by byte index to report it.
+#[test]
+fn a_stray_file_in_keys_with_a_non_ascii_name_breaks_no_command() {
+    let (t, _src) = repo_with_snapshot();
+    std::fs::write(t.repo().join("keys").join("0000000\u{e9}-stray"), b"junk").unwrap();
+    assert_eq!(t.snapshots().len(), 1);
+    let run = t.run(["check"]);
+    assert!(
+        run.stdout().contains("not a key id") || run.stderr().contains("not a key id"),
+        "check names the stray file:\n{run:?}"
+    );
+    // A key over this client's limit is refused at init, naming the flag that raises it.
+    let u = setup();
+    let run = u
+        .run(["init", "--kdf-memory", "1048576", "--kdf-iterations", "8"])
+        .code(2);
+    assert!(run.error_line().contains("--max-kdf-mib"), "{run:?}");
+}
+
+#[test]
+fn a_key_over_the_kdf_limit_is_skipped_naming_the_key_and_the_flag() {
+    let (t, _src) = repo_with_snapshot();
+    let key = std::fs::read_dir(t.repo().join("keys"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name()
+        .into_string()
+        .unwrap();
+    // The test key costs 64 KiB × 1 pass: 1 MiB·pass, over a limit of 0.
+    let run = t.run(["--max-kdf-mib", "0", "snapshots"]).failure();
+    let line = run.error_line();
+    assert!(
+        line.contains(&key[..8]) && line.contains("--max-kdf-mib"),
+        "{run:?}"
+    );
+    let mut cmd = t.command();
+    cmd.env("CAIRN_MAX_KDF_MIB", "0").arg("snapshots");
+    let run = Run::of(cmd).failure();
+    assert!(run.error_line().contains("CAIRN_MAX_KDF_MIB"), "{run:?}");
+    assert_eq!(t.snapshots().len(), 1);
+}

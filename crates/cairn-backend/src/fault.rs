@@ -44,6 +44,9 @@ impl Backend for CrashAfter {
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
         self.inner.read(t, name)
     }
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        self.inner.read_at_most(t, name, max)
+    }
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.inner.read_range(t, name, offset, len)
     }

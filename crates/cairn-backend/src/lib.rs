@@ -62,6 +62,8 @@ pub enum ErrorKind {
     NotFound,
     AlreadyExists,
     NoSpace,
+    /// An object longer than the reader's limit for its type (`Backend::read_at_most`).
+    TooLarge,
     Io,
 }
 
@@ -99,6 +101,20 @@ pub struct Guarantees {
     pub listing_lag: Duration,
 }
 
+/// Fails with `TooLarge` when an object of `len` bytes exceeds `max`.
+pub fn check_len(t: FileType, name: &str, len: u64, max: u64) -> Result<()> {
+    if len > max {
+        return Err(BackendError {
+            kind: ErrorKind::TooLarge,
+            message: format!(
+                "{} {name} is {len} bytes, more than the {max} such a file may have",
+                t.noun()
+            ),
+        });
+    }
+    Ok(())
+}
+
 pub trait Backend: Send + Sync {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
@@ -107,6 +123,15 @@ pub trait Backend: Send + Sync {
     /// stores.
     fn list(&self, t: FileType) -> Result<Vec<Entry>>;
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
+    /// `read` of an object that may be at most `max` bytes long; a longer one fails with
+    /// `TooLarge`. A hostile store can serve any length, so a backend that can learn an
+    /// object's length first (a stat, a HEAD request) overrides this to fail before reading or
+    /// allocating; this default reads first.
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        let bytes = self.read(t, name)?;
+        check_len(t, name, bytes.len() as u64, max)?;
+        Ok(bytes)
+    }
     /// `len` bytes from `offset`; fails if the object is shorter.
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Stores a new object; fails with `AlreadyExists` if the name is taken.

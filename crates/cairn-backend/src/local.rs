@@ -189,6 +189,22 @@ impl Backend for LocalBackend {
         fs::read(&path).map_err(|e| io_error(e, || format!("cannot read {} {name}", t.noun())))
     }
 
+    /// Checks the length the open file has, then reads no more than `max + 1` bytes, so a
+    /// file that grows meanwhile is caught too.
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        use std::io::Read;
+        let what = || format!("cannot read {} {name}", t.noun());
+        let file = fs::File::open(self.path(t, name)).map_err(|e| io_error(e, what))?;
+        let len = file.metadata().map_err(|e| io_error(e, what))?.len();
+        crate::check_len(t, name, len, max)?;
+        let mut buf = Vec::with_capacity(len as usize);
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| io_error(e, what))?;
+        crate::check_len(t, name, buf.len() as u64, max)?;
+        Ok(buf)
+    }
+
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let what = || {
             format!(

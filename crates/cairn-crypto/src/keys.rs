@@ -3,12 +3,25 @@
 use crate::{seal, CryptoError};
 pub use cairn_format::key::KdfParams;
 use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// Associated-data prefix of a key file's sealed key set (the header bytes follow).
 const KEY_AD: &[u8] = b"cairn key file";
 
 /// The repository's secret keys. Created once at `init`; every key file wraps the same set.
-#[derive(Clone)]
+///
+/// Not `Clone`: one copy per open repository, shared by reference, and cleared when dropped.
+///
+/// ```
+/// let keys = cairn_crypto::MasterKeys::random();
+/// let shared = std::sync::Arc::new(keys); // share by reference, never by copy
+/// # drop(shared);
+/// ```
+///
+/// ```compile_fail
+/// fn needs_clone<T: Clone>() {}
+/// needs_clone::<cairn_crypto::MasterKeys>();
+/// ```
 pub struct MasterKeys {
     pub data: [u8; 32],
     pub meta: [u8; 32],
@@ -23,6 +36,37 @@ impl std::fmt::Debug for MasterKeys {
         f.write_str("MasterKeys(..)")
     }
 }
+
+impl Zeroize for MasterKeys {
+    fn zeroize(&mut self) {
+        self.data.zeroize();
+        self.meta.zeroize();
+        self.blob_id.zeroize();
+        self.chunker.zeroize();
+        for (_, key) in &mut self.extra {
+            key.zeroize();
+        }
+    }
+}
+
+impl Drop for MasterKeys {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for MasterKeys {}
+
+/// A compile-time check that `MasterKeys` is not `Clone` (static_assertions'
+/// `assert_not_impl_any!`): were it, `some_item` would be ambiguous between the two impls.
+const _: fn() = || {
+    trait AmbiguousIfClone<A> {
+        fn some_item() {}
+    }
+    impl<T: ?Sized> AmbiguousIfClone<()> for T {}
+    impl<T: Clone> AmbiguousIfClone<u8> for T {}
+    let _ = <MasterKeys as AmbiguousIfClone<_>>::some_item;
+};
 
 impl MasterKeys {
     pub fn random() -> MasterKeys {
@@ -89,14 +133,15 @@ impl MasterKeys {
     }
 }
 
-fn derive(password: &[u8], header: &KeyHeader) -> Result<[u8; 32], CryptoError> {
+/// The wrapping key, cleared when dropped.
+fn derive(password: &[u8], header: &KeyHeader) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
     let p = header.kdf;
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(32))
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = [0u8; 32];
+    let mut out = Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(password, &header.salt, &mut out)
+        .hash_password_into(password, &header.salt, out.as_mut())
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     Ok(out)
 }
@@ -126,11 +171,10 @@ pub fn create_key_file(
     };
     let wrapping = derive(password, &header)?;
     let header_bytes = header.encode();
-    let sealed = seal::seal(
-        &wrapping,
-        &key_ad(&header_bytes),
-        &keys.to_records().encode(),
-    );
+    let mut records = keys.to_records();
+    let plain = Zeroizing::new(records.encode());
+    clear(&mut records);
+    let sealed = seal::seal(&wrapping, &key_ad(&header_bytes), &plain);
     Ok([header_bytes, sealed].concat())
 }
 
@@ -140,10 +184,23 @@ pub fn open_key_file(file: &[u8], password: &[u8]) -> Result<MasterKeys, CryptoE
     let (header, header_bytes, sealed) =
         KeyHeader::decode(file).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
     let wrapping = derive(password, &header)?;
-    let plain = seal::open(&wrapping, &key_ad(header_bytes), sealed, "key file")
-        .map_err(|_| CryptoError::WrongPassword)?;
-    let records = KeySetRecords::decode(&plain).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
-    MasterKeys::from_records(&records)
+    let plain = Zeroizing::new(
+        seal::open(&wrapping, &key_ad(header_bytes), sealed, "key file")
+            .map_err(|_| CryptoError::WrongPassword)?,
+    );
+    let mut records =
+        KeySetRecords::decode(&plain).map_err(|e| CryptoError::Corrupt(e.to_string()))?;
+    let keys = MasterKeys::from_records(&records);
+    clear(&mut records);
+    keys
+}
+
+/// Clears the keys of a decoded or encoded key set (a format type, which knows nothing of
+/// secrets) once they are in `MasterKeys` or sealed.
+fn clear(records: &mut KeySetRecords) {
+    for (_, key) in &mut records.records {
+        key.zeroize();
+    }
 }
 
 #[cfg(test)]
@@ -202,6 +259,43 @@ mod tests {
         let a = MasterKeys::random();
         let b = MasterKeys::random();
         assert_ne!(a.gear_table(), b.gear_table());
-        assert_eq!(a.gear_table(), a.clone().gear_table());
+        assert_eq!(a.gear_table(), a.gear_table());
+    }
+
+    // Regression: master keys and derived keys stayed in freed memory (and `MasterKeys` could
+    // be cloned into more places); what drop runs must clear every key.
+    #[test]
+    fn zeroizing_clears_every_key() {
+        let mut keys = MasterKeys::random();
+        keys.extra.push((9, [7; 32]));
+        keys.zeroize();
+        assert_eq!(keys.data, [0; 32]);
+        assert_eq!(keys.meta, [0; 32]);
+        assert_eq!(keys.blob_id, [0; 32]);
+        assert_eq!(keys.chunker, [0; 32]);
+        assert_eq!(keys.extra, vec![(9, [0; 32])]);
+
+        let mut records = keys_of_random().to_records();
+        clear(&mut records);
+        assert!(records.records.iter().all(|(_, k)| *k == [0; 32]));
+
+        let mut wrapping = derive(b"pw", &header()).unwrap();
+        assert_ne!(*wrapping, [0; 32]);
+        wrapping.zeroize();
+        assert_eq!(*wrapping, [0; 32]);
+    }
+
+    fn keys_of_random() -> MasterKeys {
+        MasterKeys::random()
+    }
+
+    fn header() -> KeyHeader {
+        KeyHeader {
+            kdf: FAST,
+            salt: [1; 32],
+            created: 0,
+            host: Vec::new(),
+            user: Vec::new(),
+        }
     }
 }

@@ -20,10 +20,11 @@
 
 use crate::filter::Filter;
 use crate::fsmeta::node_from_at;
+use crate::walk::{check_depth, depth_of};
 use crate::{Result, Skipped};
 use cairn_chunker::Chunker;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
-use cairn_format::tree::{Node, NodeKind, Tree};
+use cairn_format::tree::{Node, NodeKind, Tree, MAX_TREE_DEPTH};
 use cairn_format::{BlobId, BlobType, DataId, SnapshotId, TreeId};
 use cairn_repo::{Error, ErrorKind, Repository};
 use rayon::prelude::*;
@@ -143,6 +144,9 @@ fn plan(sources: &[PathBuf]) -> Plan {
     root
 }
 
+/// Stack of the archiver's threads: room for `MAX_TREE_DEPTH` levels of directories.
+const ARCHIVER_STACK: usize = 64 << 20;
+
 struct Ctx<'a> {
     repo: &'a Repository,
     opts: &'a BackupOptions,
@@ -155,6 +159,9 @@ struct Ctx<'a> {
     changed: AtomicU64,
     unchanged: AtomicU64,
     deleted: AtomicU64,
+    /// Files below each tree of the parent snapshot counted for `deleted`: a subtree reached
+    /// along many paths is counted once.
+    files_below: Mutex<HashMap<TreeId, u64>>,
     dirs: AtomicU64,
     files: AtomicU64,
     bytes: AtomicU64,
@@ -204,6 +211,7 @@ pub fn backup(
         changed: AtomicU64::new(0),
         unchanged: AtomicU64::new(0),
         deleted: AtomicU64::new(0),
+        files_below: Mutex::default(),
         dirs: AtomicU64::new(0),
         files: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
@@ -217,13 +225,20 @@ pub fn backup(
         Mode::empty(),
     )
     .map_err(|e| Error::new(ErrorKind::Io, format!("cannot open /: {e}")))?;
-    let tree = match plan(&sources) {
+    // Each directory level nests a parallel job in the one above it, a few KiB of stack per
+    // level: MAX_TREE_DEPTH levels need more than the 2 MiB threads get by default. Only the
+    // pages touched are committed.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(ARCHIVER_STACK)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start threads: {e}")))?;
+    let tree = pool.install(|| match plan(&sources) {
         Plan::Whole => {
             let dev = rustix::fs::fstat(&root_fd).map(|st| st.st_dev).unwrap_or(0);
-            ctx.dir(root, root_fd.as_fd(), dev, parent_tree)?
+            ctx.dir(root, root_fd.as_fd(), dev, parent_tree)
         }
-        Plan::Partial(children) => ctx.partial(root, root_fd.as_fd(), &children, parent_tree)?,
-    };
+        Plan::Partial(children) => ctx.partial(root, root_fd.as_fd(), &children, parent_tree),
+    })?;
     let stats = repo.write_stats();
     let skipped = ctx.skipped.into_inner().unwrap();
     let summary = Summary {
@@ -386,32 +401,56 @@ impl Ctx<'_> {
                 .iter()
                 .filter(|n| !present.contains(n.name.as_slice()))
             {
-                self.count_deleted(gone)?;
+                self.count_deleted(gone, &path.join(OsStr::from_bytes(&gone.name)))?;
             }
         }
         let tree = Tree {
             nodes: nodes.into_iter().flatten().collect(),
         };
-        Ok(self.repo.save_tree(&tree)?.0)
+        // A directory too large for one tree (repo-format.md, "Limits") stops the backup,
+        // naming it.
+        let saved = self
+            .repo
+            .save_tree(&tree)
+            .map_err(|e| Error::new(e.kind, format!("{}: {e}", path.display())))?;
+        Ok(saved.0)
     }
 
-    fn count_deleted(&self, node: &Node) -> Result<()> {
-        match (node.kind, node.subtree) {
-            (NodeKind::File, _) => {
-                self.deleted.fetch_add(1, Ordering::Relaxed);
-            }
-            (NodeKind::Dir, Some(sub)) => {
-                for n in self
-                    .load_parent(Some(sub))?
-                    .into_iter()
-                    .flat_map(|t| t.nodes)
-                {
-                    self.count_deleted(&n)?;
-                }
-            }
-            _ => {}
-        }
+    /// Counts the files of `node`, at `path`, gone since the parent snapshot.
+    fn count_deleted(&self, node: &Node, path: &Path) -> Result<()> {
+        let n = match (node.kind, node.subtree) {
+            (NodeKind::File, _) => 1,
+            (NodeKind::Dir, Some(sub)) => self.files_below(sub, path, depth_of(path))?,
+            _ => 0,
+        };
+        self.deleted.fetch_add(n, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The files below the parent snapshot's `tree`, the directory at `path`, `depth` levels
+    /// below the root. Memoized, since a crafted parent can reach one subtree along 2^64 paths.
+    fn files_below(&self, tree: TreeId, path: &Path, depth: usize) -> Result<u64> {
+        if let Some(&n) = self.files_below.lock().unwrap().get(&tree) {
+            return Ok(n);
+        }
+        check_depth(depth, path)?;
+        let mut n: u64 = 0;
+        for node in self
+            .load_parent(Some(tree))?
+            .into_iter()
+            .flat_map(|t| t.nodes)
+        {
+            n = n.saturating_add(match (node.kind, node.subtree) {
+                (NodeKind::File, _) => 1,
+                (NodeKind::Dir, Some(sub)) => {
+                    let below = path.join(OsStr::from_bytes(&node.name));
+                    self.files_below(sub, &below, depth + 1)?
+                }
+                _ => 0,
+            });
+        }
+        self.files_below.lock().unwrap().insert(tree, n);
+        Ok(n)
     }
 
     /// Entry `name` (at `path`) of directory `dir`, which is on device `dir_dev`; `None` when
@@ -439,6 +478,15 @@ impl Ctx<'_> {
             }
         };
         match node.kind {
+            // Its tree would be deeper than a snapshot may hold (repo-format.md, "Limits"):
+            // readers could not walk it.
+            NodeKind::Dir if depth_of(path) > MAX_TREE_DEPTH => {
+                let why = format!(
+                    "directory is nested deeper than {MAX_TREE_DEPTH} directories, the most a snapshot may hold: not backed up"
+                );
+                self.skip(path, &io::Error::other(why));
+                return Ok(None);
+            }
             NodeKind::Dir => {
                 self.dirs.fetch_add(1, Ordering::Relaxed);
                 let sub = if self.opts.one_file_system && node.dev != dir_dev {

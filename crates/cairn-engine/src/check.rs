@@ -130,6 +130,9 @@ pub struct CheckReport {
 /// Why a blob cannot be read, by blob.
 type Lost = HashMap<BlobId, String>;
 
+/// The most damaged paths listed per snapshot.
+const MAX_AFFECTED: usize = 100_000;
+
 pub fn check(
     repo: &Repository,
     read_data: ReadData,
@@ -254,14 +257,18 @@ pub fn check(
     for id in repo.snapshot_ids_indexed()? {
         match repo.load_snapshot(id) {
             Ok(s) => {
-                walker.tree(s.tree, &format!("snapshot {}", id.short()), Path::new("/"));
-                snapshots.push((id, s));
+                report.snapshots += 1;
+                let name = format!("snapshot {}", id.short());
+                match walker.tree(s.tree, &name, Path::new("/"), 0) {
+                    Ok(_) => snapshots.push((id, s)),
+                    // Too deep to restore at all: no path of it is worth listing.
+                    Err(e) => report.errors.push(format!("{name}: {e}")),
+                }
             }
             Err(e) if e.kind == ErrorKind::NotFound => report.vanished.push(id),
             Err(e) => report.errors.push(e.message),
         }
     }
-    report.snapshots = snapshots.len() as u64;
     report.trees = walker.damaged.len() as u64;
     report.errors.extend(std::mem::take(&mut walker.errors));
 
@@ -465,8 +472,9 @@ struct Walker<'a> {
     repo: &'a Repository,
     lost: &'a mut Lost,
     bad_packs: &'a HashMap<PackId, String>,
-    /// Every tree checked, and whether anything below it is lost.
-    damaged: HashMap<TreeId, bool>,
+    /// Every tree checked: whether anything below it is lost, and its height (the most levels
+    /// of trees below it), so that a tree reached again along another path is not walked again.
+    damaged: HashMap<TreeId, (bool, usize)>,
     errors: Vec<String>,
 }
 
@@ -504,16 +512,22 @@ impl Walker<'_> {
         self.lost.extend(problems);
     }
 
-    /// Checks a tree and everything below it once; returns whether anything is lost.
-    fn tree(&mut self, id: TreeId, snapshot: &str, path: &Path) -> bool {
-        if let Some(&d) = self.damaged.get(&id) {
-            return d;
+    /// Checks a tree and everything below it once; returns whether anything is lost. The tree
+    /// is that of the directory at `path`, `depth` levels below its snapshot's root: a walk
+    /// that would go deeper than a snapshot may (repo-format.md, "Limits") stops with the
+    /// error that says where.
+    fn tree(&mut self, id: TreeId, snapshot: &str, path: &Path, depth: usize) -> Result<bool> {
+        crate::walk::check_depth(depth, path)?;
+        if let Some(&(d, height)) = self.damaged.get(&id) {
+            // Checked already, along another path: only its depth here is news.
+            crate::walk::check_depth(depth + height, path)?;
+            return Ok(d);
         }
         if let Some(why) = self.blob_problem(id.into()) {
             self.errors
                 .push(format!("{snapshot}, {}: {why}", path.display()));
-            self.damaged.insert(id, true);
-            return true;
+            self.damaged.insert(id, (true, 0));
+            return Ok(true);
         }
         let tree = match self.repo.load_tree(id) {
             Ok(t) => t,
@@ -522,8 +536,8 @@ impl Walker<'_> {
                 self.errors
                     .push(format!("{snapshot}, {}: {e}", path.display()));
                 self.lost.insert(id.into(), e.message);
-                self.damaged.insert(id, true);
-                return true;
+                self.damaged.insert(id, (true, 0));
+                return Ok(true);
             }
         };
         self.resolve(
@@ -534,10 +548,14 @@ impl Walker<'_> {
                 .collect(),
         );
         let mut damaged = false;
+        let mut height = 0;
         for node in &tree.nodes {
             let child = path.join(OsStr::from_bytes(&node.name));
             match (node.kind, node.subtree) {
-                (NodeKind::Dir, Some(sub)) => damaged |= self.tree(sub, snapshot, &child),
+                (NodeKind::Dir, Some(sub)) => {
+                    damaged |= self.tree(sub, snapshot, &child, depth + 1)?;
+                    height = height.max(1 + self.damaged[&sub].1);
+                }
                 (NodeKind::File, _) => {
                     for c in &node.content {
                         if let Some(why) = self.lost.get(&BlobId::from(*c)).cloned() {
@@ -550,13 +568,14 @@ impl Walker<'_> {
                 _ => {}
             }
         }
-        self.damaged.insert(id, damaged);
-        damaged
+        self.damaged.insert(id, (damaged, height));
+        Ok(damaged)
     }
 
     /// The paths below `id` that cannot be restored.
     fn affected(&mut self, id: TreeId, base: &Path, out: &mut Vec<(PathBuf, String)>) {
-        if !self.damaged.get(&id).copied().unwrap_or(false) {
+        // Subtrees reached along many paths could make this list exponentially long.
+        if out.len() >= MAX_AFFECTED || !self.damaged.get(&id).is_some_and(|d| d.0) {
             return;
         }
         let tree = match self.repo.load_tree(id) {

@@ -32,7 +32,7 @@ pub struct Change<'a> {
 /// Calls `f` for every path that differs between the trees `a` and `b`, in path order. Entries
 /// below an added or removed directory are reported too.
 pub fn diff(repo: &Repository, a: TreeId, b: TreeId, f: &mut dyn FnMut(Change)) -> Result<()> {
-    diff_trees(repo, Some(a), Some(b), Path::new("/"), f)
+    diff_trees(repo, Some(a), Some(b), Path::new("/"), 0, f)
 }
 
 fn load(repo: &Repository, t: Option<TreeId>) -> Result<Tree> {
@@ -47,11 +47,14 @@ fn diff_trees(
     a: Option<TreeId>,
     b: Option<TreeId>,
     base: &Path,
+    depth: usize,
     f: &mut dyn FnMut(Change),
 ) -> Result<()> {
+    // Identical subtrees hold no differences, however many paths lead to them.
     if a == b {
         return Ok(());
     }
+    crate::walk::check_depth(depth, base)?;
     let (ta, tb) = (load(repo, a)?, load(repo, b)?);
     let (mut i, mut j) = (0, 0);
     while i < ta.nodes.len() || j < tb.nodes.len() {
@@ -62,15 +65,15 @@ fn diff_trees(
         };
         match order {
             Ordering::Less => {
-                one_side(repo, &ta.nodes[i], base, ChangeKind::Removed, f)?;
+                one_side(repo, &ta.nodes[i], base, depth, ChangeKind::Removed, f)?;
                 i += 1;
             }
             Ordering::Greater => {
-                one_side(repo, &tb.nodes[j], base, ChangeKind::Added, f)?;
+                one_side(repo, &tb.nodes[j], base, depth, ChangeKind::Added, f)?;
                 j += 1;
             }
             Ordering::Equal => {
-                both(repo, &ta.nodes[i], &tb.nodes[j], base, f)?;
+                both(repo, &ta.nodes[i], &tb.nodes[j], base, depth, f)?;
                 i += 1;
                 j += 1;
             }
@@ -79,11 +82,12 @@ fn diff_trees(
     Ok(())
 }
 
-/// A node present on one side only, and everything below it.
+/// A node present on one side only, and everything below it. `depth` is that of `base`'s tree.
 fn one_side(
     repo: &Repository,
     node: &Node,
     base: &Path,
+    depth: usize,
     kind: ChangeKind,
     f: &mut dyn FnMut(Change),
 ) -> Result<()> {
@@ -100,8 +104,9 @@ fn one_side(
         after,
     });
     if let Some(sub) = node.subtree {
+        crate::walk::check_depth(depth + 1, &path)?;
         for child in &repo.load_tree(sub)?.nodes {
-            one_side(repo, child, &path, kind, f)?;
+            one_side(repo, child, &path, depth + 1, kind, f)?;
         }
     }
     Ok(())
@@ -112,12 +117,13 @@ fn both(
     a: &Node,
     b: &Node,
     base: &Path,
+    depth: usize,
     f: &mut dyn FnMut(Change),
 ) -> Result<()> {
     let path = base.join(OsStr::from_bytes(&a.name));
     if a.kind != b.kind {
-        one_side(repo, a, base, ChangeKind::Removed, f)?;
-        return one_side(repo, b, base, ChangeKind::Added, f);
+        one_side(repo, a, base, depth, ChangeKind::Removed, f)?;
+        return one_side(repo, b, base, depth, ChangeKind::Added, f);
     }
     let content = a.content != b.content || a.target != b.target || a.rdev != b.rdev;
     // A directory's mtime changes with every entry added or removed; that is not news.
@@ -140,7 +146,7 @@ fn both(
         });
     }
     if a.kind == NodeKind::Dir {
-        diff_trees(repo, a.subtree, b.subtree, &path, f)?;
+        diff_trees(repo, a.subtree, b.subtree, &path, depth + 1, f)?;
     }
     Ok(())
 }

@@ -126,8 +126,19 @@ pub fn dump_tar(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write)
                 // Linux's encoding of device numbers (see makedev(3)).
                 let major = ((node.rdev >> 8) & 0xfff) | ((node.rdev >> 32) & !0xfff);
                 let minor = (node.rdev & 0xff) | ((node.rdev >> 12) & !0xff);
-                h.set_device_major(major as u32).map_err(w)?;
-                h.set_device_minor(minor as u32).map_err(w)?;
+                // A device number from the tree is the store's word: one whose parts do not
+                // fit is refused rather than cut.
+                let part = |v: u64| {
+                    u32::try_from(v).map_err(|_| {
+                        Error::corrupt(format!(
+                            "{}: device number {:#x} does not fit a tar header",
+                            name.display(),
+                            node.rdev
+                        ))
+                    })
+                };
+                h.set_device_major(part(major)?).map_err(w)?;
+                h.set_device_minor(part(minor)?).map_err(w)?;
                 tar.append_data(&mut h, &name, io::empty()).map_err(w)?;
             }
             NodeKind::Socket => {}

@@ -9,7 +9,7 @@ use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use cairn_repo::{IndexBatch, Repository};
+use cairn_repo::{Error, IndexBatch, Repository};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -186,7 +186,9 @@ pub fn repair_snapshots(
     };
     for (id, snapshot) in repo.snapshots()? {
         let mut lost = Vec::new();
-        let tree = memo.tree(snapshot.tree, Path::new("/"), &mut lost)?;
+        let tree = memo
+            .tree(snapshot.tree, Path::new("/"), 0, &mut lost)
+            .map_err(|e| Error::new(e.kind, format!("snapshot {}: {e}", id.short())))?;
         if lost.is_empty() {
             continue;
         }
@@ -221,6 +223,9 @@ pub fn repair_snapshots(
 
 type Lost = Vec<(PathBuf, String)>;
 
+/// The most lost paths listed per tree.
+const MAX_LOST: usize = 100_000;
+
 struct Memo<'a> {
     repo: &'a Repository,
     read_data: bool,
@@ -249,19 +254,34 @@ impl Memo<'_> {
         Ok(ok)
     }
 
-    /// The repaired version of `id` (`None`: unchanged), adding what was left out to `lost`
-    /// under `path`. An unreadable tree becomes the empty tree.
-    fn tree(&mut self, id: TreeId, path: &Path, lost: &mut Lost) -> Result<Option<TreeId>> {
+    /// The repaired version of `id` (`None`: unchanged), `depth` levels below the root,
+    /// adding what was left out to `lost` under `path`. An unreadable tree becomes the empty
+    /// tree.
+    fn tree(
+        &mut self,
+        id: TreeId,
+        path: &Path,
+        depth: usize,
+        lost: &mut Lost,
+    ) -> Result<Option<TreeId>> {
         if !self.trees.contains_key(&id) {
-            let done = self.repair(id)?;
+            crate::walk::check_depth(depth, path)?;
+            let done = self.repair(id, depth)?;
             self.trees.insert(id, done);
         }
         let (result, below) = &self.trees[&id];
-        lost.extend(below.iter().map(|(p, why)| (path.join(p), why.clone())));
+        // A subtree reached along many paths would make the list exponentially long.
+        let room = MAX_LOST.saturating_sub(lost.len());
+        lost.extend(
+            below
+                .iter()
+                .take(room)
+                .map(|(p, why)| (path.join(p), why.clone())),
+        );
         Ok(*result)
     }
 
-    fn repair(&mut self, id: TreeId) -> Result<(Option<TreeId>, Lost)> {
+    fn repair(&mut self, id: TreeId, depth: usize) -> Result<(Option<TreeId>, Lost)> {
         let mut lost = Lost::new();
         let tree = match self.repo.lookup(&id.into())? {
             Some(_) => self.repo.load_tree(id).ok(),
@@ -287,7 +307,7 @@ impl Memo<'_> {
                 }
             }
             if let Some(sub) = node.subtree {
-                if let Some(new) = self.tree(sub, &name, &mut lost)? {
+                if let Some(new) = self.tree(sub, &name, depth + 1, &mut lost)? {
                     node.subtree = Some(new);
                     changed = true;
                 }

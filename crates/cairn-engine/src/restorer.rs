@@ -125,6 +125,8 @@ impl Planner<'_> {
         dir: Option<usize>,
         included: bool,
     ) -> Result<bool> {
+        // Bounds the recursion whatever the snapshot (repo-format.md, "Limits").
+        crate::walk::check_depth(crate::walk::depth_of(snap_path), snap_path)?;
         let tree = match self.repo.load_tree(tree) {
             Ok(tree) => tree,
             Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {

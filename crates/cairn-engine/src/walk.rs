@@ -1,8 +1,11 @@
 //! Walking a snapshot's trees. Paths inside a snapshot are absolute: the root tree is `/` of the
 //! backed-up machine.
+//!
+//! Invariant: no walk loads a tree deeper than `MAX_TREE_DEPTH` below the root; it fails with
+//! `too_deep` instead, so a crafted snapshot cannot overflow a walker's stack.
 
 use crate::Result;
-use cairn_format::tree::{Node, NodeKind};
+use cairn_format::tree::{Node, NodeKind, MAX_TREE_DEPTH};
 use cairn_format::TreeId;
 use cairn_repo::{Error, ErrorKind, Repository};
 use std::ffi::OsStr;
@@ -16,20 +19,58 @@ pub enum Visit {
     Skip,
 }
 
+/// How deep the tree of the directory at `path` (absolute in its snapshot) is: the number of
+/// names in the path.
+pub(crate) fn depth_of(path: &Path) -> usize {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .count()
+}
+
+/// Fails when the tree of the directory at `path`, `depth` levels below the root, is deeper
+/// than a snapshot may be (repo-format.md, "Limits").
+pub(crate) fn check_depth(depth: usize, path: &Path) -> Result<()> {
+    if depth > MAX_TREE_DEPTH {
+        return Err(too_deep(path));
+    }
+    Ok(())
+}
+
+pub(crate) fn too_deep(path: &Path) -> Error {
+    // The path is hundreds of names long: its start says where it is.
+    let shown: PathBuf = path.components().take(8).collect();
+    Error::corrupt(format!(
+        "{}/... is nested deeper than {MAX_TREE_DEPTH} directories, the most a snapshot may hold",
+        shown.display()
+    ))
+}
+
 /// Calls `f` on every node below `tree` in depth-first order, directories before their
-/// contents, with the node's absolute path inside the snapshot.
+/// contents, with the node's absolute path inside the snapshot. `base` is the path of `tree`'s
+/// directory in the snapshot.
 pub fn walk_tree(
     repo: &Repository,
     tree: TreeId,
     base: &Path,
     f: &mut dyn FnMut(&Path, &Node) -> Result<Visit>,
 ) -> Result<()> {
+    walk_at(repo, tree, base, depth_of(base), f)
+}
+
+fn walk_at(
+    repo: &Repository,
+    tree: TreeId,
+    base: &Path,
+    depth: usize,
+    f: &mut dyn FnMut(&Path, &Node) -> Result<Visit>,
+) -> Result<()> {
+    check_depth(depth, base)?;
     let tree = repo.load_tree(tree)?;
     for node in &tree.nodes {
         let path = base.join(OsStr::from_bytes(&node.name));
         if f(&path, node)? == Visit::Descend {
             if let Some(sub) = node.subtree {
-                walk_tree(repo, sub, &path, f)?;
+                walk_at(repo, sub, &path, depth + 1, f)?;
             }
         }
     }

@@ -26,6 +26,9 @@ pub fn decode_preamble(file: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
     Ok((version, &file[12..]))
 }
 
+/// The longest `config` a reader reads (repo-format.md, "Limits"); today's is 113 bytes.
+pub const MAX_CONFIG_LEN: u64 = 64 << 10;
+
 /// The sealed part of `config`: parameters fixed at `init` for the repository's lifetime.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {

@@ -141,11 +141,19 @@ fn decode(parser: Parser, bytes: &[u8]) -> bool {
             // What readers compute from a header must not panic either.
             let (offsets, total) = h.offsets();
             assert_eq!(offsets.len(), h.entries.len());
-            assert!(total <= u64::from(u32::MAX) * h.entries.len() as u64);
+            // The limits hold, and offsets are exact: nothing was cut to fit a u32.
+            assert!(h.entries.len() <= pack::MAX_PACK_ENTRIES);
+            assert!(total <= u64::from(u32::MAX));
+            let mut pos = 0u64;
+            for (e, offset) in h.entries.iter().zip(&offsets) {
+                assert_eq!(u64::from(*offset), pos);
+                pos += u64::from(e.stored_len);
+            }
             (h.encode(), vec_heap(&h.entries))
         }),
         Parser::IndexFile => IndexFile::decode(bytes).ok().map(|i| {
             for p in &i.packs {
+                assert!(p.blobs.len() <= pack::MAX_PACK_ENTRIES);
                 for b in &p.blobs {
                     assert!(u64::from(b.offset) + u64::from(b.stored_len) <= p.size);
                 }
@@ -293,8 +301,9 @@ fn arb_blob_id() -> impl Strategy<Value = BlobId> {
     })
 }
 
+/// Valid headers: their blobs span at most 4 GiB (12 of at most 2^28 bytes each).
 fn arb_pack_header() -> impl Strategy<Value = PackHeader> {
-    vec((arb_blob_id(), any::<u32>(), any::<u32>()), 0..12).prop_map(|entries| PackHeader {
+    vec((arb_blob_id(), 0..1u32 << 28, any::<u32>()), 0..12).prop_map(|entries| PackHeader {
         scheme: pack::SCHEME_DATA_KEY,
         entries: entries
             .into_iter()
@@ -643,6 +652,11 @@ proptest! {
                 prop_assert_eq!(s.len(), 64);
                 prop_assert_eq!(id.to_hex(), s.to_ascii_lowercase());
             }
+            // A listed name is an id only if reading the id back names the same file.
+            match Id::from_name(s) {
+                Some(id) => prop_assert_eq!(&id.to_hex(), s),
+                None => prop_assert!(Id::from_hex(s).is_none_or(|id| id.to_hex() != *s)),
+            }
         }
     }
 
@@ -650,9 +664,83 @@ proptest! {
     fn pack_trailers_bound_the_header(pack_len in any::<u64>(), trailer in any::<[u8; 4]>()) {
         if let Ok(h) = pack::trailer_header_len(pack_len, trailer) {
             prop_assert!(h + 4 <= pack_len);
+            prop_assert!(h <= pack::MAX_SEALED_HEADER_LEN);
             prop_assert_eq!(h, u64::from(u32::from_le_bytes(trailer)));
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(fuzz_cases()))]
+
+    /// What a key file may ask of key derivation, as a reader's local limit measures it: never
+    /// less than the work asked, and never more than the format's own bounds allow.
+    #[test]
+    fn kdf_cost_is_measured_without_overflow(
+        memory_kib in any::<u32>(),
+        iterations in any::<u32>(),
+        parallelism in any::<u32>(),
+    ) {
+        let kdf = KdfParams { memory_kib, iterations, parallelism };
+        let cost = kdf.cost_mib();
+        prop_assert!(cost * 1024 >= u64::from(memory_kib) * u64::from(iterations));
+        if kdf.validate().is_ok() {
+            prop_assert!(cost <= 4096 * 64);
+        }
+    }
+
+    /// Pack headers whose counts and lengths lie within the bytes given: at or just past the
+    /// entry limit, or with lengths summing past 4 GiB. They decode only within the limits.
+    #[test]
+    fn pack_headers_lying_within_their_bytes_stay_within_the_limits(
+        lens in vec(any::<u32>(), 1..6),
+        claimed_extra in 0u32..3,
+    ) {
+        let header = PackHeader {
+            scheme: 0,
+            entries: lens
+                .iter()
+                .map(|l| PackEntry {
+                    blob: BlobId { kind: BlobType::Data, id: id(1) },
+                    stored_len: *l,
+                    raw_len: *l,
+                })
+                .collect(),
+        };
+        let mut bytes = header.encode();
+        let fits = lens.iter().map(|l| u64::from(*l)).sum::<u64>() <= u64::from(u32::MAX);
+        prop_assert_eq!(decode(Parser::PackHeader, &bytes), fits);
+        // A count beyond the entries given is refused before anything is reserved for it.
+        set_u32(&mut bytes, 1, lens.len() as u32 + 1 + claimed_extra);
+        prop_assert!(!decode(Parser::PackHeader, &bytes));
+    }
+}
+
+/// Counts and lengths that the bytes could hold but the format's limits do not allow: each
+/// fails with its limit named, before the items are reserved (repo-format.md, "Limits").
+#[test]
+fn counts_within_the_bytes_but_past_the_limits_fail() {
+    let n = pack::MAX_PACK_ENTRIES + 1;
+    let mut header = vec![0u8];
+    header.extend_from_slice(&le(n as u32));
+    header.resize(5 + n * pack::ENTRY_LEN, 0);
+    let e = decode_err(Parser::PackHeader, &header);
+    assert!(e.contains("more than the 1048576 a pack may hold"), "{e}");
+
+    let mut index = [le(0), le(1)].concat();
+    index.extend_from_slice(&[0; 32]);
+    index.extend_from_slice(&u64::MAX.to_le_bytes());
+    index.extend_from_slice(&le(n as u32));
+    index.resize(index.len() + n * index::ENTRY_LEN + 4, 0);
+    let e = decode_err(Parser::IndexFile, &index);
+    assert!(e.contains("more than a pack may hold"), "{e}");
+
+    let tree = vec![0u8; tree::MAX_TREE_LEN + 1];
+    let e = decode_err(Parser::Tree, &tree);
+    assert!(e.contains("more than the 64 MiB a tree may have"), "{e}");
+
+    let e = pack::trailer_header_len(u64::MAX, le(u32::MAX)).unwrap_err();
+    assert!(e.0.contains("exceeds"), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,13 @@ impl Id {
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(Id(out))
     }
+
+    /// The id a listed file's name gives, if the name is one cairn writes: exactly 64
+    /// lowercase hex digits. Any other name (uppercase hex included, which `from_hex` takes)
+    /// would be read back under a name that is not the listed one.
+    pub fn from_name(s: &str) -> Option<Id> {
+        Id::from_hex(s).filter(|id| id.to_hex() == s)
+    }
 }
 
 impl fmt::Debug for Id {
@@ -45,6 +52,7 @@ macro_rules! typed_id {
             pub fn to_hex(&self) -> String { self.0.to_hex() }
             pub fn short(&self) -> String { self.0.short() }
             pub fn from_hex(s: &str) -> Option<Self> { Id::from_hex(s).map(Self) }
+            pub fn from_name(s: &str) -> Option<Self> { Id::from_name(s).map(Self) }
             pub fn as_bytes(&self) -> &[u8; 32] { &self.0 .0 }
         }
 

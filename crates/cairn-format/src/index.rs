@@ -3,6 +3,11 @@
 use crate::wire::{err, Reader, Writer};
 use crate::{BlobId, BlobType, DecodeError, IndexId, PackId};
 
+/// The longest index file a reader reads (repo-format.md, "Limits"): a pack of
+/// `MAX_PACK_ENTRIES` blobs and 65,536 more (what one file of a backup, prune or repair holds at
+/// most) take under 50 MiB; the rest leaves room for condemnations.
+pub const MAX_INDEX_LEN: u64 = 256 << 20;
+
 /// Bytes of one blob entry: type, id, offset, stored length, raw length.
 pub const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 
@@ -57,15 +62,15 @@ pub struct IndexFile {
 impl IndexFile {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u32(self.supersedes.len() as u32);
+        w.count(self.supersedes.len());
         for id in &self.supersedes {
             w.id(&id.0);
         }
-        w.u32(self.packs.len() as u32);
+        w.count(self.packs.len());
         for p in &self.packs {
             w.id(&p.id.0);
             w.u64(p.size);
-            w.u32(p.blobs.len() as u32);
+            w.count(p.blobs.len());
             for b in &p.blobs {
                 w.u8(b.blob.kind as u8);
                 w.id(&b.blob.id);
@@ -74,7 +79,7 @@ impl IndexFile {
                 w.u32(b.raw_len);
             }
         }
-        w.u32(self.condemned.len() as u32);
+        w.count(self.condemned.len());
         for p in &self.condemned {
             w.id(&p.0);
         }
@@ -94,6 +99,12 @@ impl IndexFile {
             let id = PackId(r.id()?);
             let size = r.u64()?;
             let m = r.count(ENTRY_LEN)?;
+            if m > crate::pack::MAX_PACK_ENTRIES {
+                return err(format!(
+                    "pack {} has {m} entries, more than a pack may hold",
+                    id.short()
+                ));
+            }
             let mut blobs = Vec::with_capacity(m);
             for _ in 0..m {
                 let kind = r.u8()?;

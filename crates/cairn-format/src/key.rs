@@ -11,6 +11,10 @@ pub const MAGIC: &[u8; 8] = b"CAIRNKEY";
 pub const KEY_FILE_VERSION: u32 = 1;
 pub const KDF_ARGON2ID: u8 = 1;
 
+/// The longest key file a reader reads (repo-format.md, "Limits"). A real one is about 250
+/// bytes plus its host and user names.
+pub const MAX_KEY_FILE_LEN: u64 = 64 << 10;
+
 /// Argon2id parameters as stored in a key file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KdfParams {
@@ -33,6 +37,12 @@ impl KdfParams {
             ));
         }
         Ok(())
+    }
+
+    /// What deriving a key costs, in MiB of memory times passes (rounded up): the measure a
+    /// reader's local limit is stated in.
+    pub fn cost_mib(&self) -> u64 {
+        u64::from(self.memory_kib).div_ceil(1024) * u64::from(self.iterations)
     }
 }
 

@@ -10,6 +10,10 @@ use crate::DecodeError;
 const MARKER_MAGIC: &[u8; 8] = b"cairnmk1";
 const VERDICT_MAGIC: &[u8; 8] = b"cairnvd1";
 
+/// The longest file in `locks/` a reader reads (repo-format.md, "Limits"): a verdict holds a
+/// whole snapshot file, a marker much less.
+pub const MAX_LOCK_LEN: u64 = crate::snapshot::MAX_SNAPSHOT_LEN + (64 << 10);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Marker {
     /// The session's random id, the same in every marker it writes.

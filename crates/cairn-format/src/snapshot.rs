@@ -4,6 +4,10 @@
 use crate::wire::{err, Reader, Writer};
 use crate::{DecodeError, SnapshotId, TreeId};
 
+/// The longest snapshot file a reader reads, and a writer writes (repo-format.md, "Limits"):
+/// room for a hundred thousand long source paths.
+pub const MAX_SNAPSHOT_LEN: u64 = 64 << 20;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Full = 0,
@@ -75,11 +79,11 @@ impl Snapshot {
         w.i64(self.time);
         w.bytes(&self.host);
         w.bytes(&self.user);
-        w.u32(self.paths.len() as u32);
+        w.count(self.paths.len());
         for p in &self.paths {
             w.bytes(p);
         }
-        w.u32(self.tags.len() as u32);
+        w.count(self.tags.len());
         for t in &self.tags {
             w.bytes(t);
         }

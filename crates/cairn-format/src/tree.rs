@@ -108,6 +108,18 @@ pub struct Node {
     pub subtree: Option<TreeId>,
 }
 
+/// The deepest a tree may be below its snapshot's root tree (depth 0), that is, the most names a
+/// directory's path may have (repo-format.md, "Limits"). Readers walk trees recursively, so this
+/// bounds their stack; the archiver does not descend further, so every snapshot it writes can be
+/// read back. File systems hold deeper directories only rarely (a path of 512 names of one
+/// letter is already 1024 bytes).
+pub const MAX_TREE_DEPTH: usize = 512;
+
+/// The largest encoded tree blob (repo-format.md, "Limits"): about 600,000 entries with short
+/// names. Readers check a tree blob's length in the index before reading it; the archiver fails
+/// clearly on a directory whose tree would be larger.
+pub const MAX_TREE_LEN: usize = 64 << 20;
+
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Tree {
     pub nodes: Vec<Node>,
@@ -122,7 +134,7 @@ const MIN_NODE_LEN: usize = 4 + 1 + 4 * 3 + 4 * 2 + 12 * 2 + 8 * 5 + 4 + 4 + 4 +
 impl Tree {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.u32(self.nodes.len() as u32);
+        w.count(self.nodes.len());
         for n in &self.nodes {
             w.bytes(&n.name);
             w.u8(n.kind as u8);
@@ -140,13 +152,13 @@ impl Tree {
             w.u64(n.inode);
             w.u64(n.links);
             w.u64(n.rdev);
-            w.u32(n.xattrs.len() as u32);
+            w.count(n.xattrs.len());
             for (k, v) in &n.xattrs {
                 w.bytes(k);
                 w.bytes(v);
             }
             w.bytes(&n.target);
-            w.u32(n.content.len() as u32);
+            w.count(n.content.len());
             for c in &n.content {
                 w.id(&c.0);
             }
@@ -156,6 +168,13 @@ impl Tree {
     }
 
     pub fn decode(buf: &[u8]) -> Result<Tree, DecodeError> {
+        if buf.len() > MAX_TREE_LEN {
+            return err(format!(
+                "{} bytes, more than the {} MiB a tree may have",
+                buf.len(),
+                MAX_TREE_LEN >> 20
+            ));
+        }
         let mut r = Reader::new(buf);
         let count = r.count(MIN_NODE_LEN)?;
         let mut nodes: Vec<Node> = Vec::with_capacity(count);

@@ -36,6 +36,11 @@ impl Writer {
     pub fn raw(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
+    /// A list's count. Lists in memory are far below 2^32 items (each takes at least 32 bytes),
+    /// so this never fails in practice; if one did, the encoding must not silently wrap.
+    pub fn count(&mut self, n: usize) {
+        self.u32(u32::try_from(n).expect("lists are far below 2^32 items"));
+    }
     /// A byte string: u32 length, then the bytes.
     pub fn bytes(&mut self, b: &[u8]) {
         self.u32(u32::try_from(b.len()).expect("byte strings are far below 4 GiB"));

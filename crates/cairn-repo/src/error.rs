@@ -54,6 +54,8 @@ impl From<cairn_backend::BackendError> for Error {
             B::NotFound => ErrorKind::NotFound,
             B::AlreadyExists => ErrorKind::AlreadyExists,
             B::NoSpace => ErrorKind::NoSpace,
+            // Longer than any such file this format writes: damage or a hostile store.
+            B::TooLarge => ErrorKind::Corrupt,
             _ => ErrorKind::Io,
         };
         Error {

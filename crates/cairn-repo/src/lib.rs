@@ -26,10 +26,13 @@ use cache::IndexCache;
 use cairn_crypto::{file_id, MasterKeys};
 use cairn_format::config::{self, Config};
 use cairn_format::index::{IndexEntry, IndexFile, IndexPack};
+use cairn_format::key::{KeyHeader, MAX_KEY_FILE_LEN};
 use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
-use cairn_format::tree::Tree;
-use cairn_format::{BlobId, BlobType, Id, IndexId, PackId, SnapshotId, TreeId, FORMAT_VERSION};
+use cairn_format::tree::{Tree, MAX_TREE_LEN};
+use cairn_format::{
+    BlobId, BlobType, Id, IndexId, KeyId, PackId, SnapshotId, TreeId, FORMAT_VERSION,
+};
 use pack::Packers;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -50,6 +53,11 @@ pub const DEFAULT_KDF: KdfParams = KdfParams {
     iterations: 8,
     parallelism: 4,
 };
+
+/// The default of `OpenOptions::max_kdf_mib`: four times what `DEFAULT_KDF` costs (64 MiB × 8
+/// passes), so keys made with raised parameters still open, while a forged key file costs at
+/// most a few seconds and 2 GiB.
+pub const DEFAULT_MAX_KDF_MIB: u64 = 2048;
 
 /// Parameters chosen at `init`.
 #[derive(Clone, Debug)]
@@ -136,6 +144,9 @@ pub struct OpenOptions {
     /// Write packs on the calling thread rather than a thread of their own (for the
     /// deterministic simulation, whose processes each run on one thread).
     pub inline_writes: bool,
+    /// The most a key file may ask of key derivation, in MiB of argon2id memory times passes:
+    /// key files asking for more are skipped unread (repo-format.md, "Limits").
+    pub max_kdf_mib: u64,
 }
 
 impl Default for OpenOptions {
@@ -146,6 +157,7 @@ impl Default for OpenOptions {
             writer: false,
             host: Arc::new(SystemHost::default()),
             inline_writes: false,
+            max_kdf_mib: DEFAULT_MAX_KDF_MIB,
         }
     }
 }
@@ -167,6 +179,9 @@ pub struct Repository {
     dry_run: bool,
     damaged_index: Mutex<Vec<(IndexId, String)>>,
     damaged_snapshots: Mutex<Vec<(SnapshotId, String)>>,
+    /// Key files passed over before one opened, and why: over the key-derivation limit, or
+    /// damaged.
+    skipped_keys: Vec<String>,
     /// Packs condemned by an index file: not part of the index, awaiting deletion by prune.
     condemned: Mutex<HashSet<PackId>>,
     /// This process's session (repo-format.md, "Garbage collection"), while it may write: its
@@ -197,7 +212,7 @@ pub const BLOBS_PER_INDEX: usize = 65_536;
 /// for a password. Returns the config file's bytes.
 pub fn probe(backend: &dyn Backend) -> Result<Vec<u8>> {
     let location = backend.location();
-    let file = match backend.read(FileType::Config, "config") {
+    let file = match backend.read_at_most(FileType::Config, "config", config::MAX_CONFIG_LEN) {
         Ok(f) => f,
         Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => {
             return Err(Error::new(
@@ -227,7 +242,16 @@ impl Repository {
     ) -> Result<Repository> {
         let config_file = probe(backend.as_ref())?;
         let (_, sealed_config) = config::decode_preamble(&config_file).expect("probe decoded it");
-        let keys = unlock(backend.as_ref(), password)?;
+        let hint = opts
+            .cache_dir
+            .as_ref()
+            .map(|dir| key_hint_path(dir, &config_file));
+        let (keys, skipped_keys) = unlock(
+            backend.as_ref(),
+            password,
+            hint.as_deref(),
+            opts.max_kdf_mib,
+        )?;
         let plain = cairn_crypto::open(&keys.meta, AD_CONFIG, sealed_config, "config")?;
         let config = Config::decode(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let cache_path = opts
@@ -253,6 +277,7 @@ impl Repository {
             dry_run: opts.dry_run,
             damaged_index: Mutex::default(),
             damaged_snapshots: Mutex::default(),
+            skipped_keys,
             condemned: Mutex::default(),
             session: Mutex::new(session),
             own_blobs: Mutex::new(HashMap::new()),
@@ -359,6 +384,11 @@ impl Repository {
         Ok(gone)
     }
 
+    /// Key files passed over, and why, before the one that opened the repository.
+    pub fn skipped_key_files(&self) -> &[String] {
+        &self.skipped_keys
+    }
+
     /// Index files that could not be read when the index was last synchronised, and why.
     pub fn damaged_index_files(&self) -> Vec<(IndexId, String)> {
         self.damaged_index.lock().unwrap().clone()
@@ -380,7 +410,7 @@ impl Repository {
             .backend
             .list(FileType::Index)?
             .iter()
-            .filter_map(|e| IndexId::from_hex(&e.name))
+            .filter_map(|e| IndexId::from_name(&e.name))
             .collect())
     }
 
@@ -390,14 +420,16 @@ impl Repository {
             .backend
             .list(FileType::Pack)?
             .iter()
-            .filter_map(|e| Some((PackId::from_hex(&e.name)?, e.size)))
+            .filter_map(|e| Some((PackId::from_name(&e.name)?, e.size)))
             .collect())
     }
 
     /// Reads a whole pack without checking it against its name: for salvaging what is left of
     /// a damaged one.
     pub fn read_pack_unverified(&self, pack: &PackId) -> Result<Vec<u8>> {
-        Ok(self.backend.read(FileType::Pack, &pack.to_hex())?)
+        Ok(self
+            .backend
+            .read_at_most(FileType::Pack, &pack.to_hex(), self.max_pack_len())?)
     }
 
     /// Every blob the index (or a condemnation) places in `pack`. Scans the whole index: for
@@ -457,13 +489,84 @@ impl Repository {
             &bytes,
             &format!("index file {}", id.short()),
         )?;
-        IndexFile::decode(&plain)
-            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))
+        let index = IndexFile::decode(&plain)
+            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))?;
+        self.check_index_limits(&index)
+            .map_err(|e| Error::corrupt(format!("index file {}: {e}", id.short())))?;
+        Ok(index)
     }
 
-    /// Reads a content-addressed file and checks it against its name.
+    /// Refuses an index file whose packs or blobs are longer than their types allow
+    /// (repo-format.md, "Limits"): every reader of blobs (restore reads spans of packs) then
+    /// trusts lengths from the index without allocating what a forged entry asks.
+    fn check_index_limits(&self, index: &IndexFile) -> std::result::Result<(), String> {
+        for pack in &index.packs {
+            if pack.size > self.max_pack_len() {
+                return Err(format!(
+                    "pack {} is given {} bytes, more than the {} a pack may have",
+                    pack.id.short(),
+                    pack.size,
+                    self.max_pack_len()
+                ));
+            }
+            for e in &pack.blobs {
+                let max = self.max_blob_len(e.blob.kind);
+                if e.raw_len as usize > max
+                    || e.stored_len as usize > max + cairn_crypto::BLOB_OVERHEAD
+                {
+                    return Err(format!(
+                        "{} is given {} bytes ({} stored), more than the {max} a {} blob may have",
+                        e.blob,
+                        e.raw_len,
+                        e.stored_len,
+                        kind_noun(e.blob.kind)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The longest a blob of `kind` may be, plaintext (repo-format.md, "Limits"): a data blob
+    /// is one chunk, a tree at most `MAX_TREE_LEN`.
+    fn max_blob_len(&self, kind: BlobType) -> usize {
+        match kind {
+            BlobType::Data => self.config.chunk_max as usize,
+            BlobType::Tree => MAX_TREE_LEN,
+        }
+    }
+
+    /// The longest pack file this repository's packer makes: it closes a pack once it reaches
+    /// `pack_size`, so the last blob (at most the largest blob, sealed) may pass it, and the
+    /// header follows.
+    fn max_pack_len(&self) -> u64 {
+        let blob = self
+            .max_blob_len(BlobType::Data)
+            .max(self.max_blob_len(BlobType::Tree));
+        u64::from(self.config.pack_size)
+            + (blob + cairn_crypto::BLOB_OVERHEAD) as u64
+            + cairn_format::pack::MAX_SEALED_HEADER_LEN
+            + 4
+    }
+
+    /// The longest file of type `t` a reader reads (repo-format.md, "Limits").
+    fn max_file_len(&self, t: FileType) -> u64 {
+        match t {
+            FileType::Config => config::MAX_CONFIG_LEN,
+            FileType::Key => MAX_KEY_FILE_LEN,
+            FileType::Pack => self.max_pack_len(),
+            FileType::Index => cairn_format::index::MAX_INDEX_LEN,
+            FileType::Snapshot => cairn_format::snapshot::MAX_SNAPSHOT_LEN,
+            FileType::Lock => cairn_format::marker::MAX_LOCK_LEN,
+        }
+    }
+
+    /// Reads a content-addressed file, at most as long as its type allows, and checks it
+    /// against its name.
     fn read_file(&self, t: FileType, id: &Id) -> Result<Vec<u8>> {
-        let bytes = self.backend.read(t, &id.to_hex())?;
+        let bytes = self
+            .backend
+            .read_at_most(t, &id.to_hex(), self.max_file_len(t))?;
         if file_id(&bytes) != *id {
             return Err(Error::corrupt(format!(
                 "{} {} does not match its name",
@@ -542,10 +645,26 @@ impl Repository {
 
     /// Compresses, seals and packs a blob the caller has claimed in the session.
     fn store(&self, blob: BlobId, plaintext: &[u8]) -> Result<()> {
+        let max = self.max_blob_len(blob.kind);
+        let Some(raw_len) = u32::try_from(plaintext.len())
+            .ok()
+            .filter(|n| *n as usize <= max)
+        else {
+            // Released, so that a later save of the same id is not taken for a duplicate.
+            self.own_blobs.lock().unwrap().remove(&blob);
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{blob} is {} bytes, more than the {max} a {} blob may have",
+                    plaintext.len(),
+                    kind_noun(blob.kind)
+                ),
+            ));
+        };
         // A dry run encodes too: how much a backup would store is what it is asked for.
         let stored =
             cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
-        self.pack_stored(blob, plaintext.len() as u32, stored)
+        self.pack_stored(blob, raw_len, stored)
     }
 
     /// Packs a sealed blob the caller has claimed in the session.
@@ -566,6 +685,17 @@ impl Repository {
 
     pub fn save_tree(&self, tree: &Tree) -> Result<(TreeId, bool)> {
         let bytes = tree.encode();
+        if bytes.len() > MAX_TREE_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "a directory of {} entries makes a tree of {} bytes, more than the {} MiB a tree may have",
+                    tree.nodes.len(),
+                    bytes.len(),
+                    MAX_TREE_LEN >> 20
+                ),
+            ));
+        }
         let id = self.blob_id(&bytes);
         let new = self.save_blob(BlobType::Tree, id, &bytes)?;
         Ok((TreeId(id), new))
@@ -578,6 +708,18 @@ impl Repository {
                 format!("{blob} is not in the index"),
             ));
         };
+        // The index is the store's word: lengths no blob of this type can have are refused
+        // before they are allocated.
+        let max = self.max_blob_len(blob.kind);
+        if loc.raw_len as usize > max || loc.stored_len as usize > max + cairn_crypto::BLOB_OVERHEAD
+        {
+            return Err(Error::corrupt(format!(
+                "{blob}: the index gives it {} bytes ({} stored), more than the {max} a {} blob may have",
+                loc.raw_len,
+                loc.stored_len,
+                kind_noun(blob.kind)
+            )));
+        }
         let stored =
             self.read_pack_range(&loc.pack, u64::from(loc.offset), u64::from(loc.stored_len))?;
         self.open_blob(blob, &stored, loc.raw_len)
@@ -609,6 +751,12 @@ impl Repository {
         read: impl Fn(u64, u64) -> Result<Vec<u8>>,
     ) -> Result<PackHeader> {
         let what = format!("pack {}", pack.short());
+        if size > self.max_pack_len() {
+            return Err(Error::corrupt(format!(
+                "{what} is {size} bytes, more than the {} a pack of this repository may have",
+                self.max_pack_len()
+            )));
+        }
         if size < 4 {
             return Err(Error::corrupt(format!("{what} is truncated: {size} bytes")));
         }
@@ -772,7 +920,7 @@ impl Repository {
             .backend
             .list(FileType::Snapshot)?
             .iter()
-            .filter_map(|e| SnapshotId::from_hex(&e.name))
+            .filter_map(|e| SnapshotId::from_name(&e.name))
             .collect())
     }
 
@@ -781,11 +929,29 @@ impl Repository {
     pub fn verify_key_files(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         for entry in self.backend.list(FileType::Key)? {
-            let short = &entry.name[..8.min(entry.name.len())];
-            let file = self.backend.read(FileType::Key, &entry.name)?;
-            if file_id(&file).to_hex() != entry.name {
+            let Some(id) = key_id_of(&entry.name) else {
+                // Debug formatting escapes whatever the name holds.
+                problems.push(format!(
+                    "keys/ holds {:?}, whose name is not a key id",
+                    entry.name
+                ));
+                continue;
+            };
+            let short = id.short();
+            let file = match self
+                .backend
+                .read_at_most(FileType::Key, &entry.name, MAX_KEY_FILE_LEN)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind == cairn_backend::ErrorKind::TooLarge => {
+                    problems.push(e.message);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if file_id(&file) != id.0 {
                 problems.push(format!("key file {short} does not match its name"));
-            } else if let Err(e) = cairn_format::key::KeyHeader::decode(&file) {
+            } else if let Err(e) = KeyHeader::decode(&file) {
                 problems.push(format!("key file {short}: {e}"));
             }
         }
@@ -818,43 +984,164 @@ impl Repository {
     }
 }
 
-/// Tries the password on every key file.
-fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKeys> {
-    let keys = backend.list(FileType::Key)?;
+fn kind_noun(kind: BlobType) -> &'static str {
+    match kind {
+        BlobType::Data => "data",
+        BlobType::Tree => "tree",
+    }
+}
+
+/// The id a listed key file's name gives, if it is one: 64 lowercase hex digits. Any other name
+/// is no key file cairn wrote (a stray file, or a hostile store's), and is skipped unread.
+fn key_id_of(name: &str) -> Option<KeyId> {
+    KeyId::from_name(name)
+}
+
+/// Where the local hint naming the key file that last opened a repository is kept: beside the
+/// caches, by the id of the repository's `config` (which `init` writes once), since the
+/// repository's own id is sealed and unknown before a key opens (repo-format.md, "Local cache").
+fn key_hint_path(cache_dir: &std::path::Path, config_file: &[u8]) -> PathBuf {
+    cache_dir
+        .join("key-hints")
+        .join(file_id(config_file).to_hex())
+}
+
+fn read_key_hint(path: &std::path::Path) -> Option<KeyId> {
+    // A hint is at most one id; anything longer is not one of ours.
+    let text = std::fs::read(path).ok().filter(|t| t.len() <= 80)?;
+    key_id_of(std::str::from_utf8(&text).ok()?.trim())
+}
+
+/// Best effort: without a hint the next open tries the key files in listing order.
+fn write_key_hint(path: &std::path::Path, id: KeyId) {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let Some(dir) = path.parent() else { return };
+    // Private like the rest of the cache, and written through a fresh name no one can have
+    // planted a link at.
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
+    let written = made.and_then(|()| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?
+            .write_all(format!("{id}\n").as_bytes())
+    });
+    if written.is_ok() && std::fs::rename(&tmp, path).is_ok() {
+        return;
+    }
+    let _ = std::fs::remove_file(&tmp);
+}
+
+/// Tries the password on the key files: first the one the hint names, then the others in
+/// listing order. A key file is skipped unread when its name is no key id or its listed size is
+/// over `MAX_KEY_FILE_LEN`, and skipped undecrypted when its key derivation would cost more
+/// than `max_kdf_mib` (repo-format.md, "Limits"): a hostile store could otherwise make each
+/// open derive for minutes or allocate gigabytes.
+fn unlock(
+    backend: &dyn Backend,
+    password: &[u8],
+    hint: Option<&std::path::Path>,
+    max_kdf_mib: u64,
+) -> Result<(MasterKeys, Vec<String>)> {
+    let mut keys: Vec<(KeyId, u64)> = backend
+        .list(FileType::Key)?
+        .iter()
+        .filter_map(|e| Some((key_id_of(&e.name)?, e.size)))
+        .collect();
     if keys.is_empty() {
         return Err(Error::corrupt(format!(
             "repository at {} has no key files",
             backend.location()
         )));
     }
-    let mut damaged = None;
+    let hinted = hint.and_then(read_key_hint);
+    // Stable: the others keep their listing order.
+    keys.sort_by_key(|(id, _)| Some(*id) != hinted);
+    let mut damaged = Vec::new();
+    let mut over_limit = Vec::new();
     let mut tried = false;
-    for entry in keys {
-        let file = backend.read(FileType::Key, &entry.name)?;
-        if file_id(&file).to_hex() != entry.name {
-            damaged = Some(Error::corrupt(format!(
-                "key file {} does not match its name",
-                &entry.name[..8.min(entry.name.len())]
-            )));
+    for (id, size) in keys {
+        let short = id.short();
+        if size > MAX_KEY_FILE_LEN {
+            damaged.push(format!(
+                "key file {short} is {size} bytes, more than the {MAX_KEY_FILE_LEN} a key file may have"
+            ));
+            continue;
+        }
+        let file = match backend.read_at_most(FileType::Key, &id.to_hex(), MAX_KEY_FILE_LEN) {
+            Ok(file) => file,
+            // Removed since the listing.
+            Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => continue,
+            Err(e) if e.kind == cairn_backend::ErrorKind::TooLarge => {
+                damaged.push(e.message);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if file_id(&file) != id.0 {
+            damaged.push(format!("key file {short} does not match its name"));
+            continue;
+        }
+        let kdf = match KeyHeader::decode(&file) {
+            Ok((header, _, _)) => header.kdf,
+            Err(e) => {
+                damaged.push(format!("key file {short}: {e}"));
+                continue;
+            }
+        };
+        if kdf.cost_mib() > max_kdf_mib {
+            over_limit.push(format!(
+                "key file {short} asks for {} MiB × {} passes of argon2id ({} MiB·passes), over the limit of {max_kdf_mib}",
+                kdf.memory_kib / 1024,
+                kdf.iterations,
+                kdf.cost_mib()
+            ));
             continue;
         }
         match cairn_crypto::open_key_file(&file, password) {
-            Ok(keys) => return Ok(keys),
-            Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
-            Err(e) => {
-                damaged = Some(Error::corrupt(format!(
-                    "key file {}: {e}",
-                    &entry.name[..8.min(entry.name.len())]
-                )))
+            Ok(keys) => {
+                if let Some(path) = hint.filter(|_| hinted != Some(id)) {
+                    write_key_hint(path, id);
+                }
+                let skipped = over_limit
+                    .into_iter()
+                    .map(|why| format!("{why} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)"))
+                    .chain(damaged)
+                    .collect();
+                return Ok((keys, skipped));
             }
+            Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
+            Err(e) => damaged.push(format!("key file {short}: {e}")),
         }
     }
-    // Only when no key file could even be tried is damage the answer; otherwise the password is.
-    Err(match damaged {
-        Some(e) if !tried => e,
-        _ => Error::new(
-            ErrorKind::WrongPassword,
-            "wrong password: no key file of the repository opens with it",
-        ),
-    })
+    let mut why = if tried {
+        "wrong password: no key file of the repository opens with it".to_string()
+    } else {
+        "no key file of the repository could be tried".to_string()
+    };
+    if !over_limit.is_empty() {
+        why += &format!(
+            "; {} (if you made such a key, raise the limit with --max-kdf-mib or CAIRN_MAX_KDF_MIB)",
+            over_limit.join("; ")
+        );
+    }
+    if !damaged.is_empty() {
+        why += &format!("; skipped as damaged: {}", damaged.join("; "));
+    }
+    // Only when damage kept every key file from being tried is it the answer; otherwise the
+    // password is.
+    let kind = if tried {
+        ErrorKind::WrongPassword
+    } else if over_limit.is_empty() {
+        ErrorKind::Corrupt
+    } else {
+        ErrorKind::InvalidInput
+    };
+    Err(Error::new(kind, why))
 }

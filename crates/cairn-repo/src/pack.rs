@@ -6,7 +6,7 @@
 
 use cairn_crypto::file_id_of_parts;
 use cairn_format::index::{IndexEntry, IndexPack};
-use cairn_format::pack::{PackEntry, PackHeader, SCHEME_DATA_KEY};
+use cairn_format::pack::{PackEntry, PackHeader, MAX_PACK_ENTRIES, SCHEME_DATA_KEY};
 use cairn_format::{BlobId, BlobType, PackId};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -55,11 +55,16 @@ impl Packers {
         open.size += stored.len();
         let entry = PackEntry {
             blob,
-            stored_len: stored.len() as u32,
+            // `Repository::store` bounds a blob's plaintext by its type's limit, far below
+            // 4 GiB, and sealing adds `BLOB_OVERHEAD` at most.
+            stored_len: u32::try_from(stored.len())
+                .expect("blobs are bounded by their type's limit"),
             raw_len,
         };
         open.blobs.push((entry, stored));
-        (open.size >= self.target).then(|| FullPack(std::mem::take(&mut *open)))
+        // Readers refuse a header of more entries (repo-format.md, "Limits").
+        let full = open.size >= self.target || open.blobs.len() >= MAX_PACK_ENTRIES;
+        full.then(|| FullPack(std::mem::take(&mut *open)))
     }
 
     pub fn take_all(&self) -> Vec<FullPack> {
@@ -87,7 +92,8 @@ impl FullPack {
             entries: blobs.iter().map(|(e, _)| *e).collect(),
         };
         let mut trailer = cairn_crypto::seal(meta_key, crate::AD_PACK_HEADER, &header.encode());
-        let header_len = trailer.len() as u32;
+        // At most MAX_PACK_ENTRIES entries of 41 bytes, sealed: far below 4 GiB.
+        let header_len = u32::try_from(trailer.len()).expect("a header is at most 41 MiB");
         trailer.extend_from_slice(&header_len.to_le_bytes());
         let mut offset = 0u32;
         let mut entries = Vec::with_capacity(blobs.len());

@@ -10,10 +10,29 @@ use std::sync::{Arc, Mutex};
 /// (directory, name) -> bytes.
 type Objects = BTreeMap<(String, String), Vec<u8>>;
 
+#[path = "repository/hostile.rs"]
+mod hostile;
+
 /// Objects in a map, shared between clones so a test can look behind the repository's back.
 #[derive(Clone, Default)]
 struct MemBackend {
     objects: Arc<Mutex<Objects>>,
+    /// (directory, name) of every object read, in order.
+    reads: Arc<Mutex<Vec<(String, String)>>>,
+    /// (directory, name) of every object read whole without a bound on its length.
+    unbounded: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl MemBackend {
+    fn get(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
+        self.reads.lock().unwrap().push(key(t, name));
+        self.objects
+            .lock()
+            .unwrap()
+            .get(&key(t, name))
+            .cloned()
+            .ok_or_else(|| not_found(name))
+    }
 }
 
 fn key(t: FileType, name: &str) -> (String, String) {
@@ -49,12 +68,19 @@ impl Backend for MemBackend {
             .collect())
     }
     fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
-        self.objects
+        self.unbounded.lock().unwrap().push(key(t, name));
+        self.get(t, name)
+    }
+    /// Checks the listed size first, as a backend that can should.
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> cairn_backend::Result<Vec<u8>> {
+        let len = self
+            .objects
             .lock()
             .unwrap()
             .get(&key(t, name))
-            .cloned()
-            .ok_or_else(|| not_found(name))
+            .map_or(0, |v| v.len() as u64);
+        cairn_backend::check_len(t, name, len, max)?;
+        self.get(t, name)
     }
     fn read_range(
         &self,
@@ -63,7 +89,7 @@ impl Backend for MemBackend {
         offset: u64,
         len: u64,
     ) -> cairn_backend::Result<Vec<u8>> {
-        let all = self.read(t, name)?;
+        let all = self.get(t, name)?;
         all.get(offset as usize..(offset + len) as usize)
             .map(<[u8]>::to_vec)
             .ok_or_else(|| not_found(name))

@@ -78,7 +78,7 @@ impl Oracle {
                     Ok(cairn_format::marker::Verdict::Fenced { .. })
                 )
             })
-            .map(|(name, _)| name[..8].to_string())
+            .map(|(name, _)| name.chars().take(8).collect::<String>())
             .collect();
         if !locks.is_empty() {
             left.push(format!("locks/ holds {locks:?}"));

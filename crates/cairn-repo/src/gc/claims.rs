@@ -34,7 +34,9 @@ impl Packs {
         if self.numbers.contains_key(&pack.id) {
             return None;
         }
-        let number = self.list.len() as u32;
+        // A repository of 2^32 packs would be 64 PiB of 16 MiB packs; were it reached, numbers
+        // must not wrap onto other packs.
+        let number = u32::try_from(self.list.len()).expect("fewer than 2^32 packs");
         // The header is 45 + 41n sealed bytes, then its 4-byte length (repo-format.md, "Pack
         // files").
         let header = 49 + 41 * pack.blobs.len() as u64;

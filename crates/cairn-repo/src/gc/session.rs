@@ -11,8 +11,8 @@
 use crate::{Error, ErrorKind, Host, Repository, Result};
 use cairn_backend::{Backend, FileType};
 use cairn_crypto::file_id;
-use cairn_format::marker::{Marker, Verdict};
-use cairn_format::snapshot::Snapshot;
+use cairn_format::marker::{Marker, Verdict, MAX_LOCK_LEN};
+use cairn_format::snapshot::{Snapshot, MAX_SNAPSHOT_LEN};
 use cairn_format::{BlobId, SnapshotId, TreeId};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -122,9 +122,13 @@ pub(crate) fn settle(
     match backend.create(FileType::Lock, &name, &verdict.encode()) {
         Ok(()) => Ok(verdict.clone()),
         Err(e) if e.kind == cairn_backend::ErrorKind::AlreadyExists => {
-            let bytes = backend.read(FileType::Lock, &name)?;
-            Verdict::decode(&bytes)
-                .map_err(|e| Error::corrupt(format!("verdict {} in locks/: {e}", &name[..8])))
+            let bytes = backend.read_at_most(FileType::Lock, &name, MAX_LOCK_LEN)?;
+            Verdict::decode(&bytes).map_err(|e| {
+                Error::corrupt(format!(
+                    "verdict {} in locks/: {e}",
+                    name.get(..8).unwrap_or(&name)
+                ))
+            })
         }
         Err(e) => Err(e.into()),
     }
@@ -177,6 +181,16 @@ impl Repository {
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         self.flush()?;
         let sealed = cairn_crypto::seal(&self.keys.data, crate::AD_SNAPSHOT, &snapshot.encode());
+        // What readers would refuse is not written (repo-format.md, "Limits").
+        if sealed.len() as u64 > MAX_SNAPSHOT_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "the snapshot is {} bytes, more than the {MAX_SNAPSHOT_LEN} a snapshot may have: back up fewer paths, or their parent",
+                    sealed.len()
+                ),
+            ));
+        }
         let id = SnapshotId(file_id(&sealed));
         if self.dry_run {
             return Ok(id);

@@ -20,7 +20,7 @@ use crate::{Error, ErrorKind, Host, Repository, Result};
 use cairn_backend::FileType;
 use cairn_crypto::file_id;
 use cairn_format::index::IndexFile;
-use cairn_format::marker::{Marker, Verdict};
+use cairn_format::marker::{Marker, Verdict, MAX_LOCK_LEN};
 use cairn_format::{BlobId, Id, IndexId, PackId, SnapshotId, TreeId};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -128,7 +128,10 @@ impl Repository {
             .collect();
         names.sort();
         for name in names {
-            let bytes = match self.backend.read(FileType::Lock, &name) {
+            let bytes = match self
+                .backend
+                .read_at_most(FileType::Lock, &name, MAX_LOCK_LEN)
+            {
                 Ok(b) => b,
                 // Removed since the listing: its session ended.
                 Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => continue,
