@@ -161,13 +161,13 @@ struct CheckArgs {
 #[derive(Args, Clone, Default)]
 pub(crate) struct SnapshotFilterArgs {
     /// Only snapshots of this host (repeatable: any of them).
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", value_parser = values::non_empty)]
     host: Vec<String>,
     /// Only snapshots that include this absolute path (repeatable: all of them).
     #[arg(long, value_name = "PATH", value_parser = values::absolute_path)]
     path: Vec<PathBuf>,
     /// Only snapshots with this tag (repeatable: all of them).
-    #[arg(long, value_name = "TAG")]
+    #[arg(long, value_name = "TAG", value_parser = values::non_empty)]
     tag: Vec<String>,
 }
 
@@ -234,10 +234,10 @@ struct BackupArgs {
     #[arg(long, short = 'x')]
     one_file_system: bool,
     /// Host name recorded in the snapshot [default: this machine's].
-    #[arg(long)]
+    #[arg(long, value_parser = values::non_empty)]
     host: Option<String>,
     /// Tag the snapshot (repeatable).
-    #[arg(long, value_name = "TAG")]
+    #[arg(long, value_name = "TAG", value_parser = values::non_empty)]
     tag: Vec<String>,
     /// Snapshot time instead of now: 2026-11-20T14:00:00Z, "2026-11-20 14:00" or 2026-11-20.
     #[arg(long, value_name = "TIME", value_parser = values::time)]

@@ -67,7 +67,7 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     keep_within_yearly: Option<KeepDuration>,
     /// Keep snapshots with all of these comma-separated tags (repeatable: any of the sets).
-    #[arg(long, value_name = "TAGS")]
+    #[arg(long, value_name = "TAGS", value_parser = values::non_empty)]
     keep_tag: Vec<String>,
     /// Group snapshots by these of host, paths, tags (comma-separated; empty: one group).
     #[arg(

@@ -10,9 +10,21 @@ pub fn time(s: &str) -> Result<i64, String> {
     crate::time::parse(s).map_err(|e| format!("{e:#}"))
 }
 
-/// A glob, kept as given once it compiles.
+/// A glob, kept as given once it compiles. An empty one matches nothing, which no one means.
 pub fn glob(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a pattern may not be empty".into());
+    }
     Filter::new(&[s.to_string()]).map(|_| s.to_string())
+}
+
+/// A name, such as a host or a tag, which may not be empty.
+pub fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        Err("may not be empty".into())
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 pub fn absolute_path(s: &str) -> Result<PathBuf, String> {
@@ -72,6 +84,8 @@ mod tests {
         assert!(time("2026-11-20").is_ok());
         assert!(glob("a[").is_err());
         assert!(glob("*.tmp").is_ok());
+        assert!(glob("").is_err());
+        assert!(non_empty(" ").is_err());
         assert!(absolute_path("rel/x").is_err());
         assert!(subset("0/0").is_err());
         assert!(subset("0%").is_err());
