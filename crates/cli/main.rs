@@ -1,8 +1,9 @@
 //! The `cairn` command: argument parsing, password sources, progress, and output. Everything
 //! else happens in the library crates; each command here is open -> plan/execute -> report.
 
-mod commands;
-mod forget;
+mod args;
+mod cmd;
+mod open;
 mod output;
 mod password;
 mod time;
@@ -75,11 +76,11 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = match commands::Cli::try_parse() {
+    let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match commands::run(cli) {
+    match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // One line: the chain joined, lowercase, naming the thing at fault.

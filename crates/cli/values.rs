@@ -2,8 +2,10 @@
 //! so that an invalid one exits 2 with a message naming the option, and never after a password
 //! prompt or half the work.
 
-use cairn_engine::{Filter, ReadData};
+use crate::output;
+use cairn_engine::{Filter, KeepCount, KeepDuration, ReadData};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A time, absolute or relative to now (see `time::parse_at`), as nanoseconds since the epoch.
 pub fn time(s: &str) -> Result<i64, String> {
@@ -71,6 +73,55 @@ pub fn group_by(s: &str) -> Result<GroupBy, String> {
         }
     }
     Ok(g)
+}
+
+pub(crate) fn count(s: &str) -> Result<KeepCount, String> {
+    cairn_engine::parse_keep_count(s).map_err(|e| e.message)
+}
+
+pub(crate) fn duration(s: &str) -> Result<KeepDuration, String> {
+    cairn_engine::parse_keep_duration(s).map_err(|e| e.message)
+}
+
+pub(crate) fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("invalid percentage {s:?}: give a number like 5%"))?;
+    if !(0.0..=1000.0).contains(&v) {
+        return Err(format!("percentage {s:?} is out of range 0% to 1000%"));
+    }
+    Ok(v / 100.0)
+}
+
+pub(crate) fn grace(s: &str) -> Result<Duration, String> {
+    let d = plain_duration(s)?;
+    // A running backup renews its marker every few minutes; a shorter grace would fence off
+    // backups that are merely running.
+    if d < cairn_repo::MIN_GRACE {
+        return Err(format!(
+            "grace {s:?} is too short: it must be at least {}, two of a backup's marker renewals",
+            output::duration(cairn_repo::MIN_GRACE.as_nanos() as u64)
+        ));
+    }
+    Ok(d)
+}
+
+/// A duration like `90s`, `30m`, `1h` or `2d`.
+pub(crate) fn plain_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let bad = || format!("invalid duration {s:?}: give a number and a unit s, m, h or d, like 1h");
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let n: u64 = t[..split].parse().map_err(|_| bad())?;
+    let secs = match &t[split..] {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(bad()),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]

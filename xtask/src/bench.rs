@@ -8,7 +8,6 @@
 
 use crate::ceiling::{self, Ceiling};
 use crate::corpus::{self, Corpus, Limits};
-use crate::report;
 use crate::tools::{self, Action, Kind, Tool};
 use crate::Result;
 use std::collections::BTreeMap;
@@ -396,9 +395,11 @@ pub const SIZE_C1: &str = "C1, after the first backup";
 pub const SIZE_C3: &str = "C3, after 8 versions";
 pub const SIZE_C3_PRUNED: &str = "C3, after forgetting all but 2 and pruning";
 
-pub fn bench(args: &[String]) -> Result<()> {
+/// Runs the bench; returns its results for the report (`None` when it only printed help or
+/// prepared the corpora).
+pub fn bench(args: &[String]) -> Result<Option<Results>> {
     let Some(opts) = parse(args)? else {
-        return Ok(());
+        return Ok(None);
     };
     let root = crate::root();
     let work = root.join("target/bench");
@@ -494,7 +495,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     if opts.prepare {
         eprintln!("bench: corpora ready; --prepare stops here");
-        return Ok(());
+        return Ok(None);
     }
     let cairn = crate::build_release()?;
     let mut apt_updated = false;
@@ -668,12 +669,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         ceiling,
         opts,
     };
-    let md = report::markdown(&results);
-    let out = &results.opts.out;
-    report::write(out, &md)?;
-    print!("{md}");
-    eprintln!("bench: wrote {}", out.display());
-    Ok(())
+    Ok(Some(results))
 }
 
 /// Runs the ceiling bench on C1; a failure is reported, not fatal.

@@ -27,7 +27,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
-        Some("bench") => bench::bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]).and_then(|r| match r {
+            Some(results) => report::publish(&results),
+            None => Ok(()),
+        }),
         Some("simulate") => simulate(&args[1..]),
         _ => Err(USAGE.into()),
     };

@@ -393,6 +393,16 @@ fn targets(m: &Medians) -> Vec<Judged> {
     out
 }
 
+/// Writes the report into its file (BENCHMARKS.md unless --out says otherwise) and prints it.
+pub fn publish(results: &Results) -> Result<()> {
+    let md = markdown(results);
+    let out = &results.opts.out;
+    write(out, &md)?;
+    print!("{md}");
+    eprintln!("bench: wrote {}", out.display());
+    Ok(())
+}
+
 pub fn markdown(r: &Results) -> String {
     let m = Medians::new(r);
     let kinds: Vec<Kind> = r.tools.iter().map(|t| t.0).collect();

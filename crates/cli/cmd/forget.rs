@@ -2,201 +2,18 @@
 //! the garbage. Each is open -> plan (policy, then prune's plan) -> execute unless --dry-run ->
 //! report.
 
-use crate::commands::{open_with, snapshots_of, Cli, SnapshotFilterArgs};
-use crate::values::{self, GroupBy};
+use crate::args::{Cli, ForgetArgs, GcArgs, PolicyArgs, PruneArgs, SnapshotFilterArgs};
+use crate::open::{open_with, snapshots_of};
+use crate::values::GroupBy;
 use crate::{exit, output, time, Exit};
 use anyhow::Result;
-use cairn_engine::{Decision, KeepCount, KeepDuration, Policy, PruneOptions, RetentionInput};
+use cairn_engine::{Decision, PruneOptions, RetentionInput};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::SnapshotId;
 use cairn_repo::Repository;
-use clap::Args;
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::Write;
-use std::time::Duration;
-
-pub const POLICY_HELP: &str = "\
-Retention works as restic's `forget`: snapshots are grouped (by host and paths unless \
---group-by says otherwise) and each group is walked newest first. A snapshot is kept when any \
-rule keeps it: --keep-last N the N newest; --keep-hourly/daily/weekly/monthly/yearly N the \
-newest snapshot of each of the N newest hours (days, ISO weeks, months, years) that have one; \
---keep-within 30d everything within 30 days of the group's newest snapshot (units y m d h); \
---keep-within-daily 7d one a day within that range (likewise hourly ... yearly); --keep-tag \
-a,b every snapshot with tags a and b. Counts take `unlimited`. Periods are calendar periods in \
-the local time zone (TZ). Example: --keep-daily 7 --keep-weekly 4 --keep-monthly 12 keeps a \
-week of dailies, a month of weeklies and a year of monthlies.";
-
-/// The `--keep-*` options.
-#[derive(Args, Clone, Default)]
-pub struct PolicyArgs {
-    /// Keep the N newest snapshots.
-    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
-    keep_last: Option<KeepCount>,
-    /// Keep the newest snapshot of each of the N newest hours with snapshots.
-    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
-    keep_hourly: Option<KeepCount>,
-    /// Keep the newest snapshot of each of the N newest days with snapshots.
-    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
-    keep_daily: Option<KeepCount>,
-    /// Keep the newest snapshot of each of the N newest ISO weeks with snapshots.
-    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
-    keep_weekly: Option<KeepCount>,
-    /// Keep the newest snapshot of each of the N newest months with snapshots.
-    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
-    keep_monthly: Option<KeepCount>,
-    /// Keep the newest snapshot of each of the N newest years with snapshots.
-    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
-    keep_yearly: Option<KeepCount>,
-    /// Keep every snapshot within DURATION (like 30d, 1y6m, 12h) of the group's newest.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within: Option<KeepDuration>,
-    /// Keep the newest snapshot of each hour within DURATION of the group's newest.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_hourly: Option<KeepDuration>,
-    /// Keep the newest snapshot of each day within DURATION of the group's newest.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_daily: Option<KeepDuration>,
-    /// Keep the newest snapshot of each week within DURATION of the group's newest.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_weekly: Option<KeepDuration>,
-    /// Keep the newest snapshot of each month within DURATION of the group's newest.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_monthly: Option<KeepDuration>,
-    /// Keep the newest snapshot of each year within DURATION of the group's newest.
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
-    keep_within_yearly: Option<KeepDuration>,
-    /// Keep snapshots with all of these comma-separated tags (repeatable: any of the sets).
-    #[arg(long, value_name = "TAGS", value_parser = values::non_empty)]
-    keep_tag: Vec<String>,
-    /// Group snapshots by these of host, paths, tags (comma-separated; empty: one group).
-    #[arg(
-        long,
-        value_name = "FIELDS",
-        default_value = "host,paths",
-        value_parser = values::group_by
-    )]
-    group_by: GroupBy,
-}
-
-fn count(s: &str) -> Result<KeepCount, String> {
-    cairn_engine::parse_keep_count(s).map_err(|e| e.message)
-}
-
-fn duration(s: &str) -> Result<KeepDuration, String> {
-    cairn_engine::parse_keep_duration(s).map_err(|e| e.message)
-}
-
-impl PolicyArgs {
-    fn policy(&self) -> Policy {
-        let c = |v: Option<KeepCount>| v.unwrap_or(KeepCount::AtMost(0));
-        let d = |v: Option<KeepDuration>| v.unwrap_or_default();
-        Policy {
-            keep_last: c(self.keep_last),
-            keep_hourly: c(self.keep_hourly),
-            keep_daily: c(self.keep_daily),
-            keep_weekly: c(self.keep_weekly),
-            keep_monthly: c(self.keep_monthly),
-            keep_yearly: c(self.keep_yearly),
-            keep_within: d(self.keep_within),
-            keep_within_hourly: d(self.keep_within_hourly),
-            keep_within_daily: d(self.keep_within_daily),
-            keep_within_weekly: d(self.keep_within_weekly),
-            keep_within_monthly: d(self.keep_within_monthly),
-            keep_within_yearly: d(self.keep_within_yearly),
-            keep_tags: self
-                .keep_tag
-                .iter()
-                .map(|t| cairn_engine::parse_keep_tag(t))
-                .collect(),
-        }
-    }
-}
-
-#[derive(Args)]
-pub struct ForgetArgs {
-    /// Snapshots to forget: ids or unique id prefixes.
-    #[arg(value_name = "SNAPSHOT")]
-    snapshots: Vec<String>,
-    #[command(flatten)]
-    policy: PolicyArgs,
-    #[command(flatten)]
-    filter: SnapshotFilterArgs,
-    /// Collect the garbage afterwards, as `cairn prune` does.
-    #[arg(long)]
-    prune: bool,
-    #[command(flatten)]
-    gc: GcArgs,
-}
-
-#[derive(Args)]
-pub struct PruneArgs {
-    #[command(flatten)]
-    policy: PolicyArgs,
-    #[command(flatten)]
-    filter: SnapshotFilterArgs,
-    #[command(flatten)]
-    gc: GcArgs,
-}
-
-#[derive(Args)]
-pub struct GcArgs {
-    /// Repack partly used packs until unused space is at most this share of used space.
-    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = percent)]
-    max_unused: f64,
-    /// Take a backup that has not renewed its marker in locks/ for this long (like 1d, 12h;
-    /// at least 10m) for dead: it is fenced off, so that it can never commit, and the data
-    /// only it protected can go.
-    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = grace)]
-    grace: Duration,
-    /// Show what would be forgotten, deleted and repacked; change nothing.
-    #[arg(long, short = 'n')]
-    dry_run: bool,
-    /// Print a JSON report.
-    #[arg(long)]
-    json: bool,
-}
-
-fn percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("invalid percentage {s:?}: give a number like 5%"))?;
-    if !(0.0..=1000.0).contains(&v) {
-        return Err(format!("percentage {s:?} is out of range 0% to 1000%"));
-    }
-    Ok(v / 100.0)
-}
-
-fn grace(s: &str) -> Result<Duration, String> {
-    let d = plain_duration(s)?;
-    // A running backup renews its marker every few minutes; a shorter grace would fence off
-    // backups that are merely running.
-    if d < cairn_repo::MIN_GRACE {
-        return Err(format!(
-            "grace {s:?} is too short: it must be at least {}, two of a backup's marker renewals",
-            output::duration(cairn_repo::MIN_GRACE.as_nanos() as u64)
-        ));
-    }
-    Ok(d)
-}
-
-/// A duration like `90s`, `30m`, `1h` or `2d`.
-pub(crate) fn plain_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let bad = || format!("invalid duration {s:?}: give a number and a unit s, m, h or d, like 1h");
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let n: u64 = t[..split].parse().map_err(|_| bad())?;
-    let secs = match &t[split..] {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_secs(secs))
-}
 
 /// The snapshots a policy or a list of ids drops, after printing the plan.
 fn plan_forget(
@@ -357,7 +174,7 @@ fn group_title(key: &serde_json::Value) -> String {
     }
 }
 
-pub fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
+pub(crate) fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     if a.snapshots.is_empty() && a.policy.policy().is_empty() {
         return Err(Exit(
             exit::USAGE,
@@ -368,7 +185,7 @@ pub fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune)
 }
 
-pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<u8> {
+pub(crate) fn prune(cli: &Cli, a: &PruneArgs) -> Result<u8> {
     run(cli, &[], &a.policy, &a.filter, &a.gc, true)
 }
 

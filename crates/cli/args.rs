@@ -1,0 +1,492 @@
+//! Every command-line argument, as clap types: the one place that says what `cairn` accepts.
+//! Values are parsed (and refused) by `values`, before any command runs.
+
+use crate::values;
+use crate::values::{count, duration, grace, percent, GroupBy};
+use cairn_engine::{KeepCount, KeepDuration, Policy};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success, 1 error, 2 invalid arguments, 3 backup incomplete (some source files \
+could not be read), 10 no repository at the location, 12 wrong password.";
+
+/// Deduplicating, compressed, encrypted backups.
+#[derive(Parser)]
+#[command(name = "cairn", version, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// Repository location (a directory).
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPO",
+        global = true,
+        value_name = "PATH"
+    )]
+    pub(crate) repo: Option<PathBuf>,
+    /// Read the password from this file: its whole content, less one trailing newline.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub(crate) password_file: Option<PathBuf>,
+    /// Run this shell command; the password is its whole output, less one trailing newline.
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_COMMAND",
+        global = true,
+        value_name = "CMD"
+    )]
+    pub(crate) password_command: Option<String>,
+    /// Directory of the local cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// Skip key files whose key derivation costs more than this, in MiB of argon2id memory
+    /// times passes [default: 2048; `init`'s keys cost 512]. Raise it to open a key made
+    /// elsewhere with larger parameters.
+    #[arg(long, env = "CAIRN_MAX_KDF_MIB", global = true, value_name = "MIB")]
+    pub(crate) max_kdf_mib: Option<u64>,
+    /// Keep no local cache (slower: the index is merged anew by each command).
+    #[arg(long, global = true)]
+    pub(crate) no_cache: bool,
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
+    /// Say more: what was skipped and why.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub(crate) verbose: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Create a new repository.
+    Init(InitArgs),
+    /// Back up files and directories into a new snapshot.
+    Backup(BackupArgs),
+    /// List snapshots, grouped by host and paths.
+    Snapshots(SnapshotsArgs),
+    /// Restore a snapshot into a directory.
+    ///
+    /// Into an existing directory, restore writes only what the snapshot contains: files of the
+    /// same name are replaced, other files are left alone. Files that an interrupted restore
+    /// already wrote completely (same size, mtime and content) are kept, so running the same
+    /// restore again resumes it.
+    ///
+    /// Nothing below the target is followed through a symlink, and every entry stays readable
+    /// by its restoring user alone until its own mode is set.
+    Restore(RestoreArgs),
+    /// List the contents of a snapshot.
+    Ls(LsArgs),
+    /// Show what changed between two snapshots.
+    Diff(DiffArgs),
+    /// Find which snapshots contain paths matching a pattern.
+    Find(FindArgs),
+    /// Write a file of a snapshot to stdout, or a directory as a tar or zip archive.
+    Dump(DumpArgs),
+    /// Check that every snapshot can be restored; report exactly what cannot.
+    Check(CheckArgs),
+    /// Remove snapshots, named or by a retention policy (their data stays until prune).
+    #[command(after_help = POLICY_HELP)]
+    Forget(ForgetArgs),
+    /// Delete data no snapshot needs; with a --keep-* policy, forget snapshots first.
+    ///
+    /// Packs holding only unused data are condemned, partly used ones repacked, and condemned
+    /// packs deleted at once when no backup is running, else by a later prune once the backups
+    /// that were running have ended. Safe to run beside backups from any host, and to interrupt.
+    #[command(after_help = POLICY_HELP)]
+    Prune(PruneArgs),
+    /// Mend a damaged repository: rebuild the index, or save what snapshots still hold.
+    #[command(subcommand)]
+    Repair(RepairCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RepairCommand {
+    /// Rebuild the index from the packs' own headers (a lost or damaged index file).
+    Index(RepairIndexArgs),
+    /// Write, beside each damaged snapshot, a new one tagged `repaired` without its lost files;
+    /// the originals stay until forgotten. A later backup of the same files stores them again.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct RepairIndexArgs {
+    /// Read every pack in full and leave damaged blobs out of the index, so that the next
+    /// backup stores them again.
+    #[arg(long)]
+    pub(crate) read_data: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct RepairSnapshotsArgs {
+    /// Also count blobs that are indexed but do not read back intact as lost (reads them all).
+    #[arg(long)]
+    pub(crate) read_data: bool,
+    /// Show what would be left out, write nothing.
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct CheckArgs {
+    /// Also read every pack and verify every blob in it.
+    #[arg(long)]
+    pub(crate) read_data: bool,
+    /// Read only part of the packs: `n/m` (part n of m; parts 1..m together cover every pack)
+    /// or a percentage like `10%`.
+    #[arg(
+        long,
+        value_name = "SUBSET",
+        conflicts_with = "read_data",
+        value_parser = values::subset
+    )]
+    pub(crate) read_data_subset: Option<cairn_engine::ReadData>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Which snapshots to consider.
+#[derive(Args, Clone, Default)]
+pub(crate) struct SnapshotFilterArgs {
+    /// Only snapshots of this host (repeatable: any of them).
+    #[arg(long, value_name = "HOST", value_parser = values::non_empty)]
+    pub(crate) host: Vec<String>,
+    /// Only snapshots that include this absolute path (repeatable: all of them).
+    #[arg(long, value_name = "PATH", value_parser = values::absolute_path)]
+    pub(crate) path: Vec<PathBuf>,
+    /// Only snapshots with this tag (repeatable: all of them).
+    #[arg(long, value_name = "TAG", value_parser = values::non_empty)]
+    pub(crate) tag: Vec<String>,
+}
+
+impl SnapshotFilterArgs {
+    pub(crate) fn filter(&self) -> cairn_engine::SnapshotFilter {
+        cairn_engine::SnapshotFilter {
+            hosts: self.host.iter().map(|h| h.clone().into_bytes()).collect(),
+            paths: self.path.clone(),
+            tags: self.tag.iter().map(|t| t.clone().into_bytes()).collect(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    /// Argon2id memory in KiB for the new key [default: 65536].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(8..=4 << 20))]
+    pub(crate) kdf_memory: Option<u32>,
+    /// Argon2id passes for the new key [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) kdf_iterations: Option<u32>,
+    /// Target size of pack files in MiB.
+    #[arg(
+        long,
+        default_value_t = 16,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u32).range(1..=1024)
+    )]
+    pub(crate) pack_size: u32,
+    /// zstd compression level (negative levels are faster, 1-22 smaller).
+    #[arg(
+        long,
+        default_value_t = 3,
+        allow_hyphen_values = true,
+        value_name = "LEVEL",
+        value_parser = clap::value_parser!(i32).range(-7..=22)
+    )]
+    pub(crate) compression: i32,
+    /// Average chunk size in KiB (a power of two); min is half of it, max eight times.
+    #[arg(long, default_value_t = 1024, value_name = "KIB", value_parser = values::chunk_size)]
+    pub(crate) chunk_size: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum KindArg {
+    Full,
+    Incremental,
+    Differential,
+}
+
+#[derive(Args)]
+pub(crate) struct BackupArgs {
+    /// Files and directories to back up.
+    #[arg(required = true, value_name = "PATH")]
+    pub(crate) paths: Vec<PathBuf>,
+    /// Leave out paths matching GLOB. Without `/` it matches a name anywhere (`*.tmp`); with `/`
+    /// the whole absolute path (`/home/*/.cache`); `**` crosses directories.
+    #[arg(long, short = 'e', value_name = "GLOB", value_parser = values::glob)]
+    pub(crate) exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) exclude_file: Vec<PathBuf>,
+    /// Do not cross file system boundaries.
+    #[arg(long, short = 'x')]
+    pub(crate) one_file_system: bool,
+    /// Host name recorded in the snapshot [default: this machine's].
+    #[arg(long, value_parser = values::non_empty)]
+    pub(crate) host: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long, value_name = "TAG", value_parser = values::non_empty)]
+    pub(crate) tag: Vec<String>,
+    /// Snapshot time instead of now: 2026-11-20T14:00:00Z, "2026-11-20 14:00" or 2026-11-20.
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    pub(crate) time: Option<i64>,
+    /// incremental: skip files unchanged since the latest snapshot of these paths;
+    /// differential: since the latest full one; full: read everything.
+    #[arg(long, value_enum, default_value = "incremental")]
+    pub(crate) kind: KindArg,
+    /// Show what would be added, write nothing.
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct SnapshotsArgs {
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// Only the snapshot `restore --at TIME` would choose.
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    pub(crate) at: Option<i64>,
+    /// Only the latest N snapshots of each group (host and paths).
+    #[arg(long, value_name = "N")]
+    pub(crate) latest: Option<usize>,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct RestoreArgs {
+    /// Snapshot: `latest`, an id, or a unique id prefix. Not with --at.
+    #[arg(required_unless_present = "at", conflicts_with = "at")]
+    pub(crate) snapshot: Option<String>,
+    /// Restore the newest snapshot taken at or before TIME: 2026-11-20T14:00:00Z,
+    /// "2026-11-20 14:00" (local time), 2026-11-20, "2 days ago", "3h ago", "yesterday 18:00".
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    pub(crate) at: Option<i64>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// Directory to restore into (created if missing).
+    #[arg(long, short = 't', value_name = "DIR")]
+    pub(crate) target: PathBuf,
+    /// Restore only paths matching GLOB (and everything below them).
+    #[arg(long, short = 'i', value_name = "GLOB", value_parser = values::glob)]
+    pub(crate) include: Vec<String>,
+    /// Do not restore paths matching GLOB.
+    #[arg(long, short = 'e', value_name = "GLOB", value_parser = values::glob)]
+    pub(crate) exclude: Vec<String>,
+    /// List what would be restored, write nothing.
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+    /// After writing, read every file back and compare it with the snapshot.
+    #[arg(long)]
+    pub(crate) verify: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct DiffArgs {
+    /// The older snapshot.
+    pub(crate) a: String,
+    /// The newer snapshot.
+    pub(crate) b: String,
+    /// Print one JSON object per change.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct FindArgs {
+    /// Pattern: without `/` it matches a name anywhere (`*.conf`); with `/` a whole path.
+    #[arg(value_parser = values::glob)]
+    pub(crate) pattern: String,
+    /// Search only these snapshots (repeatable).
+    #[arg(long, short = 's', value_name = "SNAPSHOT")]
+    pub(crate) snapshot: Vec<String>,
+    /// Only snapshots taken at or after TIME.
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    pub(crate) oldest: Option<i64>,
+    /// Only snapshots taken at or before TIME.
+    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    pub(crate) newest: Option<i64>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// Print one JSON object per match.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum ArchiveArg {
+    Tar,
+    Zip,
+}
+
+#[derive(Args)]
+pub(crate) struct DumpArgs {
+    /// Snapshot: `latest`, an id, or a unique id prefix.
+    pub(crate) snapshot: String,
+    /// Absolute path inside the snapshot.
+    pub(crate) path: PathBuf,
+    /// Archive format for a directory.
+    #[arg(long, value_enum, default_value = "tar")]
+    pub(crate) archive: ArchiveArg,
+    /// Write to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(crate) struct LsArgs {
+    /// Snapshot: `latest`, an id, or a unique id prefix.
+    pub(crate) snapshot: String,
+    /// Directory or file inside the snapshot [default: /].
+    pub(crate) path: Option<PathBuf>,
+    /// Show mode, owner, size and modification time.
+    #[arg(long, short = 'l')]
+    pub(crate) long: bool,
+    /// List everything below the path.
+    #[arg(long, short = 'R')]
+    pub(crate) recursive: bool,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+const POLICY_HELP: &str = "\
+Retention works as restic's `forget`: snapshots are grouped (by host and paths unless \
+--group-by says otherwise) and each group is walked newest first. A snapshot is kept when any \
+rule keeps it: --keep-last N the N newest; --keep-hourly/daily/weekly/monthly/yearly N the \
+newest snapshot of each of the N newest hours (days, ISO weeks, months, years) that have one; \
+--keep-within 30d everything within 30 days of the group's newest snapshot (units y m d h); \
+--keep-within-daily 7d one a day within that range (likewise hourly ... yearly); --keep-tag \
+a,b every snapshot with tags a and b. Counts take `unlimited`. Periods are calendar periods in \
+the local time zone (TZ). Example: --keep-daily 7 --keep-weekly 4 --keep-monthly 12 keeps a \
+week of dailies, a month of weeklies and a year of monthlies.";
+
+/// The `--keep-*` options.
+#[derive(Args, Clone, Default)]
+pub(crate) struct PolicyArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub(crate) keep_last: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N newest hours with snapshots.
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub(crate) keep_hourly: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N newest days with snapshots.
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub(crate) keep_daily: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N newest ISO weeks with snapshots.
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub(crate) keep_weekly: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N newest months with snapshots.
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub(crate) keep_monthly: Option<KeepCount>,
+    /// Keep the newest snapshot of each of the N newest years with snapshots.
+    #[arg(long, value_name = "N", value_parser = count, allow_negative_numbers = true)]
+    pub(crate) keep_yearly: Option<KeepCount>,
+    /// Keep every snapshot within DURATION (like 30d, 1y6m, 12h) of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keep_within: Option<KeepDuration>,
+    /// Keep the newest snapshot of each hour within DURATION of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keep_within_hourly: Option<KeepDuration>,
+    /// Keep the newest snapshot of each day within DURATION of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keep_within_daily: Option<KeepDuration>,
+    /// Keep the newest snapshot of each week within DURATION of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keep_within_weekly: Option<KeepDuration>,
+    /// Keep the newest snapshot of each month within DURATION of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keep_within_monthly: Option<KeepDuration>,
+    /// Keep the newest snapshot of each year within DURATION of the group's newest.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub(crate) keep_within_yearly: Option<KeepDuration>,
+    /// Keep snapshots with all of these comma-separated tags (repeatable: any of the sets).
+    #[arg(long, value_name = "TAGS", value_parser = values::non_empty)]
+    pub(crate) keep_tag: Vec<String>,
+    /// Group snapshots by these of host, paths, tags (comma-separated; empty: one group).
+    #[arg(
+        long,
+        value_name = "FIELDS",
+        default_value = "host,paths",
+        value_parser = values::group_by
+    )]
+    pub(crate) group_by: GroupBy,
+}
+
+impl PolicyArgs {
+    pub(crate) fn policy(&self) -> Policy {
+        let c = |v: Option<KeepCount>| v.unwrap_or(KeepCount::AtMost(0));
+        let d = |v: Option<KeepDuration>| v.unwrap_or_default();
+        Policy {
+            keep_last: c(self.keep_last),
+            keep_hourly: c(self.keep_hourly),
+            keep_daily: c(self.keep_daily),
+            keep_weekly: c(self.keep_weekly),
+            keep_monthly: c(self.keep_monthly),
+            keep_yearly: c(self.keep_yearly),
+            keep_within: d(self.keep_within),
+            keep_within_hourly: d(self.keep_within_hourly),
+            keep_within_daily: d(self.keep_within_daily),
+            keep_within_weekly: d(self.keep_within_weekly),
+            keep_within_monthly: d(self.keep_within_monthly),
+            keep_within_yearly: d(self.keep_within_yearly),
+            keep_tags: self
+                .keep_tag
+                .iter()
+                .map(|t| cairn_engine::parse_keep_tag(t))
+                .collect(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct ForgetArgs {
+    /// Snapshots to forget: ids or unique id prefixes.
+    #[arg(value_name = "SNAPSHOT")]
+    pub(crate) snapshots: Vec<String>,
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// Collect the garbage afterwards, as `cairn prune` does.
+    #[arg(long)]
+    pub(crate) prune: bool,
+    #[command(flatten)]
+    pub(crate) gc: GcArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct PruneArgs {
+    #[command(flatten)]
+    pub(crate) policy: PolicyArgs,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    #[command(flatten)]
+    pub(crate) gc: GcArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct GcArgs {
+    /// Repack partly used packs until unused space is at most this share of used space.
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = percent)]
+    pub(crate) max_unused: f64,
+    /// Take a backup that has not renewed its marker in locks/ for this long (like 1d, 12h;
+    /// at least 10m) for dead: it is fenced off, so that it can never commit, and the data
+    /// only it protected can go.
+    #[arg(long, value_name = "DURATION", default_value = "1d", value_parser = grace)]
+    pub(crate) grace: Duration,
+    /// Show what would be forgotten, deleted and repacked; change nothing.
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub(crate) json: bool,
+}

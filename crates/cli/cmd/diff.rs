@@ -1,0 +1,76 @@
+//! `diff`: what changed between two snapshots.
+
+use crate::args::{Cli, DiffArgs};
+use crate::open::{open, snapshots_of};
+use crate::output;
+use anyhow::Result;
+use cairn_format::tree::{Node, NodeKind};
+use serde_json::json;
+use std::io::Write;
+
+pub(crate) fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
+    use cairn_engine::ChangeKind as C;
+    let repo = open(cli, false)?;
+    let list = snapshots_of(&repo)?;
+    let (_, sa) = cairn_engine::find_snapshot(&list, &a.a)?;
+    let (_, sb) = cairn_engine::find_snapshot(&list, &a.b)?;
+    let mut out = std::io::stdout().lock();
+    let (mut added, mut removed, mut changed, mut meta) = (0u64, 0u64, 0u64, 0u64);
+    let (mut bytes_added, mut bytes_removed) = (0u64, 0u64);
+    let mut result = Ok(());
+    cairn_engine::diff(&repo, sa.tree, sb.tree, &mut |c| {
+        let size = |n: Option<&Node>| n.filter(|n| n.kind == NodeKind::File).map_or(0, |n| n.size);
+        let (before, after) = (size(c.before), size(c.after));
+        bytes_added += after.saturating_sub(before);
+        bytes_removed += before.saturating_sub(after);
+        let (mark, word) = match c.kind {
+            C::Added => {
+                added += 1;
+                ("+", "added")
+            }
+            C::Removed => {
+                removed += 1;
+                ("-", "removed")
+            }
+            C::Content => {
+                changed += 1;
+                ("M", "modified")
+            }
+            C::Metadata => {
+                meta += 1;
+                ("U", "metadata")
+            }
+        };
+        let line = if a.json {
+            json!({
+                "path": c.path.to_string_lossy(),
+                "change": word,
+                "type": format!("{:?}", c.after.or(c.before).map(|n| n.kind).unwrap_or_default()).to_lowercase(),
+                "size_before": c.before.map(|n| n.size),
+                "size_after": c.after.map(|n| n.size),
+                "size_delta": after as i64 - before as i64,
+            })
+            .to_string()
+        } else {
+            let delta = match c.kind {
+                C::Content if after >= before => format!("  (+{})", output::bytes(after - before)),
+                C::Content => format!("  (-{})", output::bytes(before - after)),
+                _ => String::new(),
+            };
+            format!("{mark}    {}{delta}", c.path.display())
+        };
+        if result.is_ok() {
+            result = writeln!(out, "{line}");
+        }
+    })?;
+    result?;
+    if !a.json {
+        writeln!(
+            out,
+            "{added} added, {removed} removed, {changed} modified, {meta} with new metadata; +{} -{}",
+            output::bytes(bytes_added),
+            output::bytes(bytes_removed)
+        )?;
+    }
+    Ok(0)
+}

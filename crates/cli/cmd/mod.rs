@@ -1,0 +1,51 @@
+//! The subcommands, one file each: open the repository, plan and execute through a library
+//! crate, report.
+
+use crate::args::{Cli, Command, RepairCommand};
+use crate::time;
+use anyhow::Result;
+use cairn_format::snapshot::Snapshot;
+use cairn_format::SnapshotId;
+
+mod backup;
+mod check;
+mod diff;
+mod dump;
+mod find;
+mod forget;
+mod init;
+mod ls;
+mod repair;
+mod restore;
+mod snapshots;
+
+pub(crate) fn run(cli: Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Init(a) => init::init(&cli, a),
+        Command::Backup(a) => backup::backup(&cli, a),
+        Command::Snapshots(a) => snapshots::snapshots(&cli, a),
+        Command::Restore(a) => restore::restore(&cli, a),
+        Command::Ls(a) => ls::ls(&cli, a),
+        Command::Diff(a) => diff::diff(&cli, a),
+        Command::Find(a) => find::find(&cli, a),
+        Command::Dump(a) => dump::dump(&cli, a),
+        Command::Check(a) => check::check(&cli, a),
+        Command::Forget(a) => forget::forget(&cli, a),
+        Command::Prune(a) => forget::prune(&cli, a),
+        Command::Repair(RepairCommand::Index(a)) => repair::repair_index(&cli, a),
+        Command::Repair(RepairCommand::Snapshots(a)) => repair::repair_snapshots(&cli, a),
+    }
+}
+
+/// The snapshot `restore --at` chooses, or an error that says when the earliest one is.
+pub(crate) fn pick_at(list: &[(SnapshotId, Snapshot)], t: i64) -> Result<&(SnapshotId, Snapshot)> {
+    match (cairn_engine::newest_at(list, t), list.first()) {
+        (Some(found), _) => Ok(found),
+        (None, Some((_, first))) => anyhow::bail!(
+            "no snapshot at or before {}: the earliest matching snapshot is from {}",
+            time::show(t),
+            time::show(first.time)
+        ),
+        (None, None) => anyhow::bail!("no snapshot matches"),
+    }
+}

@@ -1,0 +1,135 @@
+//! Opening the repository a command names: its location, password, cache and host, and the
+//! snapshots it holds.
+
+use crate::args::Cli;
+use crate::password;
+use crate::values::plain_duration;
+use crate::{exit, Exit};
+use anyhow::Result;
+use cairn_format::snapshot::Snapshot;
+use cairn_format::SnapshotId;
+use cairn_repo::{LocalBackend, OpenOptions, Repository};
+use std::path::{Path, PathBuf};
+
+pub(crate) fn repo_path(cli: &Cli) -> Result<&Path> {
+    cli.repo.as_deref().ok_or_else(|| {
+        Exit(
+            exit::USAGE,
+            "no repository given: use -r/--repo or set CAIRN_REPO".into(),
+        )
+        .into()
+    })
+}
+
+pub(crate) fn password_source(cli: &Cli) -> password::Source {
+    password::Source {
+        file: cli.password_file.clone(),
+        command: cli.password_command.clone(),
+    }
+}
+
+pub(crate) fn cache_dir(cli: &Cli) -> Option<PathBuf> {
+    if cli.no_cache {
+        return None;
+    }
+    if let Some(d) = &cli.cache_dir {
+        return Some(d.clone());
+    }
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env("XDG_CACHE_HOME")
+        .or_else(|| env("HOME").map(|h| h.join(".cache")))
+        .map(|d| d.join("cairn"))
+}
+
+/// This machine. In test builds `CAIRN_TEST_CLOCK_SHIFT` (a duration like `25h`) moves its
+/// wall and boot clocks forward, so that tests can run commands as if hours had passed.
+pub(crate) fn host() -> Result<cairn_repo::SystemHost> {
+    let shift = match cairn_repo::test_hooks::clock_shift() {
+        Some(s) => {
+            plain_duration(&s).map_err(|e| Exit(exit::ERROR, format!("test clock shift: {e}")))?
+        }
+        None => std::time::Duration::ZERO,
+    };
+    Ok(cairn_repo::SystemHost { shift })
+}
+
+pub(crate) fn max_kdf_mib(cli: &Cli) -> u64 {
+    cli.max_kdf_mib.unwrap_or(cairn_repo::DEFAULT_MAX_KDF_MIB)
+}
+
+pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
+    open_with(cli, dry_run, false)
+}
+
+/// Opens the repository; a `writer` (a process that stores packs, index files or snapshots)
+/// runs a session, with markers in `locks/`, while it runs.
+pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
+    let path = repo_path(cli)?;
+    if !path.join("config").exists() {
+        let why = if path.exists() {
+            "it has no config"
+        } else {
+            "it does not exist"
+        };
+        return Err(Exit(
+            exit::NO_REPOSITORY,
+            format!("no repository at {}: {why}", path.display()),
+        )
+        .into());
+    }
+    let backend = cairn_repo::test_hooks::wrap(Box::new(LocalBackend::open(path)))
+        .map_err(|e| Exit(exit::ERROR, e))?;
+    // An unknown version is refused before the user is asked for a password.
+    cairn_repo::probe(backend.as_ref())?;
+    let pw = password_source(cli).get(false)?;
+    let opts = OpenOptions {
+        cache_dir: cache_dir(cli),
+        dry_run,
+        writer,
+        host: std::sync::Arc::new(host()?),
+        max_kdf_mib: max_kdf_mib(cli),
+        ..OpenOptions::default()
+    };
+    let repo = Repository::open(backend, &pw, &opts)?;
+    if !cli.quiet {
+        for why in repo.skipped_key_files() {
+            eprintln!("warning: {why}");
+        }
+    }
+    Ok(repo)
+}
+
+/// Every readable snapshot, oldest first; a damaged one is named on stderr and left out, so that
+/// it costs only itself.
+pub(crate) fn snapshots_of(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let list = repo.snapshots()?;
+    for (id, why) in repo.damaged_snapshots() {
+        eprintln!(
+            "warning: snapshot {} is left out: {why} (`cairn forget {}` removes it)",
+            id.short(),
+            id.short()
+        );
+    }
+    Ok(list)
+}
+
+pub(crate) fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The user name of this process's uid from /etc/passwd, else `$USER`, else the uid.
+pub(crate) fn username() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    let name = cairn_engine::user_name(uid);
+    if !name.is_empty() {
+        return String::from_utf8_lossy(&name).into_owned();
+    }
+    std::env::var("USER").unwrap_or_else(|_| uid.to_string())
+}
