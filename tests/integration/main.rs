@@ -7,6 +7,7 @@ mod diskfull;
 mod errors;
 mod faults;
 mod filters;
+mod fixture;
 mod hostile;
 mod incremental;
 mod privacy;
