@@ -114,13 +114,16 @@ pub(crate) fn plain_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: give a number and a unit s, m, h or d, like 1h");
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let n: u64 = t[..split].parse().map_err(|_| bad())?;
-    let secs = match &t[split..] {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit = match &t[split..] {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(bad()),
     };
+    let secs = n
+        .checked_mul(unit)
+        .ok_or_else(|| format!("duration {s:?} is too long"))?;
     Ok(Duration::from_secs(secs))
 }
 

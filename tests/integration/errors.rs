@@ -733,3 +733,35 @@ fn a_key_over_the_kdf_limit_is_skipped_naming_the_key_and_the_flag() {
     assert!(run.error_line().contains("CAIRN_MAX_KDF_MIB"), "{run:?}");
     assert_eq!(t.snapshots().len(), 1);
 }
+
+/// Regression: a root cron job's `check` (or backup) in a user's repository left root-owned 0600
+/// files there, and every later command of the user's failed on them. Files root writes into a
+/// repository belong to the owner of the directory they are in.
+#[test]
+fn root_writes_into_a_users_repository_as_that_user() {
+    if !is_root() {
+        return;
+    }
+    let t = repo_for_nobody();
+    let src = t.join("src");
+    write(src.join("a"), "written by root\n");
+    chmod(t.path(), 0o755);
+    chmod(&src, 0o755);
+    chmod(src.join("a"), 0o644);
+    t.backup([&src]);
+    let mut foreign = Vec::new();
+    for f in files_below(&t.repo()) {
+        let m = std::fs::metadata(&f).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        if m.uid() != NOBODY {
+            foreign.push(f);
+        }
+    }
+    assert!(
+        foreign.is_empty(),
+        "root left files of its own: {foreign:?}"
+    );
+    let mut cmd = unprivileged_cairn(&t);
+    cmd.args(["check", "--read-data"]);
+    Run::of(cmd).success();
+}

@@ -457,3 +457,80 @@ fn a_file_swapped_for_a_hard_link_while_written_is_not_written_through() {
     }
     panic!("five restores could not be stopped while a file was being written");
 }
+
+/// Regression: restore kept ("resumed") any file in the target with the right size, mtime and
+/// content, then gave it the snapshot's owner and mode: a local user could plant such a file
+/// (their own, or with a second name of theirs) and keep writing to what a root restore made
+/// root's. A fifo at a file's name blocked the restore for ever. Only a file this restore could
+/// have written is kept; anything else is replaced.
+#[test]
+fn planted_files_and_fifos_are_replaced_not_adopted() {
+    let t = setup();
+    t.init();
+    let src = t.join("src");
+    write(src.join("linked"), "content a restore would keep\n");
+    write(src.join("theirs"), "content owned by someone else\n");
+    write(src.join("fifo-here"), "a file, not a fifo\n");
+    let tree = scan(&src);
+    t.backup([&src]);
+    let target = t.join("restore");
+    let root = restored(&target, &src);
+    mkdirs(&root);
+    // The right bytes and times, but a second name outside the restored tree.
+    fs::copy(src.join("linked"), root.join("linked")).unwrap();
+    set_mtime(
+        root.join("linked"),
+        tree[Path::new("linked")].mtime_ns as i64,
+    );
+    fs::hard_link(root.join("linked"), t.join("attackers-name")).unwrap();
+    if is_root() {
+        fs::copy(src.join("theirs"), root.join("theirs")).unwrap();
+        set_mtime(
+            root.join("theirs"),
+            tree[Path::new("theirs")].mtime_ns as i64,
+        );
+        std::os::unix::fs::chown(root.join("theirs"), Some(65534), Some(65534)).unwrap();
+    }
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.join("fifo-here"),
+        rustix::fs::FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let before = fs::metadata(t.join("attackers-name")).unwrap().ino();
+
+    let mut cmd = t.command();
+    cmd.args([
+        OsStr::new("restore"),
+        OsStr::new("latest"),
+        OsStr::new("--target"),
+    ])
+    .arg(&target)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("restore hangs on a fifo in the target");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert_same_tree(&tree, &scan(&root), Compare::exact());
+    assert_ne!(
+        fs::metadata(root.join("linked")).unwrap().ino(),
+        before,
+        "restore adopted a file that has a name outside its tree"
+    );
+    assert_eq!(fs::metadata(t.join("attackers-name")).unwrap().nlink(), 1);
+    if is_root() {
+        assert_eq!(fs::metadata(root.join("theirs")).unwrap().uid(), 0);
+    }
+}

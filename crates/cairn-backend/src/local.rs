@@ -7,7 +7,7 @@ use crate::{Backend, BackendError, Entry, ErrorKind, FileType, Guarantees, Resul
 use rand::RngCore;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Prefix of a temporary file; such names are never listed and may be removed at any time.
@@ -243,6 +243,14 @@ impl Backend for LocalBackend {
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
+            // A file root writes into another user's repository (a cron job's check or
+            // backup) goes to the directory's owner, or that user could no longer read it and
+            // every later command of theirs would fail. Anyone else cannot give a file away,
+            // and keeps it.
+            let (mine, dirs) = (f.metadata()?, fs::metadata(&dir)?);
+            if (mine.uid(), mine.gid()) != (dirs.uid(), dirs.gid()) {
+                let _ = std::os::unix::fs::fchown(&f, Some(dirs.uid()), Some(dirs.gid()));
+            }
             for part in parts {
                 f.write_all(part)?;
             }

@@ -302,7 +302,7 @@ pub fn check(
     };
     for (id, s) in &snapshots {
         let mut paths = Vec::new();
-        finder.files(s.tree, Path::new("/"), &mut paths);
+        finder.files(s.tree, Path::new("/"), 0, &mut paths);
         if !paths.is_empty() {
             report.in_damaged_packs.push(Damage {
                 snapshot: *id,
@@ -313,15 +313,13 @@ pub fn check(
     }
     // Recorded already (or condemned by prune, which moves the intact blobs anyway).
     salvage.retain(|p| !condemned.contains(&p.id));
-    for pack in salvage {
-        let id = pack.id;
-        match repo.condemn_damaged(pack) {
-            Ok(_) => report.recorded.push(id),
-            Err(e) => report.warnings.push(format!(
-                "cannot record damaged pack {}: {e}; `cairn repair index --read-data` does it",
-                id.short()
-            )),
-        }
+    let shorts: Vec<String> = salvage.iter().map(|p| p.id.short()).collect();
+    match repo.condemn_damaged(salvage) {
+        Ok(ids) => report.recorded = ids,
+        Err(e) => report.warnings.push(format!(
+            "cannot record damaged packs {}: {e}; `cairn repair index --read-data` does it",
+            shorts.join(", ")
+        )),
     }
     Ok(report)
 }
@@ -335,8 +333,9 @@ struct Finder<'a> {
 }
 
 impl Finder<'_> {
-    fn reaches(&mut self, id: TreeId) -> bool {
-        if self.blobs.is_empty() {
+    fn reaches(&mut self, id: TreeId, depth: usize) -> bool {
+        // Deeper than any snapshot may be: the walk above has reported it.
+        if self.blobs.is_empty() || depth > cairn_format::tree::MAX_TREE_DEPTH {
             return false;
         }
         if let Some(&r) = self.reaches.get(&id) {
@@ -354,15 +353,16 @@ impl Finder<'_> {
                 .iter()
                 .any(|c| self.blobs.contains(&BlobId::from(*c)));
             if let Some(sub) = node.subtree {
-                r |= self.reaches(sub);
+                r |= self.reaches(sub, depth + 1);
             }
         }
         self.reaches.insert(id, r);
         r
     }
 
-    fn files(&mut self, id: TreeId, base: &Path, out: &mut Vec<(PathBuf, String)>) {
-        if !self.reaches(id) {
+    /// At most `MAX_AFFECTED` paths: shared subtrees can make a snapshot's paths exponential.
+    fn files(&mut self, id: TreeId, base: &Path, depth: usize, out: &mut Vec<(PathBuf, String)>) {
+        if out.len() >= MAX_AFFECTED || !self.reaches(id, depth) {
             return;
         }
         let Ok(tree) = self.repo.load_tree(id) else {
@@ -370,8 +370,11 @@ impl Finder<'_> {
         };
         for node in &tree.nodes {
             let path = base.join(OsStr::from_bytes(&node.name));
+            if out.len() >= MAX_AFFECTED {
+                return;
+            }
             if let Some(sub) = node.subtree {
-                self.files(sub, &path, out);
+                self.files(sub, &path, depth + 1, out);
             } else if node
                 .content
                 .iter()

@@ -9,7 +9,7 @@ use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use cairn_repo::{Error, IndexBatch, Repository};
+use cairn_repo::{Error, ErrorKind, IndexBatch, Repository};
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -74,6 +74,8 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         }
         let record = match repo.read_pack_header(&pack, size) {
             Ok(header) => IndexPack::from_header(pack, size, &header),
+            // Not damage (a failing read): repair stops before removing any index file.
+            Err(e) if e.kind != ErrorKind::Corrupt => return Err(e),
             Err(e) => {
                 // The header is lost, not the blobs: the old index still locates them.
                 let known = old_entries(repo, &pack)?;
@@ -128,14 +130,27 @@ fn old_entries(repo: &Repository, pack: &PackId) -> Result<Vec<IndexEntry>> {
 }
 
 /// Reads `pack` whole and keeps the entries whose blobs open and verify; returns that record
-/// and how many were left out.
+/// and how many were left out. A pack too damaged to read whole (say, longer than any pack may
+/// be) keeps its entries unverified: condemned, its blobs are read one by one, and each is
+/// verified then.
 fn salvage(
     repo: &Repository,
     pack: &PackId,
     size: u64,
     entries: Vec<IndexEntry>,
 ) -> Result<(IndexPack, u64)> {
-    let bytes = repo.read_pack_unverified(pack)?;
+    let bytes = match repo.read_pack_unverified(pack) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind == ErrorKind::Corrupt => {
+            let record = IndexPack {
+                id: *pack,
+                size,
+                blobs: entries,
+            };
+            return Ok((record, 0));
+        }
+        Err(e) => return Err(e),
+    };
     let before = entries.len() as u64;
     let blobs: Vec<IndexEntry> = entries
         .into_iter()

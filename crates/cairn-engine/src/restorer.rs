@@ -552,13 +552,11 @@ impl Run<'_> {
         let (place, node) = &self.files[i];
         let dir = self.dirs.fd(place.dir)?;
         let reopen = |id: FileId| -> io::Result<fs::File> {
-            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            let file = fs::File::from(rustix::fs::openat(
-                dir.as_fd(),
-                &place.name,
-                flags,
-                Mode::empty(),
-            )?);
+            // O_NONBLOCK: a fifo swapped in must not block the open; the inode check below
+            // refuses it.
+            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+            let fd = rustix::fs::openat(dir.as_fd(), &place.name, flags, Mode::empty())?;
+            let file = fs::File::from(fd);
             if file_id(&file)? != id {
                 return Err(replaced());
             }
@@ -580,8 +578,15 @@ impl Run<'_> {
     /// The file at `place` opened for reading, never through a symlink.
     fn open_read(&self, place: &Place) -> io::Result<fs::File> {
         let dir = self.dirs.fd(place.dir)?;
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // O_NONBLOCK, so that a fifo put at the name cannot block the open; only a regular file
+        // is read, in blocking mode again.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
         let fd = rustix::fs::openat(dir.as_fd(), &place.name, flags, Mode::empty())?;
+        let st = rustix::fs::fstat(&fd)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(io::Error::other("not a regular file"));
+        }
+        rustix::fs::fcntl_setfl(&fd, rustix::fs::fcntl_getfl(&fd)? - OFlags::NONBLOCK)?;
         Ok(fs::File::from(fd))
     }
 
@@ -670,8 +675,18 @@ impl Run<'_> {
             .filter_map(|(i, (place, node))| {
                 let mut file = self.open_read(place).ok()?;
                 let st = rustix::fs::fstat(&file).ok()?;
+                // Only a file this restore could have written is adopted: one of this user's
+                // (or, restoring owners, of the snapshot's owner), with no other name through
+                // which someone could still reach it.
+                let owner = if self.opts.owners {
+                    node.uid
+                } else {
+                    rustix::process::geteuid().as_raw()
+                };
                 let same = rustix::fs::FileType::from_raw_mode(st.st_mode)
                     == rustix::fs::FileType::RegularFile
+                    && st.st_uid == owner
+                    && st.st_nlink as u64 <= node.links.max(1)
                     && st.st_size as u64 == node.size
                     && FileTime::new(st.st_mtime, st.st_mtime_nsec as i64) == node.mtime;
                 if !same || !matches!(self.differs(&mut file, node), Ok(None)) {

@@ -453,22 +453,24 @@ impl Repository {
     /// carries the records of its blobs that still verify. Backups then store the content again
     /// rather than reuse any of it, the intact blobs stay readable, and the next prune copies
     /// those that snapshots use and deletes the pack, whatever its unused share.
-    pub fn condemn_damaged(&self, intact: IndexPack) -> Result<IndexId> {
-        if self.condemned.lock().unwrap().contains(&intact.id) {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("pack {} is condemned already", intact.id.short()),
-            ));
+    /// Packs condemned already are left as they are.
+    pub fn condemn_damaged(&self, mut intact: Vec<IndexPack>) -> Result<Vec<PackId>> {
+        let condemned = self.condemned.lock().unwrap().clone();
+        intact.retain(|p| !condemned.contains(&p.id));
+        let ids: Vec<PackId> = intact.iter().map(|p| p.id).collect();
+        if ids.is_empty() {
+            return Ok(ids);
         }
-        let id = self.write_index(&IndexFile {
-            condemned: vec![intact.id],
-            packs: vec![intact],
-            ..IndexFile::default()
-        })?;
-        // Read back as any index file is: a new condemnation rebuilds the cache, so that the
-        // pack's blobs leave the index here and for every later process sharing the cache.
+        let mut batch = gc::IndexBatch::condemning(&ids);
+        for pack in intact {
+            batch.push(self, pack)?;
+        }
+        batch.finish(self)?;
+        // Read back as any index file is: a new condemnation rebuilds the cache (once for all
+        // of them), so that the packs' blobs leave the index here and for every later process
+        // sharing the cache.
         self.sync_index()?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Reads a whole pack and checks it against its name; returns its bytes and header.

@@ -317,10 +317,12 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<O
         Err(e) => return Err(e),
     };
     let mut n = 0;
+    let mut seen: HashSet<Key> = HashSet::new();
     for e in &entries {
         if !keeps.contains(&e.blob.to_bytes()) {
             continue;
         }
+        seen.insert(e.blob.to_bytes());
         let start = e.offset as usize;
         let opened = match bytes.get(start..start + e.stored_len as usize) {
             Some(stored) => repo.open_blob(&e.blob, stored, e.raw_len).map(|_| stored),
@@ -341,6 +343,14 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<O
         };
         repo.store_again(&e.blob, stored, e.raw_len)?;
         n += 1;
+    }
+    // A blob prune planned to copy from here and did not find would be lost with the pack.
+    if seen.len() < keeps.len() {
+        return Err(Error::corrupt(format!(
+            "{} blobs that snapshots need cannot be located in pack {}; run `cairn check --read-data`",
+            keeps.len() - seen.len(),
+            pack.short()
+        )));
     }
     Ok(Some(n))
 }
