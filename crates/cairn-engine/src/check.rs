@@ -315,7 +315,7 @@ pub fn check(
     salvage.retain(|p| !condemned.contains(&p.id));
     let shorts: Vec<String> = salvage.iter().map(|p| p.id.short()).collect();
     match repo.condemn_damaged(salvage) {
-        Ok(ids) => report.recorded = ids,
+        Ok(written) => report.recorded = written.into_iter().flat_map(|(_, p)| p).collect(),
         Err(e) => report.warnings.push(format!(
             "cannot record damaged packs {}: {e}; `cairn repair index --read-data` does it",
             shorts.join(", ")
@@ -429,16 +429,7 @@ fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> Pack
         .fetch_add(bytes.len() as u64, Ordering::Relaxed);
     let mut intact = Vec::with_capacity(entries.len());
     for e in entries {
-        let stored = bytes.get(e.offset as usize..e.offset as usize + e.stored_len as usize);
-        let opened = match stored {
-            Some(stored) => repo.open_blob(&e.blob, stored, e.raw_len).map(drop),
-            None => Err(cairn_repo::Error::corrupt(format!(
-                "{} lies beyond the end of pack {}",
-                e.blob,
-                pack.short()
-            ))),
-        };
-        if let Err(err) = opened {
+        if let Err(err) = repo.open_entry(pack, &bytes, &e) {
             found.errors.push(format!("pack {}: {err}", pack.short()));
             found.lost.push((
                 e.blob,

@@ -78,7 +78,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
             Err(e) if e.kind != ErrorKind::Corrupt => return Err(e),
             Err(e) => {
                 // The header is lost, not the blobs: the old index still locates them.
-                let known = old_entries(repo, &pack)?;
+                let known = repo.blobs_in_pack(&pack)?;
                 if known.is_empty() {
                     report.packs_unreadable.push((pack, e.message));
                     continue;
@@ -103,16 +103,9 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     }
     let mut written = batch.finish(repo)?;
     // The damaged packs' condemnation goes before any old index file is removed, so their
-    // intact blobs are located all along.
-    let ids: Vec<PackId> = damaged.iter().map(|p| p.id).collect();
-    let mut condemning = IndexBatch::condemning(&ids);
-    for record in damaged {
-        condemning.push(repo, record)?;
-    }
-    let condemnations = condemning.finish(repo)?;
-    keep.extend(condemnations.iter().map(|(id, _)| *id));
-    report.packs_condemned = ids.len() as u64;
-    written.extend(condemnations);
+    // intact blobs are located all along. Written now, it is none of the `old` files removed.
+    report.packs_condemned = damaged.len() as u64;
+    written.extend(repo.condemn_damaged(damaged)?);
     report.index_files_written = written.len() as u64;
     for id in old
         .iter()
@@ -122,11 +115,6 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         report.index_files_removed += 1;
     }
     Ok(report)
-}
-
-/// What the index located in `pack` before this repair (live or condemned entries).
-fn old_entries(repo: &Repository, pack: &PackId) -> Result<Vec<IndexEntry>> {
-    repo.blobs_in_pack(pack)
 }
 
 /// Reads `pack` whole and keeps the entries whose blobs open and verify; returns that record
@@ -154,12 +142,7 @@ fn salvage(
     let before = entries.len() as u64;
     let blobs: Vec<IndexEntry> = entries
         .into_iter()
-        .filter(|e| {
-            let start = e.offset as usize;
-            bytes
-                .get(start..start + e.stored_len as usize)
-                .is_some_and(|stored| repo.open_blob(&e.blob, stored, e.raw_len).is_ok())
-        })
+        .filter(|e| repo.open_entry(pack, &bytes, e).is_ok())
         .collect();
     let lost = before - blobs.len() as u64;
     Ok((

@@ -453,24 +453,28 @@ impl Repository {
     /// carries the records of its blobs that still verify. Backups then store the content again
     /// rather than reuse any of it, the intact blobs stay readable, and the next prune copies
     /// those that snapshots use and deletes the pack, whatever its unused share.
-    /// Packs condemned already are left as they are.
-    pub fn condemn_damaged(&self, mut intact: Vec<IndexPack>) -> Result<Vec<PackId>> {
+    /// Packs condemned already are left as they are. Returns the files written and the packs
+    /// each condemns.
+    pub fn condemn_damaged(
+        &self,
+        mut intact: Vec<IndexPack>,
+    ) -> Result<Vec<(IndexId, Vec<PackId>)>> {
         let condemned = self.condemned.lock().unwrap().clone();
         intact.retain(|p| !condemned.contains(&p.id));
-        let ids: Vec<PackId> = intact.iter().map(|p| p.id).collect();
-        if ids.is_empty() {
-            return Ok(ids);
+        if intact.is_empty() {
+            return Ok(Vec::new());
         }
+        let ids: Vec<PackId> = intact.iter().map(|p| p.id).collect();
         let mut batch = gc::IndexBatch::condemning(&ids);
         for pack in intact {
             batch.push(self, pack)?;
         }
-        batch.finish(self)?;
+        let written = batch.finish(self)?;
         // Read back as any index file is: a new condemnation rebuilds the cache (once for all
         // of them), so that the packs' blobs leave the index here and for every later process
         // sharing the cache.
         self.sync_index()?;
-        Ok(ids)
+        Ok(written)
     }
 
     /// Reads a whole pack and checks it against its name; returns its bytes and header.
@@ -783,6 +787,28 @@ impl Repository {
             )));
         }
         Ok(header)
+    }
+
+    /// The stored bytes of entry `e` among `bytes`, a whole pack read unverified, once they open
+    /// and verify: what salvaging or copying out of a damaged pack reads blob by blob.
+    pub fn open_entry<'a>(
+        &self,
+        pack: &PackId,
+        bytes: &'a [u8],
+        e: &IndexEntry,
+    ) -> Result<&'a [u8]> {
+        let start = e.offset as usize;
+        let stored = bytes
+            .get(start..start + e.stored_len as usize)
+            .ok_or_else(|| {
+                Error::corrupt(format!(
+                    "{} lies beyond the end of pack {}",
+                    e.blob,
+                    pack.short()
+                ))
+            })?;
+        self.open_blob(&e.blob, stored, e.raw_len)?;
+        Ok(stored)
     }
 
     /// Decrypts, decompresses and verifies a stored blob read from a pack.

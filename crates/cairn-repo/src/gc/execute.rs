@@ -323,16 +323,7 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<O
             continue;
         }
         seen.insert(e.blob.to_bytes());
-        let start = e.offset as usize;
-        let opened = match bytes.get(start..start + e.stored_len as usize) {
-            Some(stored) => repo.open_blob(&e.blob, stored, e.raw_len).map(|_| stored),
-            None => Err(Error::corrupt(format!(
-                "{} lies beyond the end of pack {}",
-                e.blob,
-                pack.short()
-            ))),
-        };
-        let stored = match opened {
+        let stored = match repo.open_entry(pack, &bytes, e) {
             Ok(stored) => stored,
             // A damaged copy that the index no longer places here is not needed.
             Err(_) if repo.lookup(&e.blob)?.is_some_and(|l| l.pack != *pack) => continue,
