@@ -150,5 +150,9 @@ mod tests {
         assert_eq!(chunk_size("1024"), Ok(1024));
         assert!(group_by("host,colour").is_err());
         assert!(group_by("").is_ok());
+        assert!(plain_duration("99999999999999999d")
+            .unwrap_err()
+            .contains("too long"));
+        assert_eq!(plain_duration("2h"), Ok(Duration::from_secs(7200)));
     }
 }
