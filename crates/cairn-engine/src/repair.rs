@@ -62,6 +62,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     // prune could delete it before then (repo-format.md, 16.4).
     let others_index = packs.iter().any(|(p, _)| !named.contains(p)) && repo.others_may_index()?;
     let mut batch = IndexBatch::default();
+    let mut indexed: Vec<PackId> = Vec::new();
     // Damaged packs: condemned, with the records of their intact blobs (see `salvage`).
     let mut damaged: Vec<IndexPack> = Vec::new();
     for (pack, size) in packs {
@@ -74,6 +75,7 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         }
         let record = match repo.read_pack_header(&pack, size) {
             Ok(header) => IndexPack::from_header(pack, size, &header),
+            Err(e) if e.kind == ErrorKind::NotFound => return Err(changed_under(&pack)),
             // Not damage (a failing read): repair stops before removing any index file.
             Err(e) if e.kind != ErrorKind::Corrupt => return Err(e),
             Err(e) => {
@@ -83,7 +85,9 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
                     report.packs_unreadable.push((pack, e.message));
                     continue;
                 }
-                let (intact, lost) = salvage(repo, &pack, size, known)?;
+                let Some((intact, lost)) = salvage(repo, &pack, size, known)? else {
+                    return Err(changed_under(&pack));
+                };
                 report.blobs_damaged += lost;
                 report.packs_salvaged.push((pack, e.message));
                 damaged.push(intact);
@@ -91,7 +95,9 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
             }
         };
         if read_data {
-            let (intact, lost) = salvage(repo, &pack, size, record.blobs.clone())?;
+            let Some((intact, lost)) = salvage(repo, &pack, size, record.blobs.clone())? else {
+                return Err(changed_under(&pack));
+            };
             if lost > 0 {
                 report.blobs_damaged += lost;
                 damaged.push(intact);
@@ -99,9 +105,19 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
             }
         }
         report.packs_indexed += 1;
+        indexed.push(pack);
         batch.push(repo, record)?;
     }
     let mut written = batch.finish(repo)?;
+    // A prune that took this process for dead while it was stopped may have deleted packs it
+    // read: their records must not outlive the condemnations that hide them.
+    let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    if let Some(gone) = indexed.iter().find(|p| !present.contains(p)) {
+        for (id, _) in &written {
+            repo.remove_index(id)?;
+        }
+        return Err(changed_under(gone));
+    }
     // The damaged packs' condemnation goes before any old index file is removed, so their
     // intact blobs are located all along. Written now, it is none of the `old` files removed.
     report.packs_condemned = damaged.len() as u64;
@@ -121,21 +137,35 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
 /// and how many were left out. A pack too damaged to read whole (say, longer than any pack may
 /// be) keeps its entries unverified: condemned, its blobs are read one by one, and each is
 /// verified then.
+/// A pack read at the start of a repair is gone: a prune deleted it meanwhile, so what the
+/// repair read is stale. It writes nothing that stays, and says to run it again.
+fn changed_under(pack: &PackId) -> Error {
+    Error::new(
+        ErrorKind::Locked,
+        format!(
+            "pack {} was deleted by a prune while this repair ran (or was stopped); nothing was changed, run `cairn repair index` again",
+            pack.short()
+        ),
+    )
+}
+
+/// `None`: the pack was deleted since the listing (a prune had condemned it).
 fn salvage(
     repo: &Repository,
     pack: &PackId,
     size: u64,
     entries: Vec<IndexEntry>,
-) -> Result<(IndexPack, u64)> {
+) -> Result<Option<(IndexPack, u64)>> {
     let bytes = match repo.read_pack_unverified(pack) {
         Ok(bytes) => bytes,
+        Err(e) if e.kind == ErrorKind::NotFound => return Ok(None),
         Err(e) if e.kind == ErrorKind::Corrupt => {
             let record = IndexPack {
                 id: *pack,
                 size,
                 blobs: entries,
             };
-            return Ok((record, 0));
+            return Ok(Some((record, 0)));
         }
         Err(e) => return Err(e),
     };
@@ -145,14 +175,14 @@ fn salvage(
         .filter(|e| repo.open_entry(pack, &bytes, e).is_ok())
         .collect();
     let lost = before - blobs.len() as u64;
-    Ok((
+    Ok(Some((
         IndexPack {
             id: *pack,
             size,
             blobs,
         },
         lost,
-    ))
+    )))
 }
 
 /// One repaired snapshot: the original, the new one (none in a dry run), and what it lacks.

@@ -116,7 +116,8 @@ fn kind_of(job: &Job) -> &'static str {
 }
 
 /// Whether a process may fail this way. A crashed process may fail any way; a backup may
-/// refuse to commit when what it stored was deleted under it, with a clear error; restores
+/// refuse to commit when what it stored was deleted under it, with a clear error, and so may a
+/// repair of the index whose packs a prune deleted while it ran; restores
 /// and checks beside a prune may find a pack deleted under them. Nothing may ever read wrong
 /// bytes, and nothing else may fail.
 fn failure_allowed(kind: &str, message: &str) -> bool {
@@ -126,6 +127,7 @@ fn failure_allowed(kind: &str, message: &str) -> bool {
     match kind {
         "restore" | "check" => true,
         "backup" => message.contains("run the backup again"),
+        "repair index" => message.contains("run `cairn repair index` again"),
         _ if std::env::var_os("SIM_OLD").is_some() => {
             message.contains("snapshots/") && message.contains("not found")
         }
