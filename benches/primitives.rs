@@ -11,11 +11,13 @@
 //! Everything runs on the calling thread, so the numbers are per core; `cargo xtask bench`
 //! measures the whole tool, on every core.
 
+use cairn_backend::LocalBackend;
 use cairn_chunker::Chunker;
 use cairn_crypto::{decode_blob, encode_blob, file_id, open, seal, MasterKeys};
+use cairn_format::key::KdfParams;
 use cairn_format::tree::{FileTime, Node, NodeKind, Tree};
 use cairn_format::{BlobId, BlobType, DataId, Id, TreeId};
-use cairn_repo::{InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
+use cairn_repo::{InitOptions, OpenOptions, Repository};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;

@@ -8,10 +8,12 @@
 //! about 60 bytes of pack and 45 bytes of index per blob: the index, not the data, is what this
 //! measures.
 
+use cairn_backend::LocalBackend;
+use cairn_format::key::KdfParams;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
 use cairn_format::tree::{FileTime, Node, NodeKind, Tree};
 use cairn_format::{BlobType, DataId};
-use cairn_repo::{InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
+use cairn_repo::{InitOptions, OpenOptions, Repository};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -16,15 +16,16 @@ could not be read), 10 no repository at the location, 12 wrong password.";
 #[derive(Parser)]
 #[command(name = "cairn", version, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
-    /// Repository location (a directory).
+    /// Repository location: a directory, or local:PATH.
     #[arg(
         short = 'r',
         long = "repo",
         env = "CAIRN_REPO",
         global = true,
-        value_name = "PATH"
+        value_name = "LOCATION",
+        value_parser = values::location()
     )]
-    pub(crate) repo: Option<PathBuf>,
+    pub(crate) repo: Option<cairn_repo::RepoLocation>,
     /// Read the password from this file: its whole content, less one trailing newline.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     pub(crate) password_file: Option<PathBuf>,

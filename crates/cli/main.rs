@@ -24,25 +24,22 @@ pub mod exit {
     pub const WRONG_PASSWORD: u8 = 12;
 }
 
-/// An error that carries its own exit code.
-#[derive(Debug)]
-pub struct Exit(pub u8, pub String);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
+/// An invalid argument, option value or combination of them: exit 2.
+pub fn invalid(message: impl Into<String>) -> anyhow::Error {
+    cairn_repo::Error::new(cairn_repo::ErrorKind::InvalidInput, message).into()
 }
 
-impl std::error::Error for Exit {}
+/// A command that ran to its end but must fail (its findings are in the message): exit 1.
+pub fn failed(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::msg(message.into())
+}
 
 /// Maps an error to its exit code: the one place that decides exit codes.
 fn exit_code(e: &anyhow::Error) -> u8 {
     use cairn_repo::ErrorKind as K;
-    if let Some(Exit(code, _)) = e.downcast_ref::<Exit>() {
-        return *code;
-    }
     match e.downcast_ref::<cairn_repo::Error>().map(|e| e.kind) {
+        Some(K::InvalidInput) => exit::USAGE,
+        Some(K::NoRepository) => exit::NO_REPOSITORY,
         Some(K::WrongPassword) => exit::WRONG_PASSWORD,
         Some(K::Locked) => exit::LOCKED,
         _ => exit::ERROR,

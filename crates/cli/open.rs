@@ -4,21 +4,15 @@
 use crate::args::Cli;
 use crate::password;
 use crate::values::plain_duration;
-use crate::{exit, Exit};
+use crate::{failed, invalid};
 use anyhow::Result;
-use cairn_format::snapshot::Snapshot;
-use cairn_format::SnapshotId;
-use cairn_repo::{LocalBackend, OpenOptions, Repository};
-use std::path::{Path, PathBuf};
+use cairn_repo::{OpenOptions, RepoLocation, Repository, Snapshots};
+use std::path::PathBuf;
 
-pub(crate) fn repo_path(cli: &Cli) -> Result<&Path> {
-    cli.repo.as_deref().ok_or_else(|| {
-        Exit(
-            exit::USAGE,
-            "no repository given: use -r/--repo or set CAIRN_REPO".into(),
-        )
-        .into()
-    })
+pub(crate) fn location(cli: &Cli) -> Result<&RepoLocation> {
+    cli.repo
+        .as_ref()
+        .ok_or_else(|| invalid("no repository given: use -r/--repo or set CAIRN_REPO"))
 }
 
 pub(crate) fn password_source(cli: &Cli) -> password::Source {
@@ -49,9 +43,7 @@ pub(crate) fn cache_dir(cli: &Cli) -> Option<PathBuf> {
 /// wall and boot clocks forward, so that tests can run commands as if hours had passed.
 pub(crate) fn host() -> Result<cairn_repo::SystemHost> {
     let shift = match cairn_repo::test_hooks::clock_shift() {
-        Some(s) => {
-            plain_duration(&s).map_err(|e| Exit(exit::ERROR, format!("test clock shift: {e}")))?
-        }
+        Some(s) => plain_duration(&s).map_err(|e| failed(format!("test clock shift: {e}")))?,
         None => std::time::Duration::ZERO,
     };
     Ok(cairn_repo::SystemHost { shift })
@@ -68,21 +60,7 @@ pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
 /// Opens the repository; a `writer` (a process that stores packs, index files or snapshots)
 /// runs a session, with markers in `locks/`, while it runs.
 pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
-    let path = repo_path(cli)?;
-    if !path.join("config").exists() {
-        let why = if path.exists() {
-            "it has no config"
-        } else {
-            "it does not exist"
-        };
-        return Err(Exit(
-            exit::NO_REPOSITORY,
-            format!("no repository at {}: {why}", path.display()),
-        )
-        .into());
-    }
-    let backend = cairn_repo::test_hooks::wrap(Box::new(LocalBackend::open(path)))
-        .map_err(|e| Exit(exit::ERROR, e))?;
+    let backend = location(cli)?.open()?;
     // An unknown version is refused before the user is asked for a password.
     cairn_repo::probe(backend.as_ref())?;
     let pw = password_source(cli).get(false)?;
@@ -103,18 +81,18 @@ pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Reposi
     Ok(repo)
 }
 
-/// Every readable snapshot, oldest first; a damaged one is named on stderr and left out, so that
-/// it costs only itself.
-pub(crate) fn snapshots_of(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let list = repo.snapshots()?;
-    for (id, why) in repo.damaged_snapshots() {
+/// Every readable snapshot, oldest first; a damaged one is named on stderr and left out of the
+/// list, so that it costs only itself.
+pub(crate) fn snapshots_of(repo: &Repository) -> Result<Snapshots> {
+    let snapshots = repo.snapshots()?;
+    for (id, why) in &snapshots.damaged {
         eprintln!(
             "warning: snapshot {} is left out: {why} (`cairn forget {}` removes it)",
             id.short(),
             id.short()
         );
     }
-    Ok(list)
+    Ok(snapshots)
 }
 
 pub(crate) fn hostname() -> String {

@@ -7,6 +7,14 @@ use cairn_engine::{Filter, KeepCount, KeepDuration, ReadData};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A repository location: a path, `local:PATH`, or (refused, naming what is supported) a scheme
+/// this build does not reach. Any bytes a path may hold are accepted.
+pub fn location() -> impl clap::builder::TypedValueParser<Value = cairn_repo::RepoLocation> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new()
+        .try_map(|s| cairn_repo::RepoLocation::parse(&s).map_err(|e| e.message))
+}
+
 /// A time, absolute or relative to now (see `time::parse_at`), as nanoseconds since the epoch.
 pub fn time(s: &str) -> Result<i64, String> {
     crate::time::parse(s).map_err(|e| format!("{e:#}"))

@@ -1,7 +1,7 @@
 //! The master key set and key files (repo-format.md, "Key files" and "Master key set").
 
 use crate::{seal, CryptoError};
-pub use cairn_format::key::KdfParams;
+use cairn_format::key::KdfParams;
 use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 

@@ -10,7 +10,7 @@ pub mod random;
 mod seal;
 
 pub use codec::{decode_blob, encode_blob, BLOB_OVERHEAD};
-pub use keys::{create_key_file, open_key_file, KdfParams, MasterKeys};
+pub use keys::{create_key_file, open_key_file, MasterKeys};
 pub use seal::{open, seal, SEAL_OVERHEAD};
 
 use cairn_format::Id;

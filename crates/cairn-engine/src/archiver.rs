@@ -15,18 +15,18 @@
 //! like an unreadable one.
 //!
 //! Invariant: the snapshot is written only after every blob it reaches is durable and indexed
-//! (`Repository::save_snapshot` flushes first), so a killed backup never leaves a snapshot that
+//! (`BlobStore::save_snapshot` flushes first), so a killed backup never leaves a snapshot that
 //! points at nothing.
 
 use crate::filter::Filter;
 use crate::fsmeta::node_from_at;
 use crate::walk::{check_depth, depth_of};
-use crate::{Result, Skipped};
+use crate::{PathProblem, Result};
 use cairn_chunker::Chunker;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree, MAX_TREE_DEPTH};
-use cairn_format::{BlobId, BlobType, DataId, SnapshotId, TreeId};
-use cairn_repo::{Error, ErrorKind, Repository};
+use cairn_format::{DataId, SnapshotId, TreeId};
+use cairn_repo::{BlobStore, Error, ErrorKind};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,7 +71,7 @@ pub struct BackupProgress {
 pub struct BackupOutcome {
     pub id: SnapshotId,
     pub snapshot: Snapshot,
-    pub skipped: Vec<Skipped>,
+    pub skipped: Vec<PathProblem>,
 }
 
 /// Makes source paths absolute and lexically clean, checks that they exist, and drops those
@@ -148,11 +148,11 @@ fn plan(sources: &[PathBuf]) -> Plan {
 const ARCHIVER_STACK: usize = 64 << 20;
 
 struct Ctx<'a> {
-    repo: &'a Repository,
+    repo: &'a dyn BlobStore,
     opts: &'a BackupOptions,
     chunker: Chunker,
     progress: &'a BackupProgress,
-    skipped: Mutex<Vec<Skipped>>,
+    skipped: Mutex<Vec<PathProblem>>,
     /// Content of files with several hard links seen so far, by (device, inode).
     hardlinks: Mutex<HashMap<(u64, u64), Vec<DataId>>>,
     new: AtomicU64,
@@ -188,22 +188,16 @@ impl From<io::Error> for Failure {
 }
 
 pub fn backup(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     opts: &BackupOptions,
     progress: &BackupProgress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let sources = normalize_sources(&opts.paths)?;
-    let cfg = repo.config();
     let ctx = Ctx {
         repo,
         opts,
-        chunker: Chunker::new(
-            repo.gear_table(),
-            cfg.chunk_min as usize,
-            cfg.chunk_avg as usize,
-            cfg.chunk_max as usize,
-        ),
+        chunker: repo.chunker(),
         progress,
         skipped: Mutex::default(),
         hardlinks: Mutex::default(),
@@ -281,7 +275,7 @@ pub fn backup(
 impl Ctx<'_> {
     fn skip(&self, path: &Path, e: &io::Error) {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
-        self.skipped.lock().unwrap().push(Skipped {
+        self.skipped.lock().unwrap().push(PathProblem {
             path: path.to_path_buf(),
             reason: e.to_string(),
         });
@@ -575,7 +569,7 @@ impl Ctx<'_> {
 
     fn all_stored(&self, content: &[DataId]) -> Result<bool> {
         for c in content {
-            if !self.repo.has_blob(&BlobId::from(*c))? {
+            if !self.repo.has_data(*c)? {
                 return Ok(false);
             }
         }
@@ -625,12 +619,11 @@ impl Ctx<'_> {
             }
             let store = |range: &std::ops::Range<usize>| -> Result<DataId> {
                 let chunk = &buf[range.clone()];
-                let id = self.repo.blob_id(chunk);
-                self.repo.save_blob(BlobType::Data, id, chunk)?;
+                let (id, _) = self.repo.save_data(chunk)?;
                 self.progress
                     .bytes
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                Ok(DataId(id))
+                Ok(id)
             };
             let ids: Vec<DataId> = if cuts.len() > 1 {
                 cuts.par_iter().map(store).collect::<Result<_>>()?

@@ -5,7 +5,7 @@
 use crate::Result;
 use cairn_format::tree::{Node, NodeKind, Tree};
 use cairn_format::TreeId;
-use cairn_repo::Repository;
+use cairn_repo::BlobStore;
 use std::cmp::Ordering;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -31,11 +31,11 @@ pub struct Change<'a> {
 
 /// Calls `f` for every path that differs between the trees `a` and `b`, in path order. Entries
 /// below an added or removed directory are reported too.
-pub fn diff(repo: &Repository, a: TreeId, b: TreeId, f: &mut dyn FnMut(Change)) -> Result<()> {
+pub fn diff(repo: &dyn BlobStore, a: TreeId, b: TreeId, f: &mut dyn FnMut(Change)) -> Result<()> {
     diff_trees(repo, Some(a), Some(b), Path::new("/"), 0, f)
 }
 
-fn load(repo: &Repository, t: Option<TreeId>) -> Result<Tree> {
+fn load(repo: &dyn BlobStore, t: Option<TreeId>) -> Result<Tree> {
     Ok(match t {
         Some(t) => repo.load_tree(t)?,
         None => Tree::default(),
@@ -43,7 +43,7 @@ fn load(repo: &Repository, t: Option<TreeId>) -> Result<Tree> {
 }
 
 fn diff_trees(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     a: Option<TreeId>,
     b: Option<TreeId>,
     base: &Path,
@@ -84,7 +84,7 @@ fn diff_trees(
 
 /// A node present on one side only, and everything below it. `depth` is that of `base`'s tree.
 fn one_side(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     node: &Node,
     base: &Path,
     depth: usize,
@@ -113,7 +113,7 @@ fn one_side(
 }
 
 fn both(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     a: &Node,
     b: &Node,
     base: &Path,

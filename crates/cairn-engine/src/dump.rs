@@ -4,8 +4,7 @@
 use crate::walk::{walk_tree, Visit};
 use crate::Result;
 use cairn_format::tree::{FileTime, Node, NodeKind};
-use cairn_format::BlobId;
-use cairn_repo::{Error, ErrorKind, Repository};
+use cairn_repo::{BlobStore, Error, ErrorKind};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -13,14 +12,14 @@ use std::path::{Path, PathBuf};
 
 /// Reads a file's content from the repository, one blob at a time.
 pub struct ContentReader<'a> {
-    repo: &'a Repository,
+    repo: &'a dyn BlobStore,
     chunks: std::slice::Iter<'a, cairn_format::DataId>,
     current: Vec<u8>,
     pos: usize,
 }
 
 impl<'a> ContentReader<'a> {
-    pub fn new(repo: &'a Repository, node: &'a Node) -> ContentReader<'a> {
+    pub fn new(repo: &'a dyn BlobStore, node: &'a Node) -> ContentReader<'a> {
         ContentReader {
             repo,
             chunks: node.content.iter(),
@@ -36,10 +35,7 @@ impl Read for ContentReader<'_> {
             let Some(chunk) = self.chunks.next() else {
                 return Ok(0);
             };
-            self.current = self
-                .repo
-                .load_blob(&BlobId::from(*chunk))
-                .map_err(io::Error::other)?;
+            self.current = self.repo.load_data(*chunk).map_err(io::Error::other)?;
             self.pos = 0;
         }
         let n = buf.len().min(self.current.len() - self.pos);
@@ -54,7 +50,7 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Writes a file's content to `out`.
-pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<()> {
+pub fn dump_file(repo: &dyn BlobStore, node: &Node, out: &mut dyn Write) -> Result<()> {
     io::copy(&mut ContentReader::new(repo, node), out)
         .map_err(|e| io_err("cannot write the file", e))?;
     Ok(())
@@ -62,7 +58,7 @@ pub fn dump_file(repo: &Repository, node: &Node, out: &mut dyn Write) -> Result<
 
 /// The entries of an archive: `dir` (at `path` in the snapshot) and everything below it, with
 /// archive names relative to the snapshot root.
-fn entries(repo: &Repository, dir: &Node, path: &Path) -> Result<Vec<(PathBuf, Node)>> {
+fn entries(repo: &dyn BlobStore, dir: &Node, path: &Path) -> Result<Vec<(PathBuf, Node)>> {
     let rel = |p: &Path| p.strip_prefix("/").unwrap_or(p).to_path_buf();
     let mut out = Vec::new();
     if path != Path::new("/") {
@@ -79,7 +75,7 @@ fn entries(repo: &Repository, dir: &Node, path: &Path) -> Result<Vec<(PathBuf, N
 
 /// Writes `dir` and everything below it as a tar stream (GNU long names where needed): modes,
 /// owners, mtimes, symlinks, hard links, fifos and devices included.
-pub fn dump_tar(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write) -> Result<()> {
+pub fn dump_tar(repo: &dyn BlobStore, dir: &Node, path: &Path, out: &mut dyn Write) -> Result<()> {
     let mut tar = tar::Builder::new(out);
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let w = |e: io::Error| io_err("cannot write the archive", e);
@@ -150,7 +146,7 @@ pub fn dump_tar(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write)
 /// Writes `dir` and everything below it as a zip stream. Zip has no hard links, fifos or
 /// devices: linked files are stored once per name, special files are left out, and mtimes are
 /// rounded to zip's two seconds, in local time.
-pub fn dump_zip(repo: &Repository, dir: &Node, path: &Path, out: &mut dyn Write) -> Result<()> {
+pub fn dump_zip(repo: &dyn BlobStore, dir: &Node, path: &Path, out: &mut dyn Write) -> Result<()> {
     use zip::write::SimpleFileOptions;
     let mut zip = zip::ZipWriter::new_stream(out);
     let z = |e: zip::result::ZipError| io_err("cannot write the archive", e);

@@ -19,6 +19,9 @@ mod retention;
 mod select;
 mod walk;
 
+#[cfg(test)]
+mod in_memory_tests;
+
 pub use archiver::{
     backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
 };
@@ -26,11 +29,14 @@ pub use check::{check, CheckProgress, CheckReport, Damage, ReadData};
 pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
-pub use prune::{prune, PruneOptions, PruneReport};
+pub use prune::{prune, PruneOptions};
 pub use repair::{
     repair_index, repair_snapshots, RepairIndexReport, RepairedSnapshot, REPAIRED_TAG,
 };
-pub use restorer::{restore, RestoreOptions, RestoreOutcome, RestoreProgress};
+pub use restorer::{
+    execute_restore, plan_restore, restore, RestoreOptions, RestoreOutcome, RestorePlan,
+    RestoreProgress,
+};
 pub use retention::{
     apply_policy, parse_keep_count, parse_keep_duration, parse_keep_tag, Bucket, Decision,
     KeepCount, KeepDuration, Policy, Reason, RetentionInput,
@@ -38,11 +44,11 @@ pub use retention::{
 pub use select::{find_parent, find_snapshot, newest_at, SnapshotFilter};
 pub use walk::{find, find_node, walk_tree, Visit};
 
-pub use cairn_repo::{Error, ErrorKind, Result};
+pub(crate) use cairn_repo::Result;
 
 /// A path problem that did not stop the operation.
 #[derive(Clone, Debug)]
-pub struct Skipped {
+pub struct PathProblem {
     pub path: std::path::PathBuf,
     pub reason: String,
 }

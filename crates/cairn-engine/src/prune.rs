@@ -13,7 +13,7 @@ use cairn_repo::{Error, ErrorKind, Repository, Survey, SurveyOptions};
 use std::collections::HashSet;
 use std::time::Duration;
 
-pub use cairn_repo::PruneReport;
+use cairn_repo::PruneReport;
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {

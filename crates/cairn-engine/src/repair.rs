@@ -212,7 +212,7 @@ pub fn repair_snapshots(
         condemned: repo.condemned_packs(),
         trees: HashMap::new(),
     };
-    for (id, snapshot) in repo.snapshots()? {
+    for (id, snapshot) in repo.snapshots()?.list {
         let mut lost = Vec::new();
         let tree = memo
             .tree(snapshot.tree, Path::new("/"), 0, &mut lost)

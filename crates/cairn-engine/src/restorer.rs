@@ -26,10 +26,10 @@
 
 use crate::filter::Filter;
 use crate::fsmeta;
-use crate::{Result, Skipped};
+use crate::{PathProblem, Result};
 use cairn_format::tree::{FileTime, Node, NodeKind};
-use cairn_format::{BlobId, DataId, PackId, TreeId};
-use cairn_repo::{Error, ErrorKind, Location, Repository};
+use cairn_format::{DataId, PackId, TreeId};
+use cairn_repo::{BlobStore, Error, ErrorKind, Location};
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
@@ -78,12 +78,12 @@ pub struct RestoreOutcome {
     /// Paths written (or, with `dry_run`, that would be), relative to the target.
     pub planned: Vec<PathBuf>,
     /// Entries that could not be restored, or (with `verify`) differ from the snapshot.
-    pub errors: Vec<Skipped>,
+    pub errors: Vec<PathProblem>,
     /// Entries restored without some of their metadata (owner, mode, times, xattrs).
-    pub warnings: Vec<Skipped>,
+    pub warnings: Vec<PathProblem>,
 }
 
-/// Where an entry goes: a name in a planned directory (by index into `Plan::dirs`) or, with
+/// Where an entry goes: a name in a planned directory (by index into `RestorePlan::dirs`) or, with
 /// `dir` `None`, in the target itself. `path` is only for messages: the restore never hands it
 /// to the kernel.
 struct Place {
@@ -92,8 +92,10 @@ struct Place {
     name: OsString,
 }
 
+/// What a restore writes, and where, decided from the snapshot's trees before anything in the
+/// target is touched: `--dry-run` shows it and stops.
 #[derive(Default)]
-struct Plan {
+pub struct RestorePlan {
     /// Parents before their children.
     dirs: Vec<(Place, Node)>,
     files: Vec<(Place, Node)>,
@@ -101,17 +103,17 @@ struct Plan {
     links: Vec<(Place, usize)>,
     specials: Vec<(Place, Node)>,
     link_groups: HashMap<(u64, u64), usize>,
+    /// Directories whose listing cannot be read: everything below them is lost, the rest is not.
+    lost: Vec<PathProblem>,
+    /// Such directories outside what `--include` selects: something selected may have been
+    /// below them, or not.
+    unsure: Vec<PathProblem>,
 }
 
 struct Planner<'a> {
-    repo: &'a Repository,
+    repo: &'a dyn BlobStore,
     opts: &'a RestoreOptions,
-    plan: Plan,
-    /// Directories whose listing cannot be read: everything below them is lost, the rest is not.
-    lost: Vec<Skipped>,
-    /// Such directories outside what `--include` selects: something selected may have been
-    /// below them, or not.
-    unsure: Vec<Skipped>,
+    plan: RestorePlan,
 }
 
 impl Planner<'_> {
@@ -130,14 +132,14 @@ impl Planner<'_> {
         let tree = match self.repo.load_tree(tree) {
             Ok(tree) => tree,
             Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {
-                let lost = Skipped {
+                let lost = PathProblem {
                     path: target.to_path_buf(),
                     reason: format!("directory listing is lost: {e}"),
                 };
                 if included || self.opts.include.is_empty() {
-                    self.lost.push(lost);
+                    self.plan.lost.push(lost);
                 } else {
-                    self.unsure.push(lost);
+                    self.plan.unsure.push(lost);
                 }
                 return Ok(included);
             }
@@ -215,7 +217,7 @@ fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
-/// The restore's directories, by index into `Plan::dirs`, as descriptors. Holding one open for
+/// The restore's directories, by index into `RestorePlan::dirs`, as descriptors. Holding one open for
 /// every directory could exceed the process's limit on open files, so at most `MAX_OPEN` are
 /// kept, and one not kept is opened again from its parent's descriptor and checked to be the
 /// directory the restore made or found.
@@ -278,7 +280,7 @@ impl Dirs<'_> {
 
 /// Where each chunk of each file goes: (file index, offset in file).
 type Targets = Vec<(usize, u64)>;
-type PackWork = Vec<(Location, BlobId, Targets)>;
+type PackWork = Vec<(Location, DataId, Targets)>;
 
 /// How many locks serialise the creation of files: a file is created by whichever worker
 /// writes to it first, and the others wait for it.
@@ -286,7 +288,7 @@ const CREATE_LOCKS: usize = 64;
 
 /// The state the steps of one restore share.
 struct Run<'a> {
-    repo: &'a Repository,
+    repo: &'a dyn BlobStore,
     opts: &'a RestoreOptions,
     progress: &'a RestoreProgress,
     dirs: &'a Dirs<'a>,
@@ -301,15 +303,34 @@ struct Run<'a> {
     /// The inode of each file this restore created or kept, set when it is.
     file_ids: Vec<OnceLock<FileId>>,
     create_locks: Vec<Mutex<()>>,
-    warnings: Mutex<Vec<Skipped>>,
+    warnings: Mutex<Vec<PathProblem>>,
 }
 
+/// Plans and carries out a restore: `plan_restore`, then (unless `opts.dry_run`, which stops
+/// after the plan) `execute_restore`.
 pub fn restore(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     root: TreeId,
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreOutcome> {
+    let plan = plan_restore(repo, root, opts)?;
+    if opts.dry_run {
+        let mut outcome = plan.outcome(&opts.target);
+        outcome.errors = plan.lost;
+        outcome.warnings = plan.unsure;
+        return Ok(outcome);
+    }
+    execute_restore(repo, plan, opts, progress)
+}
+
+/// What a restore of tree `root` into `opts.target` would write, read from the snapshot's trees
+/// alone: nothing in the target is touched.
+pub fn plan_restore(
+    repo: &dyn BlobStore,
+    root: TreeId,
+    opts: &RestoreOptions,
+) -> Result<RestorePlan> {
     if let Ok(meta) = fs::symlink_metadata(&opts.target) {
         if !meta.is_dir() {
             return Err(Error::new(
@@ -324,82 +345,54 @@ pub fn restore(
     let mut planner = Planner {
         repo,
         opts,
-        plan: Plan::default(),
-        lost: Vec::new(),
-        unsure: Vec::new(),
+        plan: RestorePlan::default(),
     };
     planner.tree(root, Path::new("/"), &opts.target, None, false)?;
-    let plan = planner.plan;
-    let lost = planner.lost;
-    let unsure = planner.unsure;
+    Ok(planner.plan)
+}
 
-    let mut outcome = RestoreOutcome {
-        files: (plan.files.len() + plan.links.len()) as u64,
-        dirs: plan.dirs.len() as u64,
-        bytes: plan.files.iter().map(|(_, n)| n.size).sum(),
-        ..RestoreOutcome::default()
-    };
+/// Carries out `plan`: directories, then file content pack by pack, hard links, special files,
+/// directory metadata deepest first; then, with `opts.verify`, reads every file back.
+pub fn execute_restore(
+    repo: &dyn BlobStore,
+    plan: RestorePlan,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreOutcome> {
+    let mut outcome = plan.outcome(&opts.target);
     progress.total_bytes.store(outcome.bytes, Ordering::Relaxed);
     progress.total_files.store(outcome.files, Ordering::Relaxed);
-    let relative = |p: &Path| p.strip_prefix(&opts.target).unwrap_or(p).to_path_buf();
-    outcome.planned = plan
-        .dirs
-        .iter()
-        .map(|(p, _)| p)
-        .chain(plan.files.iter().map(|(p, _)| p))
-        .chain(plan.links.iter().map(|(p, _)| p))
-        .chain(plan.specials.iter().map(|(p, _)| p))
-        .map(|p| relative(&p.path))
-        .collect();
-    if opts.dry_run {
-        outcome.errors = lost;
-        outcome.warnings = unsure;
-        return Ok(outcome);
-    }
-
-    let target_error = |e: &dyn std::fmt::Display| {
-        Error::new(
-            ErrorKind::Io,
-            format!(
-                "cannot create restore target {}: {e}",
-                opts.target.display()
-            ),
-        )
-    };
-    // The target itself is the user's to name, symlinks included; below it nothing is followed.
-    fs::create_dir_all(&opts.target).map_err(|e| target_error(&e))?;
-    let root_fd = rustix::fs::open(
-        &opts.target,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| target_error(&e))?;
+    let RestorePlan {
+        dirs: plan_dirs,
+        files,
+        links,
+        specials,
+        lost,
+        unsure,
+        ..
+    } = plan;
     let dirs = Dirs {
-        places: &plan.dirs,
-        root: Arc::new(root_fd),
-        ids: plan.dirs.iter().map(|_| OnceLock::new()).collect(),
+        places: &plan_dirs,
+        root: Arc::new(open_target(&opts.target)?),
+        ids: plan_dirs.iter().map(|_| OnceLock::new()).collect(),
         open: Mutex::default(),
     };
     let mut errors = lost;
-    for (i, (place, _)) in plan.dirs.iter().enumerate() {
+    for (i, (place, _)) in plan_dirs.iter().enumerate() {
         if let Err(e) = dirs.make(i) {
-            errors.push(Skipped {
-                path: place.path.clone(),
-                reason: e.to_string(),
-            });
+            errors.push(problem(place, e));
         }
     }
-
     let mut run = Run {
         repo,
         opts,
         progress,
         dirs: &dirs,
-        files: &plan.files,
+        files: &files,
         locations: HashMap::new(),
         failed: Mutex::default(),
-        remaining: plan.files.iter().map(|_| AtomicU64::new(0)).collect(),
-        file_ids: plan.files.iter().map(|_| OnceLock::new()).collect(),
+        remaining: files.iter().map(|_| AtomicU64::new(0)).collect(),
+        file_ids: files.iter().map(|_| OnceLock::new()).collect(),
         create_locks: (0..CREATE_LOCKS).map(|_| Mutex::new(())).collect(),
         warnings: Mutex::default(),
     };
@@ -410,102 +403,9 @@ pub fn restore(
     packs
         .par_iter()
         .for_each(|(pack, blobs)| run.restore_pack(pack, blobs));
-
-    let failed = std::mem::take(&mut *run.failed.lock().unwrap());
-    for (i, reason) in &failed {
-        let place = &plan.files[*i].0;
-        run.remove(place);
-        errors.push(Skipped {
-            path: place.path.clone(),
-            reason: reason.clone(),
-        });
-    }
-    for (place, first) in &plan.links {
-        if failed.contains_key(first) {
-            errors.push(Skipped {
-                path: place.path.clone(),
-                reason: "its hard-link target could not be restored".into(),
-            });
-            continue;
-        }
-        if let Err(e) = run.link(place, *first) {
-            errors.push(Skipped {
-                path: place.path.clone(),
-                reason: e.to_string(),
-            });
-        }
-    }
-    for (place, node) in &plan.specials {
-        if let Err(e) = run.special(place, node) {
-            errors.push(Skipped {
-                path: place.path.clone(),
-                reason: e.to_string(),
-            });
-        }
-    }
-    for (i, (place, node)) in plan.dirs.iter().enumerate().rev() {
-        if dirs.ids[i].get().is_none() {
-            continue;
-        }
-        let applied = dirs
-            .fd(Some(i))
-            .and_then(|fd| fsmeta::apply_fd(fd.as_fd(), node, opts.owners));
-        if let Err(e) = applied {
-            run.warn(place, &e);
-        }
-    }
-
+    let failed = run.finish(&links, &specials, &mut errors);
     if opts.verify {
-        // With the index of each file whose bytes are known to be wrong.
-        let mismatches: Vec<(Option<usize>, Skipped)> = plan
-            .files
-            .par_iter()
-            .enumerate()
-            .filter(|(i, _)| !failed.contains_key(i))
-            .filter_map(|(i, (place, node))| {
-                let differs = run
-                    .open_read(place)
-                    .and_then(|mut file| run.differs(&mut file, node));
-                match differs {
-                    Ok(None) => None,
-                    Ok(Some(why)) => Some((
-                        Some(i),
-                        Skipped {
-                            path: place.path.clone(),
-                            reason: format!("verify: {why}"),
-                        },
-                    )),
-                    Err(e) => Some((
-                        None,
-                        Skipped {
-                            path: place.path.clone(),
-                            reason: format!("verify: cannot read it back: {e}"),
-                        },
-                    )),
-                }
-            })
-            .collect();
-        outcome.files_verified = (plan.files.len() - failed.len() - mismatches.len()) as u64;
-        // The invariant holds for what verify finds too: a file with wrong bytes is removed,
-        // under each of its names.
-        let wrong: std::collections::HashSet<usize> =
-            mismatches.iter().filter_map(|(i, _)| *i).collect();
-        for (i, skipped) in mismatches {
-            if let Some(i) = i {
-                run.remove(&plan.files[i].0);
-            }
-            errors.push(skipped);
-        }
-        for (place, first) in plan.links.iter().filter(|(_, f)| wrong.contains(f)) {
-            run.remove(place);
-            errors.push(Skipped {
-                path: place.path.clone(),
-                reason: format!(
-                    "verify: its hard-link target {} differs from the snapshot",
-                    plan.files[*first].0.path.display()
-                ),
-            });
-        }
+        outcome.files_verified = run.verify(&links, &failed, &mut errors);
     }
     outcome.errors = errors;
     outcome.warnings = run.warnings.into_inner().unwrap();
@@ -513,7 +413,165 @@ pub fn restore(
     Ok(outcome)
 }
 
+/// Creates the target (the user's to name, symlinks included; below it nothing is followed)
+/// and opens it.
+fn open_target(target: &Path) -> Result<OwnedFd> {
+    let target_error = |e: &dyn std::fmt::Display| {
+        Error::new(
+            ErrorKind::Io,
+            format!("cannot create restore target {}: {e}", target.display()),
+        )
+    };
+    fs::create_dir_all(target).map_err(|e| target_error(&e))?;
+    rustix::fs::open(
+        target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| target_error(&e))
+}
+
+fn problem(place: &Place, reason: impl ToString) -> PathProblem {
+    PathProblem {
+        path: place.path.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+impl RestorePlan {
+    /// Every path the plan writes, relative to `target`: directories, files, hard links, then
+    /// special files.
+    pub fn paths(&self, target: &Path) -> Vec<PathBuf> {
+        let relative = |p: &Path| p.strip_prefix(target).unwrap_or(p).to_path_buf();
+        self.dirs
+            .iter()
+            .map(|(p, _)| p)
+            .chain(self.files.iter().map(|(p, _)| p))
+            .chain(self.links.iter().map(|(p, _)| p))
+            .chain(self.specials.iter().map(|(p, _)| p))
+            .map(|p| relative(&p.path))
+            .collect()
+    }
+
+    /// Files to restore, hard links included.
+    pub fn files(&self) -> u64 {
+        (self.files.len() + self.links.len()) as u64
+    }
+
+    pub fn dirs(&self) -> u64 {
+        self.dirs.len() as u64
+    }
+
+    /// Bytes of file content to restore.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|(_, n)| n.size).sum()
+    }
+
+    /// The outcome's counts, as planned.
+    fn outcome(&self, target: &Path) -> RestoreOutcome {
+        RestoreOutcome {
+            files: self.files(),
+            dirs: self.dirs(),
+            bytes: self.bytes(),
+            planned: self.paths(target),
+            ..RestoreOutcome::default()
+        }
+    }
+}
+
 impl Run<'_> {
+    /// After the content: removes the files that failed, then makes hard links and special
+    /// files, then gives directories their metadata, deepest first. Returns the failed files.
+    fn finish(
+        &self,
+        links: &[(Place, usize)],
+        specials: &[(Place, Node)],
+        errors: &mut Vec<PathProblem>,
+    ) -> HashMap<usize, String> {
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
+        for (i, reason) in &failed {
+            let place = &self.files[*i].0;
+            self.remove(place);
+            errors.push(problem(place, reason));
+        }
+        for (place, first) in links {
+            if failed.contains_key(first) {
+                errors.push(problem(place, "its hard-link target could not be restored"));
+            } else if let Err(e) = self.link(place, *first) {
+                errors.push(problem(place, e));
+            }
+        }
+        for (place, node) in specials {
+            if let Err(e) = self.special(place, node) {
+                errors.push(problem(place, e));
+            }
+        }
+        for (i, (place, node)) in self.dirs.places.iter().enumerate().rev() {
+            if self.dirs.ids[i].get().is_none() {
+                continue;
+            }
+            let applied = self
+                .dirs
+                .fd(Some(i))
+                .and_then(|fd| fsmeta::apply_fd(fd.as_fd(), node, self.opts.owners));
+            if let Err(e) = applied {
+                self.warn(place, &e);
+            }
+        }
+        failed
+    }
+
+    /// Reads every restored file back and compares it with the snapshot. The invariant holds
+    /// for what this finds too: a file with wrong bytes is removed, under each of its names.
+    /// Returns how many files verified.
+    fn verify(
+        &self,
+        links: &[(Place, usize)],
+        failed: &HashMap<usize, String>,
+        errors: &mut Vec<PathProblem>,
+    ) -> u64 {
+        // With the index of each file whose bytes are known to be wrong.
+        let mismatches: Vec<(Option<usize>, PathProblem)> = self
+            .files
+            .par_iter()
+            .enumerate()
+            .filter(|(i, _)| !failed.contains_key(i))
+            .filter_map(|(i, (place, node))| {
+                let differs = self
+                    .open_read(place)
+                    .and_then(|mut file| self.differs(&mut file, node));
+                match differs {
+                    Ok(None) => None,
+                    Ok(Some(why)) => Some((Some(i), problem(place, format!("verify: {why}")))),
+                    Err(e) => Some((
+                        None,
+                        problem(place, format!("verify: cannot read it back: {e}")),
+                    )),
+                }
+            })
+            .collect();
+        let verified = (self.files.len() - failed.len() - mismatches.len()) as u64;
+        let wrong: std::collections::HashSet<usize> =
+            mismatches.iter().filter_map(|(i, _)| *i).collect();
+        for (i, mismatch) in mismatches {
+            if let Some(i) = i {
+                self.remove(&self.files[i].0);
+            }
+            errors.push(mismatch);
+        }
+        for (place, first) in links.iter().filter(|(_, f)| wrong.contains(f)) {
+            self.remove(place);
+            errors.push(problem(
+                place,
+                format!(
+                    "verify: its hard-link target {} differs from the snapshot",
+                    self.files[*first].0.path.display()
+                ),
+            ));
+        }
+        verified
+    }
+
     fn fail(&self, i: usize, reason: String) {
         self.failed.lock().unwrap().entry(i).or_insert(reason);
     }
@@ -523,7 +581,7 @@ impl Run<'_> {
     }
 
     fn warn(&self, place: &Place, e: &io::Error) {
-        self.warnings.lock().unwrap().push(Skipped {
+        self.warnings.lock().unwrap().push(PathProblem {
             path: place.path.clone(),
             reason: format!("metadata not restored: {e}"),
         });
@@ -638,27 +696,35 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Looks up every chunk once; a file with a chunk missing from the index fails.
+    /// Looks up every chunk once, in batches; a file with a chunk the repository lacks fails.
     fn resolve(&mut self) -> Result<()> {
+        const BATCH: usize = 4096;
+        let mut wanted: Vec<DataId> = self
+            .files
+            .iter()
+            .flat_map(|(_, node)| node.content.iter().copied())
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for ids in wanted.chunks(BATCH) {
+            for (id, loc) in ids.iter().zip(self.repo.locate(ids)?) {
+                if let Some(loc) = loc {
+                    self.locations.insert(*id, loc);
+                }
+            }
+        }
         for (i, (place, node)) in self.files.iter().enumerate() {
-            for chunk in &node.content {
-                if self.locations.contains_key(chunk) {
-                    continue;
-                }
-                match self.repo.lookup(&BlobId::from(*chunk))? {
-                    Some(loc) => {
-                        self.locations.insert(*chunk, loc);
-                    }
-                    None => {
-                        let why = format!(
-                            "data blob {} of {} is missing from the index",
-                            chunk.short(),
-                            place.path.display()
-                        );
-                        self.fail(i, why);
-                        break;
-                    }
-                }
+            if let Some(chunk) = node
+                .content
+                .iter()
+                .find(|c| !self.locations.contains_key(c))
+            {
+                let why = format!(
+                    "data blob {} of {} is missing from the index",
+                    chunk.short(),
+                    place.path.display()
+                );
+                self.fail(i, why);
             }
         }
         Ok(())
@@ -738,7 +804,7 @@ impl Run<'_> {
             packs
                 .entry(loc.pack)
                 .or_default()
-                .push((loc, BlobId::from(chunk), targets));
+                .push((loc, chunk, targets));
         }
         const PIECE: u64 = 4 << 20;
         let mut pieces = Vec::new();
@@ -763,61 +829,61 @@ impl Run<'_> {
 
     /// Reads the needed part of one pack once and writes each of its blobs wherever it belongs.
     fn restore_pack(&self, pack: &PackId, blobs: &PackWork) {
-        let start = u64::from(blobs[0].0.offset);
-        let end = blobs
-            .iter()
-            .map(|(l, _, _)| u64::from(l.offset) + u64::from(l.stored_len))
-            .max()
-            .unwrap_or(start);
-        let bytes = match self.repo.read_pack_range(pack, start, end - start) {
-            Ok(b) => b,
-            Err(e) => {
-                for (_, _, targets) in blobs {
-                    for (i, _) in targets {
-                        self.fail(*i, format!("pack {} cannot be read: {e}", pack.short()));
-                    }
-                }
-                return;
-            }
-        };
+        let located: Vec<(DataId, Location)> =
+            blobs.iter().map(|(loc, id, _)| (*id, *loc)).collect();
         let mut open_files: HashMap<usize, fs::File> = HashMap::new();
-        for (loc, blob, targets) in blobs {
-            let at = (u64::from(loc.offset) - start) as usize;
-            let stored = &bytes[at..at + loc.stored_len as usize];
-            let plain = match self.repo.open_blob(blob, stored, loc.raw_len) {
-                Ok(p) => p,
+        let read = self.repo.read_pack_blobs(pack, &located, &mut |k, plain| {
+            let targets = &blobs[k].2;
+            match plain {
+                Ok(plain) => self.write_blob(&plain, targets, &mut open_files),
                 Err(e) => {
                     for (i, _) in targets {
                         self.fail(*i, e.to_string());
                     }
-                    continue;
                 }
-            };
-            for &(i, offset) in targets {
-                if self.has_failed(i) {
-                    continue;
+            }
+        });
+        if let Err(e) = read {
+            for (_, _, targets) in blobs {
+                for (i, _) in targets {
+                    self.fail(*i, format!("pack {} cannot be read: {e}", pack.short()));
                 }
-                self.progress
-                    .bytes
-                    .fetch_add(plain.len() as u64, Ordering::Relaxed);
-                let file = match open_files.entry(i) {
-                    std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => match self.open_for_write(i) {
-                        Ok(f) => v.insert(f),
-                        Err(e) => {
-                            self.fail(i, e.to_string());
-                            continue;
-                        }
-                    },
-                };
-                if let Err(e) = write_sparse(file, &plain, offset) {
-                    self.fail(i, e.to_string());
-                } else if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
-                    // The last write: the file is complete, its metadata goes through the
-                    // descriptor that wrote it.
-                    if let Some(file) = open_files.remove(&i) {
-                        self.complete(i, &file);
+            }
+        }
+    }
+
+    /// Writes one blob's plaintext wherever it belongs; a file whose last write this is gets its
+    /// metadata through the descriptor that wrote it.
+    fn write_blob(
+        &self,
+        plain: &[u8],
+        targets: &Targets,
+        open_files: &mut HashMap<usize, fs::File>,
+    ) {
+        for &(i, offset) in targets {
+            if self.has_failed(i) {
+                continue;
+            }
+            self.progress
+                .bytes
+                .fetch_add(plain.len() as u64, Ordering::Relaxed);
+            let file = match open_files.entry(i) {
+                std::collections::hash_map::Entry::Occupied(f) => f.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => match self.open_for_write(i) {
+                    Ok(f) => v.insert(f),
+                    Err(e) => {
+                        self.fail(i, e.to_string());
+                        continue;
                     }
+                },
+            };
+            if let Err(e) = write_sparse(file, plain, offset) {
+                self.fail(i, e.to_string());
+            } else if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The last write: the file is complete, its metadata goes through the
+                // descriptor that wrote it.
+                if let Some(file) = open_files.remove(&i) {
+                    self.complete(i, &file);
                 }
             }
         }
@@ -842,7 +908,7 @@ impl Run<'_> {
             if let Err(e) = file.read_exact(&mut buf) {
                 return Ok(Some(format!("ends early at byte {offset}: {e}")));
             }
-            if self.repo.blob_id(&buf) != chunk.0 {
+            if self.repo.data_id(&buf) != *chunk {
                 return Ok(Some(format!(
                     "content differs in bytes {offset}..{}",
                     offset + buf.len() as u64

@@ -50,7 +50,7 @@ pub fn find_parent(
     if kind == Kind::Full {
         return Ok(None);
     }
-    let mut snaps = repo.snapshots()?;
+    let mut snaps = repo.snapshots()?.list;
     snaps.retain(|(_, s)| {
         s.host == host && s.paths == paths && (kind != Kind::Differential || s.kind == Kind::Full)
     });

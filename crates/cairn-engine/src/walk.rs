@@ -7,7 +7,7 @@
 use crate::Result;
 use cairn_format::tree::{Node, NodeKind, MAX_TREE_DEPTH};
 use cairn_format::TreeId;
-use cairn_repo::{Error, ErrorKind, Repository};
+use cairn_repo::{BlobStore, Error, ErrorKind};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
@@ -49,7 +49,7 @@ pub(crate) fn too_deep(path: &Path) -> Error {
 /// contents, with the node's absolute path inside the snapshot. `base` is the path of `tree`'s
 /// directory in the snapshot.
 pub fn walk_tree(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     tree: TreeId,
     base: &Path,
     f: &mut dyn FnMut(&Path, &Node) -> Result<Visit>,
@@ -58,7 +58,7 @@ pub fn walk_tree(
 }
 
 fn walk_at(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     tree: TreeId,
     base: &Path,
     depth: usize,
@@ -79,7 +79,7 @@ fn walk_at(
 
 /// The node at `path` inside the snapshot whose root tree is `root`; `/` gives a synthetic
 /// directory node for the root.
-pub fn find_node(repo: &Repository, root: TreeId, path: &Path) -> Result<Node> {
+pub fn find_node(repo: &dyn BlobStore, root: TreeId, path: &Path) -> Result<Node> {
     let mut node = Node {
         kind: NodeKind::Dir,
         subtree: Some(root),
@@ -118,7 +118,7 @@ pub fn find_node(repo: &Repository, root: TreeId, path: &Path) -> Result<Node> {
 
 /// Calls `f` for every entry of every snapshot whose path matches `pattern`.
 pub fn find(
-    repo: &Repository,
+    repo: &dyn BlobStore,
     snapshots: &[(cairn_format::SnapshotId, cairn_format::snapshot::Snapshot)],
     pattern: &crate::Filter,
     f: &mut dyn FnMut(&cairn_format::SnapshotId, &cairn_format::snapshot::Snapshot, &Path, &Node),

@@ -3,11 +3,13 @@
 //! proportional to the distinct trees where its result allows that, and stop with an error, not
 //! a stack overflow, past the depth limit (repo-format.md, "Limits").
 
+use cairn_backend::LocalBackend;
 use cairn_engine::{CheckProgress, Filter, ReadData, RestoreOptions, RestoreProgress, Visit};
+use cairn_format::key::KdfParams;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree, MAX_TREE_DEPTH};
 use cairn_format::{SnapshotId, TreeId};
-use cairn_repo::{InitOptions, KdfParams, LocalBackend, OpenOptions, Repository};
+use cairn_repo::{InitOptions, OpenOptions, Repository};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -169,7 +171,7 @@ fn a_chain_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
     let within = chain(&repo, MAX_TREE_DEPTH);
     let beyond = chain(&repo, 100_000);
     snapshot(&repo, beyond);
-    let too_deep = |e: cairn_engine::Error| {
+    let too_deep = |e: cairn_repo::Error| {
         assert!(
             e.message.contains(&format!("deeper than {MAX_TREE_DEPTH}")),
             "{}",

@@ -1,11 +1,11 @@
 //! The engines against other processes changing the repository under them, played out
 //! deterministically through a backend that does the other process's part at a chosen moment.
 
+use cairn_backend::{Backend, FileType, LocalBackend};
 use cairn_engine::{BackupOptions, BackupProgress, CheckProgress, Filter, PruneOptions, ReadData};
+use cairn_format::key::KdfParams;
 use cairn_format::snapshot::Kind;
-use cairn_repo::{
-    Backend, FileType, InitOptions, KdfParams, LocalBackend, OpenOptions, Repository,
-};
+use cairn_repo::{InitOptions, OpenOptions, Repository};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

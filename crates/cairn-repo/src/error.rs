@@ -8,6 +8,8 @@ use std::fmt;
 pub enum ErrorKind {
     /// No repository, snapshot, blob or file where one was expected.
     NotFound,
+    /// No repository at the location given: nothing there, or no `config`.
+    NoRepository,
     AlreadyExists,
     WrongPassword,
     Locked,

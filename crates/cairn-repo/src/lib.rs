@@ -9,23 +9,27 @@ mod cache;
 mod error;
 mod gc;
 mod host;
+mod location;
 mod pack;
+mod store;
 mod writer;
 
 pub use cache::Location;
-pub use cairn_backend::{test_hooks, Backend, FileType, LocalBackend};
-pub use cairn_crypto::KdfParams;
 pub use error::{Error, ErrorKind, Result};
 pub use gc::{
     verdict_name, IndexBatch, PrunePlan, PruneReport, SessionId, Survey, SurveyOptions,
     MARKER_RENEWAL, MIN_GRACE,
 };
 pub use host::{Host, SystemHost};
+pub use location::RepoLocation;
+pub use store::BlobStore;
 
 use cache::IndexCache;
+use cairn_backend::{Backend, FileType};
 use cairn_crypto::{file_id, MasterKeys};
 use cairn_format::config::{self, Config};
 use cairn_format::index::{IndexEntry, IndexFile, IndexPack};
+use cairn_format::key::KdfParams;
 use cairn_format::key::{KeyHeader, MAX_KEY_FILE_LEN};
 use cairn_format::pack::PackHeader;
 use cairn_format::snapshot::Snapshot;
@@ -38,6 +42,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// What end-to-end tests set for the real binary (see `cairn_backend::test_hooks`); inert
+/// outside test builds.
+pub mod test_hooks {
+    /// How far a test moves this process's clocks forward, as given (a duration like `25h`).
+    pub fn clock_shift() -> Option<String> {
+        cairn_backend::test_hooks::clock_shift()
+    }
+}
 
 /// Associated data of sealed objects other than blobs (repo-format.md, "Sealed objects").
 const AD_CONFIG: &[u8] = b"cairn config";
@@ -162,6 +175,16 @@ impl Default for OpenOptions {
     }
 }
 
+/// The snapshots of a repository, with what could not be read returned beside them, so that no
+/// caller can overlook it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshots {
+    /// Oldest first.
+    pub list: Vec<(SnapshotId, Snapshot)>,
+    /// Snapshot files that failed authentication or decoding, and why.
+    pub damaged: Vec<(SnapshotId, String)>,
+}
+
 /// Totals of what this process stored.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteStats {
@@ -178,7 +201,6 @@ pub struct Repository {
     cache: IndexCache,
     dry_run: bool,
     damaged_index: Mutex<Vec<(IndexId, String)>>,
-    damaged_snapshots: Mutex<Vec<(SnapshotId, String)>>,
     /// Key files passed over before one opened, and why: over the key-derivation limit, or
     /// damaged.
     skipped_keys: Vec<String>,
@@ -216,8 +238,8 @@ pub fn probe(backend: &dyn Backend) -> Result<Vec<u8>> {
         Ok(f) => f,
         Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => {
             return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("no repository at {location}: config not found"),
+                ErrorKind::NoRepository,
+                format!("no repository at {location}: it has no config"),
             ));
         }
         Err(e) => return Err(e.into()),
@@ -276,7 +298,6 @@ impl Repository {
             cache,
             dry_run: opts.dry_run,
             damaged_index: Mutex::default(),
-            damaged_snapshots: Mutex::default(),
             skipped_keys,
             condemned: Mutex::default(),
             session: Mutex::new(session),
@@ -392,11 +413,6 @@ impl Repository {
     /// Index files that could not be read when the index was last synchronised, and why.
     pub fn damaged_index_files(&self) -> Vec<(IndexId, String)> {
         self.damaged_index.lock().unwrap().clone()
-    }
-
-    /// Snapshots the last `snapshots` call left out because their files are damaged, and why.
-    pub fn damaged_snapshots(&self) -> Vec<(SnapshotId, String)> {
-        self.damaged_snapshots.lock().unwrap().clone()
     }
 
     /// Packs condemned by index files: not part of the index, awaiting deletion.
@@ -993,8 +1009,8 @@ impl Repository {
     }
 
     /// Every snapshot, oldest first. A damaged snapshot file costs only that snapshot: it is
-    /// left out, and `damaged_snapshots` tells of it.
-    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    /// left out of the list and named, with why, among the damaged.
+    pub fn snapshots(&self) -> Result<Snapshots> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for id in self.snapshot_ids_indexed()? {
@@ -1006,9 +1022,8 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        *self.damaged_snapshots.lock().unwrap() = damaged;
         out.sort_by_key(|(id, s)| (s.time, *id));
-        Ok(out)
+        Ok(Snapshots { list: out, damaged })
     }
 }
 

@@ -1,131 +1,17 @@
 //! The repository API against an in-memory backend.
 
+use cairn_backend::{Backend, FileType};
+use cairn_format::key::KdfParams;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
 use cairn_format::tree::Tree;
 use cairn_format::{BlobId, BlobType, TreeId};
-use cairn_repo::{Backend, ErrorKind, FileType, InitOptions, KdfParams, OpenOptions, Repository};
-use std::collections::BTreeMap;
+use cairn_repo::{ErrorKind, OpenOptions, Repository};
 use std::sync::{Arc, Mutex};
-
-/// (directory, name) -> bytes.
-type Objects = BTreeMap<(String, String), Vec<u8>>;
 
 #[path = "repository/hostile.rs"]
 mod hostile;
 
-/// Objects in a map, shared between clones so a test can look behind the repository's back.
-#[derive(Clone, Default)]
-struct MemBackend {
-    objects: Arc<Mutex<Objects>>,
-    /// (directory, name) of every object read, in order.
-    reads: Arc<Mutex<Vec<(String, String)>>>,
-    /// (directory, name) of every object read whole without a bound on its length.
-    unbounded: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl MemBackend {
-    fn get(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
-        self.reads.lock().unwrap().push(key(t, name));
-        self.objects
-            .lock()
-            .unwrap()
-            .get(&key(t, name))
-            .cloned()
-            .ok_or_else(|| not_found(name))
-    }
-}
-
-fn key(t: FileType, name: &str) -> (String, String) {
-    (t.dir().to_string(), name.to_string())
-}
-
-fn not_found(name: &str) -> cairn_backend::BackendError {
-    cairn_backend::BackendError {
-        kind: cairn_backend::ErrorKind::NotFound,
-        message: format!("{name} not found"),
-    }
-}
-
-impl Backend for MemBackend {
-    fn location(&self) -> String {
-        "memory".into()
-    }
-    fn guarantees(&self) -> cairn_backend::Guarantees {
-        cairn_backend::Guarantees {
-            exclusive_create: true,
-            listing_lag: std::time::Duration::ZERO,
-        }
-    }
-    fn list(&self, t: FileType) -> cairn_backend::Result<Vec<cairn_backend::Entry>> {
-        let objects = self.objects.lock().unwrap();
-        Ok(objects
-            .iter()
-            .filter(|((dir, _), _)| dir == t.dir())
-            .map(|((_, name), v)| cairn_backend::Entry {
-                name: name.clone(),
-                size: v.len() as u64,
-            })
-            .collect())
-    }
-    fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
-        self.unbounded.lock().unwrap().push(key(t, name));
-        self.get(t, name)
-    }
-    /// Checks the listed size first, as a backend that can should.
-    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> cairn_backend::Result<Vec<u8>> {
-        let len = self
-            .objects
-            .lock()
-            .unwrap()
-            .get(&key(t, name))
-            .map_or(0, |v| v.len() as u64);
-        cairn_backend::check_len(t, name, len, max)?;
-        self.get(t, name)
-    }
-    fn read_range(
-        &self,
-        t: FileType,
-        name: &str,
-        offset: u64,
-        len: u64,
-    ) -> cairn_backend::Result<Vec<u8>> {
-        let all = self.get(t, name)?;
-        all.get(offset as usize..(offset + len) as usize)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| not_found(name))
-    }
-    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> cairn_backend::Result<()> {
-        let mut objects = self.objects.lock().unwrap();
-        if objects.contains_key(&key(t, name)) {
-            return Err(cairn_backend::BackendError {
-                kind: cairn_backend::ErrorKind::AlreadyExists,
-                message: name.into(),
-            });
-        }
-        objects.insert(key(t, name), bytes.to_vec());
-        Ok(())
-    }
-    fn remove(&self, t: FileType, name: &str) -> cairn_backend::Result<()> {
-        self.objects
-            .lock()
-            .unwrap()
-            .remove(&key(t, name))
-            .map(|_| ())
-            .ok_or_else(|| not_found(name))
-    }
-}
-
-fn fast_init() -> InitOptions {
-    InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        pack_size: 1 << 16,
-        ..InitOptions::default()
-    }
-}
+use cairn_testkit::{fast_init, key, ManualHost, MemBackend};
 
 fn open(b: &MemBackend) -> Repository {
     Repository::open(Box::new(b.clone()), b"pw", &OpenOptions::default()).unwrap()
@@ -192,7 +78,7 @@ fn snapshots_round_trip_and_wrong_password_changes_nothing() {
     let (tree, _) = repo.save_tree(&Tree::default()).unwrap();
     let snap = snapshot_of(tree);
     let id = repo.save_snapshot(&snap).unwrap();
-    assert_eq!(repo.snapshots().unwrap(), vec![(id, snap)]);
+    assert_eq!(repo.snapshots().unwrap().list, vec![(id, snap)]);
     assert!(repo.load_tree(tree).unwrap().nodes.is_empty());
     let before = b.objects.lock().unwrap().clone();
     let err = Repository::open(Box::new(b.clone()), b"nope", &OpenOptions::default())
@@ -314,32 +200,6 @@ fn unknown_format_version_is_refused_before_any_key_is_tried() {
     let _ = TreeId::default();
 }
 
-/// A host whose boot clock the test sets, where every process runs.
-#[derive(Debug)]
-struct TestHost {
-    clock: Arc<Mutex<std::time::Duration>>,
-    pid: u32,
-}
-
-impl cairn_repo::Host for TestHost {
-    fn wall_clock_ns(&self) -> i64 {
-        0
-    }
-    fn boot_clock(&self) -> std::time::Duration {
-        *self.clock.lock().unwrap()
-    }
-    fn machine(&self) -> Vec<u8> {
-        b"machine:boot:pid:[1]".to_vec()
-    }
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-    fn process_exists(&self, _: u32) -> Option<bool> {
-        Some(true)
-    }
-    fn sleep(&self, _: std::time::Duration) {}
-}
-
 /// A backup that stops for longer than prune's grace period is fenced off: the prune that
 /// finds its marker unchanged for that long wins its verdict, and what only it protected is
 /// deleted. When the backup goes on, it must not commit a snapshot reaching deleted blobs: it
@@ -356,8 +216,9 @@ fn a_silent_session_is_fenced_off_and_commits_nothing_that_reaches_deleted_blobs
             &OpenOptions {
                 writer: true,
                 cache_dir: Some(cache.to_path_buf()),
-                host: Arc::new(TestHost {
-                    clock: Arc::clone(&clock),
+                host: Arc::new(ManualHost {
+                    boot: Arc::clone(&clock),
+                    wall_ns: Arc::new(Mutex::new(0)),
                     pid,
                 }),
                 ..OpenOptions::default()

@@ -22,7 +22,8 @@ mod procs;
 mod world;
 
 use cairn_backend::Guarantees;
-use cairn_repo::{InitOptions, KdfParams};
+use cairn_format::key::KdfParams;
+use cairn_repo::InitOptions;
 use procs::{Cx, Expected, Job};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -88,7 +88,7 @@ impl Oracle {
 
     pub fn verify(&mut self) -> Result<usize, String> {
         let snapshots = self.repo.snapshots().map_err(|e| e.to_string())?;
-        if let Some((id, why)) = self.repo.damaged_snapshots().first() {
+        if let Some((id, why)) = snapshots.damaged.first() {
             return Err(format!("snapshot {} is damaged: {why}", id.short()));
         }
         let packs: HashSet<String> = self
@@ -99,7 +99,7 @@ impl Oracle {
             .map(|(name, _)| name)
             .collect();
         let expected = self.expected.lock().unwrap().clone();
-        for (id, snapshot) in &snapshots {
+        for (id, snapshot) in &snapshots.list {
             let files = expected.get(&snapshot.tree).ok_or_else(|| {
                 format!(
                     "snapshot {} names tree {}, which no backup made",
@@ -135,6 +135,6 @@ impl Oracle {
         if !report.errors.is_empty() {
             return Err(format!("check: {}", report.errors.join("; ")));
         }
-        Ok(snapshots.len())
+        Ok(snapshots.list.len())
     }
 }

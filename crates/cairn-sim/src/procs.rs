@@ -168,7 +168,7 @@ fn backup(cx: &Cx, files: &Files) -> cairn_repo::Result<String> {
 /// rules; returns the ids removed.
 fn forget(repo: &Repository, keep: u32) -> cairn_repo::Result<HashSet<SnapshotId>> {
     let mut groups: BTreeMap<Vec<u8>, Vec<RetentionInput>> = BTreeMap::new();
-    for (id, s) in repo.snapshots()? {
+    for (id, s) in repo.snapshots()?.list {
         groups
             .entry(s.host.clone())
             .or_default()
@@ -192,7 +192,7 @@ fn forget(repo: &Repository, keep: u32) -> cairn_repo::Result<HashSet<SnapshotId
 /// it, but never write wrong bytes.
 fn restore(cx: &Cx, pick: usize) -> cairn_repo::Result<String> {
     let repo = cx.open(false)?;
-    let snapshots = repo.snapshots()?;
+    let snapshots = repo.snapshots()?.list;
     if snapshots.is_empty() {
         return Ok("no snapshot".into());
     }

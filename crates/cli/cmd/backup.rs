@@ -3,7 +3,7 @@
 use crate::args::{BackupArgs, Cli, KindArg};
 use crate::open::{hostname, open_with, username};
 use crate::output::with_progress;
-use crate::{exit, output, time, Exit};
+use crate::{exit, invalid, output, time};
 use anyhow::Result;
 use cairn_engine::Filter;
 use cairn_format::snapshot::Kind;
@@ -15,7 +15,7 @@ fn read_excludes(a: &BackupArgs) -> Result<Filter> {
     let mut patterns = a.exclude.clone();
     for f in &a.exclude_file {
         let text = std::fs::read_to_string(f)
-            .map_err(|e| Exit(exit::USAGE, format!("--exclude-file {}: {e}", f.display())))?;
+            .map_err(|e| invalid(format!("--exclude-file {}: {e}", f.display())))?;
         patterns.extend(
             text.lines()
                 .map(str::trim)
@@ -23,7 +23,7 @@ fn read_excludes(a: &BackupArgs) -> Result<Filter> {
                 .map(String::from),
         );
     }
-    Filter::new(&patterns).map_err(|e| Exit(exit::USAGE, e).into())
+    Filter::new(&patterns).map_err(invalid)
 }
 
 pub(crate) fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {

@@ -3,7 +3,7 @@
 use crate::args::{CheckArgs, Cli};
 use crate::open::open;
 use crate::output::with_progress;
-use crate::{exit, output, time, Exit};
+use crate::{failed, output, time};
 use anyhow::Result;
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -122,11 +122,10 @@ pub(crate) fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
         }
     }
     if !ok {
-        return Err(Exit(
-            exit::ERROR,
-            format!("check found {} errors", report.errors.len()),
-        )
-        .into());
+        return Err(failed(format!(
+            "check found {} errors",
+            report.errors.len()
+        )));
     }
     Ok(0)
 }

@@ -11,7 +11,7 @@ use std::io::Write;
 pub(crate) fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
     use cairn_engine::ChangeKind as C;
     let repo = open(cli, false)?;
-    let list = snapshots_of(&repo)?;
+    let list = snapshots_of(&repo)?.list;
     let (_, sa) = cairn_engine::find_snapshot(&list, &a.a)?;
     let (_, sb) = cairn_engine::find_snapshot(&list, &a.b)?;
     let mut out = std::io::stdout().lock();

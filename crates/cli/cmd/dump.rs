@@ -16,7 +16,7 @@ pub(crate) fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
         Path::new("/").join(&a.path)
     };
     let repo = open(cli, false)?;
-    let list = snapshots_of(&repo)?;
+    let list = snapshots_of(&repo)?.list;
     let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
     let node = cairn_engine::find_node(&repo, snap.tree, &path)?;
     // Written next to the output under a new random name (created exclusively, 0600, so no

@@ -2,19 +2,18 @@
 
 use crate::args::{Cli, FindArgs};
 use crate::open::{open, snapshots_of};
-use crate::{exit, time, Exit};
+use crate::{invalid, time};
 use anyhow::Result;
 use cairn_engine::Filter;
 use serde_json::json;
 use std::io::Write;
 
 pub(crate) fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
-    let pattern =
-        Filter::new(std::slice::from_ref(&a.pattern)).map_err(|e| Exit(exit::USAGE, e))?;
+    let pattern = Filter::new(std::slice::from_ref(&a.pattern)).map_err(invalid)?;
     let (oldest, newest) = (a.oldest, a.newest);
     let filter = a.filter.filter();
     let repo = open(cli, false)?;
-    let all = snapshots_of(&repo)?;
+    let all = snapshots_of(&repo)?.list;
     let mut list = Vec::new();
     for spec in &a.snapshot {
         list.push(cairn_engine::find_snapshot(&all, spec)?.clone());

@@ -5,7 +5,7 @@
 use crate::args::{Cli, ForgetArgs, GcArgs, PolicyArgs, PruneArgs, SnapshotFilterArgs};
 use crate::open::{open_with, snapshots_of};
 use crate::values::GroupBy;
-use crate::{exit, output, time, Exit};
+use crate::{invalid, output, time};
 use anyhow::Result;
 use cairn_engine::{Decision, PruneOptions, RetentionInput};
 use cairn_format::snapshot::Snapshot;
@@ -25,15 +25,16 @@ fn plan_forget(
     quiet: bool,
     report: &mut serde_json::Value,
 ) -> Result<Vec<SnapshotId>> {
-    let all = snapshots_of(repo)?;
+    let snapshots = snapshots_of(repo)?;
+    let all = &snapshots.list;
     let mut drop: Vec<SnapshotId> = Vec::new();
     let mut out = std::io::stdout().lock();
     let verb = if gc.dry_run { "would remove" } else { "remove" };
     for spec in ids {
-        let (id, when) = match cairn_engine::find_snapshot(&all, spec) {
+        let (id, when) = match cairn_engine::find_snapshot(all, spec) {
             Ok((id, s)) => (*id, time::show(s.time)),
             // A damaged snapshot can still be named, by an unambiguous prefix, to forget it.
-            Err(e) => match damaged_match(repo, spec) {
+            Err(e) => match damaged_match(&snapshots.damaged, spec) {
                 Some(id) => (id, "(damaged)".to_string()),
                 None => return Err(e.into()),
             },
@@ -115,14 +116,13 @@ fn plan_forget(
 }
 
 /// The one damaged snapshot whose id starts with `spec`, if there is exactly one.
-fn damaged_match(repo: &Repository, spec: &str) -> Option<SnapshotId> {
+fn damaged_match(damaged: &[(SnapshotId, String)], spec: &str) -> Option<SnapshotId> {
     let spec = spec.to_ascii_lowercase();
-    let mut found = repo
-        .damaged_snapshots()
-        .into_iter()
+    let mut found = damaged
+        .iter()
         .filter(|(id, _)| !spec.is_empty() && id.to_hex().starts_with(&spec));
     match (found.next(), found.next()) {
-        (Some((id, _)), None) => Some(id),
+        (Some((id, _)), None) => Some(*id),
         _ => None,
     }
 }
@@ -176,11 +176,9 @@ fn group_title(key: &serde_json::Value) -> String {
 
 pub(crate) fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
     if a.snapshots.is_empty() && a.policy.policy().is_empty() {
-        return Err(Exit(
-            exit::USAGE,
-            "nothing to forget: name snapshots, or give a policy such as --keep-daily 7".into(),
-        )
-        .into());
+        return Err(invalid(
+            "nothing to forget: name snapshots, or give a policy such as --keep-daily 7",
+        ));
     }
     run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune)
 }

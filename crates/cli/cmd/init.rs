@@ -1,10 +1,11 @@
 //! `init`: create a repository.
 
 use crate::args::{Cli, InitArgs};
-use crate::open::{hostname, max_kdf_mib, password_source, repo_path, username};
-use crate::{exit, time, Exit};
+use crate::open::{hostname, location, max_kdf_mib, password_source, username};
+use crate::{invalid, time};
 use anyhow::Result;
-use cairn_repo::{InitOptions, KdfParams, LocalBackend};
+use cairn_format::key::KdfParams;
+use cairn_repo::InitOptions;
 
 pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
     let defaults = InitOptions::default();
@@ -14,22 +15,19 @@ pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         parallelism: defaults.kdf.parallelism,
     };
     kdf.validate()
-        .map_err(|e| Exit(exit::USAGE, format!("--kdf-memory/--kdf-iterations: {e}")))?;
+        .map_err(|e| invalid(format!("--kdf-memory/--kdf-iterations: {e}")))?;
     // A key this client would skip when opening makes a repository it cannot open.
     if kdf.cost_mib() > max_kdf_mib(cli) {
-        return Err(Exit(
-            exit::USAGE,
-            format!(
+        return Err(invalid(format!(
                 "--kdf-memory/--kdf-iterations: the key would cost {} MiB·passes, over the limit of {} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)",
                 kdf.cost_mib(),
                 max_kdf_mib(cli)
             ),
-        )
-        .into());
+        ));
     }
-    let path = repo_path(cli)?;
-    if path.join("config").exists() {
-        anyhow::bail!("a repository already exists at {}", path.display());
+    let location = location(cli)?;
+    if location.has_repository() {
+        anyhow::bail!("a repository already exists at {location}");
     }
     let opts = InitOptions {
         kdf,
@@ -44,10 +42,10 @@ pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         now_ns: time::now_ns(),
     };
     let pw = password_source(cli).get(true)?;
-    let backend = LocalBackend::create_layout(path).map_err(cairn_repo::Error::from)?;
-    cairn_repo::init(&backend, &pw, &opts)?;
+    let backend = location.create()?;
+    cairn_repo::init(backend.as_ref(), &pw, &opts)?;
     if !cli.quiet {
-        println!("created repository at {}", path.display());
+        println!("created repository at {location}");
         println!("keep the password safe: without it the data cannot be recovered");
     }
     Ok(0)

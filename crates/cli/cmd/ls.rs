@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let repo = open(cli, false)?;
-    let list = snapshots_of(&repo)?;
+    let list = snapshots_of(&repo)?.list;
     let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
     let start = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
     let start = if start.is_absolute() {

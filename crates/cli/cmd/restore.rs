@@ -4,20 +4,20 @@ use crate::args::{Cli, RestoreArgs};
 use crate::cmd::pick_at;
 use crate::open::{open, snapshots_of};
 use crate::output::with_progress;
-use crate::{exit, output, time, Exit};
+use crate::{failed, invalid, output, time};
 use anyhow::Result;
 use cairn_engine::Filter;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
-    let include = Filter::new(&a.include).map_err(|e| Exit(exit::USAGE, e))?;
-    let exclude = Filter::new(&a.exclude).map_err(|e| Exit(exit::USAGE, e))?;
+    let include = Filter::new(&a.include).map_err(invalid)?;
+    let exclude = Filter::new(&a.exclude).map_err(invalid)?;
     let filter = a.filter.filter();
     let repo = open(cli, false)?;
-    let mut list = snapshots_of(&repo)?;
+    let mut list = snapshots_of(&repo)?.list;
     list.retain(|(_, s)| filter.matches(s));
     let (id, snap) = match (&a.at, &a.snapshot) {
         (Some(at), _) => pick_at(&list, *at)?,
@@ -32,17 +32,6 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         owners: rustix::process::geteuid().is_root(),
         verify: a.verify,
     };
-    let progress = cairn_engine::RestoreProgress::default();
-    let read = || {
-        let p = &progress;
-        (
-            p.files.load(Ordering::Relaxed),
-            p.total_files.load(Ordering::Relaxed),
-            p.bytes.load(Ordering::Relaxed),
-            p.total_bytes.load(Ordering::Relaxed),
-        )
-    };
-    let started = std::time::Instant::now();
     if !cli.quiet {
         eprintln!(
             "restoring snapshot {} of {} ({}, {}) to {}",
@@ -53,51 +42,75 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             opts.target.display()
         );
     }
-    let outcome = with_progress(output::show_progress(cli.quiet), "restore", read, || {
-        cairn_engine::restore(&repo, snap.tree, &opts, &progress)
-    })?;
+    let plan = cairn_engine::plan_restore(&repo, snap.tree, &opts)?;
+    let paths = plan.paths(&opts.target);
     // A pattern that matches nothing is most often a typo; restoring the rest and exiting 0
     // would hide that the file asked for was not restored.
-    let unmatched: Vec<String> = a
-        .include
+    let unmatched = unmatched_includes(&a.include, &paths).map(|pats| {
+        failed(format!(
+            "--include {pats} matched nothing in snapshot {}",
+            id.short()
+        ))
+    });
+    if a.dry_run {
+        show_plan(&plan, &paths)?;
+    } else {
+        let started = std::time::Instant::now();
+        let progress = cairn_engine::RestoreProgress::default();
+        let read = || progress_of(&progress);
+        let outcome = with_progress(output::show_progress(cli.quiet), "restore", read, || {
+            cairn_engine::execute_restore(&repo, plan, &opts, &progress)
+        })?;
+        report(cli, a, &outcome, started)?;
+    }
+    unmatched.map_or(Ok(0), Err)
+}
+
+fn progress_of(p: &cairn_engine::RestoreProgress) -> (u64, u64, u64, u64) {
+    (
+        p.files.load(Ordering::Relaxed),
+        p.total_files.load(Ordering::Relaxed),
+        p.bytes.load(Ordering::Relaxed),
+        p.total_bytes.load(Ordering::Relaxed),
+    )
+}
+
+/// The `--include` patterns that match no planned path, quoted and joined.
+fn unmatched_includes(include: &[String], planned: &[PathBuf]) -> Option<String> {
+    let unmatched: Vec<String> = include
         .iter()
         .filter(|pat| {
             let f = Filter::new(std::slice::from_ref(*pat)).expect("clap checked the pattern");
-            !outcome
-                .planned
-                .iter()
-                .any(|p| f.matches(&Path::new("/").join(p)))
+            !planned.iter().any(|p| f.matches(&Path::new("/").join(p)))
         })
         .map(|pat| format!("{pat:?}"))
         .collect();
-    let unmatched = (!unmatched.is_empty()).then(|| {
-        Exit(
-            exit::ERROR,
-            format!(
-                "--include {} matched nothing in snapshot {}",
-                unmatched.join(", "),
-                id.short()
-            ),
-        )
-    });
-    if a.dry_run {
-        let mut out = std::io::stdout().lock();
-        for p in &outcome.planned {
-            out.write_all(p.as_os_str().as_bytes())?;
-            out.write_all(b"\n")?;
-        }
-        writeln!(
-            out,
-            "would restore {} files, {} directories, {}",
-            outcome.files,
-            outcome.dirs,
-            output::bytes(outcome.bytes)
-        )?;
-        return match unmatched {
-            Some(e) => Err(e.into()),
-            None => Ok(0),
-        };
+    (!unmatched.is_empty()).then(|| unmatched.join(", "))
+}
+
+/// `--dry-run`: every path the plan would write, then its totals.
+fn show_plan(plan: &cairn_engine::RestorePlan, paths: &[PathBuf]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for p in paths {
+        out.write_all(p.as_os_str().as_bytes())?;
+        out.write_all(b"\n")?;
     }
+    writeln!(
+        out,
+        "would restore {} files, {} directories, {}",
+        plan.files(),
+        plan.dirs(),
+        output::bytes(plan.bytes())
+    )?;
+    Ok(())
+}
+
+fn report(
+    cli: &Cli,
+    a: &RestoreArgs,
+    outcome: &cairn_engine::RestoreOutcome,
+    started: std::time::Instant,
+) -> Result<()> {
     for w in &outcome.warnings {
         eprintln!("warning: {}: {}", w.path.display(), w.reason);
     }
@@ -126,14 +139,9 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     }
     if !outcome.errors.is_empty() {
         let n = outcome.errors.len();
-        return Err(Exit(
-            exit::ERROR,
-            format!("{n} entries could not be restored or differ from the snapshot"),
-        )
-        .into());
+        return Err(failed(format!(
+            "{n} entries could not be restored or differ from the snapshot"
+        )));
     }
-    match unmatched {
-        Some(e) => Err(e.into()),
-        None => Ok(0),
-    }
+    Ok(())
 }

@@ -58,7 +58,7 @@ fn groups(list: Vec<(SnapshotId, Snapshot)>) -> Vec<Group> {
 pub(crate) fn snapshots(cli: &Cli, a: &SnapshotsArgs) -> Result<u8> {
     let filter = a.filter.filter();
     let repo = open(cli, false)?;
-    let mut list = snapshots_of(&repo)?;
+    let mut list = snapshots_of(&repo)?.list;
     list.retain(|(_, s)| filter.matches(s));
     if let Some(at) = &a.at {
         list = vec![pick_at(&list, *at)?.clone()];

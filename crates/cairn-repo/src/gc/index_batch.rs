@@ -103,8 +103,10 @@ impl IndexBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{InitOptions, KdfParams, LocalBackend, OpenOptions};
+    use crate::{InitOptions, OpenOptions};
+    use cairn_backend::LocalBackend;
     use cairn_format::index::IndexEntry;
+    use cairn_format::key::KdfParams;
     use cairn_format::{BlobId, BlobType, Id, PackId};
 
     fn pack(n: u32, blobs: usize) -> IndexPack {

@@ -214,7 +214,7 @@ fn every_object_read_is_bounded_by_its_type() {
 
     b.unbounded.lock().unwrap().clear();
     let repo = Repository::open(Box::new(b.clone()), b"pw", &writer).unwrap();
-    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    assert_eq!(repo.snapshots().unwrap().list.len(), 1);
     repo.load_tree(tree).unwrap();
     for index in repo.index_ids().unwrap() {
         repo.read_index(index).unwrap();
@@ -244,8 +244,9 @@ fn every_object_read_is_bounded_by_its_type() {
     let name = "ab".repeat(32);
     put(&b, FileType::Snapshot, &name, vec![0; (64 << 20) + 1]);
     b.reads.lock().unwrap().clear();
-    assert_eq!(repo.snapshots().unwrap().len(), 1);
-    let damaged = repo.damaged_snapshots();
+    let snapshots = repo.snapshots().unwrap();
+    assert_eq!(snapshots.list.len(), 1);
+    let damaged = snapshots.damaged;
     assert_eq!(damaged.len(), 1, "{damaged:?}");
     assert!(damaged[0].1.contains("more than"), "{damaged:?}");
     assert!(!b

@@ -1,0 +1,148 @@
+//! Where a repository lives, as a user names it (`-r`), and the backend that reaches it. The
+//! one place a location is parsed, so a scheme this build does not support is refused here,
+//! never taken for a directory name.
+//!
+//! Invariant: a location with a scheme (`word:` before any `/`) is only ever a backend of that
+//! scheme; a plain path or `local:PATH` is the local directory.
+
+use crate::{Error, ErrorKind, Result};
+use cairn_backend::{Backend, FileType, LocalBackend};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The schemes this build reaches, for the message that refuses the others.
+const SUPPORTED: &str = "a local path or local:PATH";
+
+/// A parsed repository location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RepoLocation {
+    Local(PathBuf),
+}
+
+impl RepoLocation {
+    /// Parses what the user gave; an unsupported scheme is `InvalidInput`, naming the ones that
+    /// are.
+    pub fn parse(given: &OsStr) -> Result<RepoLocation> {
+        let bytes = given.as_bytes();
+        if bytes.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "repository location is empty",
+            ));
+        }
+        if let Some(rest) = bytes.strip_prefix(b"local:") {
+            return Ok(RepoLocation::Local(PathBuf::from(OsStr::from_bytes(rest))));
+        }
+        if let Some(scheme) = scheme(bytes) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "repository location {}: scheme `{scheme}:` is not supported; use {SUPPORTED}",
+                    given.to_string_lossy()
+                ),
+            ));
+        }
+        Ok(RepoLocation::Local(PathBuf::from(given)))
+    }
+
+    /// The local directory, for messages and for what only a directory has.
+    pub fn path(&self) -> &Path {
+        match self {
+            RepoLocation::Local(p) => p,
+        }
+    }
+
+    /// The backend of an existing repository. In test builds it may be wrapped to crash at a
+    /// chosen write (`CAIRN_TEST_CRASH_AFTER`); a location without a `config` is
+    /// `NoRepository`, before any password is asked for.
+    pub fn open(&self) -> Result<Box<dyn Backend>> {
+        let RepoLocation::Local(path) = self;
+        let backend = LocalBackend::open(path);
+        if backend.list(FileType::Config)?.is_empty() {
+            let why = if path.exists() {
+                "it has no config"
+            } else {
+                "it does not exist"
+            };
+            return Err(Error::new(
+                ErrorKind::NoRepository,
+                format!("no repository at {}: {why}", path.display()),
+            ));
+        }
+        cairn_backend::test_hooks::wrap(Box::new(backend))
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, e))
+    }
+
+    /// Whether a repository (a `config`) is there already.
+    pub fn has_repository(&self) -> bool {
+        let RepoLocation::Local(path) = self;
+        path.join("config").exists()
+    }
+
+    /// Makes the layout of a new repository and returns its backend.
+    pub fn create(&self) -> Result<Box<dyn Backend>> {
+        let RepoLocation::Local(path) = self;
+        Ok(Box::new(LocalBackend::create_layout(path)?))
+    }
+}
+
+impl std::fmt::Display for RepoLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepoLocation::Local(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The scheme of `s` (`s3` in `s3:http://…`): letters, digits, `+`, `-`, `.` from a letter up
+/// to a colon that comes before any `/`.
+fn scheme(s: &[u8]) -> Option<&str> {
+    let colon = s.iter().position(|&b| b == b':')?;
+    let head = &s[..colon];
+    let ok = head.first().is_some_and(u8::is_ascii_alphabetic)
+        && head
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b));
+    ok.then(|| std::str::from_utf8(head).ok()).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `s3:http://host/bucket` created a local folder `./s3:http:/host/bucket`.
+    #[test]
+    fn a_scheme_is_never_taken_for_a_directory() {
+        for given in [
+            "s3:http://127.0.0.1:9000/bucket",
+            "sftp:user@host:/srv/repo",
+            "rest:http://host:8000/",
+            "ftp://user:pw@host/path",
+            "webdav:http://host/dav",
+            "rclone:remote:path",
+        ] {
+            let e = RepoLocation::parse(OsStr::new(given)).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidInput, "{given}");
+            assert!(e.message.contains("is not supported"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn paths_and_local_locations_are_directories() {
+        for (given, path) in [
+            ("/srv/repo", "/srv/repo"),
+            ("relative/dir", "relative/dir"),
+            ("./a:b", "./a:b"),
+            ("local:/srv/repo", "/srv/repo"),
+            ("local:rel", "rel"),
+        ] {
+            assert_eq!(
+                RepoLocation::parse(OsStr::new(given)).unwrap(),
+                RepoLocation::Local(PathBuf::from(path)),
+                "{given}"
+            );
+        }
+        assert!(RepoLocation::parse(OsStr::new("")).is_err());
+    }
+}
