@@ -707,10 +707,11 @@ fn dump_a_file_writes_its_content() {
     assert!(run.stdout.is_empty(), "{run:?}");
     assert!(fs::read(&out).unwrap() == fs::read(src.join("big.bin")).unwrap());
 
-    // What is not a file or a directory, or not there, is a one-line error.
+    // What is not a file or a directory, or not there, is a one-line error; a path that names
+    // something dump cannot stream is an invalid argument (exit 2, as every InvalidInput).
     let run = t
         .run(args(&[&"dump", &"latest", &src.join("sub/sym")]))
-        .code(1);
+        .code(2);
     assert!(
         run.error_line()
             .contains("is neither a file nor a directory"),
