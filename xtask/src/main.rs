@@ -1,7 +1,8 @@
 //! Project chores: `cargo xtask demo` (a backup and restore on a local repository),
 //! `cargo xtask bench` (cairn beside restic, borg and rustic on the same data, written to
-//! BENCHMARKS.md) and `cargo xtask simulate` (the garbage-collection simulation over many
-//! seeds, `crates/cairn-sim`).
+//! BENCHMARKS.md), `cargo xtask simulate` (the garbage-collection simulation over many
+//! seeds, `crates/cairn-sim`) and `cargo xtask tidy` (the workspace's structural rules, also run
+//! by `cargo test`).
 //!
 //! No dependencies, so it compiles in seconds.
 
@@ -9,6 +10,7 @@ mod bench;
 mod ceiling;
 mod corpus;
 mod report;
+mod tidy;
 mod tools;
 
 use std::fs;
@@ -21,7 +23,8 @@ const USAGE: &str = "usage: cargo xtask demo [PATH]
        cargo xtask bench [--runs N] [--steps LIST] [--skip restic,borg,rustic] [--size-mib N]
                          [--quick] [--out FILE]
        cargo xtask bench --help
-       cargo xtask simulate [--seeds N] [--start S] [--seed S] [--steps K] [--jobs J] [-v]";
+       cargo xtask simulate [--seeds N] [--start S] [--seed S] [--steps K] [--jobs J] [-v]
+       cargo xtask tidy";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -32,6 +35,7 @@ fn main() {
             None => Ok(()),
         }),
         Some("simulate") => simulate(&args[1..]),
+        Some("tidy") => tidy::tidy(&args[1..]),
         _ => Err(USAGE.into()),
     };
     if let Err(e) = result {
