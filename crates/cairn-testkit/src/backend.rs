@@ -122,17 +122,18 @@ impl Backend for MemBackend {
     }
 }
 
-/// Flips one bit of every read of the objects of type `kind`, at byte `at` of the object (as
-/// a disk or a network would): whatever reads them must notice.
+/// Flips one bit of every read of object `name` of type `kind`, at byte `at` of the object (as
+/// a disk or a network would), whichever range is read: whatever reads it must notice.
 pub struct FlipBits<B> {
     pub inner: B,
     pub kind: FileType,
+    pub name: String,
     pub at: u64,
 }
 
 impl<B: Backend> FlipBits<B> {
-    fn flip(&self, t: FileType, offset: u64, mut bytes: Vec<u8>) -> Vec<u8> {
-        if t == self.kind {
+    fn flip(&self, t: FileType, name: &str, offset: u64, mut bytes: Vec<u8>) -> Vec<u8> {
+        if t == self.kind && name == self.name {
             if let Some(b) = self
                 .at
                 .checked_sub(offset)
@@ -156,13 +157,18 @@ impl<B: Backend> Backend for FlipBits<B> {
         self.inner.list(t)
     }
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        Ok(self.flip(t, 0, self.inner.read(t, name)?))
+        Ok(self.flip(t, name, 0, self.inner.read(t, name)?))
     }
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
-        Ok(self.flip(t, 0, self.inner.read_at_most(t, name, max)?))
+        Ok(self.flip(t, name, 0, self.inner.read_at_most(t, name, max)?))
     }
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        Ok(self.flip(t, offset, self.inner.read_range(t, name, offset, len)?))
+        Ok(self.flip(
+            t,
+            name,
+            offset,
+            self.inner.read_range(t, name, offset, len)?,
+        ))
     }
     fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
         self.inner.create(t, name, bytes)
