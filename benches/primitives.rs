@@ -1,6 +1,7 @@
-//! Single-core throughput of cairn's primitives on real bytes (issue 6): the chunker, keyed
-//! BLAKE3 blob ids, zstd level 3 both ways, XChaCha20-Poly1305 seal and open, SHA-256 file ids,
-//! the blob codec both ways, index cache lookups, and tree encoding both ways.
+//! Single-core throughput of cairn's primitives on real bytes (issue 6): the chunker (beside the
+//! `fastcdc` crate's scan, issue 17), keyed BLAKE3 blob ids, zstd level 3 both ways,
+//! XChaCha20-Poly1305 seal and open, SHA-256 file ids, the blob codec both ways, index cache
+//! lookups, and tree encoding both ways.
 //!
 //! Run with `cargo bench --bench primitives` (criterion's options follow `--`, e.g.
 //! `cargo bench --bench primitives -- chunker`). The data is the first 64 MiB of the files under
@@ -85,13 +86,143 @@ fn total(chunks: &[&[u8]]) -> u64 {
     chunks.iter().map(|c| c.len() as u64).sum()
 }
 
+/// Chunk sizes and masks, as `Chunker::new` and repo-format.md section 9 define them.
+#[derive(Clone, Copy)]
+struct CutParams {
+    min: usize,
+    avg: usize,
+    max: usize,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl CutParams {
+    /// cairn's default sizes and format 1's masks.
+    fn default_format_1() -> CutParams {
+        let o = InitOptions::default();
+        let bits = o.chunk_avg.trailing_zeros();
+        CutParams {
+            min: o.chunk_min as usize,
+            avg: o.chunk_avg as usize,
+            max: o.chunk_max as usize,
+            mask_s: !0u64 << (64 - (bits + 2)),
+            mask_l: !0u64 << (64 - (bits - 2)),
+        }
+    }
+
+    /// The masks moved down one bit, off bit 63: the nearest masks the `fastcdc` crate can
+    /// test. Its two-bytes-at-a-time scan tests every other byte's hash shifted left by one,
+    /// which has lost that hash's bit 63, and format 1's masks test bit 63.
+    fn without_bit_63(self) -> CutParams {
+        CutParams {
+            mask_s: self.mask_s >> 1,
+            mask_l: self.mask_l >> 1,
+            ..self
+        }
+    }
+}
+
+/// The length of the chunk at `data[0]`, by `Chunker`'s loop (a copy, so that it can take
+/// other masks; with format 1's it cuts where `Chunker` does).
+fn loop_cut(gear: &[u64; 256], p: CutParams, data: &[u8]) -> usize {
+    let end = data.len().min(p.max);
+    if end <= p.min {
+        return end;
+    }
+    let normal = p.avg.min(end);
+    let mut hash: u64 = 0;
+    for (i, &b) in data[p.min..normal].iter().enumerate() {
+        hash = (hash << 1).wrapping_add(gear[b as usize]);
+        if hash & p.mask_s == 0 {
+            return p.min + i + 1;
+        }
+    }
+    for (i, &b) in data[normal..end].iter().enumerate() {
+        hash = (hash << 1).wrapping_add(gear[b as usize]);
+        if hash & p.mask_l == 0 {
+            return normal + i + 1;
+        }
+    }
+    end
+}
+
+/// The length of the chunk at `data[0]`, by `fastcdc::v2020::cut_gear`. With masks off bit 63
+/// and even sizes it cuts where `loop_cut` does (checked before timing).
+fn crate_cut(gear: &[u64; 256], gear_ls: &[u64; 256], p: CutParams, data: &[u8]) -> usize {
+    let end = data.len().min(p.max);
+    let (_, n) = fastcdc::v2020::cut_gear(
+        &data[..end],
+        p.min,
+        p.avg,
+        p.max,
+        p.mask_s,
+        p.mask_l,
+        p.mask_s << 1,
+        p.mask_l << 1,
+        gear,
+        gear_ls,
+    );
+    // The crate ends a chunk before the byte whose hash matched, cairn after it; a match at the
+    // last byte cuts where no match would, so the crate need not test that byte.
+    if n < end {
+        n + 1
+    } else {
+        end
+    }
+}
+
+/// The chunk lengths of `data` cut by `cut`.
+fn cut_all(mut data: &[u8], cut: impl Fn(&[u8]) -> usize) -> Vec<usize> {
+    let mut lens = Vec::new();
+    while !data.is_empty() {
+        let n = cut(data);
+        lens.push(n);
+        data = &data[n..];
+    }
+    lens
+}
+
 fn bench_chunking(c: &mut Criterion) {
     let data = data();
     let chunker = chunker();
+    // Issue 17: the `fastcdc` crate's scan against cairn's loop, on the same data, table and
+    // sizes. The crate cannot test format 1's masks (see `CutParams`), so both run with masks
+    // one bit lower, where they cut identically and so do the same work. The table is fixed,
+    // unlike `keys()`' random one, so that every run makes the same cuts.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let gear: [u64; 256] = std::array::from_fn(|_| rng.gen());
+    let gear_ls: [u64; 256] = std::array::from_fn(|i| gear[i] << 1);
+    let format_1 = CutParams::default_format_1();
+    let chunker_lens: Vec<usize> = Chunker::new(gear, format_1.min, format_1.avg, format_1.max)
+        .chunks(data)
+        .map(<[u8]>::len)
+        .collect();
+    assert_eq!(
+        cut_all(data, |d| loop_cut(&gear, format_1, d)),
+        chunker_lens,
+        "the bench's copy of the loop cuts differently from Chunker"
+    );
+    let params = format_1.without_bit_63();
+    let by_loop = cut_all(data, |d| loop_cut(&gear, params, d));
+    let by_crate = cut_all(data, |d| crate_cut(&gear, &gear_ls, params, d));
+    assert_eq!(by_loop, by_crate, "the crate and the loop cut differently");
+    eprintln!(
+        "primitives: format 1 cuts {} chunks, masks off bit 63 cut {}",
+        chunker_lens.len(),
+        by_loop.len()
+    );
     let mut g = c.benchmark_group("chunker");
     g.throughput(Throughput::BytesDecimal(data.len() as u64));
     g.bench_function("fastcdc 512k/1m/8m", |b| {
         b.iter(|| black_box(chunker.chunks(black_box(data)).count()))
+    });
+    g.bench_function("loop, masks off bit 63", |b| {
+        b.iter(|| black_box(cut_all(black_box(data), |d| loop_cut(&gear, params, d)).len()))
+    });
+    g.bench_function("fastcdc crate cut_gear, masks off bit 63", |b| {
+        b.iter(|| {
+            black_box(cut_all(black_box(data), |d| crate_cut(&gear, &gear_ls, params, d)).len())
+        })
     });
     g.finish();
 }

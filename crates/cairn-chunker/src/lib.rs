@@ -9,6 +9,10 @@
 //!
 //! The chunker does no I/O: it is given bytes and says where the next chunk ends.
 //!
+//! The loop is written here rather than taken from the `fastcdc` crate's `v2020::cut_gear`: that
+//! scan rolls two bytes at a time and cannot test bit 63 of every other byte's hash, which our
+//! masks test, so it would move cut points (ARCHITECTURE.md, `crates/cairn-chunker`).
+//!
 //! Invariant: for the same table and sizes, cut points depend only on the bytes, never on how the
 //! caller buffered them. Existing repositories deduplicate against new backups only while that
 //! holds, so the golden test at the bottom pins the boundaries of seeded data.
