@@ -7,29 +7,48 @@ use crate::open::{open_with, snapshots_of};
 use crate::values::GroupBy;
 use crate::{invalid, output, time};
 use anyhow::Result;
-use cairn_engine::{Decision, PruneOptions, RetentionInput};
+use cairn_engine::{PruneOptions, RetentionInput};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::SnapshotId;
-use cairn_repo::Repository;
+use cairn_repo::{PruneReport, Repository};
 use serde_json::json;
 use std::collections::HashSet;
 use std::io::Write;
 
-/// The snapshots a policy or a list of ids drops, after printing the plan.
+/// What `forget` drops, and why: the snapshots named, then each group's policy decisions.
+struct ForgetPlan {
+    /// Snapshots named on the command line, with when they were taken.
+    named: Vec<(SnapshotId, String)>,
+    /// Whether a policy was given (then `groups` says what it decided, possibly nothing).
+    policy: bool,
+    groups: Vec<GroupDecisions>,
+    /// Every snapshot to forget, once, in the order first decided.
+    drop: Vec<SnapshotId>,
+}
+
+/// A policy's decisions for one group: kept snapshots with time and reasons, removed ones with
+/// time.
+struct GroupDecisions {
+    key: serde_json::Value,
+    keep: Vec<(SnapshotId, i64, Vec<String>)>,
+    remove: Vec<(SnapshotId, i64)>,
+}
+
+/// Decides what to forget; prints nothing and changes nothing.
 fn plan_forget(
     repo: &Repository,
     ids: &[String],
     policy: &PolicyArgs,
     filter: &SnapshotFilterArgs,
-    gc: &GcArgs,
-    quiet: bool,
-    report: &mut serde_json::Value,
-) -> Result<Vec<SnapshotId>> {
+) -> Result<ForgetPlan> {
     let snapshots = snapshots_of(repo)?;
     let all = &snapshots.list;
-    let mut drop: Vec<SnapshotId> = Vec::new();
-    let mut out = std::io::stdout().lock();
-    let verb = if gc.dry_run { "would remove" } else { "remove" };
+    let mut plan = ForgetPlan {
+        named: Vec::new(),
+        policy: false,
+        groups: Vec::new(),
+        drop: Vec::new(),
+    };
     for spec in ids {
         let (id, when) = match cairn_engine::find_snapshot(all, spec) {
             Ok((id, s)) => (*id, time::show(s.time)),
@@ -39,80 +58,101 @@ fn plan_forget(
                 None => return Err(e.into()),
             },
         };
-        if !drop.contains(&id) {
-            drop.push(id);
-            if !quiet && !gc.json {
-                writeln!(out, "{verb} {} {when}", id.short())?;
-            }
+        if !plan.drop.contains(&id) {
+            plan.drop.push(id);
+            plan.named.push((id, when));
         }
     }
     let p = policy.policy();
     if p.is_empty() {
-        if !ids.is_empty() {
-            report["removed"] = json!(drop.iter().map(|i| i.to_hex()).collect::<Vec<_>>());
-        }
-        return Ok(drop);
+        return Ok(plan);
     }
+    plan.policy = true;
     let filter = filter.filter();
-    let fields = policy.group_by;
-    let tz = jiff::tz::TimeZone::system();
     let mut groups: Vec<(serde_json::Value, Vec<&(SnapshotId, Snapshot)>)> = Vec::new();
     for item in all.iter().filter(|(_, s)| filter.matches(s)) {
-        let key = group_key(&item.1, fields);
+        let key = group_key(&item.1, policy.group_by);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push(item),
             None => groups.push((key, vec![item])),
         }
     }
-    let mut json_groups = Vec::new();
-    for (key, members) in &groups {
+    let tz = jiff::tz::TimeZone::system();
+    for (key, members) in groups {
         let inputs: Vec<RetentionInput> = members
             .iter()
             .map(|(id, s)| RetentionInput::from_snapshot(*id, s))
             .collect();
-        let decisions = cairn_engine::apply_policy(&inputs, &p, &tz);
         let time_of = |id: &SnapshotId| members.iter().find(|(i, _)| i == id).unwrap().1.time;
-        let (keep, remove): (Vec<&Decision>, Vec<&Decision>) =
-            decisions.iter().partition(|d| d.keep);
-        if !quiet && !gc.json {
-            writeln!(out, "group {}", group_title(key))?;
-            writeln!(out, "  keep {} snapshots:", keep.len())?;
-            for d in &keep {
-                let reasons: Vec<String> = d.reasons.iter().map(ToString::to_string).collect();
-                writeln!(
-                    out,
-                    "    {}  {}  {}",
-                    d.id.short(),
-                    time::show(time_of(&d.id)),
-                    reasons.join(", ")
-                )?;
-            }
-            writeln!(out, "  {verb} {} snapshots:", remove.len())?;
-            for d in &remove {
-                writeln!(out, "    {}  {}", d.id.short(), time::show(time_of(&d.id)))?;
+        let mut group = GroupDecisions {
+            key,
+            keep: Vec::new(),
+            remove: Vec::new(),
+        };
+        for d in cairn_engine::apply_policy(&inputs, &p, &tz) {
+            if d.keep {
+                let reasons = d.reasons.iter().map(ToString::to_string).collect();
+                group.keep.push((d.id, time_of(&d.id), reasons));
+            } else {
+                group.remove.push((d.id, time_of(&d.id)));
+                if !plan.drop.contains(&d.id) {
+                    plan.drop.push(d.id);
+                }
             }
         }
-        json_groups.push(json!({
-            "group": key,
-            "keep": keep.iter().map(|d| json!({
-                "id": d.id.to_hex(),
-                "time": time::rfc3339(time_of(&d.id)),
-                "reasons": d.reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-            "remove": remove.iter().map(|d| json!({
-                "id": d.id.to_hex(),
-                "time": time::rfc3339(time_of(&d.id)),
-            })).collect::<Vec<_>>(),
-        }));
-        for d in remove {
-            if !drop.contains(&d.id) {
-                drop.push(d.id);
-            }
+        plan.groups.push(group);
+    }
+    Ok(plan)
+}
+
+fn show_forget_plan(plan: &ForgetPlan, dry_run: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let verb = if dry_run { "would remove" } else { "remove" };
+    for (id, when) in &plan.named {
+        writeln!(out, "{verb} {} {when}", id.short())?;
+    }
+    for g in &plan.groups {
+        writeln!(out, "group {}", group_title(&g.key))?;
+        writeln!(out, "  keep {} snapshots:", g.keep.len())?;
+        for (id, t, reasons) in &g.keep {
+            let (id, t) = (id.short(), time::show(*t));
+            writeln!(out, "    {id}  {t}  {}", reasons.join(", "))?;
+        }
+        writeln!(out, "  {verb} {} snapshots:", g.remove.len())?;
+        for (id, t) in &g.remove {
+            writeln!(out, "    {}  {}", id.short(), time::show(*t))?;
         }
     }
-    report["groups"] = json!(json_groups);
-    report["removed"] = json!(drop.iter().map(|i| i.to_hex()).collect::<Vec<_>>());
-    Ok(drop)
+    Ok(())
+}
+
+fn forget_json(plan: &ForgetPlan) -> serde_json::Value {
+    let mut report = json!({});
+    if plan.policy {
+        let groups: Vec<serde_json::Value> = plan
+            .groups
+            .iter()
+            .map(|g| {
+                json!({
+                    "group": g.key,
+                    "keep": g.keep.iter().map(|(id, t, reasons)| json!({
+                        "id": id.to_hex(),
+                        "time": time::rfc3339(*t),
+                        "reasons": reasons,
+                    })).collect::<Vec<_>>(),
+                    "remove": g.remove.iter().map(|(id, t)| json!({
+                        "id": id.to_hex(),
+                        "time": time::rfc3339(*t),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        report["groups"] = json!(groups);
+    }
+    if plan.policy || !plan.named.is_empty() {
+        report["removed"] = json!(plan.drop.iter().map(|i| i.to_hex()).collect::<Vec<_>>());
+    }
+    report
 }
 
 /// The one damaged snapshot whose id starts with `spec`, if there is exactly one.
@@ -198,13 +238,27 @@ fn run(
 ) -> Result<u8> {
     // Prune copies blobs and rewrites the index: a session.
     let repo = open_with(cli, false, collect_garbage && !gc.dry_run)?;
-    let mut report = json!({});
-    let drop = plan_forget(&repo, ids, policy, filter, gc, cli.quiet, &mut report)?;
-    if !gc.dry_run {
-        repo.forget_snapshots(&drop)?;
+    let plan = plan_forget(&repo, ids, policy, filter)?;
+    let text = !cli.quiet && !gc.json;
+    if text {
+        show_forget_plan(&plan, gc.dry_run)?;
     }
+    if !gc.dry_run {
+        repo.forget_snapshots(&plan.drop)?;
+    }
+    let mut report = forget_json(&plan);
     if collect_garbage {
-        collect(&repo, gc, &drop, cli, &mut report)?;
+        let opts = PruneOptions {
+            max_unused: gc.max_unused,
+            grace: gc.grace,
+            dry_run: gc.dry_run,
+            forgotten: plan.drop.iter().copied().collect::<HashSet<_>>(),
+        };
+        let r = cairn_engine::prune(&repo, &opts)?;
+        report["prune"] = prune_json(&r, gc.dry_run);
+        if text {
+            show_prune(&r, gc.dry_run, cli.verbose);
+        }
     }
     if gc.json {
         println!("{report}");
@@ -212,24 +266,9 @@ fn run(
     Ok(0)
 }
 
-/// Runs the garbage collection and reports it.
-fn collect(
-    repo: &Repository,
-    gc: &GcArgs,
-    forgotten: &[SnapshotId],
-    cli: &Cli,
-    report: &mut serde_json::Value,
-) -> Result<()> {
-    let quiet = cli.quiet;
-    let opts = PruneOptions {
-        max_unused: gc.max_unused,
-        grace: gc.grace,
-        dry_run: gc.dry_run,
-        forgotten: forgotten.iter().copied().collect::<HashSet<_>>(),
-    };
-    let r = cairn_engine::prune(repo, &opts)?;
-    report["prune"] = json!({
-        "dry_run": gc.dry_run,
+fn prune_json(r: &PruneReport, dry_run: bool) -> serde_json::Value {
+    json!({
+        "dry_run": dry_run,
         "snapshots": r.snapshots,
         "packs": r.packs,
         "blobs_used": r.blobs_used,
@@ -252,11 +291,11 @@ fn collect(
         "snapshots_vanished": r.snapshots_vanished.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
         "deferred_because": r.deferred_because,
         "duration_seconds": r.duration.as_secs_f64(),
-    });
-    if quiet || gc.json {
-        return Ok(());
-    }
-    if cli.verbose {
+    })
+}
+
+fn show_prune(r: &PruneReport, dry_run: bool, verbose: bool) {
+    if verbose {
         for id in &r.snapshots_vanished {
             println!(
                 "snapshot {} was forgotten by another process while prune ran: skipped",
@@ -264,7 +303,7 @@ fn collect(
             );
         }
     }
-    let would = if gc.dry_run { "would " } else { "" };
+    let would = if dry_run { "would " } else { "" };
     println!(
         "{} snapshots reach {} blobs; {} packs, {} of them unused",
         r.snapshots, r.blobs_used, r.packs, r.packs_unused
@@ -312,5 +351,4 @@ fn collect(
         );
     }
     println!("done in {}", output::duration(r.duration.as_nanos() as u64));
-    Ok(())
 }
