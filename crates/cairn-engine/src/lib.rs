@@ -22,7 +22,9 @@ mod walk;
 pub use archiver::{
     backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
 };
-pub use check::{check, CheckProgress, CheckReport, Damage, ReadData};
+pub use check::{
+    check, BadPack, CheckProgress, CheckReport, Damage, Detail, Loss, Problem, ReadData,
+};
 pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
