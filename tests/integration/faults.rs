@@ -433,6 +433,79 @@ fn deleted_pack_costs_exactly_its_files() {
     assert_restores(t, &d.third.0, &d.other, &d.third.1);
 }
 
+/// `check --json` gives each problem structured beside its line of text: a kind, and the pack,
+/// snapshot, path and blob concerned in full, with the cause of each file lost. A flipped byte
+/// in the first data pack and a truncated later pack give three kinds at once.
+#[test]
+fn check_json_gives_each_problem_structured() {
+    let d = damaged();
+    let t = &d.t;
+    let (first_pack, later_pack) = (name_of(&d.first_pack), name_of(&d.later_pack));
+    flip(&d.first_pack, VICTIM_OFFSET);
+    let len = file_len(&d.later_pack);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&d.later_pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let report = check_fails(t, &["--read-data"]);
+    let problems = report["problems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no problems list in {report}"));
+    // The error lines are the errors' messages, in the same order.
+    let messages: Vec<String> = problems
+        .iter()
+        .filter(|p| p["severity"] == "error")
+        .map(|p| p["message"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(messages, errors(&report), "{report}");
+    let of_kind =
+        |kind: &str| -> Vec<&Value> { problems.iter().filter(|p| p["kind"] == kind).collect() };
+
+    let sizes = of_kind("pack_size_mismatch");
+    assert_eq!(sizes.len(), 1, "{report}");
+    assert_eq!(sizes[0]["pack"], *later_pack);
+    assert_eq!(num(sizes[0], "expected"), len);
+    assert_eq!(num(sizes[0], "found"), len / 2);
+
+    let blobs = of_kind("blob_damaged");
+    assert_eq!(blobs.len(), 1, "{report}");
+    assert_eq!(blobs[0]["pack"], *first_pack);
+    assert_eq!(blobs[0]["blob_type"], "data");
+    let victim_blob = blobs[0]["blob"].as_str().unwrap();
+    assert_eq!(victim_blob.len(), 64, "a blob id in full: {report}");
+
+    // The victim's directory is shared by both snapshots of src and is checked once, under
+    // whichever snapshot comes first; later.bin is only in the second.
+    let lost = of_kind("content_lost");
+    let by_path: BTreeMap<String, &Value> = lost
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap().to_string(), *p))
+        .collect();
+    let (victim, later) = (d.at(VICTIM), d.at(LATER));
+    let (victim, later) = (victim.to_str().unwrap(), later.to_str().unwrap());
+    assert_eq!(
+        by_path.keys().map(String::as_str).collect::<Vec<_>>(),
+        [later, victim],
+        "{report}"
+    );
+    let v = by_path[victim];
+    assert!(
+        v["snapshot"] == *d.first.0 || v["snapshot"] == *d.second.0,
+        "{v}"
+    );
+    assert_eq!(v["cause"], "blob_damaged");
+    assert_eq!(v["blob"], *victim_blob);
+    assert_eq!(v["pack"], *first_pack);
+    let l = by_path[later];
+    assert_eq!(l["snapshot"], *d.second.0);
+    assert_eq!(l["cause"], "in_bad_pack");
+    assert_eq!(l["pack"], *later_pack);
+    assert_eq!(l["pack_problem"], "truncated");
+}
+
 /// A damaged index file hides the packs only it names: with a cold cache (another client, or
 /// this one after losing its cache) the second snapshot's root tree is not in the index. Check
 /// names the index file; `repair index` rebuilds the index from the packs and everything

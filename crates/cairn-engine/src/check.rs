@@ -7,13 +7,19 @@
 //! pack's bytes match its name, its header matches its length, and every blob in it opens and
 //! matches its id.
 //!
-//! What is found damaged becomes a damage report: which snapshots, and which paths in them,
-//! cannot be restored. Memory stays bounded: index entries are looked up in the index cache,
+//! Each finding is a `Problem` in the report (problem.rs). What is found damaged becomes a
+//! damage report: which snapshots, and which paths in them, cannot be restored. `check` runs
+//! these as phases, one function each, in the order it names them. Memory stays bounded: index entries are looked up in the index cache,
 //! and only the set of tree ids already checked is kept.
 
-use crate::Result;
-use cairn_format::index::IndexPack;
-use cairn_format::tree::NodeKind;
+mod problem;
+
+pub use problem::{BadPack, Detail, Loss, Problem};
+
+use crate::{PathProblem, Result};
+use cairn_format::index::{IndexEntry, IndexPack};
+use cairn_format::snapshot::Snapshot;
+use cairn_format::tree::{NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
 use cairn_repo::{ErrorKind, Repository};
 use rand::seq::SliceRandom;
@@ -21,7 +27,7 @@ use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -103,14 +109,14 @@ pub struct Damage {
     pub time: i64,
     /// The path, and why: a file's content is lost, or a directory's listing is lost (then
     /// nothing below it can be restored).
-    pub paths: Vec<(PathBuf, String)>,
+    pub paths: Vec<PathProblem>,
 }
 
 #[derive(Debug, Default)]
 pub struct CheckReport {
-    pub errors: Vec<String>,
-    /// Not damage: space that prune can reclaim, such as packs no index names.
-    pub warnings: Vec<String>,
+    /// Everything found, in the order found: errors (damage) and warnings (not damage, such
+    /// as space that prune can reclaim); `Problem::is_warning` tells which.
+    pub problems: Vec<Problem>,
     pub snapshots: u64,
     pub trees: u64,
     pub packs: u64,
@@ -127,84 +133,144 @@ pub struct CheckReport {
     pub recorded: Vec<PackId>,
 }
 
+impl CheckReport {
+    /// The problems that are damage.
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| !p.is_warning())
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| p.is_warning())
+    }
+
+    /// Whether nothing is damaged: warnings do not count.
+    pub fn ok(&self) -> bool {
+        self.errors().next().is_none()
+    }
+}
+
 /// Why a blob cannot be read, by blob.
-type Lost = HashMap<BlobId, String>;
+type Lost = HashMap<BlobId, Loss>;
 
 /// The most damaged paths listed per snapshot.
 const MAX_AFFECTED: usize = 100_000;
 
+/// Checks the repository in phases, each of which adds what it finds to the report: key
+/// files, index files, the packs in storage, the packs' data (as `to_read` asks), the trees of
+/// every snapshot, and then which paths the damage costs; damaged packs found are recorded.
 pub fn check(
     repo: &Repository,
-    read_data: ReadData,
+    to_read: ReadData,
     progress: &CheckProgress,
 ) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    report.errors.extend(repo.verify_key_files()?);
-
-    // Index files and the packs they name.
-    let mut indexed: HashMap<PackId, (u64, IndexId)> = HashMap::new();
+    keys(repo, &mut report)?;
     let condemned = repo.condemned_packs();
+    let indexed = index(repo, &condemned, &mut report)?;
+    let packs = packs(repo, indexed, condemned, &mut report)?;
+    let (lost, salvage) = read_data(repo, &packs, to_read, progress, &mut report);
+    let mut walker = Walker::new(repo, lost, &packs.bad);
+    let snapshots = trees(&mut walker, &mut report)?;
+    report.damage = damage_report(&mut walker, &snapshots);
+    report.in_damaged_packs = in_damaged_packs(repo, &salvage, &snapshots);
+    record_damaged(repo, salvage, &packs.condemned, &mut report);
+    Ok(report)
+}
+
+/// The packs: which the index names, which storage holds, and which cannot be read.
+struct Packs {
+    /// Each pack the index names (condemned packs left out), with its size and the index file
+    /// that names it.
+    indexed: HashMap<PackId, (u64, IndexId)>,
+    condemned: HashSet<PackId>,
+    /// Each pack in storage, with its length.
+    stored: HashMap<PackId, u64>,
+    /// Packs whose blobs cannot be read whatever their bytes hold.
+    bad: HashMap<PackId, BadPack>,
+}
+
+/// Verifies every key file's name and header.
+fn keys(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    let problems = repo.verify_key_files()?.into_iter();
+    report
+        .problems
+        .extend(problems.map(|message| Problem::KeyFile { message }));
+    Ok(())
+}
+
+/// Opens every index file; returns the packs they name, with the size each records and the
+/// index file that records it.
+fn index(
+    repo: &Repository,
+    condemned: &HashSet<PackId>,
+    report: &mut CheckReport,
+) -> Result<HashMap<PackId, (u64, IndexId)>> {
+    let mut indexed: HashMap<PackId, (u64, IndexId)> = HashMap::new();
     for id in repo.index_ids()? {
-        match repo.read_index(id) {
-            Ok(index) => {
-                for p in index
-                    .packs
-                    .into_iter()
-                    .filter(|p| !condemned.contains(&p.id))
-                {
-                    if let Some((size, other)) = indexed.insert(p.id, (p.size, id)) {
-                        if size != p.size {
-                            report.errors.push(format!(
-                                "index files {} and {} disagree on the size of pack {}: {size} and {} bytes",
-                                other.short(),
-                                id.short(),
-                                p.id.short(),
-                                p.size
-                            ));
-                        }
-                    }
+        let index = match repo.read_index(id) {
+            Ok(index) => index,
+            Err(e) => {
+                report.problems.push(Problem::IndexUnreadable {
+                    index: id,
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        for p in index
+            .packs
+            .into_iter()
+            .filter(|p| !condemned.contains(&p.id))
+        {
+            if let Some((size, other)) = indexed.insert(p.id, (p.size, id)) {
+                if size != p.size {
+                    report.problems.push(Problem::IndexSizesDisagree {
+                        pack: p.id,
+                        index: other,
+                        size,
+                        other_index: id,
+                        other_size: p.size,
+                    });
                 }
             }
-            Err(e) => report
-                .errors
-                .push(format!("index file {}: {e}", id.short())),
         }
     }
+    Ok(indexed)
+}
 
-    // Packs in storage against packs in the index.
+/// Lists the packs in storage and compares them with the packs the index names.
+fn packs(
+    repo: &Repository,
+    indexed: HashMap<PackId, (u64, IndexId)>,
+    condemned: HashSet<PackId>,
+    report: &mut CheckReport,
+) -> Result<Packs> {
     let stored: HashMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
     report.packs = stored.len() as u64;
-    let mut bad_packs: HashMap<PackId, String> = HashMap::new();
+    let mut bad: HashMap<PackId, BadPack> = HashMap::new();
     // Blobs only in condemned packs stay readable while the pack exists: one gone is lost.
     for pack in condemned.iter().filter(|p| !stored.contains_key(p)) {
-        bad_packs.insert(
-            *pack,
-            format!("pack {} was condemned and is deleted", pack.short()),
-        );
+        bad.insert(*pack, BadPack::Deleted);
     }
     for (pack, (size, index)) in &indexed {
         match stored.get(pack) {
             None => {
-                bad_packs.insert(*pack, format!("pack {} is missing", pack.short()));
-                report.errors.push(format!(
-                    "pack {} is missing (named by index file {})",
-                    pack.short(),
-                    index.short()
-                ));
+                bad.insert(*pack, BadPack::Missing);
+                report.problems.push(Problem::PackMissing {
+                    pack: *pack,
+                    index: *index,
+                });
             }
-            Some(found) if found != size => {
-                let why = if found < size {
-                    "truncated"
-                } else {
-                    "too long"
-                };
-                bad_packs.insert(*pack, format!("pack {} is {why}", pack.short()));
-                report.errors.push(format!(
-                    "pack {} is {why}: expected {size} bytes, found {found}",
-                    pack.short()
-                ));
+            Some(&found) => {
+                if let Some(why) = BadPack::of_size(*size, found) {
+                    bad.insert(*pack, why);
+                    report.problems.push(Problem::PackSizeMismatch {
+                        pack: *pack,
+                        expected: *size,
+                        found,
+                    });
+                }
             }
-            Some(_) => {}
         }
     }
     let unindexed = stored
@@ -212,85 +278,116 @@ pub fn check(
         .filter(|p| !indexed.contains_key(p) && !condemned.contains(p))
         .count();
     if unindexed > 0 {
-        report.warnings.push(format!(
-            "{unindexed} packs are not in any index (left by an interrupted backup, or their index file is damaged)"
-        ));
+        report.problems.push(Problem::PacksNotIndexed {
+            count: unindexed as u64,
+        });
     }
+    Ok(Packs {
+        indexed,
+        condemned,
+        stored,
+        bad,
+    })
+}
 
-    // Read data: every selected, indexed, intact pack in full.
-    let mut lost: Lost = HashMap::new();
+/// Reads every selected, indexed, intact pack in full. Returns the blobs that do not read back
+/// intact, and the damaged packs with the records of their intact blobs, by pack id.
+fn read_data(
+    repo: &Repository,
+    packs: &Packs,
+    to_read: ReadData,
+    progress: &CheckProgress,
+    report: &mut CheckReport,
+) -> (Lost, Vec<IndexPack>) {
     // Condemned packs are read too while they exist: snapshots may still reach their blobs,
     // and a damaged pack recorded by an earlier check is among them.
-    let mut readable: Vec<PackId> = indexed
+    let mut readable: Vec<PackId> = packs
+        .indexed
         .keys()
-        .filter(|p| !bad_packs.contains_key(p))
-        .chain(condemned.iter().filter(|p| stored.contains_key(p)))
+        .filter(|p| !packs.bad.contains_key(p))
+        .chain(
+            packs
+                .condemned
+                .iter()
+                .filter(|p| packs.stored.contains_key(p)),
+        )
         .copied()
         .collect();
     readable.sort_unstable();
-    let to_read = read_data.select(&readable);
+    let selected = to_read.select(&readable);
     progress
         .packs_to_read
-        .store(to_read.len() as u64, Ordering::Relaxed);
-    report.packs_read = to_read.len() as u64;
+        .store(selected.len() as u64, Ordering::Relaxed);
+    report.packs_read = selected.len() as u64;
     let found = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
-    to_read.par_iter().for_each(|pack| {
+    selected.par_iter().for_each(|pack| {
         let f = read_pack(repo, pack, progress);
         let mut all = found.lock().unwrap();
-        all.0.extend(f.errors);
+        all.0.extend(f.problems);
         all.1.extend(f.lost);
         all.2.extend(f.salvage);
     });
-    let (errors, bad_blobs, mut salvage) = found.into_inner().unwrap();
-    report.errors.extend(errors);
-    lost.extend(bad_blobs);
+    let (problems, lost, mut salvage) = found.into_inner().unwrap();
+    report.problems.extend(problems);
+    salvage.sort_by_key(|p: &IndexPack| p.id);
+    (lost.into_iter().collect(), salvage)
+}
 
-    // Snapshots and their trees.
-    let mut walker = Walker {
-        repo,
-        lost: &mut lost,
-        bad_packs: &bad_packs,
-        damaged: HashMap::new(),
-        errors: Vec::new(),
-    };
+/// Opens every snapshot and checks every tree reachable from it. Returns the snapshots opened,
+/// oldest first.
+fn trees(walker: &mut Walker, report: &mut CheckReport) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let repo = walker.repo;
     let mut snapshots = Vec::new();
     for id in repo.snapshot_ids_indexed()? {
         match repo.load_snapshot(id) {
             Ok(s) => {
                 report.snapshots += 1;
-                let name = format!("snapshot {}", id.short());
-                match walker.tree(s.tree, &name, Path::new("/"), 0) {
+                match walker.tree(s.tree, id, Path::new("/"), 0) {
                     Ok(_) => snapshots.push((id, s)),
                     // Too deep to restore at all: no path of it is worth listing.
-                    Err(e) => report.errors.push(format!("{name}: {e}")),
+                    Err(e) => report.problems.push(Problem::SnapshotTooDeep {
+                        snapshot: id,
+                        message: e.to_string(),
+                    }),
                 }
             }
             Err(e) if e.kind == ErrorKind::NotFound => report.vanished.push(id),
-            Err(e) => report.errors.push(e.message),
+            Err(e) => report.problems.push(Problem::SnapshotUnreadable {
+                snapshot: id,
+                message: e.message,
+            }),
         }
     }
     report.trees = walker.damaged.len() as u64;
-    report.errors.extend(std::mem::take(&mut walker.errors));
-
-    // The damage report: only damaged trees are walked again.
+    report.problems.append(&mut walker.problems);
     snapshots.sort_by_key(|(id, s)| (s.time, *id));
-    for (id, s) in &snapshots {
+    Ok(snapshots)
+}
+
+/// The paths of each snapshot that cannot be restored: only damaged trees are walked again.
+fn damage_report(walker: &mut Walker, snapshots: &[(SnapshotId, Snapshot)]) -> Vec<Damage> {
+    let mut damage = Vec::new();
+    for (id, s) in snapshots {
         let mut paths = Vec::new();
         walker.affected(s.tree, Path::new("/"), &mut paths);
         if !paths.is_empty() {
-            report.damage.push(Damage {
+            damage.push(Damage {
                 snapshot: *id,
                 time: s.time,
                 paths,
             });
         }
     }
+    damage
+}
 
-    // Damaged packs are recorded: condemned, carrying the records of their intact blobs, so
-    // that backups store the content again and prune moves the intact blobs out whatever
-    // --max-unused says. Files with data in them are named: restorable now, but only through
-    // the index entries a damaged header can no longer rebuild.
-    salvage.sort_by_key(|p| p.id);
+/// The restorable files of each snapshot with data in a damaged pack (`salvage`): restorable
+/// now, but only through the index entries a damaged header can no longer rebuild.
+fn in_damaged_packs(
+    repo: &Repository,
+    salvage: &[IndexPack],
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Vec<Damage> {
     let intact: HashSet<BlobId> = salvage
         .iter()
         .flat_map(|p| p.blobs.iter().map(|e| e.blob))
@@ -300,28 +397,40 @@ pub fn check(
         blobs: &intact,
         reaches: HashMap::new(),
     };
-    for (id, s) in &snapshots {
+    let mut found = Vec::new();
+    for (id, s) in snapshots {
         let mut paths = Vec::new();
         finder.files(s.tree, Path::new("/"), 0, &mut paths);
         if !paths.is_empty() {
-            report.in_damaged_packs.push(Damage {
+            found.push(Damage {
                 snapshot: *id,
                 time: s.time,
                 paths,
             });
         }
     }
+    found
+}
+
+/// Records the damaged packs: condemned, carrying the records of their intact blobs, so that
+/// backups store the content again and prune moves the intact blobs out whatever
+/// --max-unused says.
+fn record_damaged(
+    repo: &Repository,
+    mut salvage: Vec<IndexPack>,
+    condemned: &HashSet<PackId>,
+    report: &mut CheckReport,
+) {
     // Recorded already (or condemned by prune, which moves the intact blobs anyway).
     salvage.retain(|p| !condemned.contains(&p.id));
-    let shorts: Vec<String> = salvage.iter().map(|p| p.id.short()).collect();
+    let packs: Vec<PackId> = salvage.iter().map(|p| p.id).collect();
     match repo.condemn_damaged(salvage) {
         Ok(written) => report.recorded = written.into_iter().flat_map(|(_, p)| p).collect(),
-        Err(e) => report.warnings.push(format!(
-            "cannot record damaged packs {}: {e}; `cairn repair index --read-data` does it",
-            shorts.join(", ")
-        )),
+        Err(e) => report.problems.push(Problem::PacksNotRecorded {
+            packs,
+            message: e.to_string(),
+        }),
     }
-    Ok(report)
 }
 
 /// Finds the files whose content reaches a set of blobs, walking each tree once to learn
@@ -361,7 +470,7 @@ impl Finder<'_> {
     }
 
     /// At most `MAX_AFFECTED` paths: shared subtrees can make a snapshot's paths exponential.
-    fn files(&mut self, id: TreeId, base: &Path, depth: usize, out: &mut Vec<(PathBuf, String)>) {
+    fn files(&mut self, id: TreeId, base: &Path, depth: usize, out: &mut Vec<PathProblem>) {
         if out.len() >= MAX_AFFECTED || !self.reaches(id, depth) {
             return;
         }
@@ -380,49 +489,30 @@ impl Finder<'_> {
                 .iter()
                 .any(|c| self.blobs.contains(&BlobId::from(*c)))
             {
-                out.push((path, "data in a damaged pack, still readable".into()));
+                out.push(PathProblem::new(
+                    path,
+                    "data in a damaged pack, still readable",
+                ));
             }
         }
     }
 }
 
-/// What reading one pack in full found: errors, the blobs that do not read back intact, and, for
-/// a damaged pack, the record of its blobs that still verify (what recording it carries).
+/// What reading one pack in full found: problems, the blobs that do not read back intact,
+/// and, for a damaged pack, the record of its blobs that still verify (what recording it
+/// carries).
 #[derive(Default)]
 struct PackFindings {
-    errors: Vec<String>,
-    lost: Vec<(BlobId, String)>,
+    problems: Vec<Problem>,
+    lost: Vec<(BlobId, Loss)>,
     salvage: Option<IndexPack>,
 }
 
-/// Reads one pack in full and verifies every blob in it. A pack that does not match its name
-/// (a damaged header or length) is read through the index's entries, which locate its blobs
-/// without the header.
+/// Reads one pack in full and verifies every blob in it.
 fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> PackFindings {
     let mut found = PackFindings::default();
-    let (bytes, entries) = match repo.read_pack(pack) {
-        Ok((bytes, header)) => {
-            let entries = IndexPack::from_header(*pack, bytes.len() as u64, &header).blobs;
-            (bytes, entries)
-        }
-        // A condemned pack that a prune deleted since the listing holds nothing to check.
-        Err(e) if e.kind == ErrorKind::NotFound && repo.condemned_packs().contains(pack) => {
-            return found
-        }
-        Err(e) if e.kind == ErrorKind::Corrupt => {
-            found.errors.push(e.message.clone());
-            match repo.read_pack_unverified(pack) {
-                Ok(bytes) => (bytes, repo.blobs_in_pack(pack).unwrap_or_default()),
-                Err(e) => {
-                    found.errors.push(e.message);
-                    return found;
-                }
-            }
-        }
-        Err(e) => {
-            found.errors.push(e.message);
-            return found;
-        }
+    let Some((bytes, entries)) = pack_bytes(repo, pack, &mut found.problems) else {
+        return found;
     };
     progress
         .bytes_read
@@ -430,28 +520,32 @@ fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> Pack
     let mut intact = Vec::with_capacity(entries.len());
     for e in entries {
         if let Err(err) = repo.open_entry(pack, &bytes, &e) {
-            found.errors.push(format!("pack {}: {err}", pack.short()));
-            found.lost.push((
-                e.blob,
-                format!("{} in pack {} is damaged", e.blob, pack.short()),
-            ));
+            found.problems.push(Problem::BlobDamaged {
+                pack: *pack,
+                blob: e.blob,
+                message: err.to_string(),
+            });
+            let loss = Loss::Damaged {
+                blob: e.blob,
+                pack: *pack,
+            };
+            found.lost.push((e.blob, loss));
             continue;
         }
         match repo.lookup(&e.blob) {
             Ok(Some(loc)) if loc.pack == *pack && loc.offset != e.offset => {
-                found.errors.push(format!(
-                    "pack {}: the index puts {} at offset {}, the pack header at {}",
-                    pack.short(),
-                    e.blob,
-                    loc.offset,
-                    e.offset
-                ))
+                found.problems.push(Problem::BlobOffsetMismatch {
+                    pack: *pack,
+                    blob: e.blob,
+                    index_offset: loc.offset,
+                    header_offset: e.offset,
+                })
             }
             _ => {}
         }
         intact.push(e);
     }
-    if !found.errors.is_empty() {
+    if !found.problems.is_empty() {
         found.salvage = Some(IndexPack {
             id: *pack,
             size: bytes.len() as u64,
@@ -462,19 +556,70 @@ fn read_pack(repo: &Repository, pack: &PackId, progress: &CheckProgress) -> Pack
     found
 }
 
+/// A pack's bytes and the entries that locate its blobs, or `None` if there is nothing to
+/// verify. A pack that does not match its name (a damaged header or length) is read through
+/// the index's entries, which locate its blobs without the header.
+fn pack_bytes(
+    repo: &Repository,
+    pack: &PackId,
+    problems: &mut Vec<Problem>,
+) -> Option<(Vec<u8>, Vec<IndexEntry>)> {
+    let unreadable = |e: cairn_repo::Error| Problem::PackUnreadable {
+        pack: *pack,
+        message: e.message,
+    };
+    match repo.read_pack(pack) {
+        Ok((bytes, header)) => {
+            let entries = IndexPack::from_header(*pack, bytes.len() as u64, &header).blobs;
+            Some((bytes, entries))
+        }
+        // A condemned pack that a prune deleted since the listing holds nothing to check.
+        Err(e) if e.kind == ErrorKind::NotFound && repo.condemned_packs().contains(pack) => None,
+        Err(e) if e.kind == ErrorKind::Corrupt => {
+            problems.push(Problem::PackDamaged {
+                pack: *pack,
+                message: e.message,
+            });
+            match repo.read_pack_unverified(pack) {
+                Ok(bytes) => Some((bytes, repo.blobs_in_pack(pack).unwrap_or_default())),
+                Err(e) => {
+                    problems.push(unreadable(e));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            problems.push(unreadable(e));
+            None
+        }
+    }
+}
+
+/// Checks the trees of snapshots, each tree once however many paths reach it, and keeps what
+/// it found for the damage report.
 struct Walker<'a> {
     repo: &'a Repository,
-    lost: &'a mut Lost,
-    bad_packs: &'a HashMap<PackId, String>,
+    lost: Lost,
+    bad_packs: &'a HashMap<PackId, BadPack>,
     /// Every tree checked: whether anything below it is lost, and its height (the most levels
     /// of trees below it), so that a tree reached again along another path is not walked again.
     damaged: HashMap<TreeId, (bool, usize)>,
-    errors: Vec<String>,
+    problems: Vec<Problem>,
 }
 
-impl Walker<'_> {
+impl<'a> Walker<'a> {
+    fn new(repo: &'a Repository, lost: Lost, bad_packs: &'a HashMap<PackId, BadPack>) -> Self {
+        Walker {
+            repo,
+            lost,
+            bad_packs,
+            damaged: HashMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
     /// Why a blob cannot be read, if it cannot.
-    fn blob_problem(&mut self, blob: BlobId) -> Option<String> {
+    fn blob_problem(&mut self, blob: BlobId) -> Option<Loss> {
         self.resolve(vec![blob]);
         self.lost.get(&blob).cloned()
     }
@@ -485,21 +630,27 @@ impl Walker<'_> {
         const BATCH: usize = 1024;
         blobs.retain(|b| !self.lost.contains_key(b));
         let (repo, bad_packs) = (self.repo, self.bad_packs);
-        let problems: Vec<(BlobId, String)> = blobs
+        let problems: Vec<(BlobId, Loss)> = blobs
             .par_chunks(BATCH)
             .flat_map_iter(|batch| {
                 let found = repo.lookup_many(batch);
                 batch.iter().enumerate().filter_map(move |(i, blob)| {
+                    let blob = *blob;
                     let why = match &found {
                         Ok(found) => match found[i] {
-                            Some(loc) => bad_packs
-                                .get(&loc.pack)
-                                .map(|why| format!("{blob} is in a damaged pack: {why}")),
-                            None => Some(format!("{blob} is not in the index")),
+                            Some(loc) => bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
+                                blob,
+                                pack: loc.pack,
+                                why: *why,
+                            }),
+                            None => Some(Loss::NotIndexed { blob }),
                         },
-                        Err(e) => Some(e.message.clone()),
+                        Err(e) => Some(Loss::LookupFailed {
+                            blob,
+                            message: e.message.clone(),
+                        }),
                     }?;
-                    Some((*blob, why))
+                    Some((blob, why))
                 })
             })
             .collect();
@@ -510,29 +661,21 @@ impl Walker<'_> {
     /// is that of the directory at `path`, `depth` levels below its snapshot's root: a walk
     /// that would go deeper than a snapshot may (repo-format.md, "Limits") stops with the
     /// error that says where.
-    fn tree(&mut self, id: TreeId, snapshot: &str, path: &Path, depth: usize) -> Result<bool> {
+    fn tree(
+        &mut self,
+        id: TreeId,
+        snapshot: SnapshotId,
+        path: &Path,
+        depth: usize,
+    ) -> Result<bool> {
         crate::walk::check_depth(depth, path)?;
         if let Some(&(d, height)) = self.damaged.get(&id) {
             // Checked already, along another path: only its depth here is news.
             crate::walk::check_depth(depth + height, path)?;
             return Ok(d);
         }
-        if let Some(why) = self.blob_problem(id.into()) {
-            self.errors
-                .push(format!("{snapshot}, {}: {why}", path.display()));
-            self.damaged.insert(id, (true, 0));
+        let Some(tree) = self.load(id, snapshot, path) else {
             return Ok(true);
-        }
-        let tree = match self.repo.load_tree(id) {
-            Ok(t) => t,
-            Err(e) => {
-                // The repository's error already names the tree.
-                self.errors
-                    .push(format!("{snapshot}, {}: {e}", path.display()));
-                self.lost.insert(id.into(), e.message);
-                self.damaged.insert(id, (true, 0));
-                return Ok(true);
-            }
         };
         self.resolve(
             tree.nodes
@@ -552,9 +695,12 @@ impl Walker<'_> {
                 }
                 (NodeKind::File, _) => {
                     for c in &node.content {
-                        if let Some(why) = self.lost.get(&BlobId::from(*c)).cloned() {
-                            self.errors
-                                .push(format!("{snapshot}, {}: {why}", child.display()));
+                        if let Some(loss) = self.lost.get(&BlobId::from(*c)).cloned() {
+                            self.problems.push(Problem::ContentLost {
+                                snapshot,
+                                path: child.clone(),
+                                loss,
+                            });
                             damaged = true;
                         }
                     }
@@ -566,8 +712,36 @@ impl Walker<'_> {
         Ok(damaged)
     }
 
+    /// Loads a tree, or says why it cannot be loaded; a tree that cannot counts as checked,
+    /// and damaged.
+    fn load(&mut self, id: TreeId, snapshot: SnapshotId, path: &Path) -> Option<Tree> {
+        let loss = match self.blob_problem(id.into()) {
+            Some(loss) => loss,
+            None => match self.repo.load_tree(id) {
+                Ok(tree) => return Some(tree),
+                Err(e) => {
+                    // The repository's error already names the tree.
+                    let loss = Loss::TreeUnreadable {
+                        tree: id,
+                        message: e.message,
+                    };
+                    self.lost.insert(id.into(), loss.clone());
+                    loss
+                }
+            },
+        };
+        let path = path.to_path_buf();
+        self.problems.push(Problem::TreeLost {
+            snapshot,
+            path,
+            loss,
+        });
+        self.damaged.insert(id, (true, 0));
+        None
+    }
+
     /// The paths below `id` that cannot be restored.
-    fn affected(&mut self, id: TreeId, base: &Path, out: &mut Vec<(PathBuf, String)>) {
+    fn affected(&mut self, id: TreeId, base: &Path, out: &mut Vec<PathProblem>) {
         // Subtrees reached along many paths could make this list exponentially long.
         if out.len() >= MAX_AFFECTED || !self.damaged.get(&id).is_some_and(|d| d.0) {
             return;
@@ -575,7 +749,10 @@ impl Walker<'_> {
         let tree = match self.repo.load_tree(id) {
             Ok(t) => t,
             Err(e) => {
-                out.push((base.to_path_buf(), format!("directory listing lost: {e}")));
+                out.push(PathProblem::new(
+                    base,
+                    format!("directory listing lost: {e}"),
+                ));
                 return;
             }
         };
@@ -589,7 +766,7 @@ impl Walker<'_> {
                         .iter()
                         .find_map(|c| self.lost.get(&BlobId::from(*c)))
                     {
-                        out.push((path, format!("content lost: {why}")));
+                        out.push(PathProblem::new(path, format!("content lost: {why}")));
                     }
                 }
                 _ => {}

@@ -25,7 +25,9 @@ mod in_memory_tests;
 pub use archiver::{
     backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
 };
-pub use check::{check, CheckProgress, CheckReport, Damage, ReadData};
+pub use check::{
+    check, BadPack, CheckProgress, CheckReport, Damage, Detail, Loss, Problem, ReadData,
+};
 pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
@@ -46,9 +48,19 @@ pub use walk::{find, find_node, walk_tree, Visit};
 
 pub(crate) use cairn_repo::Result;
 
-/// A path problem that did not stop the operation.
-#[derive(Clone, Debug)]
+/// A path, and why it could not be backed up, restored or read: the one shape in which every
+/// engine reports a per-path problem that did not stop the operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathProblem {
     pub path: std::path::PathBuf,
     pub reason: String,
+}
+
+impl PathProblem {
+    pub fn new(path: impl Into<std::path::PathBuf>, reason: impl Into<String>) -> PathProblem {
+        PathProblem {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
 }

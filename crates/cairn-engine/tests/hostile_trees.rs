@@ -4,7 +4,9 @@
 //! a stack overflow, past the depth limit (repo-format.md, "Limits").
 
 use cairn_backend::LocalBackend;
-use cairn_engine::{CheckProgress, Filter, ReadData, RestoreOptions, RestoreProgress, Visit};
+use cairn_engine::{
+    CheckProgress, Filter, Problem, ReadData, RestoreOptions, RestoreProgress, Visit,
+};
 use cairn_format::key::KdfParams;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree, MAX_TREE_DEPTH};
@@ -115,7 +117,7 @@ fn check_visits_a_subtree_reached_along_many_paths_once() {
     let started = Instant::now();
     let report = cairn_engine::check(&repo, ReadData::None, &CheckProgress::default()).unwrap();
     fast(started);
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.ok(), "{:?}", report.problems);
 }
 
 // Regression: the archiver counted the files of a directory gone since the parent snapshot by
@@ -170,7 +172,7 @@ fn a_chain_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
     let (tmp, repo) = repo();
     let within = chain(&repo, MAX_TREE_DEPTH);
     let beyond = chain(&repo, 100_000);
-    snapshot(&repo, beyond);
+    let (too_deep_snapshot, _) = snapshot(&repo, beyond);
     let too_deep = |e: cairn_repo::Error| {
         assert!(
             e.message.contains(&format!("deeper than {MAX_TREE_DEPTH}")),
@@ -197,12 +199,19 @@ fn a_chain_deeper_than_the_limit_is_an_error_not_a_stack_overflow() {
 
         // Check reports it, naming the snapshot.
         let report = cairn_engine::check(&repo, ReadData::None, &CheckProgress::default()).unwrap();
-        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        let errors: Vec<&Problem> = report.errors().collect();
+        let [problem @ Problem::SnapshotTooDeep { snapshot, message }] = errors[..] else {
+            panic!("{:?}", report.problems);
+        };
+        assert_eq!(*snapshot, too_deep_snapshot);
         assert!(
-            report.errors[0].contains(&format!("deeper than {MAX_TREE_DEPTH}"))
-                && report.errors[0].contains("snapshot "),
-            "{:?}",
-            report.errors
+            message.contains(&format!("deeper than {MAX_TREE_DEPTH}")),
+            "{message}"
+        );
+        let line = problem.to_string();
+        assert!(
+            line.starts_with(&format!("snapshot {}: ", snapshot.short())),
+            "{line}"
         );
 
         // Diff, against a tree that differs only at the bottom.
@@ -268,5 +277,5 @@ fn the_archiver_does_not_descend_past_the_depth_limit() {
     .unwrap();
     assert_eq!(deepest.components().count() - 1, MAX_TREE_DEPTH);
     let report = cairn_engine::check(&repo, ReadData::None, &CheckProgress::default()).unwrap();
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(report.ok(), "{:?}", report.problems);
 }

@@ -132,8 +132,9 @@ impl Oracle {
             &Default::default(),
         )
         .map_err(|e| format!("check failed: {e}"))?;
-        if !report.errors.is_empty() {
-            return Err(format!("check: {}", report.errors.join("; ")));
+        if !report.ok() {
+            let errors: Vec<String> = report.errors().map(ToString::to_string).collect();
+            return Err(format!("check: {}", errors.join("; ")));
         }
         Ok(snapshots.list.len())
     }

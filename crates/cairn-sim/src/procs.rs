@@ -134,7 +134,7 @@ pub fn run(job: &Job, cx: &Cx) -> cairn_repo::Result<Done> {
         Job::Check => {
             let repo = cx.open(false)?;
             let r = cairn_engine::check(&repo, cairn_engine::ReadData::None, &Default::default())?;
-            Ok((format!("{} errors", r.errors.len()), Vec::new()))
+            Ok((format!("{} errors", r.errors().count()), Vec::new()))
         }
     }
 }

@@ -55,9 +55,6 @@ pub fn assert_check_clean(repo: &Repository) {
         &cairn_engine::CheckProgress::default(),
     )
     .expect("check runs");
-    assert!(
-        report.errors.is_empty(),
-        "check found problems: {:#?}",
-        report.errors
-    );
+    let problems: Vec<String> = report.errors().map(ToString::to_string).collect();
+    assert!(problems.is_empty(), "check found problems: {problems:#?}");
 }
