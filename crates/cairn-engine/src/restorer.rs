@@ -83,7 +83,7 @@ pub struct RestoreOutcome {
     pub warnings: Vec<Skipped>,
 }
 
-/// Where an entry goes: a name in a planned directory (by index into `Plan::dirs`) or, with
+/// Where an entry goes: a name in a planned directory (by index into `RestorePlan::dirs`) or, with
 /// `dir` `None`, in the target itself. `path` is only for messages: the restore never hands it
 /// to the kernel.
 struct Place {
@@ -93,7 +93,7 @@ struct Place {
 }
 
 #[derive(Default)]
-struct Plan {
+struct RestorePlan {
     /// Parents before their children.
     dirs: Vec<(Place, Node)>,
     files: Vec<(Place, Node)>,
@@ -106,7 +106,7 @@ struct Plan {
 struct Planner<'a> {
     repo: &'a Repository,
     opts: &'a RestoreOptions,
-    plan: Plan,
+    plan: RestorePlan,
     /// Directories whose listing cannot be read: everything below them is lost, the rest is not.
     lost: Vec<Skipped>,
     /// Such directories outside what `--include` selects: something selected may have been
@@ -215,7 +215,7 @@ fn open_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
-/// The restore's directories, by index into `Plan::dirs`, as descriptors. Holding one open for
+/// The restore's directories, by index into `RestorePlan::dirs`, as descriptors. Holding one open for
 /// every directory could exceed the process's limit on open files, so at most `MAX_OPEN` are
 /// kept, and one not kept is opened again from its parent's descriptor and checked to be the
 /// directory the restore made or found.
@@ -324,7 +324,7 @@ pub fn restore(
     let mut planner = Planner {
         repo,
         opts,
-        plan: Plan::default(),
+        plan: RestorePlan::default(),
         lost: Vec::new(),
         unsure: Vec::new(),
     };

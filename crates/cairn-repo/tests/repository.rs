@@ -41,7 +41,7 @@ fn key(t: FileType, name: &str) -> (String, String) {
 
 fn not_found(name: &str) -> cairn_backend::BackendError {
     cairn_backend::BackendError {
-        kind: cairn_backend::ErrorKind::NotFound,
+        kind: cairn_backend::BackendErrorKind::NotFound,
         message: format!("{name} not found"),
     }
 }
@@ -98,7 +98,7 @@ impl Backend for MemBackend {
         let mut objects = self.objects.lock().unwrap();
         if objects.contains_key(&key(t, name)) {
             return Err(cairn_backend::BackendError {
-                kind: cairn_backend::ErrorKind::AlreadyExists,
+                kind: cairn_backend::BackendErrorKind::AlreadyExists,
                 message: name.into(),
             });
         }
