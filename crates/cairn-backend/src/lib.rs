@@ -56,9 +56,10 @@ impl FileType {
     }
 }
 
+/// What went wrong in a backend call; `cairn-repo` maps each to an `ErrorKind` of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum ErrorKind {
+pub enum BackendErrorKind {
     NotFound,
     AlreadyExists,
     NoSpace,
@@ -69,7 +70,7 @@ pub enum ErrorKind {
 
 #[derive(Debug)]
 pub struct BackendError {
-    pub kind: ErrorKind,
+    pub kind: BackendErrorKind,
     pub message: String,
 }
 
@@ -105,7 +106,7 @@ pub struct Guarantees {
 pub fn check_len(t: FileType, name: &str, len: u64, max: u64) -> Result<()> {
     if len > max {
         return Err(BackendError {
-            kind: ErrorKind::TooLarge,
+            kind: BackendErrorKind::TooLarge,
             message: format!(
                 "{} {name} is {len} bytes, more than the {max} such a file may have",
                 t.noun()

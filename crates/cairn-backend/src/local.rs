@@ -3,7 +3,7 @@
 //! Packs are fanned out into `data/00` .. `data/ff` by the first two hex digits of their name so
 //! that no directory grows past a few thousand entries.
 
-use crate::{Backend, BackendError, Entry, ErrorKind, FileType, Guarantees, Result};
+use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
 use rand::RngCore;
 use std::fs;
 use std::io::{self, Write};
@@ -20,10 +20,10 @@ pub struct LocalBackend {
 
 fn io_error(e: io::Error, what: impl FnOnce() -> String) -> BackendError {
     let kind = match e.kind() {
-        io::ErrorKind::NotFound => ErrorKind::NotFound,
-        io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-        io::ErrorKind::StorageFull => ErrorKind::NoSpace,
-        _ => ErrorKind::Io,
+        io::ErrorKind::NotFound => BackendErrorKind::NotFound,
+        io::ErrorKind::AlreadyExists => BackendErrorKind::AlreadyExists,
+        io::ErrorKind::StorageFull => BackendErrorKind::NoSpace,
+        _ => BackendErrorKind::Io,
     };
     BackendError {
         kind,
@@ -49,13 +49,13 @@ impl LocalBackend {
         if root.exists() {
             if !root.is_dir() {
                 return Err(BackendError {
-                    kind: ErrorKind::AlreadyExists,
+                    kind: BackendErrorKind::AlreadyExists,
                     message: format!("{} exists and is not a directory", root.display()),
                 });
             }
             if fs::read_dir(root).map_err(exists)?.next().is_some() {
                 return Err(BackendError {
-                    kind: ErrorKind::AlreadyExists,
+                    kind: BackendErrorKind::AlreadyExists,
                     message: format!("{} is not empty", root.display()),
                 });
             }
@@ -341,7 +341,7 @@ mod tests {
             .unwrap();
         assert_eq!(b.read(FileType::Pack, "cd34").unwrap(), b"hello");
         let err = b.create_parts(FileType::Pack, "cd34", &[b"x"]).unwrap_err();
-        assert_eq!(err.kind, ErrorKind::AlreadyExists);
+        assert_eq!(err.kind, BackendErrorKind::AlreadyExists);
     }
 
     #[test]
@@ -351,7 +351,7 @@ mod tests {
         let b = LocalBackend::create_layout(&root).unwrap();
         b.create(FileType::Pack, "ab12", b"hello").unwrap();
         let err = b.create(FileType::Pack, "ab12", b"other").unwrap_err();
-        assert_eq!(err.kind, ErrorKind::AlreadyExists);
+        assert_eq!(err.kind, BackendErrorKind::AlreadyExists);
         assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
         assert_eq!(b.read_range(FileType::Pack, "ab12", 1, 3).unwrap(), b"ell");
         assert!(b.read_range(FileType::Pack, "ab12", 3, 3).is_err());
@@ -401,7 +401,7 @@ mod tests {
         fs::write(dir.path().join("x"), b"").unwrap();
         assert_eq!(
             LocalBackend::create_layout(dir.path()).unwrap_err().kind,
-            ErrorKind::AlreadyExists
+            BackendErrorKind::AlreadyExists
         );
     }
 }

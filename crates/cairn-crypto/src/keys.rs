@@ -5,9 +5,6 @@ use cairn_format::key::KdfParams;
 use cairn_format::key::{KeyHeader, KeyRole, KeySetRecords};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-/// Associated-data prefix of a key file's sealed key set (the header bytes follow).
-const KEY_AD: &[u8] = b"cairn key file";
-
 /// The repository's secret keys. Created once at `init`; every key file wraps the same set.
 ///
 /// Not `Clone`: one copy per open repository, shared by reference, and cleared when dropped.
@@ -146,8 +143,9 @@ fn derive(password: &[u8], header: &KeyHeader) -> Result<Zeroizing<[u8; 32]>, Cr
     Ok(out)
 }
 
+/// Associated data of a key file's sealed key set: the prefix, then the header bytes.
 fn key_ad(header_bytes: &[u8]) -> Vec<u8> {
-    [KEY_AD, header_bytes].concat()
+    [cairn_format::ad::KEY_FILE, header_bytes].concat()
 }
 
 /// A new key file wrapping `keys` under `password`.

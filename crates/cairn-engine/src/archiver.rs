@@ -123,23 +123,25 @@ pub fn normalize_sources(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// The part of the file system to back up: whole entries, and the directories leading to them.
-enum Plan {
+enum BackupScope {
     Whole,
-    Partial(BTreeMap<Vec<u8>, Plan>),
+    Partial(BTreeMap<Vec<u8>, BackupScope>),
 }
 
-fn plan(sources: &[PathBuf]) -> Plan {
-    let mut root = Plan::Partial(BTreeMap::new());
+fn plan(sources: &[PathBuf]) -> BackupScope {
+    let mut root = BackupScope::Partial(BTreeMap::new());
     for src in sources {
         let mut at = &mut root;
         for c in src.components() {
             let Component::Normal(name) = c else { continue };
-            let Plan::Partial(children) = at else { break };
+            let BackupScope::Partial(children) = at else {
+                break;
+            };
             at = children
                 .entry(name.as_bytes().to_vec())
-                .or_insert_with(|| Plan::Partial(BTreeMap::new()));
+                .or_insert_with(|| BackupScope::Partial(BTreeMap::new()));
         }
-        *at = Plan::Whole;
+        *at = BackupScope::Whole;
     }
     root
 }
@@ -227,11 +229,13 @@ pub fn backup(
         .build()
         .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start threads: {e}")))?;
     let tree = pool.install(|| match plan(&sources) {
-        Plan::Whole => {
+        BackupScope::Whole => {
             let dev = rustix::fs::fstat(&root_fd).map(|st| st.st_dev).unwrap_or(0);
             ctx.dir(root, root_fd.as_fd(), dev, parent_tree)
         }
-        Plan::Partial(children) => ctx.partial(root, root_fd.as_fd(), &children, parent_tree),
+        BackupScope::Partial(children) => {
+            ctx.partial(root, root_fd.as_fd(), &children, parent_tree)
+        }
     })?;
     let stats = repo.write_stats();
     let skipped = ctx.skipped.into_inner().unwrap();
@@ -296,7 +300,7 @@ impl Ctx<'_> {
         &self,
         path: &Path,
         dir: BorrowedFd<'_>,
-        children: &BTreeMap<Vec<u8>, Plan>,
+        children: &BTreeMap<Vec<u8>, BackupScope>,
         parent: Option<TreeId>,
     ) -> Result<TreeId> {
         let parent = self.load_parent(parent)?;
@@ -306,8 +310,8 @@ impl Ctx<'_> {
             let child = path.join(OsStr::from_bytes(name));
             let parent_node = parent.as_ref().and_then(|t| t.find(name));
             let node = match plan {
-                Plan::Whole => self.entry(&child, dir, name, dev, parent_node)?,
-                Plan::Partial(grand) => match self.list_dir(dir, name, &child) {
+                BackupScope::Whole => self.entry(&child, dir, name, dev, parent_node)?,
+                BackupScope::Partial(grand) => match self.list_dir(dir, name, &child) {
                     Ok((mut node, sub_dir)) => {
                         self.dirs.fetch_add(1, Ordering::Relaxed);
                         let sub_parent = parent_node.and_then(|n| n.subtree);

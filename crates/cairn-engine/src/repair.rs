@@ -249,7 +249,7 @@ pub fn repair_snapshots(
     Ok(out)
 }
 
-type Lost = Vec<(PathBuf, String)>;
+type LostPaths = Vec<(PathBuf, String)>;
 
 /// The most lost paths listed per tree.
 const MAX_LOST: usize = 100_000;
@@ -263,7 +263,7 @@ struct Memo<'a> {
     condemned: HashSet<PackId>,
     /// Trees already repaired (`None` when the tree needed no change), with what they lost,
     /// by path relative to the tree.
-    trees: HashMap<TreeId, (Option<TreeId>, Lost)>,
+    trees: HashMap<TreeId, (Option<TreeId>, LostPaths)>,
 }
 
 impl Memo<'_> {
@@ -290,7 +290,7 @@ impl Memo<'_> {
         id: TreeId,
         path: &Path,
         depth: usize,
-        lost: &mut Lost,
+        lost: &mut LostPaths,
     ) -> Result<Option<TreeId>> {
         if !self.trees.contains_key(&id) {
             crate::walk::check_depth(depth, path)?;
@@ -309,8 +309,8 @@ impl Memo<'_> {
         Ok(*result)
     }
 
-    fn repair(&mut self, id: TreeId, depth: usize) -> Result<(Option<TreeId>, Lost)> {
-        let mut lost = Lost::new();
+    fn repair(&mut self, id: TreeId, depth: usize) -> Result<(Option<TreeId>, LostPaths)> {
+        let mut lost = LostPaths::new();
         let tree = match self.repo.lookup(&id.into())? {
             Some(_) => self.repo.load_tree(id).ok(),
             None => None,

@@ -10,6 +10,7 @@
 mod id;
 mod wire;
 
+pub mod ad;
 pub mod config;
 pub mod index;
 pub mod key;

@@ -10,6 +10,15 @@ use crate::DecodeError;
 const MARKER_MAGIC: &[u8; 8] = b"cairnmk1";
 const VERDICT_MAGIC: &[u8; 8] = b"cairnvd1";
 
+/// What precedes the session id in the bytes whose SHA-256 names a verdict.
+const VERDICT_NAME_PREFIX: &[u8] = b"cairn verdict ";
+
+/// The bytes whose SHA-256 is the name of `session`'s verdict file (repo-format.md, "Sessions,
+/// markers and verdicts"): the one file in `locks/` named by its session, not by its content.
+pub fn verdict_name_preimage(session: &[u8; 16]) -> Vec<u8> {
+    [VERDICT_NAME_PREFIX, &session[..]].concat()
+}
+
 /// The longest file in `locks/` a reader reads (repo-format.md, "Limits"): a verdict holds a
 /// whole snapshot file, a marker much less.
 pub const MAX_LOCK_LEN: u64 = crate::snapshot::MAX_SNAPSHOT_LEN + (64 << 10);

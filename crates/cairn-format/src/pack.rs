@@ -100,6 +100,22 @@ impl PackHeader {
     }
 }
 
+/// Bytes of a pack's trailer: the length of the sealed header before it, a `u32`.
+pub const TRAILER_LEN: u64 = 4;
+
+/// Bytes a pack of `n_blobs` blobs holds besides its blobs: the sealed header, 45 + 41n bytes
+/// (5 + 41n of plaintext, and the seal's nonce and tag, 40 bytes: repo-format.md, "Sealed
+/// objects"), then the trailer.
+pub fn header_and_trailer_len(n_blobs: usize) -> u64 {
+    const SEAL_OVERHEAD: u64 = 24 + 16;
+    (1 + 4) + ENTRY_LEN as u64 * n_blobs as u64 + SEAL_OVERHEAD + TRAILER_LEN
+}
+
+/// The trailing u32 of a pack, after a sealed header of `sealed_header_len` bytes.
+pub fn encode_trailer(sealed_header_len: u32) -> [u8; 4] {
+    sealed_header_len.to_le_bytes()
+}
+
 /// Reads the trailing u32 of a pack: the length of the sealed header before it.
 pub fn trailer_header_len(pack_len: u64, trailer: [u8; 4]) -> Result<u64, DecodeError> {
     let header_len = u64::from(u32::from_le_bytes(trailer));
@@ -108,7 +124,7 @@ pub fn trailer_header_len(pack_len: u64, trailer: [u8; 4]) -> Result<u64, Decode
             "header length {header_len} exceeds the {MAX_SEALED_HEADER_LEN} bytes a header of {MAX_PACK_ENTRIES} blobs takes"
         ));
     }
-    if header_len + 4 > pack_len {
+    if header_len + TRAILER_LEN > pack_len {
         return err(format!(
             "header length {header_len} exceeds the pack's {pack_len} bytes"
         ));

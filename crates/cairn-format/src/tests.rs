@@ -150,6 +150,19 @@ fn golden_bytes() {
     want.extend([0xab; 32]);
     want.extend([0x02, 0x01, 0, 0, 0x04, 0x03, 0, 0]);
     assert_eq!(h.encode(), want);
+    // The rest of a pack (repo-format.md, "Pack files"): a header of 45 + 41n sealed bytes,
+    // then its length.
+    assert_eq!(pack::header_and_trailer_len(0), 49);
+    assert_eq!(pack::header_and_trailer_len(3), 49 + 3 * 41);
+    assert_eq!(pack::encode_trailer(0x0403_0201), [1, 2, 3, 4]);
+
+    // Associated data (repo-format.md, "Sealed objects"): never stored, so a change would
+    // only show as every existing repository failing to open.
+    assert_eq!(ad::CONFIG, b"cairn config");
+    assert_eq!(ad::PACK_HEADER, b"cairn pack header");
+    assert_eq!(ad::INDEX, b"cairn index");
+    assert_eq!(ad::SNAPSHOT, b"cairn snapshot");
+    assert_eq!(ad::KEY_FILE, b"cairn key file");
 
     // Markers and verdicts in locks/ (repo-format.md, "Sessions, markers and verdicts").
     let marker = crate::marker::Marker {
@@ -173,6 +186,9 @@ fn golden_bytes() {
     );
     let committed = crate::marker::Verdict::Committed(b"snap".to_vec());
     assert_eq!(committed.encode(), b"cairnvd1\x01\x04\x00\x00\x00snap");
+    let mut want = b"cairn verdict ".to_vec();
+    want.extend([0x5e; 16]);
+    assert_eq!(crate::marker::verdict_name_preimage(&[0x5e; 16]), want);
 
     let condemnation = IndexFile {
         condemned: vec![PackId(id(0xcd))],

@@ -51,7 +51,7 @@ impl std::error::Error for Error {}
 
 impl From<cairn_backend::BackendError> for Error {
     fn from(e: cairn_backend::BackendError) -> Error {
-        use cairn_backend::ErrorKind as B;
+        use cairn_backend::BackendErrorKind as B;
         let kind = match e.kind {
             B::NotFound => ErrorKind::NotFound,
             B::AlreadyExists => ErrorKind::AlreadyExists,

@@ -27,11 +27,12 @@ pub use store::BlobStore;
 use cache::IndexCache;
 use cairn_backend::{Backend, FileType};
 use cairn_crypto::{file_id, MasterKeys};
+use cairn_format::ad;
 use cairn_format::config::{self, Config};
 use cairn_format::index::{IndexEntry, IndexFile, IndexPack};
 use cairn_format::key::KdfParams;
 use cairn_format::key::{KeyHeader, MAX_KEY_FILE_LEN};
-use cairn_format::pack::PackHeader;
+use cairn_format::pack::{PackHeader, TRAILER_LEN};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{Tree, MAX_TREE_LEN};
 use cairn_format::{
@@ -51,12 +52,6 @@ pub mod test_hooks {
         cairn_backend::test_hooks::clock_shift()
     }
 }
-
-/// Associated data of sealed objects other than blobs (repo-format.md, "Sealed objects").
-const AD_CONFIG: &[u8] = b"cairn config";
-const AD_INDEX: &[u8] = b"cairn index";
-const AD_SNAPSHOT: &[u8] = b"cairn snapshot";
-pub(crate) const AD_PACK_HEADER: &[u8] = b"cairn pack header";
 
 /// Argon2id defaults: 64 MiB and 8 passes are about half a second of one core's work on the
 /// 2.5 GHz Xeon we measure on; memory-hardness, not time, is what slows down GPU guessing. Four
@@ -137,7 +132,7 @@ pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Resul
     backend.create(FileType::Key, &file_id(&key).to_hex(), &key)?;
     // The config goes last: until it exists, the directory is not a repository.
     let mut file = config::encode_preamble(FORMAT_VERSION);
-    file.extend(cairn_crypto::seal(&keys.meta, AD_CONFIG, &config.encode()));
+    file.extend(cairn_crypto::seal(&keys.meta, ad::CONFIG, &config.encode()));
     backend.create(FileType::Config, "config", &file)?;
     Ok(())
 }
@@ -236,7 +231,7 @@ pub fn probe(backend: &dyn Backend) -> Result<Vec<u8>> {
     let location = backend.location();
     let file = match backend.read_at_most(FileType::Config, "config", config::MAX_CONFIG_LEN) {
         Ok(f) => f,
-        Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => {
+        Err(e) if e.kind == cairn_backend::BackendErrorKind::NotFound => {
             return Err(Error::new(
                 ErrorKind::NoRepository,
                 format!("no repository at {location}: it has no config"),
@@ -274,7 +269,7 @@ impl Repository {
             hint.as_deref(),
             opts.max_kdf_mib,
         )?;
-        let plain = cairn_crypto::open(&keys.meta, AD_CONFIG, sealed_config, "config")?;
+        let plain = cairn_crypto::open(&keys.meta, ad::CONFIG, sealed_config, "config")?;
         let config = Config::decode(&plain).map_err(|e| Error::corrupt(format!("config: {e}")))?;
         let cache_path = opts
             .cache_dir
@@ -507,7 +502,7 @@ impl Repository {
         let bytes = self.read_file(FileType::Index, &id.0)?;
         let plain = cairn_crypto::open(
             &self.keys.meta,
-            AD_INDEX,
+            ad::INDEX,
             &bytes,
             &format!("index file {}", id.short()),
         )?;
@@ -779,27 +774,27 @@ impl Repository {
                 self.max_pack_len()
             )));
         }
-        if size < 4 {
+        if size < TRAILER_LEN {
             return Err(Error::corrupt(format!("{what} is truncated: {size} bytes")));
         }
-        let trailer = read(size - 4, 4)?;
+        let trailer = read(size - TRAILER_LEN, TRAILER_LEN)?;
         let header_len =
             cairn_format::pack::trailer_header_len(size, trailer[..4].try_into().unwrap())
                 .map_err(|e| Error::corrupt(format!("{what}: {e}")))?;
-        let sealed = read(size - 4 - header_len, header_len)?;
+        let sealed = read(size - TRAILER_LEN - header_len, header_len)?;
         let plain = cairn_crypto::open(
             &self.keys.meta,
-            AD_PACK_HEADER,
+            ad::PACK_HEADER,
             &sealed,
             &format!("header of {what}"),
         )?;
         let header = PackHeader::decode(&plain)
             .map_err(|e| Error::corrupt(format!("header of {what}: {e}")))?;
         let (_, blob_bytes) = header.offsets();
-        if blob_bytes + header_len + 4 != size {
+        if blob_bytes + header_len + TRAILER_LEN != size {
             return Err(Error::corrupt(format!(
                 "{what}: its header lists {blob_bytes} bytes of blobs, but the pack has {}",
-                size - header_len - 4
+                size - header_len - TRAILER_LEN
             )));
         }
         Ok(header)
@@ -873,7 +868,7 @@ impl Repository {
     /// sync, in this process or the next: what prune and repair want, since they replace the
     /// index wholesale and the cache is rebuilt once anyway.
     pub fn write_index(&self, index: &IndexFile) -> Result<IndexId> {
-        let sealed = cairn_crypto::seal(&self.keys.meta, AD_INDEX, &index.encode());
+        let sealed = cairn_crypto::seal(&self.keys.meta, ad::INDEX, &index.encode());
         let id = IndexId(file_id(&sealed));
         self.backend
             .create(FileType::Index, &id.to_hex(), &sealed)?;
@@ -931,7 +926,7 @@ impl Repository {
     /// Removes a file; one already gone (a concurrent or interrupted prune) is not an error.
     fn remove(&self, t: FileType, id: &Id) -> Result<()> {
         match self.backend.remove(t, &id.to_hex()) {
-            Err(e) if e.kind != cairn_backend::ErrorKind::NotFound => Err(e.into()),
+            Err(e) if e.kind != cairn_backend::BackendErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
     }
@@ -944,7 +939,7 @@ impl Repository {
     /// Opens a snapshot file's bytes.
     fn open_snapshot(&self, id: &SnapshotId, bytes: &[u8]) -> Result<Snapshot> {
         let what = format!("snapshot {}", id.short());
-        let plain = cairn_crypto::open(&self.keys.data, AD_SNAPSHOT, bytes, &what)?;
+        let plain = cairn_crypto::open(&self.keys.data, ad::SNAPSHOT, bytes, &what)?;
         Snapshot::decode(&plain).map_err(|e| Error::corrupt(format!("{what}: {e}")))
     }
 
@@ -987,7 +982,7 @@ impl Repository {
                 .read_at_most(FileType::Key, &entry.name, MAX_KEY_FILE_LEN)
             {
                 Ok(file) => file,
-                Err(e) if e.kind == cairn_backend::ErrorKind::TooLarge => {
+                Err(e) if e.kind == cairn_backend::BackendErrorKind::TooLarge => {
                     problems.push(e.message);
                     continue;
                 }
@@ -1120,8 +1115,8 @@ fn unlock(
         let file = match backend.read_at_most(FileType::Key, &id.to_hex(), MAX_KEY_FILE_LEN) {
             Ok(file) => file,
             // Removed since the listing.
-            Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => continue,
-            Err(e) if e.kind == cairn_backend::ErrorKind::TooLarge => {
+            Err(e) if e.kind == cairn_backend::BackendErrorKind::NotFound => continue,
+            Err(e) if e.kind == cairn_backend::BackendErrorKind::TooLarge => {
                 damaged.push(e.message);
                 continue;
             }

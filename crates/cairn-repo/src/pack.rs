@@ -6,7 +6,7 @@
 
 use cairn_crypto::file_id_of_parts;
 use cairn_format::index::{IndexEntry, IndexPack};
-use cairn_format::pack::{PackEntry, PackHeader, MAX_PACK_ENTRIES, SCHEME_DATA_KEY};
+use cairn_format::pack::{self, PackEntry, PackHeader, MAX_PACK_ENTRIES, SCHEME_DATA_KEY};
 use cairn_format::{BlobId, BlobType, PackId};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -91,10 +91,11 @@ impl FullPack {
             scheme: SCHEME_DATA_KEY,
             entries: blobs.iter().map(|(e, _)| *e).collect(),
         };
-        let mut trailer = cairn_crypto::seal(meta_key, crate::AD_PACK_HEADER, &header.encode());
+        let mut trailer =
+            cairn_crypto::seal(meta_key, cairn_format::ad::PACK_HEADER, &header.encode());
         // At most MAX_PACK_ENTRIES entries of 41 bytes, sealed: far below 4 GiB.
         let header_len = u32::try_from(trailer.len()).expect("a header is at most 41 MiB");
-        trailer.extend_from_slice(&header_len.to_le_bytes());
+        trailer.extend_from_slice(&pack::encode_trailer(header_len));
         let mut offset = 0u32;
         let mut entries = Vec::with_capacity(blobs.len());
         let mut parts = Vec::with_capacity(blobs.len() + 1);
@@ -120,5 +121,38 @@ impl FullPack {
                 blobs: entries,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pack_is_its_blobs_then_the_header_and_trailer_the_format_says() {
+        let packers = Packers::new(1 << 20);
+        for (i, len) in [10usize, 300, 7].into_iter().enumerate() {
+            let blob = BlobId {
+                kind: BlobType::Data,
+                id: cairn_format::Id([i as u8; 32]),
+            };
+            assert!(packers.add(BlobType::Data, blob, 1, vec![0; len]).is_none());
+        }
+        let [full] = packers.take_all().try_into().ok().unwrap();
+        let (parts, index) = full.assemble(&[7; 32]);
+        let trailer = parts.last().unwrap();
+        assert_eq!(
+            index.size,
+            317 + cairn_format::pack::header_and_trailer_len(3)
+        );
+        assert_eq!(
+            trailer.len() as u64,
+            cairn_format::pack::header_and_trailer_len(3)
+        );
+        let sealed_len = trailer.len() as u64 - pack::TRAILER_LEN;
+        assert_eq!(
+            pack::trailer_header_len(index.size, trailer[trailer.len() - 4..].try_into().unwrap()),
+            Ok(sealed_len)
+        );
     }
 }

@@ -28,11 +28,11 @@ struct Shared {
 }
 
 /// A pack's index entry and its parts.
-type Job = (IndexPack, Vec<Vec<u8>>);
+type AssembledPack = (IndexPack, Vec<Vec<u8>>);
 
 #[derive(Default)]
 pub struct PackWriter {
-    running: Mutex<Option<(SyncSender<Job>, JoinHandle<()>)>>,
+    running: Mutex<Option<(SyncSender<AssembledPack>, JoinHandle<()>)>>,
     shared: Arc<Shared>,
     /// Write on the caller's thread instead: a deterministic simulation runs each process on
     /// one thread, so that the order of its storage calls is a function of its seed.
@@ -96,8 +96,11 @@ fn finish(shared: &Shared, written: Result<IndexPack>) {
     shared.idle.notify_all();
 }
 
-fn start(backend: Arc<dyn Backend>, shared: &Arc<Shared>) -> (SyncSender<Job>, JoinHandle<()>) {
-    let (tx, rx) = sync_channel::<Job>(0);
+fn start(
+    backend: Arc<dyn Backend>,
+    shared: &Arc<Shared>,
+) -> (SyncSender<AssembledPack>, JoinHandle<()>) {
+    let (tx, rx) = sync_channel::<AssembledPack>(0);
     let shared = Arc::clone(shared);
     let thread = std::thread::spawn(move || {
         // After a failed write nothing more is written: the command is failing, and a pack no

@@ -70,14 +70,14 @@ pub struct Report {
 
 /// A broken invariant, or a process that failed where it should not have.
 #[derive(Debug)]
-pub struct Failure {
+pub struct SeedFailure {
     pub seed: u64,
     pub step: usize,
     pub what: String,
     pub log: Vec<String>,
 }
 
-impl std::fmt::Display for Failure {
+impl std::fmt::Display for SeedFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let tail = &self.log[self.log.len().saturating_sub(60)..];
         writeln!(
@@ -152,7 +152,7 @@ struct Sim {
     report: Report,
 }
 
-pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
+pub fn run(seed: u64, opts: &Options) -> Result<Report, SeedFailure> {
     // The setting's own random bytes (repository keys and ids) follow the seed too.
     cairn_crypto::random::seed_this_thread(seed);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -251,7 +251,7 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, Failure> {
             sim.report.log = log;
             Ok(sim.report)
         }
-        Err((step, what)) => Err(Failure {
+        Err((step, what)) => Err(SeedFailure {
             seed,
             step,
             what,

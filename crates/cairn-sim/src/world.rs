@@ -5,7 +5,7 @@
 //! that the scheduler grants, and a process runs alone from one step to its next, so the order
 //! of all steps, and with it every result, is a function of the seed.
 
-use cairn_backend::{Backend, BackendError, Entry, ErrorKind, FileType, Guarantees};
+use cairn_backend::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees};
 use cairn_repo::Host;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -165,7 +165,7 @@ impl State {
         match self.objects.get(&(t.dir(), name.to_string())) {
             Some(o) if o.listed_until.is_none() => Ok(Arc::clone(&o.bytes)),
             _ => Err(error(
-                ErrorKind::NotFound,
+                BackendErrorKind::NotFound,
                 format!("{}/{name} not found", t.dir()),
             )),
         }
@@ -179,7 +179,7 @@ impl State {
             .is_some_and(|o| o.listed_until.is_none())
         {
             return Err(error(
-                ErrorKind::AlreadyExists,
+                BackendErrorKind::AlreadyExists,
                 format!("{}/{name} exists", t.dir()),
             ));
         }
@@ -205,7 +205,7 @@ impl State {
                 Ok(())
             }
             _ => Err(error(
-                ErrorKind::NotFound,
+                BackendErrorKind::NotFound,
                 format!("{}/{name} not found", t.dir()),
             )),
         }
@@ -246,12 +246,12 @@ impl State {
     }
 }
 
-fn error(kind: ErrorKind, message: String) -> BackendError {
+fn error(kind: BackendErrorKind, message: String) -> BackendError {
     BackendError { kind, message }
 }
 
 fn crashed() -> BackendError {
-    error(ErrorKind::Io, "the process crashed".into())
+    error(BackendErrorKind::Io, "the process crashed".into())
 }
 
 pub struct World {
@@ -425,7 +425,7 @@ impl Backend for SimBackend {
             let all = st.read(t, name)?;
             all.get(offset as usize..(offset + len) as usize)
                 .map(<[u8]>::to_vec)
-                .ok_or_else(|| error(ErrorKind::Io, format!("{name} is shorter")))
+                .ok_or_else(|| error(BackendErrorKind::Io, format!("{name} is shorter")))
         })
     }
 

@@ -2,7 +2,9 @@
 //! part way. Each keeps the `Backend` contract it does not set out to break: creates stay
 //! create-only and all-or-nothing.
 
-use cairn_backend::{Backend, BackendError, Entry, ErrorKind, FileType, Guarantees, Result};
+use cairn_backend::{
+    Backend, BackendError, BackendErrorKind as ErrorKind, Entry, FileType, Guarantees, Result,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -37,9 +37,7 @@ impl Packs {
         // A repository of 2^32 packs would be 64 PiB of 16 MiB packs; were it reached, numbers
         // must not wrap onto other packs.
         let number = u32::try_from(self.list.len()).expect("fewer than 2^32 packs");
-        // The header is 45 + 41n sealed bytes, then its 4-byte length (repo-format.md, "Pack
-        // files").
-        let header = 49 + 41 * pack.blobs.len() as u64;
+        let header = cairn_format::pack::header_and_trailer_len(pack.blobs.len());
         let u = PackUse {
             blob_bytes: pack.size.saturating_sub(header),
             ..PackUse::default()
@@ -66,18 +64,18 @@ const ENTRY: usize = 33 + 4 + 4 + 4 + 4;
 
 /// Where one copy of a blob is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Copy {
+pub(crate) struct BlobCopy {
     pub pack: u32,
     pub offset: u32,
     pub stored_len: u32,
     pub raw_len: u32,
 }
 
-fn decode(entry: &[u8]) -> (Key, Copy) {
+fn decode(entry: &[u8]) -> (Key, BlobCopy) {
     let u32_at = |i: usize| u32::from_le_bytes(entry[i..i + 4].try_into().unwrap());
     (
         entry[..33].try_into().unwrap(),
-        Copy {
+        BlobCopy {
             pack: u32_at(33),
             offset: u32_at(37),
             stored_len: u32_at(41),
@@ -204,12 +202,15 @@ impl Claims {
     /// Used blobs that have a copy in one of `going` (packs about to be condemned) which does
     /// not keep them: for each, that copy and the one that keeps the blob. Before the last
     /// other copy goes, the kept one must be known good.
-    pub fn other_copies_in(&mut self, going: &HashSet<u32>) -> Result<Vec<(Key, Copy, Copy)>> {
+    pub fn other_copies_in(
+        &mut self,
+        going: &HashSet<u32>,
+    ) -> Result<Vec<(Key, BlobCopy, BlobCopy)>> {
         let mut out = Vec::new();
         for p in 0..self.used.len() {
             let used = self.used_in(p)?;
             let kept = &self.kept[p];
-            let mut extra: HashMap<Key, Copy> = HashMap::new();
+            let mut extra: HashMap<Key, BlobCopy> = HashMap::new();
             let mut i = 0;
             self.entries[p].for_each(|entry| {
                 let (key, copy) = decode(entry);
@@ -364,9 +365,9 @@ mod tests {
         claims.settle(&mut packs).unwrap();
         let mut copies = claims.other_copies_in(&HashSet::from([1])).unwrap();
         copies.sort_by_key(|(k, _, _)| *k);
-        let mut want: Vec<(Key, Copy, Copy)> = (3..5u64)
+        let mut want: Vec<(Key, BlobCopy, BlobCopy)> = (3..5u64)
             .map(|i| {
-                let copy = |pack| Copy {
+                let copy = |pack| BlobCopy {
                     pack,
                     offset: i as u32 * 100,
                     stored_len: 10 + (i % 7) as u32,

@@ -10,6 +10,7 @@
 use super::claims::Key;
 use super::index_batch::IndexBatch;
 use super::plan::PrunePlan;
+use super::survey::Locks;
 use super::PruneReport;
 use crate::{Error, ErrorKind, Repository, Result};
 use cairn_format::index::{IndexEntry, IndexFile, IndexPack};
@@ -20,7 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 const COPIED_PER_PASS: u64 = 1 << 19;
 
 impl PrunePlan<'_> {
-    /// Carries the plan out.
+    /// Carries the plan out: steps 3 to 6, each durable before the next.
     pub fn execute(mut self) -> Result<PruneReport> {
         let repo = self.repo;
         if !self.has_work() {
@@ -30,9 +31,51 @@ impl PrunePlan<'_> {
         let lag = repo.backend.guarantees().listing_lag;
         let newly_condemned = self.newly_condemned();
 
-        // 3. Copies: the used blobs of packs to repack, those found only in condemned packs,
-        // and those whose only good copy is in a pack about to be condemned.
-        let (mut extra, damaged) = self.verify_kept_copies(&newly_condemned)?;
+        // 3. Copy.
+        let (conflict, damaged) = self.copy(&newly_condemned)?;
+
+        // 4. Rewrite the index, then 5. condemn.
+        let mut written: HashSet<IndexId> = HashSet::new();
+        let mut new_condemnations: Vec<(IndexId, Vec<PackId>)> = Vec::new();
+        if self.rewrites_index() || !damaged.is_empty() {
+            // Listed once the index files were read: a pack named there but missing here is
+            // gone for good (a concurrent prune deleted it), and its record must not be
+            // carried on.
+            repo.host.sleep(lag);
+            let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+            let adopted_ids =
+                self.rewrite_index(&newly_condemned, &damaged, &present, &mut written)?;
+            if !newly_condemned.is_empty() {
+                new_condemnations =
+                    self.condemn(&newly_condemned, &present, adopted_ids, &mut written)?;
+            }
+            self.remove_rewritten()?;
+        }
+
+        // 6. Delete.
+        let because = self.delete(
+            lag,
+            conflict,
+            &newly_condemned,
+            &written,
+            &new_condemnations,
+        )?;
+        self.report.bytes_freed = self
+            .report
+            .bytes_freed
+            .saturating_sub(self.report.bytes_repacked);
+        self.report.deferred_because = because;
+        self.report.duration = self.started.elapsed();
+        Ok(self.report)
+    }
+
+    /// Step 3, "Copy": the used blobs of packs to repack, those found only in condemned packs,
+    /// and those whose only good copy is in a pack about to be condemned, stored again in new
+    /// packs, flushed with their index files. Returns whether another prune deleted a pack
+    /// copied from, and the damaged copies found (`verify_kept_copies`).
+    fn copy(&mut self, newly_condemned: &[PackId]) -> Result<(bool, HashSet<(PackId, Key)>)> {
+        let repo = self.repo;
+        let (mut extra, damaged) = self.verify_kept_copies(newly_condemned)?;
         let mut copies: Vec<PackId> = self.revive.iter().chain(&self.repack).copied().collect();
         for number in extra.keys() {
             let pack = self.packs.list[*number as usize].0;
@@ -73,107 +116,162 @@ impl PrunePlan<'_> {
             rest = later;
         }
         repo.flush()?;
+        Ok((conflict, damaged))
+    }
 
-        // 4 and 5. The rewritten index, then the condemnations.
-        let mut written: HashSet<IndexId> = HashSet::new();
-        let mut new_condemnations: Vec<(IndexId, Vec<PackId>)> = Vec::new();
-        if self.rewrites_index() || !damaged.is_empty() {
-            // Listed once the index files were read: a pack named there but missing here is
-            // gone for good (a concurrent prune deleted it), and its record must not be
-            // carried on.
-            repo.host.sleep(lag);
-            let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
-            let mut all_condemned = self.condemned.clone();
-            all_condemned.extend(newly_condemned.iter().copied());
-            let adopted = std::mem::take(&mut self.adopted);
-            let adopted_ids: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
-            let mut batch = IndexBatch::default();
-            for pack in adopted {
-                batch.push(repo, pack)?;
-            }
-            let mut seen = adopted_ids.clone();
-            for id in &self.rewrite {
-                let Some(file) = repo.read_index_if_listed(*id)? else {
-                    continue;
-                };
-                for mut pack in file.packs {
-                    if seen.insert(pack.id)
-                        && present.contains(&pack.id)
-                        && !all_condemned.contains(&pack.id)
-                    {
-                        pack.blobs
-                            .retain(|e| !damaged.contains(&(pack.id, e.blob.to_bytes())));
-                        batch.push(repo, pack)?;
-                    }
-                }
-            }
-            let files = batch.finish(repo)?;
-            written.extend(files.iter().map(|(id, _)| *id));
-            self.report.index_files_written += files.len() as u64;
-            if !newly_condemned.is_empty() {
-                // The condemned packs' records travel with the condemnation, so that their
-                // blobs stay readable (never reusable) until the packs are deleted. Only the
-                // packs condemned now: a record of a pack an older file condemns would put it
-                // back in the index once that file is gone. The files just rewritten are read
-                // again for them rather than held in memory.
-                let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
-                let mut batch = IndexBatch::condemning(&newly_condemned);
-                let mut seen = adopted_ids;
-                for id in &self.rewrite {
-                    let Some(file) = repo.read_index_if_listed(*id)? else {
-                        continue;
-                    };
-                    for pack in file.packs {
-                        if newly.contains(&pack.id)
-                            && seen.insert(pack.id)
-                            && present.contains(&pack.id)
-                        {
-                            batch.push(repo, pack)?;
-                        }
-                    }
-                }
-                for (pack, record) in std::mem::take(&mut self.unindexed) {
-                    if newly.contains(&pack) && seen.insert(pack) {
-                        batch.push(repo, record)?;
-                    }
-                }
-                // Another process replaced index files read in step 2 (`repair index`): a
-                // condemnation without a pack's records would make that pack's blobs vanish
-                // from the index while a snapshot may still need them. Starting over is safe:
-                // what was written so far only adds index files.
-                if newly
-                    .iter()
-                    .any(|p| present.contains(p) && !seen.contains(p))
+    /// Step 4, "Rewrite the index": new index files with the adopted packs, then every pack of
+    /// the index files to rewrite that is still `present`, except condemned packs and `damaged`
+    /// entries. Returns the adopted packs.
+    fn rewrite_index(
+        &mut self,
+        newly_condemned: &[PackId],
+        damaged: &HashSet<(PackId, Key)>,
+        present: &HashSet<PackId>,
+        written: &mut HashSet<IndexId>,
+    ) -> Result<HashSet<PackId>> {
+        let repo = self.repo;
+        let mut all_condemned = self.condemned.clone();
+        all_condemned.extend(newly_condemned.iter().copied());
+        let adopted = std::mem::take(&mut self.adopted);
+        let adopted_ids: HashSet<PackId> = adopted.iter().map(|p| p.id).collect();
+        let mut batch = IndexBatch::default();
+        for pack in adopted {
+            batch.push(repo, pack)?;
+        }
+        let mut seen = adopted_ids.clone();
+        for id in &self.rewrite {
+            let Some(file) = repo.read_index_if_listed(*id)? else {
+                continue;
+            };
+            for mut pack in file.packs {
+                if seen.insert(pack.id)
+                    && present.contains(&pack.id)
+                    && !all_condemned.contains(&pack.id)
                 {
-                    return Err(Error::new(
-                        ErrorKind::Locked,
-                        "another process rewrote the index while this prune ran",
-                    ));
+                    pack.blobs
+                        .retain(|e| !damaged.contains(&(pack.id, e.blob.to_bytes())));
+                    batch.push(repo, pack)?;
                 }
-                for (id, packs) in batch.finish(repo)? {
-                    written.insert(id);
-                    new_condemnations.push((id, packs));
-                    self.report.index_files_written += 1;
-                }
-            }
-            for id in &self.rewrite {
-                repo.remove_index(id)?;
-                self.report.index_files_removed += 1;
             }
         }
+        let files = batch.finish(repo)?;
+        written.extend(files.iter().map(|(id, _)| *id));
+        self.report.index_files_written += files.len() as u64;
+        Ok(adopted_ids)
+    }
 
-        // 6. Deletions. Another prune at work (an index file this prune neither read nor wrote
-        // that condemns packs, or names one this prune condemns) defers everything: the two
-        // may have kept different copies of a blob.
+    /// Step 5, "Condemn": condemnation files naming the packs condemned now, with their
+    /// records. `seen`: packs whose records went into the index in step 4 (the adopted ones),
+    /// never carried here. Returns each file written and the packs it condemns.
+    fn condemn(
+        &mut self,
+        newly_condemned: &[PackId],
+        present: &HashSet<PackId>,
+        mut seen: HashSet<PackId>,
+        written: &mut HashSet<IndexId>,
+    ) -> Result<Vec<(IndexId, Vec<PackId>)>> {
+        let repo = self.repo;
+        // The condemned packs' records travel with the condemnation, so that their blobs stay
+        // readable (never reusable) until the packs are deleted. Only the packs condemned now:
+        // a record of a pack an older file condemns would put it back in the index once that
+        // file is gone. The files just rewritten are read again for them rather than held in
+        // memory.
+        let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
+        let mut batch = IndexBatch::condemning(newly_condemned);
+        for id in &self.rewrite {
+            let Some(file) = repo.read_index_if_listed(*id)? else {
+                continue;
+            };
+            for pack in file.packs {
+                if newly.contains(&pack.id) && seen.insert(pack.id) && present.contains(&pack.id) {
+                    batch.push(repo, pack)?;
+                }
+            }
+        }
+        for (pack, record) in std::mem::take(&mut self.unindexed) {
+            if newly.contains(&pack) && seen.insert(pack) {
+                batch.push(repo, record)?;
+            }
+        }
+        // Another process replaced index files read in step 2 (`repair index`): a condemnation
+        // without a pack's records would make that pack's blobs vanish from the index while a
+        // snapshot may still need them. Starting over is safe: what was written so far only
+        // adds index files.
+        if newly
+            .iter()
+            .any(|p| present.contains(p) && !seen.contains(p))
+        {
+            return Err(Error::new(
+                ErrorKind::Locked,
+                "another process rewrote the index while this prune ran",
+            ));
+        }
+        let mut new_condemnations = Vec::new();
+        for (id, packs) in batch.finish(repo)? {
+            written.insert(id);
+            new_condemnations.push((id, packs));
+            self.report.index_files_written += 1;
+        }
+        Ok(new_condemnations)
+    }
+
+    /// The end of step 5: the index files rewritten in step 4 are removed, now that the new
+    /// ones and the condemnations are durable.
+    fn remove_rewritten(&mut self) -> Result<()> {
+        for id in &self.rewrite {
+            self.repo.remove_index(id)?;
+            self.report.index_files_removed += 1;
+        }
+        Ok(())
+    }
+
+    /// Step 6, "Delete": carries out the condemnations that may be carried out, and records
+    /// the sessions the new ones wait for when they may not. Returns why condemned packs wait,
+    /// if any do.
+    ///
+    /// Another prune at work (an index file this prune neither read nor wrote that condemns
+    /// packs, or names one this prune condemns) defers everything: the two may have kept
+    /// different copies of a blob.
+    fn delete(
+        &mut self,
+        lag: std::time::Duration,
+        mut conflict: bool,
+        newly_condemned: &[PackId],
+        written: &HashSet<IndexId>,
+        new_condemnations: &[(IndexId, Vec<PackId>)],
+    ) -> Result<Option<String>> {
+        let repo = self.repo;
         repo.host.sleep(lag);
         let locks = repo.read_locks()?;
         let running = locks.writers();
-        let foreign = foreign_index_files(repo, &self.survey_index, &written)?;
+        let foreign = foreign_index_files(repo, &self.survey_index, written)?;
         let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
         conflict |= foreign
             .iter()
             .any(|f| !f.condemned.is_empty() || f.packs.iter().any(|p| newly.contains(&p.id)));
-        let now_too = if conflict {
+        let now_too = self.may_delete_new(lag, conflict, running)?;
+        let foreign_packs: HashSet<PackId> = foreign
+            .iter()
+            .flat_map(|f| f.packs.iter().map(|p| p.id))
+            .collect();
+        let because = self.carry_out(conflict, &now_too, new_condemnations, &foreign_packs)?;
+        if now_too.is_err() && !new_condemnations.is_empty() {
+            self.record_waiting(&locks, new_condemnations)?;
+        }
+        Ok(because)
+    }
+
+    /// Whether this prune's new condemnations may be carried out now, or why they wait: not
+    /// while another prune is at work, a session of another process is listed, or a snapshot
+    /// not in *S₀* is listed.
+    fn may_delete_new(
+        &self,
+        lag: std::time::Duration,
+        conflict: bool,
+        running: usize,
+    ) -> Result<std::result::Result<(), String>> {
+        let repo = self.repo;
+        Ok(if conflict {
             Err(
                 "another prune ran at the same time, so deletions wait for the next prune"
                     .to_string(),
@@ -189,11 +287,19 @@ impl PrunePlan<'_> {
             } else {
                 Err("a snapshot was written while prune ran, so condemned packs are deleted by the next prune".to_string())
             }
-        };
-        let foreign_packs: HashSet<PackId> = foreign
-            .iter()
-            .flat_map(|f| f.packs.iter().map(|p| p.id))
-            .collect();
+        })
+    }
+
+    /// Carries out the condemnations found in step 2 that may be carried out, then the new
+    /// ones if `now_too` allows; returns why the others wait.
+    fn carry_out(
+        &mut self,
+        conflict: bool,
+        now_too: &std::result::Result<(), String>,
+        new_condemnations: &[(IndexId, Vec<PackId>)],
+        foreign_packs: &HashSet<PackId>,
+    ) -> Result<Option<String>> {
+        let repo = self.repo;
         let mut because = None;
         let old = std::mem::take(&mut self.pending);
         let new = new_condemnations
@@ -208,7 +314,7 @@ impl PrunePlan<'_> {
                 self.report.packs_deferred += present.len() as u64;
                 self.report.bytes_deferred += present.iter().map(|p| self.stored[*p]).sum::<u64>();
                 if because.is_none() {
-                    because = Some(match &now_too {
+                    because = Some(match now_too {
                         Err(why) => why.clone(),
                         Ok(()) => self.sessions_running(self.live_sessions),
                     });
@@ -230,25 +336,25 @@ impl PrunePlan<'_> {
                 self.report.bytes_freed += self.stored[pack];
             }
         }
-        if now_too.is_err() && !new_condemnations.is_empty() {
-            // The sessions listed now are those the new condemnations may concern.
-            let ids: Vec<IndexId> = new_condemnations.iter().map(|(id, _)| *id).collect();
-            let mut sessions: Vec<[u8; 16]> = locks.sessions.keys().copied().collect();
-            sessions.extend(locks.unreadable.iter().map(|n| {
-                let id: [u8; 16] = cairn_crypto::file_id(n.as_bytes()).0[..16]
-                    .try_into()
-                    .unwrap();
-                id
-            }));
-            repo.cache.observe_more(&ids, &sessions)?;
-        }
-        self.report.bytes_freed = self
-            .report
-            .bytes_freed
-            .saturating_sub(self.report.bytes_repacked);
-        self.report.deferred_because = because;
-        self.report.duration = self.started.elapsed();
-        Ok(self.report)
+        Ok(because)
+    }
+
+    /// Records in the cache the sessions listed now: those the new condemnations, which wait,
+    /// may concern.
+    fn record_waiting(
+        &self,
+        locks: &Locks,
+        new_condemnations: &[(IndexId, Vec<PackId>)],
+    ) -> Result<()> {
+        let ids: Vec<IndexId> = new_condemnations.iter().map(|(id, _)| *id).collect();
+        let mut sessions: Vec<[u8; 16]> = locks.sessions.keys().copied().collect();
+        sessions.extend(locks.unreadable.iter().map(|n| {
+            let id: [u8; 16] = cairn_crypto::file_id(n.as_bytes()).0[..16]
+                .try_into()
+                .unwrap();
+            id
+        }));
+        self.repo.cache.observe_more(&ids, &sessions)
     }
 
     /// Before a pack holding the last other copy of a used blob is condemned, the copy that

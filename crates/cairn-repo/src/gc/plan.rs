@@ -47,191 +47,61 @@ pub struct PrunePlan<'r> {
 /// Index files prune may leave as they are; more are merged into fewer by a rewrite.
 const MAX_INDEX_FILES_KEPT: usize = 64;
 
+/// What the index files listed in step 1 say of the packs.
+struct Indexed {
+    /// Index files that are not condemnations.
+    rewrite: Vec<IndexId>,
+    /// An index file names a condemned pack (`PrunePlan::stale_records`).
+    stale_records: bool,
+    /// Packs a running session may still be filling: named only by index files it may have
+    /// written. They are not condemned while it runs, so it need not copy them.
+    young: HashSet<PackId>,
+}
+
+/// The packs no index file names.
+struct Unindexed {
+    /// Those whose headers could be read, with what each holds.
+    headers: BTreeMap<PackId, IndexPack>,
+    /// Those whose headers could not be read: left alone.
+    unreadable: HashSet<PackId>,
+    /// All of them, while another process may still name them in an index file: young.
+    theirs: HashSet<PackId>,
+}
+
 impl<'r> Survey<'r> {
-    /// Step 2: classifies every pack, chooses what to repack, and decides which existing
-    /// condemnations may be carried out. `max_unused`: repack partly used packs, most wasteful
-    /// first, until the unused bytes left in packs are at most this share of the used bytes.
-    pub fn plan(self, max_unused: f64) -> Result<PrunePlan<'r>> {
-        let Survey {
-            repo,
-            opts,
-            started,
-            index,
-            condemnations,
-            condemned,
-            live,
-            observation,
-            snapshots,
-            committing: _,
-            fenced_waiting,
-            mut claims,
-            mut report,
-        } = self;
-        report.snapshots = snapshots.len() as u64;
-        let stored: BTreeMap<PackId, u64> = repo.list_packs()?.into_iter().collect();
-        report.packs = stored.len() as u64;
-        // A session may depend on what an index file names or a condemnation takes away if
-        // it was seen running when the file was first seen (or before).
-        let first_live = live.iter().map(|(_, seen)| *seen).min();
-        let concerns = |seen: u64| first_live.is_some_and(|first| first <= seen);
+    /// Step 2, "Plan": classifies every pack, chooses what to repack, and decides which
+    /// existing condemnations may be carried out. `max_unused`: repack partly used packs, most
+    /// wasteful first, until the unused bytes left in packs are at most this share of the used
+    /// bytes.
+    pub fn plan(mut self, max_unused: f64) -> Result<PrunePlan<'r>> {
+        self.report.snapshots = self.snapshots.len() as u64;
+        let stored: BTreeMap<PackId, u64> = self.repo.list_packs()?.into_iter().collect();
+        self.report.packs = stored.len() as u64;
 
+        // Each used blob keeps one copy: the first in the packs index files name, then in
+        // packs no index file names, then in condemned packs (revived from there).
         let mut packs = Packs::default();
-        // Packs a running session may still be filling: named only by index files it may
-        // have written. They are not condemned while it runs, so it need not copy them.
-        let mut young: HashSet<PackId> = HashSet::new();
-        let mut settled: HashSet<PackId> = HashSet::new();
-        let mut stale_records = false;
-        let mut rewrite = Vec::new();
-        for (id, seen) in &index {
-            let Some(file) = repo.read_index_if_listed(*id)? else {
-                continue;
-            };
-            if file.condemned.is_empty() {
-                rewrite.push(*id);
-                stale_records |= file.packs.iter().any(|p| condemned.contains(&p.id));
-            }
-            let named = if concerns(*seen) {
-                &mut young
-            } else {
-                &mut settled
-            };
-            named.extend(file.packs.iter().map(|p| p.id));
-            for pack in file.packs.iter().filter(|p| !condemned.contains(&p.id)) {
-                // A missing or truncated pack keeps nothing.
-                if let Some(number) = packs.add(pack) {
-                    if stored.get(&pack.id) == Some(&pack.size) {
-                        claims.offer(pack, number)?;
-                    }
-                }
-            }
-        }
-        young.retain(|p| !settled.contains(p));
+        let Indexed {
+            rewrite,
+            stale_records,
+            mut young,
+        } = self.claim_indexed(&stored, &mut packs)?;
+        let Unindexed {
+            headers: mut unindexed,
+            unreadable,
+            theirs,
+        } = self.claim_unindexed(&stored, &mut packs)?;
+        let revive = self.settle_claims(&stored, &mut packs)?;
 
-        // Packs no index file names: a running session's not yet indexed, a killed one's, or
-        // a concurrent prune's copies. Their headers say what they hold; used ones join the
-        // index, for a snapshot may need them there. Unused ones, while another process may
-        // still name them in an index file (one running, or fenced off and perhaps only
-        // stopped), are its: kept and left for it to index.
-        let loose: Vec<(PackId, u64)> = stored
-            .iter()
-            .filter(|(p, _)| !condemned.contains(*p) && !packs.numbers.contains_key(*p))
-            .map(|(p, s)| (*p, *s))
-            .collect();
-        let others_index = !loose.is_empty()
-            && (first_live.is_some() || fenced_waiting || repo.others_may_index()?);
-        let mut unindexed: BTreeMap<PackId, IndexPack> = BTreeMap::new();
-        let mut unreadable: HashSet<PackId> = HashSet::new();
-        let mut theirs: HashSet<PackId> = HashSet::new();
-        for (pack, size) in loose {
-            if others_index {
-                theirs.insert(pack);
-            }
-            let Ok(header) = repo.read_pack_header(&pack, size) else {
-                // Damage is for `check` to report, and a pack removed since the listing is no
-                // concern: prune leaves what it cannot read alone.
-                unreadable.insert(pack);
-                continue;
-            };
-            let entries = IndexPack::from_header(pack, size, &header);
-            let number = packs.add(&entries).expect("a pack is listed once");
-            claims.offer(&entries, number)?;
-            unindexed.insert(pack, entries);
-        }
-        let (mut blobs_used, mut missing) = claims.settle(&mut packs)?;
-        // Blobs a snapshot reaches that no other pack holds are copied out of condemned packs,
-        // which are read only then and offered last.
-        let mut revive: Vec<PackId> = Vec::new();
-        if missing > 0 {
-            let mut doomed: Vec<&PackId> = condemned
-                .iter()
-                .filter(|p| stored.contains_key(p))
-                .collect();
-            doomed.sort();
-            for pack in doomed {
-                let entries = match repo.read_pack_header(pack, stored[pack]) {
-                    Ok(header) => IndexPack::from_header(*pack, stored[pack], &header),
-                    // Condemned for a damaged header (`check`, `repair index`): the records
-                    // its condemnation carries locate the blobs instead.
-                    Err(e) if e.kind == ErrorKind::Corrupt => IndexPack {
-                        id: *pack,
-                        size: stored[pack],
-                        blobs: repo.blobs_in_pack(pack)?,
-                    },
-                    Err(_) => continue,
-                };
-                if let Some(number) = packs.add(&entries) {
-                    claims.offer(&entries, number)?;
-                    revive.push(*pack);
-                }
-            }
-            (blobs_used, missing) = claims.settle(&mut packs)?;
-        }
-        report.blobs_used = blobs_used;
-        if missing > 0 {
-            let mut now = repo.index_ids()?;
-            now.sort();
-            if now != index.iter().map(|(id, _)| *id).collect::<Vec<_>>() {
-                return Err(Error::new(
-                    ErrorKind::Locked,
-                    format!("{missing} blobs that snapshots reach are in no pack this prune knows of, and another prune changed the index while this one ran"),
-                ));
-            }
-            return Err(Error::corrupt(format!(
-                "{missing} blobs that snapshots reach are in no intact pack: prune would lose track of them; run `cairn check`"
-            )));
-        }
-        revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
-        let adopted: Vec<IndexPack> = unindexed
-            .iter()
-            .filter(|(p, _)| packs.get(p).is_some_and(|u| u.used_blobs > 0))
-            .map(|(_, entries)| entries.clone())
-            .collect();
-        unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
-        if first_live.is_none() {
+        // Classify the packs: used, adopted, young, unused, partly used and repacked.
+        let adopted = adopt(&mut unindexed, &packs);
+        if self.first_live().is_none() {
             young.clear();
         }
         young.extend(theirs);
-
-        let unused: Vec<PackId> = stored
-            .keys()
-            .filter(|p| {
-                !condemned.contains(p)
-                    && !unreadable.contains(p)
-                    && !young.contains(p)
-                    && packs.get(p).is_some_and(|u| u.used_blobs == 0)
-            })
-            .copied()
-            .collect();
-        report.packs_unused = unused.len() as u64;
-        let live_packs = || packs.list.iter().filter(|(p, _)| !condemned.contains(p));
-        let mut partial: Vec<(PackId, PackUse)> = live_packs()
-            .filter(|(p, u)| {
-                u.used_blobs > 0
-                    && u.used_bytes < u.blob_bytes
-                    && stored.contains_key(p)
-                    && !young.contains(p)
-            })
-            .copied()
-            .collect();
-        partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.blob_bytes - u.used_bytes), *p));
-        let used_bytes: u64 = live_packs().map(|(_, u)| u.used_bytes).sum();
-        let mut unused_kept: u64 = partial
-            .iter()
-            .map(|(_, u)| u.blob_bytes - u.used_bytes)
-            .sum();
-        let allowed = (used_bytes as f64 * max_unused) as u64;
-        let mut repack: Vec<PackId> = Vec::new();
-        for (pack, u) in &partial {
-            if unused_kept <= allowed {
-                break;
-            }
-            unused_kept -= u.blob_bytes - u.used_bytes;
-            repack.push(*pack);
-            report.blobs_repacked += u.used_blobs;
-            report.bytes_repacked += u.used_bytes;
-        }
-        report.packs_repacked = repack.len() as u64;
-        report.bytes_unused_kept = unused_kept;
+        let unused = self.unused(&stored, &unreadable, &young, &packs);
+        self.report.packs_unused = unused.len() as u64;
+        let repack = self.choose_repacks(&stored, &young, &packs, max_unused);
         // A pack no index names that is repacked is condemned, not adopted: its record goes
         // with the condemnation, never into the index, or the index would name it once it is
         // deleted.
@@ -239,16 +109,20 @@ impl<'r> Survey<'r> {
             adopted.into_iter().partition(|p| repack.contains(&p.id));
         unindexed.extend(doomed.into_iter().map(|p| (p.id, p)));
 
-        let pending: Vec<(IndexId, Vec<PackId>, bool)> = condemnations
-            .into_iter()
-            .map(|(id, packs)| {
-                let seen = index
-                    .iter()
-                    .find(|(i, _)| *i == id)
-                    .map_or(observation, |(_, s)| *s);
-                (id, packs, !concerns(seen))
-            })
-            .collect();
+        // And the condemnations found in step 1: which may be carried out.
+        let pending = self.may_be_carried_out();
+        let Survey {
+            repo,
+            opts,
+            started,
+            index,
+            condemned,
+            live,
+            snapshots,
+            claims,
+            report,
+            ..
+        } = self;
         let mut plan = PrunePlan {
             repo,
             survey_index: index.iter().map(|(id, _)| *id).collect(),
@@ -276,6 +150,262 @@ impl<'r> Survey<'r> {
         plan.report.duration = started.elapsed();
         Ok(plan)
     }
+
+    /// The observation that first saw the earliest session of another process still running.
+    fn first_live(&self) -> Option<u64> {
+        self.live.iter().map(|(_, seen)| *seen).min()
+    }
+
+    /// Whether a session may depend on what an index file first seen by observation `seen`
+    /// names or a condemnation takes away: if it was seen running then (or before).
+    fn concerns(&self, seen: u64) -> bool {
+        self.first_live().is_some_and(|first| first <= seen)
+    }
+
+    /// Offers the packs of the index files listed in step 1, in the order listed, and notes
+    /// which of them are young. A missing or truncated pack keeps nothing.
+    fn claim_indexed(
+        &mut self,
+        stored: &BTreeMap<PackId, u64>,
+        packs: &mut Packs,
+    ) -> Result<Indexed> {
+        let mut young: HashSet<PackId> = HashSet::new();
+        let mut settled: HashSet<PackId> = HashSet::new();
+        let mut stale_records = false;
+        let mut rewrite = Vec::new();
+        for (id, seen) in &self.index {
+            let Some(file) = self.repo.read_index_if_listed(*id)? else {
+                continue;
+            };
+            if file.condemned.is_empty() {
+                rewrite.push(*id);
+                stale_records |= file.packs.iter().any(|p| self.condemned.contains(&p.id));
+            }
+            let named = if self.concerns(*seen) {
+                &mut young
+            } else {
+                &mut settled
+            };
+            named.extend(file.packs.iter().map(|p| p.id));
+            for pack in file
+                .packs
+                .iter()
+                .filter(|p| !self.condemned.contains(&p.id))
+            {
+                if let Some(number) = packs.add(pack) {
+                    if stored.get(&pack.id) == Some(&pack.size) {
+                        self.claims.offer(pack, number)?;
+                    }
+                }
+            }
+        }
+        young.retain(|p| !settled.contains(p));
+        Ok(Indexed {
+            rewrite,
+            stale_records,
+            young,
+        })
+    }
+
+    /// Offers the packs no index file names: a running session's not yet indexed, a killed
+    /// one's, or a concurrent prune's copies. Their headers say what they hold; used ones join
+    /// the index, for a snapshot may need them there. Unused ones, while another process may
+    /// still name them in an index file (one running, or fenced off and perhaps only stopped),
+    /// are its: kept and left for it to index.
+    fn claim_unindexed(
+        &mut self,
+        stored: &BTreeMap<PackId, u64>,
+        packs: &mut Packs,
+    ) -> Result<Unindexed> {
+        let repo = self.repo;
+        let loose: Vec<(PackId, u64)> = stored
+            .iter()
+            .filter(|(p, _)| !self.condemned.contains(*p) && !packs.numbers.contains_key(*p))
+            .map(|(p, s)| (*p, *s))
+            .collect();
+        let others_index = !loose.is_empty()
+            && (self.first_live().is_some() || self.fenced_waiting || repo.others_may_index()?);
+        let mut headers: BTreeMap<PackId, IndexPack> = BTreeMap::new();
+        let mut unreadable: HashSet<PackId> = HashSet::new();
+        let mut theirs: HashSet<PackId> = HashSet::new();
+        for (pack, size) in loose {
+            if others_index {
+                theirs.insert(pack);
+            }
+            let Ok(header) = repo.read_pack_header(&pack, size) else {
+                // Damage is for `check` to report, and a pack removed since the listing is no
+                // concern: prune leaves what it cannot read alone.
+                unreadable.insert(pack);
+                continue;
+            };
+            let entries = IndexPack::from_header(pack, size, &header);
+            let number = packs.add(&entries).expect("a pack is listed once");
+            self.claims.offer(&entries, number)?;
+            headers.insert(pack, entries);
+        }
+        Ok(Unindexed {
+            headers,
+            unreadable,
+            theirs,
+        })
+    }
+
+    /// Settles which copy of each used blob is kept. Blobs a snapshot reaches that no other
+    /// pack holds are copied out of condemned packs, which are read only then and offered
+    /// last; returns those that hold used blobs. Refuses if a used blob is in no intact pack.
+    fn settle_claims(
+        &mut self,
+        stored: &BTreeMap<PackId, u64>,
+        packs: &mut Packs,
+    ) -> Result<Vec<PackId>> {
+        let repo = self.repo;
+        let (mut blobs_used, mut missing) = self.claims.settle(packs)?;
+        let mut revive: Vec<PackId> = Vec::new();
+        if missing > 0 {
+            let mut doomed: Vec<&PackId> = self
+                .condemned
+                .iter()
+                .filter(|p| stored.contains_key(p))
+                .collect();
+            doomed.sort();
+            for pack in doomed {
+                let entries = match repo.read_pack_header(pack, stored[pack]) {
+                    Ok(header) => IndexPack::from_header(*pack, stored[pack], &header),
+                    // Condemned for a damaged header (`check`, `repair index`): the records
+                    // its condemnation carries locate the blobs instead.
+                    Err(e) if e.kind == ErrorKind::Corrupt => IndexPack {
+                        id: *pack,
+                        size: stored[pack],
+                        blobs: repo.blobs_in_pack(pack)?,
+                    },
+                    Err(_) => continue,
+                };
+                if let Some(number) = packs.add(&entries) {
+                    self.claims.offer(&entries, number)?;
+                    revive.push(*pack);
+                }
+            }
+            (blobs_used, missing) = self.claims.settle(packs)?;
+        }
+        self.report.blobs_used = blobs_used;
+        if missing > 0 {
+            return Err(self.missing_blobs(missing));
+        }
+        revive.retain(|p| packs.get(p).is_some_and(|u| u.used_blobs > 0));
+        Ok(revive)
+    }
+
+    /// Why prune refuses when `missing` blobs that snapshots reach are in no intact pack: the
+    /// view was stale (another prune changed the index meanwhile), or they are lost.
+    fn missing_blobs(&self, missing: u64) -> Error {
+        let mut now = match self.repo.index_ids() {
+            Ok(ids) => ids,
+            Err(e) => return e,
+        };
+        now.sort();
+        if now != self.index.iter().map(|(id, _)| *id).collect::<Vec<_>>() {
+            return Error::new(
+                ErrorKind::Locked,
+                format!("{missing} blobs that snapshots reach are in no pack this prune knows of, and another prune changed the index while this one ran"),
+            );
+        }
+        Error::corrupt(format!(
+            "{missing} blobs that snapshots reach are in no intact pack: prune would lose track of them; run `cairn check`"
+        ))
+    }
+
+    /// The packs that hold no used blob, less those condemned, unreadable or young: condemned
+    /// now.
+    fn unused(
+        &self,
+        stored: &BTreeMap<PackId, u64>,
+        unreadable: &HashSet<PackId>,
+        young: &HashSet<PackId>,
+        packs: &Packs,
+    ) -> Vec<PackId> {
+        stored
+            .keys()
+            .filter(|p| {
+                !self.condemned.contains(p)
+                    && !unreadable.contains(p)
+                    && !young.contains(p)
+                    && packs.get(p).is_some_and(|u| u.used_blobs == 0)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Chooses the partly used packs to repack, most unused bytes first, until the unused
+    /// bytes left are at most `max_unused` of the used bytes. Young packs are never repacked.
+    fn choose_repacks(
+        &mut self,
+        stored: &BTreeMap<PackId, u64>,
+        young: &HashSet<PackId>,
+        packs: &Packs,
+        max_unused: f64,
+    ) -> Vec<PackId> {
+        let condemned = &self.condemned;
+        let live_packs = || packs.list.iter().filter(|(p, _)| !condemned.contains(p));
+        let mut partial: Vec<(PackId, PackUse)> = live_packs()
+            .filter(|(p, u)| {
+                u.used_blobs > 0
+                    && u.used_bytes < u.blob_bytes
+                    && stored.contains_key(p)
+                    && !young.contains(p)
+            })
+            .copied()
+            .collect();
+        partial.sort_by_key(|(p, u)| (std::cmp::Reverse(u.blob_bytes - u.used_bytes), *p));
+        let used_bytes: u64 = live_packs().map(|(_, u)| u.used_bytes).sum();
+        let mut unused_kept: u64 = partial
+            .iter()
+            .map(|(_, u)| u.blob_bytes - u.used_bytes)
+            .sum();
+        let allowed = (used_bytes as f64 * max_unused) as u64;
+        let report = &mut self.report;
+        let mut repack: Vec<PackId> = Vec::new();
+        for (pack, u) in &partial {
+            if unused_kept <= allowed {
+                break;
+            }
+            unused_kept -= u.blob_bytes - u.used_bytes;
+            repack.push(*pack);
+            report.blobs_repacked += u.used_blobs;
+            report.bytes_repacked += u.used_bytes;
+        }
+        report.packs_repacked = repack.len() as u64;
+        report.bytes_unused_kept = unused_kept;
+        repack
+    }
+
+    /// The condemnation files listed in step 1, each with the packs it condemns and whether it
+    /// may be carried out: whether no session it concerns is running (repo-format.md,
+    /// "Observations").
+    fn may_be_carried_out(&mut self) -> Vec<(IndexId, Vec<PackId>, bool)> {
+        std::mem::take(&mut self.condemnations)
+            .into_iter()
+            .map(|(id, packs)| {
+                let seen = self
+                    .index
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map_or(self.observation, |(_, s)| *s);
+                (id, packs, !self.concerns(seen))
+            })
+            .collect()
+    }
+}
+
+/// Takes the packs that hold used blobs out of `unindexed`, packs no index names: they are
+/// adopted into the index, for a snapshot may need them there.
+fn adopt(unindexed: &mut BTreeMap<PackId, IndexPack>, packs: &Packs) -> Vec<IndexPack> {
+    let adopted: Vec<IndexPack> = unindexed
+        .iter()
+        .filter(|(p, _)| packs.get(p).is_some_and(|u| u.used_blobs > 0))
+        .map(|(_, entries)| entries.clone())
+        .collect();
+    unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
+    adopted
 }
 
 impl PrunePlan<'_> {

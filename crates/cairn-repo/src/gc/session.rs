@@ -32,7 +32,7 @@ pub type SessionId = [u8; 16];
 /// The name of a session's verdict file: fixed by the session, so that the session committing
 /// and a prune fencing it off race for the same name and exactly one wins.
 pub fn verdict_name(session: &SessionId) -> String {
-    file_id(&[&b"cairn verdict "[..], &session[..]].concat()).to_hex()
+    file_id(&cairn_format::marker::verdict_name_preimage(session)).to_hex()
 }
 
 /// This process's session: its id and the markers it has in `locks/`.
@@ -107,7 +107,7 @@ impl Session {
 
 pub(crate) fn remove_lock(backend: &dyn Backend, name: &str) -> Result<()> {
     match backend.remove(FileType::Lock, name) {
-        Err(e) if e.kind != cairn_backend::ErrorKind::NotFound => Err(e.into()),
+        Err(e) if e.kind != cairn_backend::BackendErrorKind::NotFound => Err(e.into()),
         _ => Ok(()),
     }
 }
@@ -121,7 +121,7 @@ pub(crate) fn settle(
     let name = verdict_name(session);
     match backend.create(FileType::Lock, &name, &verdict.encode()) {
         Ok(()) => Ok(verdict.clone()),
-        Err(e) if e.kind == cairn_backend::ErrorKind::AlreadyExists => {
+        Err(e) if e.kind == cairn_backend::BackendErrorKind::AlreadyExists => {
             let bytes = backend.read_at_most(FileType::Lock, &name, MAX_LOCK_LEN)?;
             Verdict::decode(&bytes).map_err(|e| {
                 Error::corrupt(format!(
@@ -180,7 +180,11 @@ impl Repository {
     /// (copying it out of condemned packs) before it tries again.
     pub fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         self.flush()?;
-        let sealed = cairn_crypto::seal(&self.keys.data, crate::AD_SNAPSHOT, &snapshot.encode());
+        let sealed = cairn_crypto::seal(
+            &self.keys.data,
+            cairn_format::ad::SNAPSHOT,
+            &snapshot.encode(),
+        );
         // What readers would refuse is not written (repo-format.md, "Limits").
         if sealed.len() as u64 > MAX_SNAPSHOT_LEN {
             return Err(Error::new(
@@ -233,7 +237,7 @@ impl Repository {
             .create(FileType::Snapshot, &id.to_hex(), sealed)
         {
             // Written before: a retry after an error that hid its success (the same bytes).
-            Err(e) if e.kind == cairn_backend::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) if e.kind == cairn_backend::BackendErrorKind::AlreadyExists => Ok(()),
             r => Ok(r?),
         }
     }

@@ -134,7 +134,7 @@ impl Repository {
             {
                 Ok(b) => b,
                 // Removed since the listing: its session ended.
-                Err(e) if e.kind == cairn_backend::ErrorKind::NotFound => continue,
+                Err(e) if e.kind == cairn_backend::BackendErrorKind::NotFound => continue,
                 Err(e) => return Err(e.into()),
             };
             if Verdict::is_verdict(&bytes) {
@@ -228,19 +228,7 @@ impl Repository {
         let mut locks = self.read_locks()?;
         let machine = self.host.machine();
         let now = self.host.boot_clock().as_nanos() as u64;
-        let newest: Vec<Id> = locks
-            .sessions
-            .values()
-            .filter_map(|m| Id::from_hex(&m.last().expect("a session has a marker").0))
-            .collect();
-        let seen: HashMap<Id, u64> = newest
-            .iter()
-            .copied()
-            .zip(
-                self.cache
-                    .markers_seen(&newest, &machine, now, !opts.dry_run)?,
-            )
-            .collect();
+        let seen = self.newest_markers_seen(&locks, &machine, now, opts)?;
         // Snapshots written already: only a session itself writes its snapshot, once.
         let written: HashSet<SnapshotId> = if locks.verdicts.is_empty() {
             HashSet::new()
@@ -285,18 +273,12 @@ impl Repository {
                 }
                 Some(Verdict::Fenced { .. }) => true,
                 Some(Verdict::Committed(snapshot)) => {
-                    let id = SnapshotId(file_id(&snapshot));
-                    if written.contains(&id) || dead {
-                        // Written (the session will not write it again), or never to be
-                        // written: the verdict is done with.
-                        if !opts.dry_run {
-                            remove_lock(backend, &name)?;
+                    match self.snapshot_to_come(&name, &snapshot, &written, dead, opts)? {
+                        Some(tree) => {
+                            committing.push(tree);
+                            false
                         }
-                        true
-                    } else {
-                        // The session writes it when it goes on: what it reaches is used.
-                        committing.push(self.open_snapshot(&id, &snapshot)?.tree);
-                        false
+                        None => true,
                     }
                 }
             };
@@ -306,10 +288,74 @@ impl Repository {
                 }
             }
         }
-        // Verdicts whose session has no marker left: a committed session removes its markers
-        // only after its snapshot exists, so its verdict is done with. A fenced one stays, so
-        // that its session, should it wake, cannot commit, until its process is known gone.
-        for (name, v) in &locks.verdicts {
+        fenced_waiting |= self.settle_verdicts_without_markers(&locks.verdicts, opts)?;
+        for name in &locks.unreadable {
+            live.push(file_id(name.as_bytes()).0[..16].try_into().unwrap());
+        }
+        live.sort();
+        Ok((live, committing, fenced_waiting))
+    }
+
+    /// Of a session whose verdict *committed* (named `name`) carries `snapshot`: the root tree
+    /// of the snapshot while it is still to be written, or `None` once the session has ended.
+    fn snapshot_to_come(
+        &self,
+        name: &str,
+        snapshot: &[u8],
+        written: &HashSet<SnapshotId>,
+        dead: bool,
+        opts: &SurveyOptions,
+    ) -> Result<Option<TreeId>> {
+        let id = SnapshotId(file_id(snapshot));
+        if written.contains(&id) || dead {
+            // Written (the session will not write it again), or never to be written: the
+            // verdict is done with.
+            if !opts.dry_run {
+                remove_lock(self.backend.as_ref(), name)?;
+            }
+            Ok(None)
+        } else {
+            // The session writes it when it goes on: what it reaches is used.
+            Ok(Some(self.open_snapshot(&id, snapshot)?.tree))
+        }
+    }
+
+    /// When this client first saw each session's newest marker, by the boot clock of this
+    /// machine and boot (`now`, on `machine`): what tells a silent session. Recorded in the
+    /// cache, unless this is a dry run.
+    fn newest_markers_seen(
+        &self,
+        locks: &Locks,
+        machine: &[u8],
+        now: u64,
+        opts: &SurveyOptions,
+    ) -> Result<HashMap<Id, u64>> {
+        let newest: Vec<Id> = locks
+            .sessions
+            .values()
+            .filter_map(|m| Id::from_hex(&m.last().expect("a session has a marker").0))
+            .collect();
+        Ok(newest
+            .iter()
+            .copied()
+            .zip(
+                self.cache
+                    .markers_seen(&newest, machine, now, !opts.dry_run)?,
+            )
+            .collect())
+    }
+
+    /// Settles the `verdicts` whose session has no marker left; returns whether a fenced
+    /// session may still wake. A committed session removes its markers only after its snapshot
+    /// exists, so its verdict is done with. A fenced one stays, so that its session, should it
+    /// wake, cannot commit, until its process is known gone.
+    fn settle_verdicts_without_markers(
+        &self,
+        verdicts: &BTreeMap<String, Verdict>,
+        opts: &SurveyOptions,
+    ) -> Result<bool> {
+        let mut fenced_waiting = false;
+        for (name, v) in verdicts {
             let done = match v {
                 Verdict::Committed(_) => true,
                 Verdict::Fenced { pid, machine } => {
@@ -317,16 +363,12 @@ impl Repository {
                 }
             };
             if done && !opts.dry_run {
-                remove_lock(backend, name)?;
+                remove_lock(self.backend.as_ref(), name)?;
             } else if !done && matches!(v, Verdict::Fenced { .. }) {
                 fenced_waiting = true;
             }
         }
-        for name in &locks.unreadable {
-            live.push(file_id(name.as_bytes()).0[..16].try_into().unwrap());
-        }
-        live.sort();
-        Ok((live, committing, fenced_waiting))
+        Ok(fenced_waiting)
     }
 
     /// An index file, or `None` if it was removed since it was listed (by a concurrent prune).
