@@ -3,21 +3,12 @@
 
 use crate::seal::{seal_in_place, NONCE_LEN, SEAL_OVERHEAD};
 use crate::{CryptoError, MasterKeys};
+use cairn_format::blob::{associated_data, RAW, ZSTD};
 use cairn_format::BlobId;
 use std::cell::RefCell;
 
-const RAW: u8 = 0;
-const ZSTD: u8 = 1;
-
 /// Bytes a stored blob has beyond its (possibly compressed) payload: nonce, flag and tag.
 pub const BLOB_OVERHEAD: usize = SEAL_OVERHEAD + 1;
-
-fn blob_ad(blob: &BlobId) -> [u8; 33] {
-    let mut ad = [0u8; 33];
-    ad[0] = blob.kind as u8;
-    ad[1..].copy_from_slice(&blob.id.0);
-    ad
-}
 
 thread_local! {
     // A zstd context allocates about 1 MiB; one per thread instead of one per blob.
@@ -65,7 +56,7 @@ pub fn encode_blob(keys: &MasterKeys, blob: &BlobId, plaintext: &[u8], level: i3
     buf.resize(NONCE_LEN, 0);
     buf.push(flag);
     buf.extend_from_slice(payload);
-    seal_in_place(&keys.data, &blob_ad(blob), &mut buf);
+    seal_in_place(&keys.data, &associated_data(blob), &mut buf);
     buf
 }
 
@@ -77,7 +68,12 @@ pub fn decode_blob(
     stored: &[u8],
     raw_len: u32,
 ) -> Result<Vec<u8>, CryptoError> {
-    let opened = crate::seal::open(&keys.data, &blob_ad(blob), stored, &blob.to_string())?;
+    let opened = crate::seal::open(
+        &keys.data,
+        &associated_data(blob),
+        stored,
+        &blob.to_string(),
+    )?;
     let (flag, payload) = opened
         .split_first()
         .ok_or_else(|| CryptoError::Corrupt(format!("{blob} is empty")))?;

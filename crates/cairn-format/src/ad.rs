@@ -2,8 +2,8 @@
 //! each sealed object to its kind. They are authenticated but never stored, so a change here
 //! makes every existing repository unreadable.
 //!
-//! A blob's associated data is its type and id (repo-format.md, "Blobs"), built where it is
-//! sealed from `BlobId`; everything else sealed uses one of these ASCII strings, with no
+//! A blob's associated data is its type and id (repo-format.md, "Blobs"; `blob.rs`);
+//! everything else sealed uses one of these ASCII strings, with no
 //! terminator and no length prefix.
 
 /// The `config` body (repo-format.md, "Config"), sealed under the meta key.

@@ -11,6 +11,7 @@ mod id;
 mod wire;
 
 pub mod ad;
+pub mod blob;
 pub mod config;
 pub mod index;
 pub mod key;
