@@ -6,10 +6,9 @@ use cairn_engine::{
     BackupOptions, BackupProgress, BadPack, CheckProgress, CheckReport, Filter, Loss, Problem,
     ReadData,
 };
-use cairn_format::key::KdfParams;
 use cairn_format::snapshot::Kind;
 use cairn_format::{BlobType, PackId};
-use cairn_repo::{InitOptions, OpenOptions, Repository};
+use cairn_repo::{OpenOptions, Repository};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -17,16 +16,7 @@ use std::path::{Path, PathBuf};
 /// compress) and `src/g`.
 fn repository(dir: &Path) -> PathBuf {
     let root = dir.join("repo");
-    let backend = LocalBackend::create_layout(&root).unwrap();
-    let init = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..InitOptions::default()
-    };
-    cairn_repo::init(&backend, b"pw", &init).unwrap();
+    cairn_testkit::init_local(&root);
     let src = dir.join("src");
     fs::create_dir_all(&src).unwrap();
     let mut state = 0x2545_f491_4f6c_dd1d_u64;

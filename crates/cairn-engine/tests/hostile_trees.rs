@@ -3,30 +3,19 @@
 //! proportional to the distinct trees where its result allows that, and stop with an error, not
 //! a stack overflow, past the depth limit (repo-format.md, "Limits").
 
-use cairn_backend::LocalBackend;
 use cairn_engine::{
     CheckProgress, Filter, Problem, ReadData, RestoreOptions, RestoreProgress, Visit,
 };
-use cairn_format::key::KdfParams;
 use cairn_format::snapshot::{Kind, Snapshot, Summary};
 use cairn_format::tree::{Node, NodeKind, Tree, MAX_TREE_DEPTH};
 use cairn_format::{SnapshotId, TreeId};
-use cairn_repo::{InitOptions, OpenOptions, Repository};
+use cairn_repo::{OpenOptions, Repository};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn repo() -> (tempfile::TempDir, Repository) {
     let dir = tempfile::tempdir().unwrap();
-    let backend = LocalBackend::create_layout(&dir.path().join("repo")).unwrap();
-    let init = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..InitOptions::default()
-    };
-    cairn_repo::init(&backend, b"pw", &init).unwrap();
+    let backend = cairn_testkit::init_local(&dir.path().join("repo"));
     let opts = OpenOptions {
         writer: true,
         ..OpenOptions::default()

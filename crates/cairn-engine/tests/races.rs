@@ -3,9 +3,8 @@
 
 use cairn_backend::{Backend, FileType, LocalBackend};
 use cairn_engine::{BackupOptions, BackupProgress, CheckProgress, Filter, PruneOptions, ReadData};
-use cairn_format::key::KdfParams;
 use cairn_format::snapshot::Kind;
-use cairn_repo::{InitOptions, OpenOptions, Repository};
+use cairn_repo::{OpenOptions, Repository};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -55,16 +54,7 @@ impl Backend for ForgetAfterListing {
 /// A repository with two snapshots of a small tree.
 fn repository(dir: &Path) -> std::path::PathBuf {
     let root = dir.join("repo");
-    let backend = LocalBackend::create_layout(&root).unwrap();
-    let opts = InitOptions {
-        kdf: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        ..InitOptions::default()
-    };
-    cairn_repo::init(&backend, b"pw", &opts).unwrap();
+    cairn_testkit::init_local(&root);
     let src = dir.join("src");
     std::fs::create_dir_all(&src).unwrap();
     let writer = OpenOptions {

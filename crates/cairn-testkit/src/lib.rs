@@ -23,14 +23,27 @@ use std::sync::Arc;
 /// Options for `cairn_repo::init` that cost a test almost nothing: the smallest key derivation,
 /// small packs.
 pub fn fast_init() -> InitOptions {
-    let mut opts = InitOptions {
+    InitOptions {
         pack_size: 1 << 16,
-        ..InitOptions::default()
-    };
+        ..fast_kdf_init()
+    }
+}
+
+/// The default options but the smallest key derivation: a repository like a user's, opened in
+/// microseconds.
+pub fn fast_kdf_init() -> InitOptions {
+    let mut opts = InitOptions::default();
     opts.kdf.memory_kib = 64;
     opts.kdf.iterations = 1;
     opts.kdf.parallelism = 1;
     opts
+}
+
+/// A new repository in local directory `root` (`fast_kdf_init`, password `pw`).
+pub fn init_local(root: &std::path::Path) -> cairn_backend::LocalBackend {
+    let backend = cairn_backend::LocalBackend::create_layout(root).expect("a repository layout");
+    cairn_repo::init(&backend, b"pw", &fast_kdf_init()).expect("init");
+    backend
 }
 
 /// A new repository in memory with password `pw`, opened as a writer with no cache.
