@@ -138,6 +138,45 @@ fn no_repository_exits_10() {
     );
 }
 
+/// Regression (issue 13): `cairn -r s3:http://127.0.0.1:9000/bucket init` said "created
+/// repository" and made a local folder `./s3:http:/127.0.0.1:9000/bucket/`. A location with a
+/// scheme this build does not reach is an invalid argument, and nothing is created.
+#[test]
+fn a_location_with_an_unsupported_scheme_exits_2_and_creates_nothing() {
+    let mut t = setup();
+    for location in [
+        "s3:http://127.0.0.1:9000/bucket",
+        "sftp:user@host:/srv/repo",
+        "rest:http://127.0.0.1:8000/",
+        "ftp://user:pw@127.0.0.1/path",
+        "rclone:remote:path",
+    ] {
+        t.set_repo(location);
+        let run = t
+            .run(["init", "--kdf-memory", "64", "--kdf-iterations", "1"])
+            .code(2);
+        let line = run.error_line();
+        assert!(line.contains("is not supported"), "{run:?}");
+        assert!(
+            line.contains("local:PATH"),
+            "the message names what is: {run:?}"
+        );
+        t.run(["snapshots"]).code(2);
+    }
+    let left: Vec<_> = fs::read_dir(t.join(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains(':'))
+        .collect();
+    assert!(left.is_empty(), "a refused location left {left:?}");
+    // `local:` names a directory explicitly.
+    let dir = t.join("explicit");
+    t.set_repo(format!("local:{}", dir.display()));
+    t.run(["init", "--kdf-memory", "64", "--kdf-iterations", "1"])
+        .success();
+    assert!(dir.join("config").is_file());
+}
+
 #[test]
 fn init_over_an_existing_repository_is_refused() {
     let (t, _src) = repo_with_snapshot();

@@ -1,9 +1,11 @@
-//! cairn's engines: backup (the archiver), restore (the restorer), walking snapshot trees, and
-//! choosing snapshots. They see the repository only through `cairn_repo::Repository`'s blob and
-//! snapshot calls; keys, packs and the index stay behind it.
+//! cairn's engines: backup (the archiver), restore (the restorer), check, prune, repair,
+//! walking, diffing and dumping snapshot trees, and choosing snapshots. The content engines see
+//! the repository only through `cairn_repo::BlobStore`; check, prune and repair, which judge the
+//! index itself, take the `Repository`. No engine sees a key.
 //!
 //! Per-item failures (an unreadable source file, a damaged blob) are returned as data in each
-//! engine's outcome; only failures that make the whole operation meaningless are errors.
+//! engine's outcome, a `PathProblem` each (check's findings as `Problem`s); only failures that
+//! make the whole operation meaningless are errors.
 
 mod archiver;
 mod check;
