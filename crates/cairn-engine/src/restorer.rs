@@ -75,8 +75,6 @@ pub struct RestoreOutcome {
     pub files_kept: u64,
     /// Files read back and found equal to the snapshot (with `verify`).
     pub files_verified: u64,
-    /// Paths written (or, with `dry_run`, that would be), relative to the target.
-    pub planned: Vec<PathBuf>,
     /// Entries that could not be restored, or (with `verify`) differ from the snapshot.
     pub errors: Vec<PathProblem>,
     /// Entries restored without some of their metadata (owner, mode, times, xattrs).
@@ -316,7 +314,7 @@ pub fn restore(
 ) -> Result<RestoreOutcome> {
     let plan = plan_restore(repo, root, opts)?;
     if opts.dry_run {
-        let mut outcome = plan.outcome(&opts.target);
+        let mut outcome = plan.outcome();
         outcome.errors = plan.lost;
         outcome.warnings = plan.unsure;
         return Ok(outcome);
@@ -359,7 +357,7 @@ pub fn execute_restore(
     opts: &RestoreOptions,
     progress: &RestoreProgress,
 ) -> Result<RestoreOutcome> {
-    let mut outcome = plan.outcome(&opts.target);
+    let mut outcome = plan.outcome();
     progress.total_bytes.store(outcome.bytes, Ordering::Relaxed);
     progress.total_files.store(outcome.files, Ordering::Relaxed);
     let RestorePlan {
@@ -468,12 +466,11 @@ impl RestorePlan {
     }
 
     /// The outcome's counts, as planned.
-    fn outcome(&self, target: &Path) -> RestoreOutcome {
+    fn outcome(&self) -> RestoreOutcome {
         RestoreOutcome {
             files: self.files(),
             dirs: self.dirs(),
             bytes: self.bytes(),
-            planned: self.paths(target),
             ..RestoreOutcome::default()
         }
     }

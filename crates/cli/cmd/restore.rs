@@ -43,7 +43,12 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         );
     }
     let plan = cairn_engine::plan_restore(&repo, snap.tree, &opts)?;
-    let paths = plan.paths(&opts.target);
+    // Listed only when needed: a path per entry is a lot of memory for a large tree.
+    let paths = if a.dry_run || !a.include.is_empty() {
+        plan.paths(&opts.target)
+    } else {
+        Vec::new()
+    };
     // A pattern that matches nothing is most often a typo; restoring the rest and exiting 0
     // would hide that the file asked for was not restored.
     let unmatched = unmatched_includes(&a.include, &paths).map(|pats| {
@@ -55,6 +60,7 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     if a.dry_run {
         show_plan(&plan, &paths)?;
     } else {
+        drop(paths);
         let started = std::time::Instant::now();
         let progress = cairn_engine::RestoreProgress::default();
         let read = || progress_of(&progress);
