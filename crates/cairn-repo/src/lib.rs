@@ -180,6 +180,13 @@ pub struct Snapshots {
     pub damaged: Vec<(SnapshotId, String)>,
 }
 
+/// What bringing the index cache up to date found: the index files that could not be read, and
+/// why. Their packs then look unindexed, which `check` reports and `repair index` mends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexSync {
+    pub damaged: Vec<(IndexId, String)>,
+}
+
 /// Totals of what this process stored.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WriteStats {
@@ -195,7 +202,6 @@ pub struct Repository {
     config: Config,
     cache: IndexCache,
     dry_run: bool,
-    damaged_index: Mutex<Vec<(IndexId, String)>>,
     /// Key files passed over before one opened, and why: over the key-derivation limit, or
     /// damaged.
     skipped_keys: Vec<String>,
@@ -292,7 +298,6 @@ impl Repository {
             config,
             cache,
             dry_run: opts.dry_run,
-            damaged_index: Mutex::default(),
             skipped_keys,
             condemned: Mutex::default(),
             session: Mutex::new(session),
@@ -333,16 +338,22 @@ impl Repository {
         self.keys.blob_id(plaintext)
     }
 
-    /// Brings the cache up to date with the repository's index files.
-    fn sync_index(&self) -> Result<()> {
+    /// Brings the cache up to date with the repository's index files, and says which of them
+    /// could not be read.
+    pub fn sync_index(&self) -> Result<IndexSync> {
         // A file removed between the listing and its reading was replaced by a prune, with a
         // file this listing may not show: list again until every listed file was read.
-        while self.sync_listed()? {}
-        Ok(())
+        loop {
+            let (gone, damaged) = self.sync_listed()?;
+            if !gone {
+                return Ok(IndexSync { damaged });
+            }
+        }
     }
 
-    /// Merges the index files listed now; returns whether one was gone when read.
-    fn sync_listed(&self) -> Result<bool> {
+    /// Merges the index files listed now; returns whether one was gone when read, and the
+    /// damaged ones.
+    fn sync_listed(&self) -> Result<(bool, Vec<(IndexId, String)>)> {
         let listed: BTreeSet<IndexId> = self.index_ids()?.into_iter().collect();
         let mut merged: BTreeSet<IndexId> = self.cache.merged_index_files()?.into_iter().collect();
         let mut condemned = self.cache.condemned()?;
@@ -395,19 +406,13 @@ impl Repository {
                 }
             }
         }
-        *self.damaged_index.lock().unwrap() = damaged;
         *self.condemned.lock().unwrap() = condemned;
-        Ok(gone)
+        Ok((gone, damaged))
     }
 
     /// Key files passed over, and why, before the one that opened the repository.
     pub fn skipped_key_files(&self) -> &[String] {
         &self.skipped_keys
-    }
-
-    /// Index files that could not be read when the index was last synchronised, and why.
-    pub fn damaged_index_files(&self) -> Vec<(IndexId, String)> {
-        self.damaged_index.lock().unwrap().clone()
     }
 
     /// Packs condemned by index files: not part of the index, awaiting deletion.

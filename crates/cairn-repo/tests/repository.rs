@@ -178,7 +178,7 @@ fn tampering_is_detected() {
     // The repository still opens (the rest stays readable); the damage is reported, and the
     // blobs only that index file named are no longer found.
     let repo = open(&b);
-    let damaged = repo.damaged_index_files();
+    let damaged = repo.sync_index().unwrap().damaged;
     assert_eq!(damaged.len(), 1);
     assert_eq!(damaged[0].0.to_hex(), index);
     assert!(repo.load_tree(tree).is_err());

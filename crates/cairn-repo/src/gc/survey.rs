@@ -159,7 +159,7 @@ impl Repository {
         let started = Instant::now();
         let lag = self.backend.guarantees().listing_lag;
         let mut report = PruneReport::default();
-        if let Some((id, why)) = self.damaged_index_files().first() {
+        if let Some((id, why)) = self.sync_index()?.damaged.first() {
             return Err(Error::corrupt(format!(
                 "index file {} is damaged ({why}): prune cannot tell which blobs exist; run `cairn repair index` first",
                 id.short()

@@ -307,7 +307,7 @@ fn blobs_longer_than_their_type_allows_are_refused_on_write_and_read() {
     let repo = open(&b);
     // The index file is taken for damaged: no reader (restore reads spans of packs by the
     // index's lengths) ever sees its lengths.
-    let damaged = repo.damaged_index_files();
+    let damaged = repo.sync_index().unwrap().damaged;
     assert_eq!(damaged.len(), 1, "{damaged:?}");
     assert!(damaged[0].1.contains("more than"), "{damaged:?}");
     b.reads.lock().unwrap().clear();
