@@ -6,7 +6,7 @@
 //! scheme; a plain path or `local:PATH` is the local directory.
 
 use crate::{Error, ErrorKind, Result};
-use cairn_backend::{Backend, FileType, LocalBackend};
+use cairn_backend::{Backend, LocalBackend};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -58,8 +58,7 @@ impl RepoLocation {
     /// `NoRepository`, before any password is asked for.
     pub fn open(&self) -> Result<Box<dyn Backend>> {
         let RepoLocation::Local(path) = self;
-        let backend = LocalBackend::open(path);
-        if backend.list(FileType::Config)?.is_empty() {
+        if !self.has_repository() {
             let why = if path.exists() {
                 "it has no config"
             } else {
@@ -70,7 +69,7 @@ impl RepoLocation {
                 format!("no repository at {}: {why}", path.display()),
             ));
         }
-        cairn_backend::test_hooks::wrap(Box::new(backend))
+        cairn_backend::test_hooks::wrap(Box::new(LocalBackend::open(path)))
             .map_err(|e| Error::new(ErrorKind::InvalidInput, e))
     }
 
