@@ -16,7 +16,9 @@ could not be read), 10 no repository at the location, 12 wrong password.";
 #[derive(Parser)]
 #[command(name = "cairn", version, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
-    /// Repository location: a directory, or local:PATH.
+    /// Repository location: a directory or local:PATH, s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX],
+    /// sftp:[USER@]HOST:/PATH or sftp://[USER@]HOST[:PORT]/PATH, webdav:http[s]://HOST/PATH,
+    /// ftp://USER:PASS@HOST/PATH or ftps://..., rest:http[s]://HOST/PATH, rclone:REMOTE:PATH.
     #[arg(
         short = 'r',
         long = "repo",
@@ -45,6 +47,16 @@ pub(crate) struct Cli {
     /// elsewhere with larger parameters.
     #[arg(long, env = "CAIRN_MAX_KDF_MIB", global = true, value_name = "MIB")]
     pub(crate) max_kdf_mib: Option<u64>,
+    /// Requests in flight at once to a remote repository.
+    #[arg(
+        long,
+        env = "CAIRN_CONNECTIONS",
+        global = true,
+        value_name = "N",
+        default_value_t = 5,
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub(crate) connections: u16,
     /// Keep no local cache (slower: the index is merged anew by each command).
     #[arg(long, global = true)]
     pub(crate) no_cache: bool,

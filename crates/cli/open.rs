@@ -15,6 +15,12 @@ pub(crate) fn location(cli: &Cli) -> Result<&RepoLocation> {
         .ok_or_else(|| invalid("no repository given: use -r/--repo or set CAIRN_REPO"))
 }
 
+pub(crate) fn reach(cli: &Cli) -> cairn_repo::Reach {
+    cairn_repo::Reach {
+        connections: usize::from(cli.connections),
+    }
+}
+
 pub(crate) fn password_source(cli: &Cli) -> password::Source {
     password::Source {
         file: cli.password_file.clone(),
@@ -60,7 +66,7 @@ pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
 /// Opens the repository; a `writer` (a process that stores packs, index files or snapshots)
 /// runs a session, with markers in `locks/`, while it runs.
 pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
-    let backend = location(cli)?.open()?;
+    let backend = location(cli)?.open(reach(cli))?;
     // An unknown version is refused before the user is asked for a password.
     cairn_repo::probe(backend.as_ref())?;
     let pw = password_source(cli).get(false)?;

@@ -32,6 +32,10 @@ const CAIRN_VARS: &[&str] = &[
     "CAIRN_NOW",
     "CAIRN_TEST_CRASH_AFTER",
     "CAIRN_TEST_CLOCK_SHIFT",
+    "CAIRN_CONNECTIONS",
+    "CAIRN_SFTP_COMMAND",
+    "CAIRN_WEBDAV_USER",
+    "CAIRN_WEBDAV_PASSWORD",
 ];
 
 /// A temporary directory holding a repository (`repo`), a cache (`cache`) and whatever source
@@ -40,6 +44,8 @@ pub struct Dir {
     tmp: tempfile::TempDir,
     root: PathBuf,
     repo: PathBuf,
+    /// A remote location in place of `repo`, and what its server needs in the environment.
+    remote: Option<(String, Vec<(String, String)>)>,
 }
 
 /// Makes a fresh test directory.
@@ -54,6 +60,7 @@ pub fn setup() -> Dir {
         tmp,
         repo: root.join("repo"),
         root,
+        remote: None,
     }
 }
 
@@ -82,6 +89,11 @@ impl Dir {
         self.repo = repo.as_ref().to_path_buf();
     }
 
+    /// Points `CAIRN_REPO` at a remote location, with the environment its server needs.
+    pub fn set_remote(&mut self, location: &str, env: &[(String, String)]) {
+        self.remote = Some((location.to_string(), env.to_vec()));
+    }
+
     pub fn cache(&self) -> PathBuf {
         self.root.join("cache")
     }
@@ -98,6 +110,10 @@ impl Dir {
             .env("CAIRN_CACHE_DIR", self.cache())
             .current_dir(&self.root)
             .stdin(Stdio::null());
+        if let Some((location, env)) = &self.remote {
+            cmd.env("CAIRN_REPO", location);
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        }
         cmd
     }
 
@@ -140,7 +156,9 @@ impl Dir {
         let mut args = vec!["init", "--kdf-memory", "64", "--kdf-iterations", "1"];
         args.extend_from_slice(extra);
         self.ok(args);
-        assert!(self.repo().join("config").is_file(), "init made no config");
+        if self.remote.is_none() {
+            assert!(self.repo().join("config").is_file(), "init made no config");
+        }
     }
 
     pub fn init(&self) {

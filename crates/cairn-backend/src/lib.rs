@@ -11,6 +11,7 @@
 #[cfg(feature = "test-hooks")]
 mod fault;
 mod local;
+pub mod remote;
 pub mod test_hooks;
 
 #[cfg(feature = "test-hooks")]
@@ -19,6 +20,10 @@ pub use local::LocalBackend;
 
 use std::fmt;
 use std::time::Duration;
+
+/// Prefix of a temporary object a create writes before its final name; such names are never
+/// listed and may be removed once stale (repo-format.md, "Layout").
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
 /// The kinds of object in a repository, each in its own directory (repo-format.md, "Layout").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,6 +70,13 @@ pub enum BackendErrorKind {
     NoSpace,
     /// An object longer than the reader's limit for its type (`Backend::read_at_most`).
     TooLarge,
+    /// A failure that may pass: a timeout, a reset connection, a server error or throttling.
+    /// `Retrying` tries again; every other kind is final.
+    Transient,
+    /// The service refused the credentials or the operation.
+    Denied,
+    /// A remote location that names a known scheme but cannot be used as written.
+    InvalidLocation,
     Io,
 }
 

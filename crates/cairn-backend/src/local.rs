@@ -3,15 +3,14 @@
 //! Packs are fanned out into `data/00` .. `data/ff` by the first two hex digits of their name so
 //! that no directory grows past a few thousand entries.
 
-use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
+use crate::{
+    Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result, TEMP_PREFIX,
+};
 use rand::RngCore;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-/// Prefix of a temporary file; such names are never listed and may be removed at any time.
-const TEMP_PREFIX: &str = ".tmp-";
 
 #[derive(Debug)]
 pub struct LocalBackend {

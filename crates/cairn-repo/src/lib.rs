@@ -21,7 +21,7 @@ pub use gc::{
     MARKER_RENEWAL, MIN_GRACE,
 };
 pub use host::{Host, SystemHost};
-pub use location::RepoLocation;
+pub use location::{Reach, RepoLocation};
 pub use store::BlobStore;
 
 use cache::IndexCache;

@@ -6,18 +6,42 @@
 //! scheme; a plain path or `local:PATH` is the local directory.
 
 use crate::{Error, ErrorKind, Result};
+use cairn_backend::remote::{Remote, RemoteOptions, SCHEMES};
 use cairn_backend::{Backend, LocalBackend};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-
-/// The schemes this build reaches, for the message that refuses the others.
-const SUPPORTED: &str = "a local path or local:PATH";
+use std::path::PathBuf;
 
 /// A parsed repository location.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RepoLocation {
     Local(PathBuf),
+    /// On another machine; it shows no password.
+    Remote(Remote),
+}
+
+/// How to reach a remote repository.
+#[derive(Clone, Copy, Debug)]
+pub struct Reach {
+    /// Requests in flight at once, at most.
+    pub connections: usize,
+}
+
+impl Default for Reach {
+    fn default() -> Reach {
+        Reach {
+            connections: RemoteOptions::default().connections,
+        }
+    }
+}
+
+impl Reach {
+    fn options(self) -> RemoteOptions {
+        RemoteOptions {
+            connections: self.connections,
+            ..RemoteOptions::default()
+        }
+    }
 }
 
 impl RepoLocation {
@@ -35,10 +59,17 @@ impl RepoLocation {
             return Ok(RepoLocation::Local(PathBuf::from(OsStr::from_bytes(rest))));
         }
         if let Some(scheme) = scheme(bytes) {
+            let text = given.to_str().unwrap_or_default();
+            if let Some(remote) = Remote::parse(text) {
+                return remote
+                    .map(RepoLocation::Remote)
+                    .map_err(|e| Error::new(ErrorKind::InvalidInput, e.message));
+            }
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 format!(
-                    "repository location {}: scheme `{scheme}:` is not supported; use {SUPPORTED}",
+                    "repository location {}: scheme `{scheme}:` is not supported; use a local \
+                     path, local:PATH, {SCHEMES}",
                     given.to_string_lossy()
                 ),
             ));
@@ -46,50 +77,76 @@ impl RepoLocation {
         Ok(RepoLocation::Local(PathBuf::from(given)))
     }
 
-    /// The local directory, for messages and for what only a directory has.
-    pub fn path(&self) -> &Path {
-        match self {
-            RepoLocation::Local(p) => p,
-        }
-    }
-
     /// The backend of an existing repository. In test builds it may be wrapped to crash at a
     /// chosen write (`CAIRN_TEST_CRASH_AFTER`); a location without a `config` is
     /// `NoRepository`, before any password is asked for.
-    pub fn open(&self) -> Result<Box<dyn Backend>> {
-        let RepoLocation::Local(path) = self;
-        if !self.has_repository() {
-            let why = if path.exists() {
-                "it has no config"
-            } else {
-                "it does not exist"
-            };
-            return Err(Error::new(
-                ErrorKind::NoRepository,
-                format!("no repository at {}: {why}", path.display()),
-            ));
-        }
-        cairn_backend::test_hooks::wrap(Box::new(LocalBackend::open(path)))
-            .map_err(|e| Error::new(ErrorKind::InvalidInput, e))
+    pub fn open(&self, reach: Reach) -> Result<Box<dyn Backend>> {
+        let backend: Box<dyn Backend> = match self {
+            RepoLocation::Local(path) => {
+                if !path.join("config").exists() {
+                    let why = if path.exists() {
+                        "it has no config"
+                    } else {
+                        "it does not exist"
+                    };
+                    return Err(no_repository(self, why));
+                }
+                Box::new(LocalBackend::open(path))
+            }
+            RepoLocation::Remote(remote) => {
+                let backend = remote.connect(&reach.options())?;
+                if backend.list(cairn_backend::FileType::Config)?.is_empty() {
+                    return Err(no_repository(self, "it has no config"));
+                }
+                backend
+            }
+        };
+        cairn_backend::test_hooks::wrap(backend).map_err(|e| Error::new(ErrorKind::InvalidInput, e))
     }
 
     /// Whether a repository (a `config`) is there already.
-    pub fn has_repository(&self) -> bool {
-        let RepoLocation::Local(path) = self;
-        path.join("config").exists()
+    pub fn has_repository(&self, reach: Reach) -> Result<bool> {
+        match self {
+            RepoLocation::Local(path) => Ok(path.join("config").exists()),
+            RepoLocation::Remote(remote) => {
+                let backend = remote.connect(&reach.options())?;
+                Ok(!backend.list(cairn_backend::FileType::Config)?.is_empty())
+            }
+        }
     }
 
-    /// Makes the layout of a new repository and returns its backend.
-    pub fn create(&self) -> Result<Box<dyn Backend>> {
-        let RepoLocation::Local(path) = self;
-        Ok(Box::new(LocalBackend::create_layout(path)?))
+    /// Makes the layout of a new repository and returns its backend; a repository there
+    /// already is `AlreadyExists`.
+    pub fn create(&self, reach: Reach) -> Result<Box<dyn Backend>> {
+        let exists = || {
+            Error::new(
+                ErrorKind::AlreadyExists,
+                format!("a repository already exists at {self}"),
+            )
+        };
+        match self {
+            RepoLocation::Local(path) if path.join("config").exists() => Err(exists()),
+            RepoLocation::Local(path) => Ok(Box::new(LocalBackend::create_layout(path)?)),
+            RepoLocation::Remote(remote) => match remote.create(&reach.options()) {
+                Err(e) if e.kind == cairn_backend::BackendErrorKind::AlreadyExists => Err(exists()),
+                other => Ok(other?),
+            },
+        }
     }
+}
+
+fn no_repository(location: &RepoLocation, why: &str) -> Error {
+    Error::new(
+        ErrorKind::NoRepository,
+        format!("no repository at {location}: {why}"),
+    )
 }
 
 impl std::fmt::Display for RepoLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RepoLocation::Local(p) => write!(f, "{}", p.display()),
+            RepoLocation::Remote(r) => write!(f, "{r}"),
         }
     }
 }
@@ -121,9 +178,14 @@ mod tests {
             "webdav:http://host/dav",
             "rclone:remote:path",
         ] {
+            let parsed = RepoLocation::parse(OsStr::new(given)).unwrap();
+            assert!(matches!(parsed, RepoLocation::Remote(_)), "{given}");
+        }
+        for given in ["gopher://host/x", "s4:http://host/b", "file:///srv"] {
             let e = RepoLocation::parse(OsStr::new(given)).unwrap_err();
             assert_eq!(e.kind, ErrorKind::InvalidInput, "{given}");
             assert!(e.message.contains("is not supported"), "{}", e.message);
+            assert!(e.message.contains("s3:, sftp:"), "{}", e.message);
         }
     }
 

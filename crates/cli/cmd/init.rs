@@ -1,7 +1,7 @@
 //! `init`: create a repository.
 
 use crate::args::{Cli, InitArgs};
-use crate::open::{hostname, location, max_kdf_mib, password_source, username};
+use crate::open::{hostname, location, max_kdf_mib, password_source, reach, username};
 use crate::{invalid, time};
 use anyhow::Result;
 use cairn_format::key::KdfParams;
@@ -26,7 +26,8 @@ pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         ));
     }
     let location = location(cli)?;
-    if location.has_repository() {
+    // Before the password is asked for: a second init is a mistake to name at once.
+    if location.has_repository(reach(cli))? {
         anyhow::bail!("a repository already exists at {location}");
     }
     let opts = InitOptions {
@@ -42,7 +43,7 @@ pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
         now_ns: time::now_ns(),
     };
     let pw = password_source(cli).get(true)?;
-    let backend = location.create()?;
+    let backend = location.create(reach(cli))?;
     cairn_repo::init(backend.as_ref(), &pw, &opts)?;
     if !cli.quiet {
         println!("created repository at {location}");

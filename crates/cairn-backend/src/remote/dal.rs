@@ -1,0 +1,361 @@
+//! S3, WebDAV and FTP through Apache OpenDAL.
+//!
+//! Invariant: an object appears under its final name only complete. On S3 a PUT is atomic and
+//! `If-None-Match: *` makes it create-only and exclusive, with a CRC32C checksum the service
+//! verifies. WebDAV and FTP have no conditional create: the object is written under a temporary
+//! name (ours on WebDAV, then MOVE; OpenDAL's own `NAME.RANDOM` on FTP, then RNFR/RNTO), its
+//! stored size checked, after a look that the name is free; two clients racing for one name can
+//! both pass that look, so those backends state `exclusive_create: false`. Names with a dot are
+//! temporaries on every service here: no object of the layout has one.
+
+use super::{error, object_path, temp_path, Gate, Remote, RemoteOptions, REQUEST_TIMEOUT};
+use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
+use opendal::{services, ErrorKind as DalKind, Operator};
+use std::time::Duration;
+
+pub(crate) struct Dal {
+    op: Operator,
+    gate: Gate,
+    location: String,
+    service: Service,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// Conditional, atomic PUTs; listings of a whole prefix.
+    S3,
+    /// Our temporary, then MOVE.
+    WebDav,
+    /// OpenDAL's writer makes its own temporary and renames it into place.
+    Ftp,
+}
+
+fn dal_error(e: opendal::Error, what: impl FnOnce() -> String) -> BackendError {
+    let kind = match e.kind() {
+        DalKind::NotFound => BackendErrorKind::NotFound,
+        DalKind::AlreadyExists | DalKind::ConditionNotMatch => BackendErrorKind::AlreadyExists,
+        DalKind::PermissionDenied => BackendErrorKind::Denied,
+        DalKind::RateLimited => BackendErrorKind::Transient,
+        DalKind::ConfigInvalid => BackendErrorKind::InvalidLocation,
+        _ if e.is_temporary() => BackendErrorKind::Transient,
+        _ => BackendErrorKind::Io,
+    };
+    // OpenDAL's own rendering spans lines of context; the message is what names the fault.
+    let mut message = format!("{}: {}", what(), e.message());
+    if let Some(source) = std::error::Error::source(&e) {
+        message.push_str(&format!(": {source}"));
+    }
+    error(kind, message.replace('\n', " "))
+}
+
+impl Dal {
+    pub(crate) fn connect(
+        remote: &Remote,
+        location: String,
+        options: &RemoteOptions,
+    ) -> Result<Dal> {
+        super::runtime();
+        let built = match remote {
+            Remote::S3 {
+                endpoint,
+                bucket,
+                prefix,
+                region,
+                keys,
+                profile,
+            } => {
+                let mut b = services::S3::default()
+                    .endpoint(endpoint)
+                    .bucket(bucket)
+                    .root(&format!("/{prefix}"))
+                    .region(region)
+                    .checksum_algorithm("crc32c");
+                if let Some((id, secret)) = keys {
+                    // Keys given: no profile file or instance metadata is consulted.
+                    b = b
+                        .access_key_id(id)
+                        .secret_access_key(secret)
+                        .disable_config_load();
+                } else if let Some(profile) = profile {
+                    b = b.profile(profile);
+                }
+                Operator::new(b)
+            }
+            Remote::WebDav {
+                endpoint,
+                root,
+                user,
+                password,
+            } => {
+                let mut b = services::Webdav::default().endpoint(endpoint).root(root);
+                if let Some(u) = user {
+                    b = b.username(u);
+                }
+                if let Some(p) = password {
+                    b = b.password(p);
+                }
+                Operator::new(b)
+            }
+            Remote::Ftp {
+                endpoint,
+                root,
+                user,
+                password,
+            } => {
+                let mut b = services::Ftp::default().endpoint(endpoint).root(root);
+                if let Some(u) = user {
+                    b = b.user(u);
+                }
+                if let Some(p) = password {
+                    b = b.password(p);
+                }
+                Operator::new(b)
+            }
+            _ => unreachable!("only S3, WebDAV and FTP go through OpenDAL"),
+        };
+        let op = built.map_err(|e| dal_error(e, || format!("cannot use {location}")))?;
+        Ok(Dal {
+            op,
+            gate: Gate::new(options.connections),
+            service: match remote {
+                Remote::S3 { .. } => Service::S3,
+                Remote::WebDav { .. } => Service::WebDav,
+                _ => Service::Ftp,
+            },
+            location,
+        })
+    }
+
+    /// One request, bounded in time: a connection that stopped answering is a transient fault.
+    fn run<T>(
+        &self,
+        what: impl FnOnce() -> String,
+        fut: impl std::future::IntoFuture<Output = opendal::Result<T>>,
+    ) -> Result<T> {
+        match self
+            .gate
+            .run(async { tokio::time::timeout(REQUEST_TIMEOUT, fut.into_future()).await })
+        {
+            Ok(result) => result.map_err(|e| dal_error(e, what)),
+            Err(_) => Err(error(
+                BackendErrorKind::Transient,
+                format!("{}: no answer in {} s", what(), REQUEST_TIMEOUT.as_secs()),
+            )),
+        }
+    }
+
+    fn list_dir(&self, dir: &str, recursive: bool, out: &mut Vec<(String, u64)>) -> Result<()> {
+        let entries = self.run(
+            || format!("cannot list {dir} at {}", self.location),
+            self.op.list_with(&format!("{dir}/")).recursive(recursive),
+        );
+        let entries = match entries {
+            Ok(e) => e,
+            // A directory never written to does not exist on every service.
+            Err(e) if e.kind == BackendErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            if entry.metadata().is_file() {
+                out.push((entry.path().to_string(), entry.metadata().content_length()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates on services without a conditional write: look, temporary, size check, move.
+    fn create_unconditional(&self, t: FileType, name: &str, body: opendal::Buffer) -> Result<()> {
+        let what = || format!("cannot store {} {name}", t.noun());
+        let target = object_path(t, name);
+        let len = body.len() as u64;
+        if self.run(what, self.op.exists(&target))? {
+            return Err(error(
+                BackendErrorKind::AlreadyExists,
+                format!("{} {name} exists already", t.noun()),
+            ));
+        }
+        let written = match self.service {
+            Service::Ftp => target.clone(),
+            _ => temp_path(t, name),
+        };
+        let result = (|| {
+            self.run(what, self.op.write(&written, body))?;
+            let stored = self.run(what, self.op.stat(&written))?.content_length();
+            if stored != len {
+                return Err(error(
+                    BackendErrorKind::Transient,
+                    format!("{}: sent {len} bytes, the server stored {stored}", what()),
+                ));
+            }
+            if written != target {
+                self.run(what, self.op.rename(&written, &target))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = self.run(what, self.op.delete(&written));
+        }
+        result
+    }
+}
+
+/// Whether a listed name is a temporary: ours (`.tmp-…`) or OpenDAL's (`NAME.RANDOM`).
+fn is_temporary(name: &str) -> bool {
+    name.contains('.')
+}
+
+impl Backend for Dal {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    /// S3 (AWS since 2020, Garage by its quorums) lists every object whose PUT returned.
+    /// WebDAV and FTP servers store plain files, listed as written.
+    fn guarantees(&self) -> Guarantees {
+        Guarantees {
+            exclusive_create: self.service == Service::S3,
+            listing_lag: Duration::ZERO,
+        }
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+        let mut found = Vec::new();
+        match t {
+            FileType::Config => {
+                match self.run(|| "cannot look for config".into(), self.op.stat("config")) {
+                    Ok(m) => found.push(("config".to_string(), m.content_length())),
+                    Err(e) if e.kind == BackendErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // An object store lists all of data/ in pages; a file server walks its directories.
+            FileType::Pack if self.service == Service::S3 => {
+                self.list_dir("data", true, &mut found)?
+            }
+            FileType::Pack => {
+                for i in 0..=255u8 {
+                    self.list_dir(&format!("data/{i:02x}"), false, &mut found)?;
+                }
+            }
+            _ => self.list_dir(t.dir(), false, &mut found)?,
+        }
+        Ok(found
+            .into_iter()
+            .filter_map(|(path, size)| {
+                let name = path.rsplit('/').next().unwrap_or(&path);
+                (!name.is_empty() && !is_temporary(name)).then(|| Entry {
+                    name: name.to_string(),
+                    size,
+                })
+            })
+            .collect())
+    }
+
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        let path = object_path(t, name);
+        let buf = self.run(
+            || format!("cannot read {} {name}", t.noun()),
+            self.op.read(&path),
+        )?;
+        Ok(buf.to_vec())
+    }
+
+    /// Asks for the length first, so a hostile or damaged store cannot make this allocate
+    /// more than `max`.
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        let path = object_path(t, name);
+        let what = || format!("cannot read {} {name}", t.noun());
+        let len = self.run(what, self.op.stat(&path))?.content_length();
+        crate::check_len(t, name, len, max)?;
+        let bytes = self.read(t, name)?;
+        crate::check_len(t, name, bytes.len() as u64, max)?;
+        Ok(bytes)
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = object_path(t, name);
+        let what = || format!("cannot read {len} bytes at {offset} of {} {name}", t.noun());
+        let buf = self.run(what, self.op.read_with(&path).range(offset..offset + len))?;
+        if buf.len() as u64 != len {
+            return Err(error(
+                BackendErrorKind::Transient,
+                format!("{}: the server sent {} bytes", what(), buf.len()),
+            ));
+        }
+        Ok(buf.to_vec())
+    }
+
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
+        self.create_parts(t, name, &[bytes])
+    }
+
+    fn create_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
+        let body: Vec<bytes::Bytes> = parts
+            .iter()
+            .map(|p| bytes::Bytes::copy_from_slice(p))
+            .collect();
+        let body = opendal::Buffer::from(body);
+        if self.service != Service::S3 {
+            return self.create_unconditional(t, name, body);
+        }
+        let path = object_path(t, name);
+        self.run(
+            || format!("cannot store {} {name}", t.noun()),
+            self.op.write_with(&path, body).if_not_exists(true),
+        )
+        .map(|_| ())
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> Result<()> {
+        let path = object_path(t, name);
+        self.run(
+            || format!("cannot remove {} {name}", t.noun()),
+            self.op.delete(&path),
+        )
+    }
+
+    fn remove_stale_temporaries(&self, age: Duration) -> Result<(u64, u64)> {
+        let entries = self.run(
+            || "cannot list temporaries".into(),
+            self.op.list_with("").recursive(true),
+        )?;
+        let now = std::time::SystemTime::now();
+        let (mut count, mut bytes) = (0, 0);
+        for entry in entries {
+            let name = entry.name();
+            if !is_temporary(name) || !entry.metadata().is_file() {
+                continue;
+            }
+            let stale = entry
+                .metadata()
+                .last_modified()
+                .map(std::time::SystemTime::from)
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|a| a > age);
+            if stale {
+                self.run(
+                    || format!("cannot remove {name}"),
+                    self.op.delete(entry.path()),
+                )?;
+                count += 1;
+                bytes += entry.metadata().content_length();
+            }
+        }
+        Ok((count, bytes))
+    }
+}
+
+/// Makes the directories of a new repository on a service that has them; an object store needs
+/// none.
+pub(crate) fn create_layout(dal: &Dal) -> Result<()> {
+    if dal.service == Service::S3 {
+        return Ok(());
+    }
+    for dir in super::layout_dirs() {
+        dal.run(
+            || format!("cannot create {dir} at {}", dal.location),
+            dal.op.create_dir(&format!("{dir}/")),
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! restic's REST protocol, version 2 (`rest:`): over HTTP(S) to a rest-server, `rclone serve
+//! restic` or `cairn serve`, and over the stdio of `rclone serve restic --stdio` (`rclone:`),
+//! which speaks HTTP/2 without TLS on its pipes, as restic's rclone backend expects.
+//!
+//! Invariant: a create is one POST the server stores atomically, then a HEAD that the stored
+//! length is what was sent. Whether a create is exclusive is the server's to say: `cairn serve`
+//! says so in a header on `config`; other servers are taken to overwrite.
+
+use super::{error, Gate, RemoteOptions, REQUEST_TIMEOUT};
+use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
+use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, RANGE};
+use hyper::Method;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The media type that asks for (and marks) version 2 listings, with sizes.
+const V2: &str = "application/vnd.x.restic.rest.v2";
+/// The header `cairn serve` sets on `config` when its creates are exclusive.
+const EXCLUSIVE: &str = "x-cairn-exclusive-create";
+
+enum Transport {
+    Http {
+        client: reqwest::Client,
+        base: String,
+        auth: Option<(String, Option<String>)>,
+    },
+    Stdio {
+        sender: SendRequest<Full<Bytes>>,
+        /// Kept so rclone dies with the backend.
+        _rclone: tokio::process::Child,
+    },
+}
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+pub(crate) struct Rest {
+    transport: Transport,
+    gate: Gate,
+    location: String,
+    exclusive: OnceLock<bool>,
+}
+
+fn path_of(t: FileType, name: &str) -> String {
+    match t {
+        FileType::Config => "config".to_string(),
+        _ => format!("{}/{name}", t.dir()),
+    }
+}
+
+fn transport_error(what: String, e: impl std::fmt::Display) -> BackendError {
+    error(BackendErrorKind::Transient, format!("{what}: {e}"))
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    name: String,
+    size: u64,
+}
+
+impl Rest {
+    pub(crate) fn http(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+        location: String,
+        options: &RemoteOptions,
+    ) -> Result<Rest> {
+        super::runtime();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(options.connections)
+            .build()
+            .map_err(|e| error(BackendErrorKind::Io, format!("cannot use {location}: {e}")))?;
+        Ok(Rest {
+            transport: Transport::Http {
+                client,
+                base: url.to_string(),
+                auth: user.map(|u| (u.to_string(), password.map(str::to_string))),
+            },
+            gate: Gate::new(options.connections),
+            location,
+            exclusive: OnceLock::new(),
+        })
+    }
+
+    /// Starts `rclone serve restic --stdio REMOTE` and speaks HTTP/2 over its pipes.
+    pub(crate) fn rclone(remote: &str, location: String, options: &RemoteOptions) -> Result<Rest> {
+        let cant = |why: String| {
+            error(
+                BackendErrorKind::Io,
+                format!("cannot connect to {location}: {why}"),
+            )
+        };
+        let gate = Gate::new(options.connections);
+        let transport = gate.run(async {
+            let mut rclone = tokio::process::Command::new("rclone")
+                .args(["serve", "restic", "--stdio", "--quiet", remote])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| cant(format!("cannot run rclone: {e}")))?;
+            let (Some(stdin), Some(stdout)) = (rclone.stdin.take(), rclone.stdout.take()) else {
+                return Err(cant("rclone has no pipes".into()));
+            };
+            let io = hyper_util::rt::TokioIo::new(tokio::io::join(stdout, stdin));
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                    .await
+                    .map_err(|e| cant(format!("rclone does not answer: {e}")))?;
+            tokio::spawn(conn);
+            Ok(Transport::Stdio {
+                sender,
+                _rclone: rclone,
+            })
+        })?;
+        Ok(Rest {
+            transport,
+            gate,
+            location,
+            exclusive: OnceLock::new(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(hyper::header::HeaderName, String)],
+        body: Option<Bytes>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Answer> {
+        let exchange = async {
+            match &self.transport {
+                Transport::Http { client, base, auth } => {
+                    let mut req = client.request(method, format!("{base}{path}"));
+                    for (name, value) in headers {
+                        req = req.header(name, value);
+                    }
+                    if let Some((user, password)) = auth {
+                        req = req.basic_auth(user, password.as_ref());
+                    }
+                    if let Some(body) = body {
+                        req = req.body(body);
+                    }
+                    let resp = req.send().await.map_err(|e| transport_error(what(), e))?;
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    let body = resp.bytes().await.map_err(|e| transport_error(what(), e))?;
+                    Ok(Answer {
+                        status,
+                        headers,
+                        body,
+                    })
+                }
+                Transport::Stdio { sender, .. } => {
+                    let mut req = hyper::Request::builder()
+                        .method(method)
+                        .uri(format!("http://localhost/{path}"));
+                    for (name, value) in headers {
+                        req = req.header(name, value);
+                    }
+                    let req = req
+                        .body(Full::new(body.unwrap_or_default()))
+                        .map_err(|e| transport_error(what(), e))?;
+                    let resp = sender
+                        .clone()
+                        .send_request(req)
+                        .await
+                        .map_err(|e| transport_error(what(), e))?;
+                    let (parts, body) = resp.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map_err(|e| transport_error(what(), e))?
+                        .to_bytes();
+                    Ok(Answer {
+                        status: parts.status.as_u16(),
+                        headers: parts.headers,
+                        body,
+                    })
+                }
+            }
+        };
+        match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(error(
+                BackendErrorKind::Transient,
+                format!("{}: no answer in {} s", what(), REQUEST_TIMEOUT.as_secs()),
+            )),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(hyper::header::HeaderName, String)],
+        body: Option<Bytes>,
+        what: &dyn Fn() -> String,
+    ) -> Result<Answer> {
+        self.gate.run(self.send(method, path, headers, body, what))
+    }
+
+    /// An answer other than `ok`, as an error naming what was asked.
+    fn refused(answer: &Answer, what: &dyn Fn() -> String) -> BackendError {
+        let reason = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)])
+            .trim()
+            .replace('\n', " ");
+        let kind = super::status_kind(answer.status);
+        let mut message = format!("{}: HTTP {}", what(), answer.status);
+        if !reason.is_empty() {
+            message.push_str(&format!(" ({reason})"));
+        }
+        error(kind, message)
+    }
+
+    fn length(&self, t: FileType, name: &str) -> Result<u64> {
+        let what = || format!("cannot look up {} {name}", t.noun());
+        let answer = self.request(Method::HEAD, &path_of(t, name), &[], None, &what)?;
+        if answer.status != 200 {
+            return Err(Self::refused(&answer, &what));
+        }
+        answer
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or_else(|| error(BackendErrorKind::Io, format!("{}: no length", what())))
+    }
+
+    /// Makes a new repository's layout on the server (`POST /?create=true`).
+    pub(crate) fn create_layout(&self) -> Result<()> {
+        let what = || format!("cannot create a repository at {}", self.location);
+        let answer = self.request(Method::POST, "?create=true", &[], None, &what)?;
+        if answer.status != 200 {
+            return Err(Self::refused(&answer, &what));
+        }
+        Ok(())
+    }
+}
+
+impl Backend for Rest {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn guarantees(&self) -> Guarantees {
+        let exclusive = *self.exclusive.get_or_init(|| {
+            let what = || "cannot look up config".to_string();
+            self.request(Method::HEAD, "config", &[], None, &what)
+                .is_ok_and(|a| a.headers.get(EXCLUSIVE) == Some(&HeaderValue::from_static("1")))
+        });
+        Guarantees {
+            exclusive_create: exclusive,
+            listing_lag: Duration::ZERO,
+        }
+    }
+
+    fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+        if t == FileType::Config {
+            return match self.length(t, "config") {
+                Ok(size) => Ok(vec![Entry {
+                    name: "config".into(),
+                    size,
+                }]),
+                Err(e) if e.kind == BackendErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(e),
+            };
+        }
+        let what = || format!("cannot list {}s at {}", t.noun(), self.location);
+        let answer = self.request(
+            Method::GET,
+            &format!("{}/", t.dir()),
+            &[(ACCEPT, V2.to_string())],
+            None,
+            &what,
+        )?;
+        if answer.status != 200 {
+            return Err(Self::refused(&answer, &what));
+        }
+        let listed: Vec<Listed> = serde_json::from_slice(&answer.body).map_err(|e| {
+            error(
+                BackendErrorKind::Io,
+                format!("{}: not a version 2 listing: {e}", what()),
+            )
+        })?;
+        Ok(listed
+            .into_iter()
+            .filter(|l| !l.name.starts_with(crate::TEMP_PREFIX))
+            .map(|l| Entry {
+                name: l.name,
+                size: l.size,
+            })
+            .collect())
+    }
+
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        let what = || format!("cannot read {} {name}", t.noun());
+        let answer = self.request(Method::GET, &path_of(t, name), &[], None, &what)?;
+        if answer.status != 200 {
+            return Err(Self::refused(&answer, &what));
+        }
+        if let Some(expected) = answer
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        {
+            if expected != answer.body.len() {
+                return Err(error(
+                    BackendErrorKind::Transient,
+                    format!(
+                        "{}: {} of {expected} bytes arrived",
+                        what(),
+                        answer.body.len()
+                    ),
+                ));
+            }
+        }
+        Ok(answer.body.to_vec())
+    }
+
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        crate::check_len(t, name, self.length(t, name)?, max)?;
+        let bytes = self.read(t, name)?;
+        crate::check_len(t, name, bytes.len() as u64, max)?;
+        Ok(bytes)
+    }
+
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let what = || format!("cannot read {len} bytes at {offset} of {} {name}", t.noun());
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let range = format!("bytes={offset}-{}", offset + len - 1);
+        let answer = self.request(
+            Method::GET,
+            &path_of(t, name),
+            &[(RANGE, range)],
+            None,
+            &what,
+        )?;
+        let body = match answer.status {
+            206 => answer.body,
+            // A server that ignores ranges sends the whole object.
+            200 if answer.body.len() as u64 >= offset + len => {
+                answer.body.slice(offset as usize..(offset + len) as usize)
+            }
+            416 => {
+                return Err(error(
+                    BackendErrorKind::Io,
+                    format!("{}: the {} is shorter", what(), t.noun()),
+                ))
+            }
+            _ if answer.status != 200 => return Err(Self::refused(&answer, &what)),
+            _ => Bytes::new(),
+        };
+        if body.len() as u64 != len {
+            return Err(error(
+                BackendErrorKind::Transient,
+                format!("{}: the server sent {} bytes", what(), body.len()),
+            ));
+        }
+        Ok(body.to_vec())
+    }
+
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
+        self.create_parts(t, name, &[bytes])
+    }
+
+    fn create_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
+        let what = || format!("cannot store {} {name}", t.noun());
+        let body = Bytes::from(parts.concat());
+        let len = body.len() as u64;
+        let answer = self.request(Method::POST, &path_of(t, name), &[], Some(body), &what)?;
+        match answer.status {
+            200 | 201 => {}
+            // rest-server answers 403 for a name that exists; tell that from a refusal.
+            403 | 409 if self.length(t, name).is_ok() => {
+                return Err(error(
+                    BackendErrorKind::AlreadyExists,
+                    format!("{} {name} exists already", t.noun()),
+                ))
+            }
+            _ => return Err(Self::refused(&answer, &what)),
+        }
+        let stored = self.length(t, name)?;
+        if stored != len {
+            return Err(error(
+                BackendErrorKind::Io,
+                format!("{}: sent {len} bytes, the server stored {stored}", what()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn remove(&self, t: FileType, name: &str) -> Result<()> {
+        let what = || format!("cannot remove {} {name}", t.noun());
+        let answer = self.request(Method::DELETE, &path_of(t, name), &[], None, &what)?;
+        if answer.status != 200 && answer.status != 204 {
+            return Err(Self::refused(&answer, &what));
+        }
+        Ok(())
+    }
+}
