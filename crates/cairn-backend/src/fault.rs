@@ -35,6 +35,9 @@ impl Backend for CrashAfter {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
     fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
     }

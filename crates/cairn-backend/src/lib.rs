@@ -131,6 +131,11 @@ pub fn check_len(t: FileType, name: &str, len: u64, max: u64) -> Result<()> {
 pub trait Backend: Send + Sync {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
+    /// Whether reads cross a network, so that what is read again (trees, snapshots) is worth
+    /// keeping in the local cache.
+    fn remote(&self) -> bool {
+        false
+    }
     fn guarantees(&self) -> Guarantees;
     /// Every object of a type. May miss objects created moments ago on eventually consistent
     /// stores.

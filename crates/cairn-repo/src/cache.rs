@@ -55,6 +55,29 @@ const CONDEMNED_BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> =
 /// the one that first saw each index file and each session. They survive `clear`, since they
 /// say nothing of the index.
 const OBSERVATIONS: TableDefinition<&str, u64> = TableDefinition::new("observations");
+/// Id -> the sealed bytes of a tree blob or a snapshot file, as a remote repository sent them,
+/// so they are not downloaded again. Sealed, so nothing here is plaintext; checked on every use
+/// (a tree authenticates, a snapshot matches its name), so a damaged copy is only a miss.
+const TREES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("trees");
+const SNAPSHOTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("snapshots");
+/// Copies held in memory until this many bytes are pending, then written in one transaction.
+const COPIES_BATCH: usize = 8 << 20;
+
+/// A copy of a remote object, kept by the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Copy {
+    Tree,
+    Snapshot,
+}
+
+impl Copy {
+    fn table(self) -> TableDefinition<'static, &'static [u8; 32], &'static [u8]> {
+        match self {
+            Copy::Tree => TREES,
+            Copy::Snapshot => SNAPSHOTS,
+        }
+    }
+}
 const INDEX_OBSERVED: TableDefinition<&[u8], u64> = TableDefinition::new("index_observed");
 const SESSIONS_OBSERVED: TableDefinition<&[u8], u64> = TableDefinition::new("sessions_observed");
 /// When a prune of this client first saw each marker: marker id ‖ machine -> boot clock in ns
@@ -180,6 +203,8 @@ fn private_file(path: &Path, new: bool) -> std::io::Result<()> {
 
 pub struct IndexCache {
     db: redb::Database,
+    /// Copies not yet written, and their bytes in all.
+    pending: std::sync::Mutex<(Vec<(Copy, [u8; 32], Vec<u8>)>, usize)>,
     /// Set when the cache lives in a private temporary file, removed on drop.
     temporary: Option<PathBuf>,
     /// The directory the cache lives in.
@@ -188,6 +213,8 @@ pub struct IndexCache {
 
 impl Drop for IndexCache {
     fn drop(&mut self) {
+        // A cache that cannot take its copies only costs the next command a download.
+        let _ = self.flush_copies();
         if let Some(p) = &self.temporary {
             let _ = std::fs::remove_file(p);
         }
@@ -212,6 +239,7 @@ impl IndexCache {
                 Ok(db) => {
                     return Ok(IndexCache {
                         db,
+                        pending: Default::default(),
                         temporary: None,
                         dir,
                     })
@@ -223,6 +251,7 @@ impl IndexCache {
                     if let Ok(Ok(db)) = again {
                         return Ok(IndexCache {
                             db,
+                            pending: Default::default(),
                             temporary: None,
                             dir,
                         });
@@ -242,6 +271,7 @@ impl IndexCache {
         let db = database(&tmp)?;
         Ok(IndexCache {
             db,
+            pending: Default::default(),
             temporary: Some(tmp),
             dir,
         })
@@ -277,6 +307,64 @@ impl IndexCache {
         txn.delete_table(INDEX_FILES)?;
         txn.delete_table(CONDEMNED)?;
         txn.delete_table(CONDEMNED_BLOBS)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The kept copy of a remote object, if any.
+    pub fn copy_of(&self, kind: Copy, id: &Id) -> Result<Option<Vec<u8>>> {
+        {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, _, bytes)) = pending.0.iter().find(|(k, i, _)| *k == kind && i == &id.0)
+            {
+                return Ok(Some(bytes.clone()));
+            }
+        }
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(kind.table()) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get(&id.0)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Keeps a copy of a remote object; written with others once enough are pending.
+    pub fn keep_copy(&self, kind: Copy, id: &Id, sealed: &[u8]) -> Result<()> {
+        let full = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.0.push((kind, id.0, sealed.to_vec()));
+            pending.1 += sealed.len();
+            pending.1 >= COPIES_BATCH
+        };
+        if full {
+            self.flush_copies()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending copies in one transaction.
+    pub fn flush_copies(&self) -> Result<()> {
+        let copies = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.1 = 0;
+            std::mem::take(&mut pending.0)
+        };
+        if copies.is_empty() {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Eventual);
+        {
+            let mut trees = txn.open_table(TREES)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS)?;
+            for (kind, id, bytes) in &copies {
+                match kind {
+                    Copy::Tree => trees.insert(id, bytes.as_slice())?,
+                    Copy::Snapshot => snapshots.insert(id, bytes.as_slice())?,
+                };
+            }
+        }
         txn.commit()?;
         Ok(())
     }

@@ -686,6 +686,10 @@ impl Repository {
         // A dry run encodes too: how much a backup would store is what it is asked for.
         let stored =
             cairn_crypto::encode_blob(&self.keys, &blob, plaintext, self.config.zstd_level);
+        // The next backup walks this tree as its parent: a remote one need not send it back.
+        if blob.kind == BlobType::Tree && self.backend.remote() && !self.dry_run {
+            self.cache.keep_copy(cache::Copy::Tree, &blob.id, &stored)?;
+        }
         self.pack_stored(blob, raw_len, stored)
     }
 
@@ -742,9 +746,21 @@ impl Repository {
                 kind_noun(blob.kind)
             )));
         }
+        let keep = blob.kind == BlobType::Tree && self.backend.remote();
+        if keep {
+            if let Some(stored) = self.cache.copy_of(cache::Copy::Tree, &blob.id)? {
+                if let Ok(plain) = self.open_blob(blob, &stored, loc.raw_len) {
+                    return Ok(plain);
+                }
+            }
+        }
         let stored =
             self.read_pack_range(&loc.pack, u64::from(loc.offset), u64::from(loc.stored_len))?;
-        self.open_blob(blob, &stored, loc.raw_len)
+        let plain = self.open_blob(blob, &stored, loc.raw_len)?;
+        if keep {
+            self.cache.keep_copy(cache::Copy::Tree, &blob.id, &stored)?;
+        }
+        Ok(plain)
     }
 
     pub fn load_tree(&self, id: TreeId) -> Result<Tree> {
@@ -937,8 +953,20 @@ impl Repository {
     }
 
     pub fn load_snapshot(&self, id: SnapshotId) -> Result<Snapshot> {
+        let remote = self.backend.remote();
+        if remote {
+            if let Some(bytes) = self.cache.copy_of(cache::Copy::Snapshot, &id.0)? {
+                if file_id(&bytes) == id.0 {
+                    return self.open_snapshot(&id, &bytes);
+                }
+            }
+        }
         let bytes = self.read_file(FileType::Snapshot, &id.0)?;
-        self.open_snapshot(&id, &bytes)
+        let snapshot = self.open_snapshot(&id, &bytes)?;
+        if remote {
+            self.cache.keep_copy(cache::Copy::Snapshot, &id.0, &bytes)?;
+        }
+        Ok(snapshot)
     }
 
     /// Opens a snapshot file's bytes.

@@ -209,6 +209,10 @@ impl Backend for Dal {
         self.location.clone()
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     /// S3 (AWS since 2020, Garage by its quorums) lists every object whose PUT returned.
     /// WebDAV and FTP servers store plain files, listed as written.
     fn guarantees(&self) -> Guarantees {

@@ -251,6 +251,10 @@ impl Backend for Rest {
         self.location.clone()
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     fn guarantees(&self) -> Guarantees {
         let exclusive = *self.exclusive.get_or_init(|| {
             let what = || "cannot look up config".to_string();

@@ -98,6 +98,10 @@ impl Backend for Retrying {
         self.inner.location()
     }
 
+    fn remote(&self) -> bool {
+        self.inner.remote()
+    }
+
     fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
     }

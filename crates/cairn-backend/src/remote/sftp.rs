@@ -230,6 +230,10 @@ impl Backend for Sftp {
         self.location.clone()
     }
 
+    fn remote(&self) -> bool {
+        true
+    }
+
     /// A hard link (or OpenSSH's link-based rename) fails on an existing name atomically, and a
     /// directory listing shows every file linked before it began.
     fn guarantees(&self) -> Guarantees {

@@ -237,9 +237,14 @@ impl Repository {
             .create(FileType::Snapshot, &id.to_hex(), sealed)
         {
             // Written before: a retry after an error that hid its success (the same bytes).
-            Err(e) if e.kind == cairn_backend::BackendErrorKind::AlreadyExists => Ok(()),
-            r => Ok(r?),
+            Err(e) if e.kind == cairn_backend::BackendErrorKind::AlreadyExists => {}
+            r => r?,
         }
+        if self.backend.remote() {
+            self.cache
+                .keep_copy(crate::cache::Copy::Snapshot, &id.0, sealed)?;
+        }
+        Ok(())
     }
 
     /// After the session was fenced off: a new session, then every blob below `root` must be
