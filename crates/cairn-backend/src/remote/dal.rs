@@ -318,31 +318,51 @@ impl Backend for Dal {
         )
     }
 
+    /// An object store lists the whole repository in pages; a file server, each directory of
+    /// the layout (FTP has no recursive listing).
     fn remove_stale_temporaries(&self, age: Duration) -> Result<(u64, u64)> {
-        let entries = self.run(
-            || "cannot list temporaries".into(),
-            self.op.list_with("").recursive(true),
-        )?;
+        let mut listings = Vec::new();
+        if self.service == Service::S3 {
+            listings.push(("".to_string(), true));
+        } else {
+            listings.push(("".to_string(), false));
+            listings.extend(super::layout_dirs().into_iter().map(|d| (d, false)));
+        }
         let now = std::time::SystemTime::now();
         let (mut count, mut bytes) = (0, 0);
-        for entry in entries {
-            let name = entry.name();
-            if !is_temporary(name) || !entry.metadata().is_file() {
-                continue;
-            }
-            let stale = entry
-                .metadata()
-                .last_modified()
-                .map(std::time::SystemTime::from)
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|a| a > age);
-            if stale {
-                self.run(
-                    || format!("cannot remove {name}"),
-                    self.op.delete(entry.path()),
-                )?;
-                count += 1;
-                bytes += entry.metadata().content_length();
+        for (dir, recursive) in listings {
+            let path = if dir.is_empty() {
+                dir
+            } else {
+                format!("{dir}/")
+            };
+            let entries = match self.run(
+                || format!("cannot list {path} at {}", self.location),
+                self.op.list_with(&path).recursive(recursive),
+            ) {
+                Ok(e) => e,
+                Err(e) if e.kind == BackendErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for entry in entries {
+                let name = entry.name();
+                if !is_temporary(name) || !entry.metadata().is_file() {
+                    continue;
+                }
+                let stale = entry
+                    .metadata()
+                    .last_modified()
+                    .map(std::time::SystemTime::from)
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|a| a > age);
+                if stale {
+                    self.run(
+                        || format!("cannot remove {name}"),
+                        self.op.delete(entry.path()),
+                    )?;
+                    count += 1;
+                    bytes += entry.metadata().content_length();
+                }
             }
         }
         Ok((count, bytes))

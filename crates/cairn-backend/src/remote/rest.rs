@@ -297,7 +297,7 @@ impl Backend for Rest {
         })?;
         Ok(listed
             .into_iter()
-            .filter(|l| !l.name.starts_with(crate::TEMP_PREFIX))
+            .filter(|l| !l.name.contains('.'))
             .map(|l| Entry {
                 name: l.name,
                 size: l.size,

@@ -248,7 +248,8 @@ impl Backend for Sftp {
             || format!("cannot list {}s at {}", t.noun(), self.location),
             self.list_dirs(self.dirs(Some(t))),
         )?;
-        entries.retain(|e| !e.name.starts_with(crate::TEMP_PREFIX));
+        // Temporaries: no object of the layout has a dot in its name.
+        entries.retain(|e| !e.name.contains('.'));
         if t == FileType::Config {
             entries.retain(|e| e.name == "config");
         }
