@@ -11,9 +11,11 @@ mod backend;
 mod host;
 mod source;
 mod store;
+mod proxy;
 
 pub use backend::{key, CrashAfterWrites, FlipBits, MemBackend, Objects};
 pub use host::ManualHost;
+pub use proxy::{FaultProxy, Faults, Injected};
 pub use source::{listing, SourceTree};
 pub use store::MemStore;
 
