@@ -301,7 +301,9 @@ fn forward(conn: &Conn, to: &TcpStream, bytes: &[u8], plan: Plan, shared: &Share
     let n = bytes.len() as u64;
     let before = conn.moved.fetch_add(n, Ordering::SeqCst);
     let cut = match plan {
-        Plan::Reset { after } | Plan::Delay { after, .. } if before < after && after <= before + n => {
+        Plan::Reset { after } | Plan::Delay { after, .. }
+            if before < after && after <= before + n =>
+        {
             // In 1..=bytes.len(), so the cast and the split cannot fail.
             Some((after - before) as usize)
         }
@@ -365,15 +367,15 @@ fn answer_with_error(conn: &Conn, status: u16, shared: &Shared) -> Answered {
     let header = |name: &str| {
         head.split("\r\n").skip(1).find_map(|line| {
             let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
         })
     };
     // A client that waits for `100 Continue` sends no body: the final status is its answer.
-    let expects_continue =
-        header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let expects_continue = header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     if !expects_continue {
-        if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-        {
+        if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             reader.skip_chunked();
         } else if let Some(len) = header("content-length").and_then(|v| v.parse().ok()) {
             reader.skip(len);
