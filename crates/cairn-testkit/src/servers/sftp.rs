@@ -83,9 +83,13 @@ pub fn sftp(repo: &str) -> Server {
 }
 
 /// Only keys, only the current user, nothing from /etc/ssh. `StrictModes no`: the key files
-/// sit under /tmp, which is world-writable, and sshd would refuse them for that.
+/// sit under /tmp, which is world-writable, and sshd would refuse them for that. PAM only when
+/// not root: without it sshd refuses an account whose password is locked (`!` in /etc/shadow,
+/// as key-only accounts often have, and it cannot read the shadow file to tell otherwise),
+/// while as root the system's PAM session modules can fail in a container (pam_loginuid).
 fn sshd_config(base: &Path, port: u16, user: &str) -> String {
     let base = base.display();
+    let use_pam = if user == "root" { "no" } else { "yes" };
     format!(
         "Port {port}
 ListenAddress 127.0.0.1
@@ -97,7 +101,7 @@ PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
-UsePAM no
+UsePAM {use_pam}
 StrictModes no
 AllowUsers {user}
 Subsystem sftp internal-sftp
