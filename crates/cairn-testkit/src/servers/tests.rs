@@ -343,3 +343,31 @@ fn servers_garage_cluster_writes_with_a_node_down_and_takes_it_back() {
     let read = rclone_s3(&on_restarted, &cluster.env, &["cat", "BUCKET:during"]).unwrap();
     assert_eq!(read, "written by two");
 }
+
+#[test]
+fn servers_a_missing_binary_is_a_failure_naming_the_install_command() {
+    let panic =
+        std::panic::catch_unwind(|| require("cairn-no-such-server", "cairn-no-such-package"))
+            .expect_err("a missing binary must fail the test");
+    let message = panic.downcast_ref::<String>().unwrap();
+    assert!(message.contains("cargo xtask servers"), "{message}");
+    assert!(message.contains("cairn-no-such-package"), "{message}");
+}
+
+#[test]
+fn servers_a_server_that_exits_is_a_failure_quoting_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = Process::spawn(
+        "a failing server",
+        Command::new("sh").args(["-c", "echo 'cannot open the data dir' >&2; exit 3"]),
+        &dir.path().join("log"),
+    );
+    match wait_ready(&mut process, || Err("not yet".to_string())) {
+        Err(Failure::Fatal(why)) => {
+            assert!(why.contains("cannot open the data dir"), "{why}");
+            assert!(why.contains("exit status: 3"), "{why}");
+        }
+        Err(Failure::PortTaken(why)) => panic!("not a port clash: {why}"),
+        Ok(()) => panic!("an exited server was taken for ready"),
+    }
+}
