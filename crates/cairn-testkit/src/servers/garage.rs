@@ -28,6 +28,22 @@ const VERSION: &str = "2.5.0";
 pub const GARAGE_REGION: &str = "garage";
 const KEY_NAME: &str = "cairn-test";
 
+/// The user's AWS settings that would override or disturb the generated key, region and
+/// endpoint; `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE` are set to /dev/null instead.
+pub(super) const AWS_VARIABLES: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_CA_BUNDLE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+];
+
 /// The Garage binary: `$CAIRN_GARAGE`, else `~/.cache/cairn-tools/garage-2.5.0/bin/garage`
 /// (where `cargo xtask servers` builds it), else `garage` on PATH.
 pub fn garage_binary() -> PathBuf {
@@ -87,6 +103,8 @@ pub fn s3_garage(bucket: &str) -> Server {
 pub struct GarageCluster {
     pub location: String,
     pub env: Vec<(String, String)>,
+    /// As `Server::env_remove`.
+    pub env_remove: Vec<String>,
     bin: PathBuf,
     describe: Describe,
     nodes: Vec<Node>,
@@ -113,11 +131,17 @@ impl GarageCluster {
         GarageCluster {
             location,
             env,
+            env_remove: super::names(&[super::PROXY_VARIABLES, AWS_VARIABLES]),
             bin,
             describe,
             nodes,
             _dir: dir,
         }
+    }
+
+    /// Removes `env_remove` from `cmd`'s environment and sets `env`.
+    pub fn apply_env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        super::apply_env(cmd, &self.env_remove, &self.env)
     }
 
     /// The location through node `i`'s S3 API.
@@ -261,6 +285,11 @@ fn describe(bucket: &str, key_id: String, secret_key: String) -> Describe {
                 ("AWS_SECRET_ACCESS_KEY".to_string(), secret_key.clone()),
                 ("AWS_DEFAULT_REGION".to_string(), GARAGE_REGION.to_string()),
                 ("AWS_REGION".to_string(), GARAGE_REGION.to_string()),
+                ("AWS_CONFIG_FILE".to_string(), "/dev/null".to_string()),
+                (
+                    "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+                    "/dev/null".to_string(),
+                ),
             ],
         )
     })

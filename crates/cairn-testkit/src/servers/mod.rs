@@ -41,6 +41,10 @@ pub struct Server {
     pub location: String,
     /// Environment the cairn process needs (credentials, the ssh command).
     pub env: Vec<(String, String)>,
+    /// Variables the cairn process must not inherit from the user, because they would change
+    /// how its client reaches or signs for this server (proxies; AWS profiles, session tokens,
+    /// CA bundles and endpoints). `apply_env` removes them and sets `env`.
+    pub env_remove: Vec<String>,
     /// The directory the server serves when it stores plain files (rclone, sftp, ftp); the
     /// repository's files are under `root/<repo>`, so a test can copy a local repository in or
     /// look at objects. None for Garage.
@@ -68,6 +72,41 @@ impl Server {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Removes `env_remove` from `cmd`'s environment and sets `env`.
+    pub fn apply_env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        apply_env(cmd, &self.env_remove, &self.env)
+    }
+}
+
+pub(crate) fn apply_env<'c>(
+    cmd: &'c mut Command,
+    remove: &[String],
+    env: &[(String, String)],
+) -> &'c mut Command {
+    for name in remove {
+        cmd.env_remove(name);
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+}
+
+/// A proxy named in the environment would carry a client's requests to loopback elsewhere.
+const PROXY_VARIABLES: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "ftp_proxy",
+    "FTP_PROXY",
+];
+
+fn names(lists: &[&[&str]]) -> Vec<String> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter().map(|n| n.to_string()))
+        .collect()
 }
 
 /// `rclone serve restic` on `root`: location `rest:http://127.0.0.1:PORT/<repo>`.
@@ -172,9 +211,15 @@ fn server(
     dir: TempDir,
 ) -> Server {
     let (location, env) = describe(addr);
+    let env_remove = if location.starts_with("s3:") {
+        names(&[PROXY_VARIABLES, garage::AWS_VARIABLES])
+    } else {
+        names(&[PROXY_VARIABLES])
+    };
     Server {
         location,
         env,
+        env_remove,
         root,
         addr,
         describe,

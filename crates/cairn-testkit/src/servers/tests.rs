@@ -267,6 +267,7 @@ fn servers_rest_through_a_fault_proxy_gets_the_error_then_the_answer() {
 
 /// rclone as the S3 client, configured from a location and environment as cairn would be.
 fn rclone_s3(location: &str, env: &[(String, String)], args: &[&str]) -> Result<String, String> {
+    let remove = names(&[PROXY_VARIABLES, garage::AWS_VARIABLES]);
     let rest = location.strip_prefix("s3:").unwrap();
     let (endpoint, bucket) = rest.rsplit_once('/').unwrap();
     let args: Vec<String> = args
@@ -274,13 +275,13 @@ fn rclone_s3(location: &str, env: &[(String, String)], args: &[&str]) -> Result<
         .map(|a| a.replace("BUCKET:", &format!(":s3:{bucket}/")))
         .collect();
     let dir = tempfile::tempdir().unwrap();
+    let mut rclone = Command::new(require("rclone", "rclone"));
     output(
-        Command::new(require("rclone", "rclone"))
+        apply_env(&mut rclone, &remove, env)
             .arg("--config")
             .arg(dir.path().join("rclone.conf"))
             .args(["--retries", "1", "--low-level-retries", "1"])
             .args(&args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RCLONE_S3_PROVIDER", "Other")
             .env("RCLONE_S3_ENV_AUTH", "true")
             .env("RCLONE_S3_ENDPOINT", endpoint)
@@ -334,6 +335,7 @@ fn servers_garage_cluster_writes_with_a_node_down_and_takes_it_back() {
         "written by three",
     );
     cluster.stop_node(2);
+    assert!(connect(cluster.s3_addr(2)).is_err(), "node 2 still answers");
     // Replication factor 3 with two nodes up still has a write quorum.
     put(&cluster.location, &cluster.env, "during", "written by two");
     cluster.start_node(2);
