@@ -373,3 +373,40 @@ fn servers_a_server_that_exits_is_a_failure_quoting_its_log() {
         Ok(()) => panic!("an exited server was taken for ready"),
     }
 }
+
+/// restic, whose location syntax cairn's follows, initializes a repository at the location and
+/// with the environment a server hands out: the locations mean what restic means by them.
+fn restic_init(location: &str, remove: &[String], env: &[(String, String)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut restic = Command::new(require("restic", "restic"));
+    apply_env(&mut restic, remove, env)
+        .args(["--no-cache", "-r", location])
+        .env("RESTIC_PASSWORD", "restic-password")
+        .env_remove("RESTIC_REPOSITORY")
+        .env_remove("RESTIC_PASSWORD_FILE")
+        .env_remove("RESTIC_PASSWORD_COMMAND")
+        .current_dir(dir.path());
+    if let Some((_, command)) = env.iter().find(|(k, _)| k == "CAIRN_SFTP_COMMAND") {
+        restic.args(["-o", &format!("sftp.command={command}")]);
+    }
+    restic.arg("init");
+    if let Err(e) = output(&mut restic) {
+        panic!("restic init at {location}: {e}");
+    }
+}
+
+#[test]
+fn servers_locations_mean_what_restic_means_by_them() {
+    let rest = rest_rclone("repo");
+    restic_init(&rest.location, &rest.env_remove, &rest.env);
+    assert!(rest.root.as_ref().unwrap().join("repo/config").is_file());
+
+    let sftp = sftp("repo");
+    restic_init(&sftp.location, &sftp.env_remove, &sftp.env);
+    assert!(sftp.root.as_ref().unwrap().join("repo/config").is_file());
+
+    let s3 = s3_garage("bucket");
+    restic_init(&s3.location, &s3.env_remove, &s3.env);
+    let listed = rclone_s3(&s3.location, &s3.env, &["lsf", "BUCKET:"]).unwrap();
+    assert!(listed.lines().any(|l| l == "config"), "{listed}");
+}
