@@ -1,8 +1,9 @@
 //! Project chores: `cargo xtask demo` (a backup and restore on a local repository),
 //! `cargo xtask bench` (cairn beside restic, borg and rustic on the same data, written to
 //! BENCHMARKS.md), `cargo xtask simulate` (the garbage-collection simulation over many
-//! seeds, `crates/cairn-sim`) and `cargo xtask tidy` (the workspace's structural rules, also run
-//! by `cargo test`).
+//! seeds, `crates/cairn-sim`), `cargo xtask tidy` (the workspace's structural rules, also run
+//! by `cargo test`), `cargo xtask servers` (installs the servers the remote-backend tests start)
+//! and `cargo xtask test` (`servers`, then `cargo test --workspace`: the README's test command).
 //!
 //! No dependencies, so it compiles in seconds.
 
@@ -10,6 +11,7 @@ mod bench;
 mod ceiling;
 mod corpus;
 mod report;
+mod servers;
 mod tidy;
 mod tools;
 
@@ -24,7 +26,9 @@ const USAGE: &str = "usage: cargo xtask demo [PATH]
                          [--quick] [--out FILE]
        cargo xtask bench --help
        cargo xtask simulate [--seeds N] [--start S] [--seed S] [--steps K] [--jobs J] [-v]
-       cargo xtask tidy";
+       cargo xtask tidy
+       cargo xtask servers
+       cargo xtask test [CARGO TEST ARGS]";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +40,8 @@ fn main() {
         }),
         Some("simulate") => simulate(&args[1..]),
         Some("tidy") => tidy::tidy(&args[1..]),
+        Some("servers") => servers::servers(&args[1..]),
+        Some("test") => servers::test(&args[1..]),
         _ => Err(USAGE.into()),
     };
     if let Err(e) = result {

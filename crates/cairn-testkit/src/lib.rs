@@ -1,19 +1,23 @@
 //! Pieces the tests of cairn's crates share, so that each test says what it checks rather than
 //! how to fake a store: `MemBackend` (objects in a map), `MemStore` (a `BlobStore` on a map, for
 //! the content engines), `FlipBits` and `CrashAfterWrites` (backends that damage reads or stop
-//! writing), `ManualHost` (clocks a test sets), `SourceTree` (files to back up) and
-//! `assert_check_clean`.
+//! writing), `ManualHost` (clocks a test sets), `SourceTree` (files to back up),
+//! `assert_check_clean`, and for the remote backends `servers` (real servers started on
+//! loopback) and `FaultProxy` (a TCP proxy that injects resets, delays and HTTP errors).
 //!
 //! Invariant: this crate is only ever a dev-dependency (`cargo xtask tidy` holds it), so nothing
 //! here can reach a user's binary.
 
 mod backend;
 mod host;
+mod proxy;
+pub mod servers;
 mod source;
 mod store;
 
 pub use backend::{key, CrashAfterWrites, FlipBits, MemBackend, Objects};
 pub use host::ManualHost;
+pub use proxy::{FaultProxy, Faults, Injected};
 pub use source::{listing, SourceTree};
 pub use store::MemStore;
 
