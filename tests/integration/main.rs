@@ -13,5 +13,6 @@ mod incremental;
 mod privacy;
 mod prune;
 mod recovery;
+mod remote;
 mod roundtrip;
 mod stopped;

@@ -44,8 +44,9 @@ pub struct Dir {
     tmp: tempfile::TempDir,
     root: PathBuf,
     repo: PathBuf,
-    /// A remote location in place of `repo`, and what its server needs in the environment.
-    remote: Option<(String, Vec<(String, String)>)>,
+    /// A remote location in place of `repo`, what its server needs in the environment, and
+    /// what must not be inherited (proxies, AWS profiles).
+    remote: Option<(String, Vec<(String, String)>, Vec<String>)>,
 }
 
 /// Makes a fresh test directory.
@@ -89,9 +90,10 @@ impl Dir {
         self.repo = repo.as_ref().to_path_buf();
     }
 
-    /// Points `CAIRN_REPO` at a remote location, with the environment its server needs.
-    pub fn set_remote(&mut self, location: &str, env: &[(String, String)]) {
-        self.remote = Some((location.to_string(), env.to_vec()));
+    /// Points `CAIRN_REPO` at a remote location, with the environment its server needs and
+    /// without the variables in `remove`.
+    pub fn set_remote(&mut self, location: &str, env: &[(String, String)], remove: &[String]) {
+        self.remote = Some((location.to_string(), env.to_vec(), remove.to_vec()));
     }
 
     pub fn cache(&self) -> PathBuf {
@@ -110,7 +112,10 @@ impl Dir {
             .env("CAIRN_CACHE_DIR", self.cache())
             .current_dir(&self.root)
             .stdin(Stdio::null());
-        if let Some((location, env)) = &self.remote {
+        if let Some((location, env, remove)) = &self.remote {
+            for name in remove {
+                cmd.env_remove(name);
+            }
             cmd.env("CAIRN_REPO", location);
             cmd.envs(env.iter().map(|(k, v)| (k, v)));
         }

@@ -4,7 +4,8 @@
 //!
 //! Invariant: a create is one POST the server stores atomically, then a HEAD that the stored
 //! length is what was sent. Whether a create is exclusive is the server's to say: `cairn serve`
-//! says so in a header on `config`; other servers are taken to overwrite.
+//! says so in a header on `config`; other servers are taken to overwrite, so a HEAD first makes
+//! sure the name is free (which two racing clients can both see: not exclusive).
 
 use super::{error, Gate, RemoteOptions, REQUEST_TIMEOUT};
 use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
@@ -380,6 +381,20 @@ impl Backend for Rest {
 
     fn create_parts(&self, t: FileType, name: &str, parts: &[&[u8]]) -> Result<()> {
         let what = || format!("cannot store {} {name}", t.noun());
+        // A server that may overwrite (rest-server without --append-only, rclone) is asked
+        // first whether the name is free; only an exclusive one refuses it by itself.
+        if !self.guarantees().exclusive_create {
+            match self.length(t, name) {
+                Ok(_) => {
+                    return Err(error(
+                        BackendErrorKind::AlreadyExists,
+                        format!("{} {name} exists already", t.noun()),
+                    ))
+                }
+                Err(e) if e.kind == BackendErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
         let body = Bytes::from(parts.concat());
         let len = body.len() as u64;
         let answer = self.request(Method::POST, &path_of(t, name), &[], Some(body), &what)?;
