@@ -213,12 +213,14 @@ pub(crate) async fn read_upload(
         let wait_until = deadline.min(Instant::now() + STALL);
         let next = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let frame = match tokio::time::timeout_at(wait_until, next).await {
-            Err(_) => return Err(Failure::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
+            Err(_) => {
+                return Err(Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
                     "upload too slow: {total} bytes arrived, then it stalled or ran out of time"
                 ),
-            )),
+                ))
+            }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 return Err(Failure::new(
