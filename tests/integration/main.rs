@@ -14,4 +14,5 @@ mod privacy;
 mod prune;
 mod recovery;
 mod roundtrip;
+mod serve;
 mod stopped;

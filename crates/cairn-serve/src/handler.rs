@@ -368,7 +368,10 @@ async fn read(
     let (dir, route) = (route.dir(&state.root), route.clone());
     blocking(move || {
         let backend = Arc::new(open_repo(&dir, &route)?);
-        let size = backend.size(t, &name).map_err(backend_failure)?;
+        let size = backend.size(t, &name).map_err(|e| match e.kind {
+            BackendErrorKind::NotFound => not_found(t, &name),
+            _ => backend_failure(e),
+        })?;
         let Some(range) = range else {
             let mut r = respond(StatusCode::OK, Body::empty());
             set_length(r.headers_mut(), size);
@@ -420,6 +423,14 @@ async fn read(
         Ok(r)
     })
     .await?
+}
+
+fn not_found(t: FileType, name: &str) -> Failure {
+    let what = match t {
+        FileType::Config => "config".to_string(),
+        _ => format!("{} {name}", t.noun()),
+    };
+    Failure::new(StatusCode::NOT_FOUND, format!("no {what}"))
 }
 
 fn value(s: String) -> HeaderValue {
@@ -571,7 +582,10 @@ async fn delete(
     blocking(move || {
         open_repo(&dir, &route)?
             .remove(t, &name)
-            .map_err(backend_failure)
+            .map_err(|e| match e.kind {
+                BackendErrorKind::NotFound => not_found(t, &name),
+                _ => backend_failure(e),
+            })
     })
     .await??;
     Ok(respond(StatusCode::OK, Body::empty()))

@@ -159,7 +159,11 @@ impl Server {
 
     /// Serves until SIGINT or SIGTERM, then lets requests in flight finish (briefly) and
     /// returns.
+    /// The process's soft limit on open files is raised to its hard limit first (as Go's
+    /// runtime does for rest-server): each connection holds a descriptor, and the usual soft
+    /// limit of 1024 is soon reached by clients that merely keep connections open.
     pub fn run_until_signal(self) -> Result<(), Error> {
+        raise_open_file_limit();
         let runtime = runtime()?;
         runtime.block_on(async move {
             use tokio::signal::unix::{signal, SignalKind};
@@ -203,6 +207,21 @@ impl Server {
             stop: Some(stop_tx),
             thread: Some(thread),
         })
+    }
+}
+
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is no limit, which Linux does not take for open files: ask for a million.
+    let target = limit.maximum.unwrap_or(1 << 20);
+    if limit.current.is_some_and(|current| current < target) {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        };
+        // Without it the server still runs, with fewer connections at once.
+        let _ = setrlimit(Resource::Nofile, raised);
     }
 }
 

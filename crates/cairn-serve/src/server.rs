@@ -28,8 +28,10 @@ use tokio::net::{TcpListener, TcpStream};
 /// A connection that moves no byte for this long while none of its requests is being worked
 /// on is closed.
 const IDLE: Duration = Duration::from_secs(120);
-/// A client has this long to send a request's headers (HTTP/1.1) or finish a TLS handshake.
-const HEADERS: Duration = Duration::from_secs(30);
+/// A client has this long to send a request's headers (HTTP/1.1; hyper counts an idle
+/// keep-alive connection's wait for its next request too) or to finish a TLS handshake. Less
+/// than Go's 90 s of idle keep-alive, so restic rarely finds its connection closed under it.
+const HEADERS: Duration = Duration::from_secs(60);
 /// After a stop, requests in flight have this long to finish.
 const FINISH: Duration = Duration::from_secs(10);
 
@@ -148,11 +150,13 @@ async fn drive<S>(
             .into_owned(),
     );
     tokio::select! {
-        done = conn => {
-            if let Err(e) = done {
-                log(format_args!("{peer}: connection failed: {}", chain(&*e)));
-            }
-        }
+        done = conn => match done {
+            // A keep-alive connection that sent no next request within `HEADERS` is closed
+            // by hyper as a timeout: what every client's idle connections come to.
+            Err(e) if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) => {}
+            Err(e) => log(format_args!("{peer}: connection failed: {}", chain(&*e))),
+            Ok(()) => {}
+        },
         () = activity.idle_for(IDLE) => log(format_args!(
             "{peer}: closed after {} s without progress",
             IDLE.as_secs()
