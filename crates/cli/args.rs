@@ -148,7 +148,7 @@ pub(crate) struct ServeArgs {
     pub(crate) tls_key: Option<PathBuf>,
     /// Refuse uploads larger than SIZE (like 512MiB). The default holds a pack of the
     /// default size with its largest blob, and restic's largest packs; repositories made with
-    /// `init --pack-size` above 160 MiB need more.
+    /// `init --pack-size` above 128 MiB need more.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = values::byte_size)]
     pub(crate) max_object_size: u64,
 }

@@ -29,9 +29,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The default of `--max-object-size`: room for a pack of cairn's default size (16 MiB) plus
-/// its largest blob (a 64 MiB tree) and header, for restic's largest packs (128 MiB plus a
-/// chunk), and for an index file at cairn's reading limit (256 MiB, repo-format.md, "Limits").
+/// The default of `--max-object-size`. A pack is at most `pack_size` plus its largest blob (64
+/// MiB) plus a header of at most 2^20 entries (41 MiB) (repo-format.md, sections 11 and 20), so
+/// this holds the packs of every `pack_size` up to 128 MiB, restic's largest packs (128 MiB plus
+/// a chunk), and an index file at cairn's reading limit (256 MiB).
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 256 << 20;
 
 /// What `bind` needs to know.
