@@ -159,11 +159,14 @@ impl Server {
     }
 
     /// Serves until SIGINT or SIGTERM, then lets requests in flight finish (briefly) and
-    /// returns.
+    /// returns. `ready` runs once both signals are caught, before the first request is
+    /// answered: a caller that announces the server there can be stopped cleanly by whoever
+    /// read the announcement.
+    ///
     /// The process's soft limit on open files is raised to its hard limit first (as Go's
     /// runtime does for rest-server): each connection holds a descriptor, and the usual soft
     /// limit of 1024 is soon reached by clients that merely keep connections open.
-    pub fn run_until_signal(self) -> Result<(), Error> {
+    pub fn run_until_signal(self, ready: impl FnOnce()) -> Result<(), Error> {
         raise_open_file_limit();
         let runtime = runtime()?;
         runtime.block_on(async move {
@@ -172,6 +175,7 @@ impl Server {
                 .map_err(|e| io_error("cannot handle SIGTERM", e))?;
             let mut int =
                 signal(SignalKind::interrupt()).map_err(|e| io_error("cannot handle SIGINT", e))?;
+            ready();
             let stop = async move {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -25,14 +25,16 @@ pub(crate) fn serve(cli: &Cli, a: &ServeArgs) -> Result<u8> {
         max_object_size: a.max_object_size,
     };
     let server = cairn_serve::bind(a.listen, opts).map_err(serve_error)?;
-    // Printed even with --quiet: with port 0 this line is the only way to learn the port.
-    let mut out = std::io::stdout();
-    writeln!(out, "serving {} at {}", a.path.display(), server.url())?;
-    out.flush()?;
-    server.run_until_signal().map_err(serve_error)?;
+    let line = format!("serving {} at {}", a.path.display(), server.url());
+    // Printed even with --quiet: with port 0 this line is the only way to learn the port. A
+    // reader that is gone by then, or later, has nobody to tell.
+    let announce = || {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    };
+    server.run_until_signal(announce).map_err(serve_error)?;
     if !cli.quiet {
-        // Whoever read the first line may be gone by now: nothing to report that to.
-        let _ = writeln!(out, "stopped");
+        let _ = writeln!(std::io::stdout(), "stopped");
     }
     Ok(0)
 }
