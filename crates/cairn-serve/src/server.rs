@@ -206,7 +206,10 @@ impl Activity {
     async fn idle_for(&self, limit: Duration) {
         loop {
             tokio::time::sleep(limit / 4).await;
-            let quiet = self.now_ms() - self.last_ms.load(Ordering::Relaxed);
+            // Saturating: a byte may move between reading the clock and reading `last_ms`.
+            let quiet = self
+                .now_ms()
+                .saturating_sub(self.last_ms.load(Ordering::Relaxed));
             if self.busy.load(Ordering::Relaxed) == 0 && quiet >= limit.as_millis() as u64 {
                 return;
             }

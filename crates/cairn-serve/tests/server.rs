@@ -765,3 +765,43 @@ fn unusable_options_are_invalid_input() {
     });
     assert_eq!(kind(o), invalid);
 }
+
+#[test]
+fn of_clients_racing_to_create_one_name_exactly_one_wins() {
+    let s = serve();
+    create(&s, "repo");
+    // A verdict's name is fixed by its session, so rivals send different bytes under it.
+    let name = sha256(b"cairn verdict 0011223344556677");
+    for round in 0..5 {
+        let name = format!("{}{round}", &name[..63]);
+        let path = format!("/repo/locks/{name}");
+        let addr = s.addr();
+        let statuses: Vec<(u16, Vec<u8>)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..8u8)
+                .map(|i| {
+                    let path = path.clone();
+                    scope.spawn(move || {
+                        let body = vec![i; 100_000];
+                        (request(addr, "POST", &path, &[], &body).status, body)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        let winners: Vec<_> = statuses
+            .iter()
+            .filter(|(status, _)| *status == 200)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {:?}",
+            statuses.iter().map(|s| s.0).collect::<Vec<_>>()
+        );
+        assert!(statuses
+            .iter()
+            .all(|(status, _)| matches!(status, 200 | 403)));
+        let stored = std::fs::read(s.dir().join("repo/locks").join(&name)).unwrap();
+        assert_eq!(stored, winners[0].1, "the stored bytes are the winner's");
+    }
+}
