@@ -21,9 +21,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
 /// A connection that moves no byte for this long while none of its requests is being worked
 /// on is closed.
@@ -298,5 +299,39 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // tokio's paused clock: two minutes pass in no time.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_without_progress_and_without_a_request_in_flight() {
+        let limit = Duration::from_secs(120);
+        let activity = Arc::new(Activity::new());
+        // A request being worked on keeps a silent connection open however long it takes.
+        let busy = Busy::new(activity.clone());
+        let waited = tokio::time::timeout(limit * 10, activity.idle_for(limit)).await;
+        assert!(waited.is_err(), "closed while a request was in flight");
+        // Its answer done, the connection is idle from then on.
+        drop(busy);
+        let start = Instant::now();
+        activity.idle_for(limit).await;
+        let idle = start.elapsed();
+        assert!(idle >= limit && idle <= limit + limit / 4, "{idle:?}");
+        // A byte moved restarts the count.
+        activity.touch();
+        let watcher = activity.clone();
+        let closed = tokio::spawn(async move {
+            watcher.idle_for(limit).await;
+            Instant::now()
+        });
+        tokio::time::sleep(limit / 2).await;
+        activity.touch();
+        let touched = Instant::now();
+        let closed_at = closed.await.unwrap();
+        assert!(closed_at - touched >= limit, "{:?}", closed_at - touched);
     }
 }
