@@ -207,63 +207,28 @@ async fn dispatch(
     req: Request<Incoming>,
     label: &str,
 ) -> Result<Response<Body>, Failure> {
-    let config = || (FileType::Config, "config".to_string());
-    let method = req.method().clone();
-    match (route.target.clone(), method) {
-        (Target::Repo, Method::POST) => create_repo(state, &route, &req).await,
-        (Target::Repo, _) => Err(Failure::method_not_allowed("POST")),
-        (Target::List(t), Method::GET) => list(state, &route, t, req.headers()).await,
-        (Target::List(_), _) => Err(Failure::method_not_allowed("GET")),
-        (Target::Config, m) => {
-            let (t, name) = config();
-            object(
-                state,
-                &route,
-                t,
-                name,
-                m,
-                req,
-                label,
-                "HEAD, GET, POST, DELETE",
-            )
-            .await
+    let (t, name) = match route.target.clone() {
+        Target::Repo if req.method() == Method::POST => {
+            return create_repo(state, &route, &req).await
         }
-        (Target::Object(t, name), m) => {
-            object(
-                state,
-                &route,
-                t,
-                name,
-                m,
-                req,
-                label,
-                "HEAD, GET, POST, DELETE",
-            )
-            .await
+        Target::Repo => return Err(Failure::method_not_allowed("POST")),
+        Target::List(t) if req.method() == Method::GET => {
+            return list(state, &route, t, req.headers()).await
         }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn object(
-    state: &Arc<State>,
-    route: &Route,
-    t: FileType,
-    name: String,
-    method: Method,
-    req: Request<Incoming>,
-    label: &str,
-    allow: &'static str,
-) -> Result<Response<Body>, Failure> {
-    match method {
-        Method::HEAD => read(state, route, t, name, None, None).await,
+        Target::List(_) => return Err(Failure::method_not_allowed("GET")),
+        Target::Config => (FileType::Config, "config".to_string()),
+        Target::Object(t, name) => (t, name),
+    };
+    match req.method().clone() {
+        Method::HEAD => read(state, &route, t, name, Want::Length).await,
         Method::GET => {
             let range = req.headers().get(header::RANGE).cloned();
-            read(state, route, t, name, Some(range), Some(label.to_string())).await
+            let label = label.to_string();
+            read(state, &route, t, name, Want::Bytes { range, label }).await
         }
-        Method::POST => save(state, route, t, name, req).await,
-        Method::DELETE => delete(state, route, t, name).await,
-        _ => Err(Failure::method_not_allowed(allow)),
+        Method::POST => save(state, &route, t, name, req).await,
+        Method::DELETE => delete(state, &route, t, name).await,
+        _ => Err(Failure::method_not_allowed("HEAD, GET, POST, DELETE")),
     }
 }
 
@@ -356,14 +321,25 @@ async fn list(
     Ok(r)
 }
 
-/// `HEAD` (`range` is `None`) or `GET` of an object, whole or a range of it.
+/// What a read asks of an object.
+enum Want {
+    /// `HEAD`: its length.
+    Length,
+    /// `GET`: its bytes, or those of the range the `Range` header names; `label` names the
+    /// request in the log line of a read that fails after the headers went out.
+    Bytes {
+        range: Option<HeaderValue>,
+        label: String,
+    },
+}
+
+/// `HEAD` or `GET` of an object, whole or a range of it.
 async fn read(
     state: &State,
     route: &Route,
     t: FileType,
     name: String,
-    range: Option<Option<HeaderValue>>,
-    label: Option<String>,
+    want: Want,
 ) -> Result<Response<Body>, Failure> {
     let (dir, route) = (route.dir(&state.root), route.clone());
     blocking(move || {
@@ -372,10 +348,13 @@ async fn read(
             BackendErrorKind::NotFound => not_found(t, &name),
             _ => backend_failure(e),
         })?;
-        let Some(range) = range else {
-            let mut r = respond(StatusCode::OK, Body::empty());
-            set_length(r.headers_mut(), size);
-            return Ok(r);
+        let (range, label) = match want {
+            Want::Bytes { range, label } => (range, label),
+            Want::Length => {
+                let mut r = respond(StatusCode::OK, Body::empty());
+                set_length(r.headers_mut(), size);
+                return Ok(r);
+            }
         };
         let (status, start, len) = match parse_range(range.as_ref(), size) {
             Ok(None) => (StatusCode::OK, 0, size),
@@ -409,7 +388,7 @@ async fn read(
             next: start + first_len,
             end: start + len,
             pending: None,
-            label: label.unwrap_or_default(),
+            label,
         };
         let mut r = respond(status, Body::Object(stream));
         set_length(r.headers_mut(), len);
