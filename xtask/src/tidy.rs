@@ -1275,7 +1275,8 @@ mod tests {
             layering("Cargo.toml", &root, &[]),
             [
                 "tidy: Cargo.toml:6: `cairn` (layer 5) may not depend on `cairn-crypto` (layer \
-                 2) in [dependencies]; it may depend on: cairn-format, cairn-repo, cairn-engine"
+                 2) in [dependencies]; it may depend on: cairn-format, cairn-repo, cairn-engine, \
+                 cairn-serve"
             ]
         );
         assert_eq!(
