@@ -5,6 +5,7 @@ use crate::values;
 use crate::values::{count, duration, grace, percent, GroupBy};
 use cairn_engine::{KeepCount, KeepDuration, Policy};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -111,6 +112,57 @@ pub(crate) enum Command {
     /// Mend a damaged repository: rebuild the index, or save what snapshots still hold.
     #[command(subcommand)]
     Repair(RepairCommand),
+    /// Serve the repositories under a directory over restic's REST protocol (v2).
+    ///
+    /// restic (`-r rest:http://HOST:PORT/NAME`) and cairn's REST client store in them; a
+    /// repository is DIR itself or any folder below it, made by the client's `init`. Objects are
+    /// created once and never overwritten. Stop it with Ctrl-C or SIGTERM.
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
+}
+
+const SERVE_HELP: &str = "\
+Example: cairn serve --listen 0.0.0.0:8000 --path /srv/backups --append-only --htpasswd \
+/etc/cairn/htpasswd --tls-cert cert.pem --tls-key key.pem, then on a client: restic -r \
+rest:https://alice:PASSWORD@backup.example:8000/alice/laptop init. Make users with \
+`htpasswd -B FILE USER`. Each failed request is logged as one line on stderr.";
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on: HOST:PORT, or :PORT for every interface; port 0 takes a free one
+    /// (the address bound is printed).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8000",
+        value_parser = values::listen
+    )]
+    pub(crate) listen: SocketAddr,
+    /// The directory holding the repositories; it must exist.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) path: PathBuf,
+    /// Clients may add objects but delete none except locks, so that a compromised client
+    /// cannot destroy history (run `prune` on the server's machine, on DIR/NAME).
+    #[arg(long)]
+    pub(crate) append_only: bool,
+    /// Each user reaches only the repositories under /USER/.
+    #[arg(long, requires = "htpasswd")]
+    pub(crate) private_repos: bool,
+    /// Ask for HTTP basic authentication, checked against FILE: bcrypt (`htpasswd -B`) or
+    /// SHA-1 (`htpasswd -s`) lines. Read once at start.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) htpasswd: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// Refuse uploads larger than SIZE (like 512MiB). The default holds a pack of the
+    /// default size with its largest blob, and restic's largest packs; repositories made with
+    /// `init --pack-size` above 128 MiB need more.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = values::byte_size)]
+    pub(crate) max_object_size: u64,
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@
 
 use crate::output;
 use cairn_engine::{Filter, KeepCount, KeepDuration, ReadData};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,6 +61,47 @@ pub fn chunk_size(s: &str) -> Result<u32, String> {
     } else {
         Err(bad())
     }
+}
+
+/// Where `serve` listens: `HOST:PORT` (an IP address or a name that resolves), `[::1]:PORT`,
+/// or `:PORT` for every IPv4 interface, as restic's rest-server takes it.
+pub fn listen(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_string(),
+    };
+    if let Ok(addr) = full.parse() {
+        return Ok(addr);
+    }
+    let bad = || format!("{s:?} is no address: give HOST:PORT, like 127.0.0.1:8000, or :PORT");
+    full.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+/// A size in bytes: a number with an optional unit B, KiB, MiB or GiB (K, M, G, KB, MB and GB
+/// mean the same powers of 1024), from 1 MiB to 4 GiB less a byte.
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("invalid size {s:?}: give a number and a unit, like 256MiB");
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..split].parse().map_err(|_| bad())?;
+    let shift = match t[split..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))?;
+    if !(1 << 20..=u64::from(u32::MAX)).contains(&bytes) {
+        return Err(format!("size {s:?} is out of range: from 1MiB to 4095MiB"));
+    }
+    Ok(bytes)
 }
 
 /// Which of host, paths and tags group snapshots for a retention policy.
@@ -162,5 +204,25 @@ mod tests {
             .unwrap_err()
             .contains("too long"));
         assert_eq!(plain_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(listen(":8000").unwrap().to_string(), "0.0.0.0:8000");
+        assert_eq!(listen("[::1]:0").unwrap().to_string(), "[::1]:0");
+        assert_eq!(listen("127.0.0.1:9").unwrap().port(), 9);
+        for bad in ["", "8000", "127.0.0.1", "127.0.0.1:99999", "no host:1"] {
+            assert!(listen(bad).is_err(), "{bad}");
+        }
+        assert_eq!(byte_size("256MiB"), Ok(256 << 20));
+        assert_eq!(byte_size("1g"), Ok(1 << 30));
+        assert_eq!(byte_size("2097152"), Ok(2 << 20));
+        for bad in [
+            "",
+            "MiB",
+            "1KiB",
+            "4GiB",
+            "12 parsecs",
+            "-1MiB",
+            "99999999999999999999G",
+        ] {
+            assert!(byte_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -15,4 +15,5 @@ mod prune;
 mod recovery;
 mod remote;
 mod roundtrip;
+mod serve;
 mod stopped;

@@ -31,15 +31,22 @@ const LAYERS: &[(&str, Place)] = &[
             ],
         ),
     ),
+    // The REST server: it stores opaque objects through the local backend and never sees a
+    // key or a structure of the format.
+    ("cairn-serve", Place::Layer(3, &["cairn-backend"])),
     (
         "cairn-engine",
         Place::Layer(4, &["cairn-format", "cairn-chunker", "cairn-repo"]),
     ),
     // The root package: the `cairn` binary (crates/cli). It sees keys and storage only through
-    // the repository; cairn-crypto and cairn-backend are for its tests (dev-dependencies).
+    // the repository (and `cairn serve` through cairn-serve); cairn-crypto and cairn-backend are
+    // for its tests (dev-dependencies).
     (
         "cairn",
-        Place::Layer(5, &["cairn-format", "cairn-repo", "cairn-engine"]),
+        Place::Layer(
+            5,
+            &["cairn-format", "cairn-repo", "cairn-engine", "cairn-serve"],
+        ),
     ),
     ("cairn-sim", Place::TestSide),
     ("cairn-testkit", Place::TestSide),
@@ -1268,7 +1275,8 @@ mod tests {
             layering("Cargo.toml", &root, &[]),
             [
                 "tidy: Cargo.toml:6: `cairn` (layer 5) may not depend on `cairn-crypto` (layer \
-                 2) in [dependencies]; it may depend on: cairn-format, cairn-repo, cairn-engine"
+                 2) in [dependencies]; it may depend on: cairn-format, cairn-repo, cairn-engine, \
+                 cairn-serve"
             ]
         );
         assert_eq!(

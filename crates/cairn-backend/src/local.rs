@@ -91,6 +91,35 @@ impl LocalBackend {
         Ok(LocalBackend::open(root))
     }
 
+    /// Whether `root` holds every directory `create_layout` makes: what a server asked to
+    /// create a repository that exists answers by (restic's REST protocol makes that request
+    /// idempotent).
+    pub fn has_layout(root: &Path) -> bool {
+        let types = [
+            FileType::Key,
+            FileType::Index,
+            FileType::Snapshot,
+            FileType::Lock,
+            FileType::Pack,
+        ];
+        types.iter().all(|t| root.join(t.dir()).is_dir())
+            && (0..=255u8).all(|i| root.join("data").join(format!("{i:02x}")).is_dir())
+    }
+
+    /// The length of a stored object, from one stat, without reading it; `NotFound` if there
+    /// is no such object (a directory under its name is none).
+    pub fn size(&self, t: FileType, name: &str) -> Result<u64> {
+        let what = || format!("cannot stat {} {name}", t.noun());
+        let meta = fs::metadata(self.path(t, name)).map_err(|e| io_error(e, what))?;
+        if !meta.is_file() {
+            return Err(BackendError {
+                kind: BackendErrorKind::NotFound,
+                message: format!("{}: not a file", what()),
+            });
+        }
+        Ok(meta.len())
+    }
+
     fn dir_of(&self, t: FileType, name: &str) -> PathBuf {
         match t {
             FileType::Config => self.root.clone(),
@@ -392,6 +421,26 @@ mod tests {
         assert!(!old.exists());
         assert!(young.exists());
         assert_eq!(b.read(FileType::Pack, "ab12").unwrap(), b"hello");
+    }
+
+    #[test]
+    fn size_is_the_stored_length_and_has_layout_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        assert!(!LocalBackend::has_layout(&root));
+        let b = LocalBackend::create_layout(&root).unwrap();
+        assert!(LocalBackend::has_layout(&root));
+        b.create(FileType::Pack, "ab12", b"hello").unwrap();
+        assert_eq!(b.size(FileType::Pack, "ab12").unwrap(), 5);
+        let missing = b.size(FileType::Pack, "ab13").unwrap_err();
+        assert_eq!(missing.kind, BackendErrorKind::NotFound);
+        fs::create_dir(root.join("keys/cd34")).unwrap();
+        assert_eq!(
+            b.size(FileType::Key, "cd34").unwrap_err().kind,
+            BackendErrorKind::NotFound
+        );
+        fs::remove_dir(root.join("data/7f")).unwrap();
+        assert!(!LocalBackend::has_layout(&root));
     }
 
     #[test]

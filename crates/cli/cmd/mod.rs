@@ -17,6 +17,7 @@ mod init;
 mod ls;
 mod repair;
 mod restore;
+mod serve;
 mod snapshots;
 
 pub(crate) fn run(cli: Cli) -> Result<u8> {
@@ -34,6 +35,7 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => forget::prune(&cli, a),
         Command::Repair(RepairCommand::Index(a)) => repair::repair_index(&cli, a),
         Command::Repair(RepairCommand::Snapshots(a)) => repair::repair_snapshots(&cli, a),
+        Command::Serve(a) => serve::serve(&cli, a),
     }
 }
 
