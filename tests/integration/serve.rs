@@ -14,16 +14,16 @@ use std::time::{Duration, Instant};
 const RESTIC_PASSWORD: &str = "restic test password";
 
 /// A running `cairn serve`; stopped with SIGTERM when dropped.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: PathBuf,
 }
 
 impl Serve {
     /// Starts `cairn serve --listen 127.0.0.1:0 --path DIR ARGS` and reads the address it
     /// prints. Its log (stderr) goes to a file, so that a chatty server never blocks on a pipe.
-    fn start(t: &Dir, dir: &Path, args: &[&str]) -> Serve {
+    pub(crate) fn start(t: &Dir, dir: &Path, args: &[&str]) -> Serve {
         let log = t.join(format!("serve-{}.log", rand::random::<u32>()));
         let mut cmd = t.command();
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--path"])

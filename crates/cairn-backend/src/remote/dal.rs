@@ -2,7 +2,8 @@
 //!
 //! Invariant: an object appears under its final name only complete. On S3 a PUT is atomic and
 //! `If-None-Match: *` makes it create-only and exclusive, with a CRC32C checksum the service
-//! verifies. WebDAV and FTP have no conditional create: the object is written under a temporary
+//! verifies; a service that ignores the condition (Garage) is found out by a probe, and then a
+//! look that the name is free comes first, and the create is not exclusive. WebDAV and FTP have no conditional create: the object is written under a temporary
 //! name (ours on WebDAV, then MOVE; OpenDAL's own `NAME.RANDOM` on FTP, then RNFR/RNTO), its
 //! stored size checked, after a look that the name is free; two clients racing for one name can
 //! both pass that look, so those backends state `exclusive_create: false`. Names with a dot are
@@ -17,6 +18,9 @@ pub(crate) struct Dal {
     op: Operator,
     gate: Gate,
     location: String,
+    /// Whether this S3 service refuses a conditional PUT over an existing name: AWS S3 does,
+    /// Garage ignores the condition. Learnt once, by trying.
+    exclusive: std::sync::OnceLock<bool>,
     service: Service,
 }
 
@@ -123,7 +127,28 @@ impl Dal {
                 _ => Service::Ftp,
             },
             location,
+            exclusive: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Puts a probe object twice with `If-None-Match: *` and removes it: the service honours
+    /// the condition when the second put is refused. A dotted name, so no listing shows it.
+    fn probe_exclusive(&self) -> Result<bool> {
+        use rand::RngCore;
+        let mut suffix = [0u8; 8];
+        rand::thread_rng().fill_bytes(&mut suffix);
+        let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+        let probe = format!("locks/.probe-{hex}");
+        let what = || format!("cannot probe {}", self.location);
+        let put = || self.op.write_with(&probe, vec![0u8]).if_not_exists(true);
+        self.run(what, put())?;
+        let second = self.run(what, put());
+        let _ = self.run(what, self.op.delete(&probe));
+        match second {
+            Ok(_) => Ok(false),
+            Err(e) if e.kind == BackendErrorKind::AlreadyExists => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// One request, bounded in time: a connection that stopped answering is a transient fault.
@@ -136,7 +161,17 @@ impl Dal {
             .gate
             .run(async { tokio::time::timeout(REQUEST_TIMEOUT, fut.into_future()).await })
         {
-            Ok(result) => result.map_err(|e| dal_error(e, what)),
+            Ok(result) => result.map_err(|e| {
+                // An FTP control connection out of step with its server (a transfer cut short
+                // leaves a reply behind: "data connection is already open") answers the next
+                // command wrongly; the pool's next connection does not.
+                let unexpected = e.kind() == DalKind::Unexpected;
+                let mut e = dal_error(e, what);
+                if self.service == Service::Ftp && unexpected {
+                    e.kind = BackendErrorKind::Transient;
+                }
+                e
+            }),
             Err(_) => Err(error(
                 BackendErrorKind::Transient,
                 format!("{}: no answer in {} s", what(), REQUEST_TIMEOUT.as_secs()),
@@ -163,17 +198,25 @@ impl Dal {
         Ok(())
     }
 
-    /// Creates on services without a conditional write: look, temporary, size check, move.
-    fn create_unconditional(&self, t: FileType, name: &str, body: opendal::Buffer) -> Result<()> {
+    /// Fails with `AlreadyExists` when `target` is taken: the look a create makes where the
+    /// service cannot refuse an existing name by itself.
+    fn refuse_taken(&self, t: FileType, name: &str, target: &str) -> Result<()> {
         let what = || format!("cannot store {} {name}", t.noun());
-        let target = object_path(t, name);
-        let len = body.len() as u64;
-        if self.run(what, self.op.exists(&target))? {
+        if self.run(what, self.op.exists(target))? {
             return Err(error(
                 BackendErrorKind::AlreadyExists,
                 format!("{} {name} exists already", t.noun()),
             ));
         }
+        Ok(())
+    }
+
+    /// Creates on services without a conditional write: look, temporary, size check, move.
+    fn create_unconditional(&self, t: FileType, name: &str, body: opendal::Buffer) -> Result<()> {
+        let what = || format!("cannot store {} {name}", t.noun());
+        let target = object_path(t, name);
+        let len = body.len() as u64;
+        self.refuse_taken(t, name, &target)?;
         let written = match self.service {
             Service::Ftp => target.clone(),
             _ => temp_path(t, name),
@@ -214,10 +257,15 @@ impl Backend for Dal {
     }
 
     /// S3 (AWS since 2020, Garage by its quorums) lists every object whose PUT returned.
-    /// WebDAV and FTP servers store plain files, listed as written.
+    /// WebDAV and FTP servers store plain files, listed as written. A probe that fails leaves
+    /// the weaker promise.
     fn guarantees(&self) -> Guarantees {
+        let exclusive = self.service == Service::S3
+            && *self
+                .exclusive
+                .get_or_init(|| self.probe_exclusive().unwrap_or(false));
         Guarantees {
-            exclusive_create: self.service == Service::S3,
+            exclusive_create: exclusive,
             listing_lag: Duration::ZERO,
         }
     }
@@ -303,6 +351,10 @@ impl Backend for Dal {
             return self.create_unconditional(t, name, body);
         }
         let path = object_path(t, name);
+        // A service that ignores the condition would replace the object.
+        if !self.guarantees().exclusive_create {
+            self.refuse_taken(t, name, &path)?;
+        }
         self.run(
             || format!("cannot store {} {name}", t.noun()),
             self.op.write_with(&path, body).if_not_exists(true),

@@ -189,6 +189,7 @@ impl Sftp {
         let mut file = self
             .session
             .options()
+            .read(true)
             .write(true)
             .create_new(true)
             .open(tmp)
