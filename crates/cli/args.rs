@@ -58,6 +58,17 @@ pub(crate) struct Cli {
         value_parser = clap::value_parser!(u16).range(1..=256)
     )]
     pub(crate) connections: u16,
+    /// Tries of each request to a remote repository that fails in a way that may pass
+    /// (timeouts, resets, 5xx, throttling), the first included, with growing waits between.
+    #[arg(
+        long,
+        env = "CAIRN_RETRIES",
+        global = true,
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(1..=100)
+    )]
+    pub(crate) retries: u32,
     /// Keep no local cache (slower: the index is merged anew by each command).
     #[arg(long, global = true)]
     pub(crate) no_cache: bool,

@@ -18,6 +18,7 @@ pub(crate) fn location(cli: &Cli) -> Result<&RepoLocation> {
 pub(crate) fn reach(cli: &Cli) -> cairn_repo::Reach {
     cairn_repo::Reach {
         connections: usize::from(cli.connections),
+        tries: cli.retries,
     }
 }
 

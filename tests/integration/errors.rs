@@ -145,11 +145,10 @@ fn no_repository_exits_10() {
 fn a_location_with_an_unsupported_scheme_exits_2_and_creates_nothing() {
     let mut t = setup();
     for location in [
-        "s3:http://127.0.0.1:9000/bucket",
-        "sftp:user@host:/srv/repo",
-        "rest:http://127.0.0.1:8000/",
-        "ftp://user:pw@127.0.0.1/path",
-        "rclone:remote:path",
+        "gopher://127.0.0.1/repo",
+        "s4:http://127.0.0.1:9000/bucket",
+        "file:///srv/repo",
+        "b2:bucket/path",
     ] {
         t.set_repo(location);
         let run = t
@@ -158,10 +157,30 @@ fn a_location_with_an_unsupported_scheme_exits_2_and_creates_nothing() {
         let line = run.error_line();
         assert!(line.contains("is not supported"), "{run:?}");
         assert!(
-            line.contains("local:PATH"),
+            line.contains("local:PATH") && line.contains("s3:, sftp:"),
             "the message names what is: {run:?}"
         );
         t.run(["snapshots"]).code(2);
+    }
+    // Supported schemes with nothing listening fail, and are never a local folder either.
+    for location in [
+        "s3:http://127.0.0.1:9/bucket",
+        "rest:http://127.0.0.1:9/",
+        "webdav:http://127.0.0.1:9/dav",
+        "ftp://user:pw@127.0.0.1:9/path",
+    ] {
+        t.set_repo(location);
+        let run = t.run([
+            "--retries",
+            "1",
+            "init",
+            "--kdf-memory",
+            "64",
+            "--kdf-iterations",
+            "1",
+        ]);
+        assert_ne!(run.code, Some(0), "{run:?}");
+        assert!(!run.stderr().contains("pw@"), "{run:?}");
     }
     let left: Vec<_> = fs::read_dir(t.join(""))
         .unwrap()

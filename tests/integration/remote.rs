@@ -449,3 +449,66 @@ fn remote_append_only_server_keeps_history_from_its_clients() {
     local.check();
     assert_eq!(t.snapshots().len(), 1);
 }
+
+/// A refusal is final: wrong credentials fail the command at once (no retry), with a one-line
+/// message that names the location and never shows a secret.
+#[test]
+fn remote_refused_credentials_fail_at_once_without_showing_secrets() {
+    let webdav = servers::webdav_rclone("repo");
+    let at = At::from(&webdav);
+    at.dir().init();
+    let wrong = At {
+        location: webdav
+            .location
+            .replace(servers::PASSWORD, "not-the-password"),
+        ..at.clone()
+    };
+    assert_ne!(wrong.location, at.location);
+    let run = wrong.dir().run(["snapshots"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let line = run.error_line();
+    assert!(
+        line.contains("Unauthorized") || line.contains("401"),
+        "{run:?}"
+    );
+    assert!(!run.stderr().contains("retrying"), "{run:?}");
+    assert!(!run.stderr().contains("not-the-password"), "{run:?}");
+
+    let s3 = servers::s3_garage("refused");
+    let at = At::from(&s3);
+    at.dir().init();
+    let mut wrong = at.clone();
+    for (k, v) in &mut wrong.env {
+        if k == "AWS_SECRET_ACCESS_KEY" {
+            *v = "0".repeat(v.len());
+        }
+    }
+    let run = wrong.dir().run(["snapshots"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(!run.stderr().contains("retrying"), "{run:?}");
+    assert!(run.error_line().contains(&s3.location), "{run:?}");
+}
+
+/// `--no-cache` works against a remote repository, and the cache a client keeps holds no
+/// plaintext of what it cached: trees and snapshots are kept sealed.
+#[test]
+fn remote_without_a_cache_and_with_a_sealed_one() {
+    let server = servers::rest_rclone("repo");
+    let t = At::from(&server).dir();
+    t.init();
+    let src = t.join("src");
+    let marker = "a-file-name-that-must-not-be-in-the-cache";
+    write(src.join(marker), "content");
+    t.backup([&src]);
+    let listed = t.ok(["--no-cache", "ls", "latest", "--recursive"]).stdout();
+    assert!(listed.contains(marker), "{listed}");
+    t.ok(["ls", "latest", "--recursive"]);
+    for file in files_below(&t.cache()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, marker.as_bytes()),
+            "{} holds a file name in plaintext",
+            file.display()
+        );
+    }
+}

@@ -33,10 +33,19 @@ const CAIRN_VARS: &[&str] = &[
     "CAIRN_TEST_CRASH_AFTER",
     "CAIRN_TEST_CLOCK_SHIFT",
     "CAIRN_CONNECTIONS",
+    "CAIRN_RETRIES",
     "CAIRN_SFTP_COMMAND",
     "CAIRN_WEBDAV_USER",
     "CAIRN_WEBDAV_PASSWORD",
 ];
+
+/// A remote location in place of `repo`, what its server needs in the environment, and what
+/// must not be inherited (proxies, AWS profiles).
+struct RemoteRepo {
+    location: String,
+    env: Vec<(String, String)>,
+    remove: Vec<String>,
+}
 
 /// A temporary directory holding a repository (`repo`), a cache (`cache`) and whatever source
 /// and restore directories a test makes. Removed when dropped.
@@ -44,9 +53,7 @@ pub struct Dir {
     tmp: tempfile::TempDir,
     root: PathBuf,
     repo: PathBuf,
-    /// A remote location in place of `repo`, what its server needs in the environment, and
-    /// what must not be inherited (proxies, AWS profiles).
-    remote: Option<(String, Vec<(String, String)>, Vec<String>)>,
+    remote: Option<RemoteRepo>,
 }
 
 /// Makes a fresh test directory.
@@ -93,7 +100,11 @@ impl Dir {
     /// Points `CAIRN_REPO` at a remote location, with the environment its server needs and
     /// without the variables in `remove`.
     pub fn set_remote(&mut self, location: &str, env: &[(String, String)], remove: &[String]) {
-        self.remote = Some((location.to_string(), env.to_vec(), remove.to_vec()));
+        self.remote = Some(RemoteRepo {
+            location: location.to_string(),
+            env: env.to_vec(),
+            remove: remove.to_vec(),
+        });
     }
 
     pub fn cache(&self) -> PathBuf {
@@ -112,12 +123,12 @@ impl Dir {
             .env("CAIRN_CACHE_DIR", self.cache())
             .current_dir(&self.root)
             .stdin(Stdio::null());
-        if let Some((location, env, remove)) = &self.remote {
-            for name in remove {
+        if let Some(remote) = &self.remote {
+            for name in &remote.remove {
                 cmd.env_remove(name);
             }
-            cmd.env("CAIRN_REPO", location);
-            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+            cmd.env("CAIRN_REPO", &remote.location);
+            cmd.envs(remote.env.iter().map(|(k, v)| (k, v)));
         }
         cmd
     }

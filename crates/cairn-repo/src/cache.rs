@@ -201,10 +201,16 @@ fn private_file(path: &Path, new: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Copies not yet written, and their bytes in all.
+#[derive(Default)]
+struct Pending {
+    copies: Vec<(Copy, [u8; 32], Vec<u8>)>,
+    bytes: usize,
+}
+
 pub struct IndexCache {
     db: redb::Database,
-    /// Copies not yet written, and their bytes in all.
-    pending: std::sync::Mutex<(Vec<(Copy, [u8; 32], Vec<u8>)>, usize)>,
+    pending: std::sync::Mutex<Pending>,
     /// Set when the cache lives in a private temporary file, removed on drop.
     temporary: Option<PathBuf>,
     /// The directory the cache lives in.
@@ -315,7 +321,10 @@ impl IndexCache {
     pub fn copy_of(&self, kind: Copy, id: &Id) -> Result<Option<Vec<u8>>> {
         {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((_, _, bytes)) = pending.0.iter().find(|(k, i, _)| *k == kind && i == &id.0)
+            if let Some((_, _, bytes)) = pending
+                .copies
+                .iter()
+                .find(|(k, i, _)| *k == kind && i == &id.0)
             {
                 return Ok(Some(bytes.clone()));
             }
@@ -333,9 +342,9 @@ impl IndexCache {
     pub fn keep_copy(&self, kind: Copy, id: &Id, sealed: &[u8]) -> Result<()> {
         let full = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.0.push((kind, id.0, sealed.to_vec()));
-            pending.1 += sealed.len();
-            pending.1 >= COPIES_BATCH
+            pending.copies.push((kind, id.0, sealed.to_vec()));
+            pending.bytes += sealed.len();
+            pending.bytes >= COPIES_BATCH
         };
         if full {
             self.flush_copies()?;
@@ -347,8 +356,8 @@ impl IndexCache {
     pub fn flush_copies(&self) -> Result<()> {
         let copies = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.1 = 0;
-            std::mem::take(&mut pending.0)
+            pending.bytes = 0;
+            std::mem::take(&mut pending.copies)
         };
         if copies.is_empty() {
             return Ok(());

@@ -25,22 +25,28 @@ pub enum RepoLocation {
 pub struct Reach {
     /// Requests in flight at once, at most.
     pub connections: usize,
+    /// Tries of a request that fails in a way that may pass, the first included.
+    pub tries: u32,
 }
 
 impl Default for Reach {
     fn default() -> Reach {
+        let options = RemoteOptions::default();
         Reach {
-            connections: RemoteOptions::default().connections,
+            connections: options.connections,
+            tries: options.retry.attempts,
         }
     }
 }
 
 impl Reach {
     fn options(self) -> RemoteOptions {
-        RemoteOptions {
+        let mut options = RemoteOptions {
             connections: self.connections,
             ..RemoteOptions::default()
-        }
+        };
+        options.retry.attempts = self.tries;
+        options
     }
 }
 

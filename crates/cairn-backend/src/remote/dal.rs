@@ -166,7 +166,14 @@ impl Dal {
                 // leaves a reply behind: "data connection is already open") answers the next
                 // command wrongly; the pool's next connection does not.
                 let unexpected = e.kind() == DalKind::Unexpected;
+                let no_keys = self.service == Service::S3 && e.message().contains("credential");
                 let mut e = dal_error(e, what);
+                if no_keys {
+                    e.kind = BackendErrorKind::Denied;
+                    e.message.push_str(
+                        " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)",
+                    );
+                }
                 if self.service == Service::Ftp && unexpected {
                     e.kind = BackendErrorKind::Transient;
                 }
@@ -274,7 +281,10 @@ impl Backend for Dal {
         let mut found = Vec::new();
         match t {
             FileType::Config => {
-                match self.run(|| "cannot look for config".into(), self.op.stat("config")) {
+                match self.run(
+                    || format!("cannot look for config at {}", self.location),
+                    self.op.stat("config"),
+                ) {
                     Ok(m) => found.push(("config".to_string(), m.content_length())),
                     Err(e) if e.kind == BackendErrorKind::NotFound => {}
                     Err(e) => return Err(e),

@@ -224,7 +224,10 @@ impl Rest {
     }
 
     fn length(&self, t: FileType, name: &str) -> Result<u64> {
-        let what = || format!("cannot look up {} {name}", t.noun());
+        let what = || match t {
+            FileType::Config => format!("cannot look for config at {}", self.location),
+            _ => format!("cannot look up {} {name}", t.noun()),
+        };
         let answer = self.request(Method::HEAD, &path_of(t, name), &[], None, &what)?;
         if answer.status != 200 {
             return Err(Self::refused(&answer, &what));
