@@ -8,7 +8,7 @@
 //! reserves its length from the budget all uploads share, all at once, so uploads waiting for
 //! memory never hold part of it.
 
-use crate::handler::{log, Failure};
+use crate::failure::{log, Failure};
 use bytes::Bytes;
 use cairn_backend::{Backend, FileType, LocalBackend};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};

@@ -9,6 +9,7 @@
 
 use crate::auth::Credentials;
 use crate::body::{read_upload, Body, Limits, ObjectStream, PIECE};
+use crate::failure::{log, Failure};
 use crate::route::{self, Route, RouteError, Target};
 use crate::Authenticator;
 use cairn_backend::{Backend, BackendError, BackendErrorKind, FileType, LocalBackend};
@@ -16,7 +17,6 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::Digest;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,31 +38,7 @@ pub(crate) struct State {
     pub(crate) limits: Limits,
 }
 
-/// A request refused or failed: its status and why, for the client and the log.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-    /// The methods a path allows, for a 405.
-    allow: Option<&'static str>,
-}
-
 impl Failure {
-    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Failure {
-        Failure {
-            status,
-            message: message.into(),
-            allow: None,
-        }
-    }
-
-    fn method_not_allowed(allow: &'static str) -> Failure {
-        Failure {
-            allow: Some(allow),
-            ..Failure::new(StatusCode::METHOD_NOT_ALLOWED, format!("use {allow}"))
-        }
-    }
-
     fn into_response(self) -> Response<Body> {
         // A server error's details (paths on the server, errno) are for the log alone.
         let text = if self.status.is_server_error() {
@@ -98,11 +74,6 @@ fn backend_failure(e: BackendError) -> Failure {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Failure::new(status, e.message)
-}
-
-/// One line on stderr. The server's only output once it runs; callers never pass a credential.
-pub(crate) fn log(line: fmt::Arguments<'_>) {
-    eprintln!("cairn serve: {line}");
 }
 
 fn respond(status: StatusCode, body: Body) -> Response<Body> {

@@ -15,6 +15,7 @@
 
 mod auth;
 mod body;
+mod failure;
 mod handler;
 mod route;
 mod server;
@@ -117,7 +118,7 @@ pub fn bind(listen: SocketAddr, opts: Options) -> Result<Server, Error> {
         Some(path) => {
             let (htpasswd, warnings) = Htpasswd::load(path)?;
             for w in warnings {
-                handler::log(format_args!("{w}"));
+                failure::log(format_args!("{w}"));
             }
             Some(Authenticator::new(htpasswd))
         }
@@ -202,7 +203,7 @@ impl Server {
                 if let Err(e) =
                     runtime.block_on(server::serve(self.listener, self.state, self.tls, stop))
                 {
-                    handler::log(format_args!("cannot serve: {e}"));
+                    failure::log(format_args!("cannot serve: {e}"));
                 }
             })
             .map_err(|e| io_error("cannot start the server's thread", e))?;

@@ -8,7 +8,8 @@
 //! is closed after `IDLE`. A stop closes the socket at once and lets the requests in flight
 //! finish for at most `FINISH`.
 
-use crate::handler::{self, log, State};
+use crate::failure::log;
+use crate::handler::{self, State};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
