@@ -129,7 +129,8 @@ struct Tool {
 }
 
 impl Tool {
-    /// The command for `args` against `bucket` through the proxy at `via`.
+    /// The tool with its repository (`bucket` on `server`, reached through `via`), password and
+    /// cache; the caller adds the action's arguments.
     fn command(&self, server: &Server, via: &FaultProxy, bucket: &str, work: &Path) -> Command {
         let (location, env) = server.via(via.addr());
         // `s3:http://ADDR/BUCKET` names the server's first bucket; each tool has its own.
@@ -513,6 +514,15 @@ fn run_logged(cmd: &mut Command, log: &Path, proxy: &FaultProxy) -> Result<Measu
         .map_err(|e| format!("cannot run {shown}: {e}"))?;
     let secs = started.elapsed().as_secs_f64();
     let traffic = proxy.take_traffic();
+    let mut requests = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log.with_extension("requests"))
+        .map_err(|e| e.to_string())?;
+    let _ = writeln!(requests, "\n$ {shown}");
+    for (method, target) in &traffic.requests {
+        let _ = writeln!(requests, "{method} {target}");
+    }
     if !status.success() {
         return Err(format!("`{shown}` failed: {status}"));
     }
