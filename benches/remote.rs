@@ -290,6 +290,10 @@ fn main() {
     let logs = work.join("logs");
     fs::create_dir_all(&logs).expect("create the log dir");
 
+    let load = fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "unknown".into());
     let (corpus, corpus_note) = corpus(&args, &work);
     eprintln!("remote bench: corpus {}", corpus_note);
     let manifest = manifest_of(&corpus);
@@ -372,7 +376,7 @@ fn main() {
     drop(proxy);
     drop(server);
 
-    let report = report(&tools, &results, &corpus_note, &failures);
+    let report = report(&tools, &results, &corpus_note, &load, &failures);
     println!("\n{report}");
     if let Some(out) = &args.out {
         match write_section(out, &report) {
@@ -640,6 +644,7 @@ fn report(
     tools: &[Tool],
     results: &BTreeMap<(Step, Kind), Measured>,
     corpus_note: &str,
+    load: &str,
     failures: &[String],
 ) -> String {
     let mut s = String::new();
@@ -651,7 +656,8 @@ fn report(
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     s.push_str(&format!("{SECTION}\n\n"));
     s.push_str(&format!(
-        "Written by `cargo bench --bench remote` on {date}, {cores} cores.\n\n"
+        "Written by `cargo bench --bench remote` on {date}, {cores} cores, 1-minute load \
+         average {load} before it started (other work on the machine shows in wall times).\n\n"
     ));
     s.push_str(&format!(
         "Tools: {}. Corpus: {corpus_note}.\n\n",
