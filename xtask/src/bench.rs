@@ -24,6 +24,10 @@ above `<!-- hand-written below -->`). Whenever a C1 step runs, it also measures 
 once (`cargo bench --bench ceiling` on C1: each primitive on one core, and the rates they imply
 on every core); `--steps ceiling` measures only that.
 
+The same steps against a remote repository (S3 on a Garage server on loopback, with the
+requests and bytes of each step counted) are a bench of their own, `cargo bench --bench
+remote`, which writes its section below the hand-written marker of BENCHMARKS.md.
+
 Options:
   --runs N         rounds per tool; the table shows medians [default: 3]
   --steps LIST     comma-separated steps or groups (c1, c2, c3) to run [default: all]

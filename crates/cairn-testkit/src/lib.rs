@@ -14,12 +14,14 @@ mod proxy;
 pub mod servers;
 mod source;
 mod store;
+mod traffic;
 
 pub use backend::{key, CrashAfterWrites, FlipBits, MemBackend, Objects};
 pub use host::ManualHost;
 pub use proxy::{FaultProxy, Faults, Injected};
 pub use source::{listing, SourceTree};
 pub use store::MemStore;
+pub use traffic::Traffic;
 
 use cairn_repo::{InitOptions, OpenOptions, Repository};
 use std::sync::Arc;

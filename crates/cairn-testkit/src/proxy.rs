@@ -4,12 +4,17 @@
 //! it, or, when the client speaks HTTP/1.x, answers its first request with `500` or `503` and
 //! `Connection: close` without passing it on.
 //!
+//! It also counts what it forwards (`traffic`): bytes each way and each HTTP/1.x request line
+//! (`crate::traffic`). With every count in `Faults` at 0 it only forwards and counts, which is
+//! how `benches/remote.rs` measures the requests and bytes of each step.
+//!
 //! Invariant: the number of each fault is bounded by `Faults` and counted only when it really
 //! happened (a reset planned after more bytes than the connection carried is not counted), so a
 //! test can both finish and assert that faults took place. Choices come from one seeded generator
 //! in the order connections are accepted: connections made one after another replay exactly.
 //! The proxy listens on 127.0.0.1 only.
 
+use crate::traffic::{Scanner, Traffic};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::io::{self, Read, Write};
@@ -73,6 +78,7 @@ struct Shared {
     injected: Mutex<Injected>,
     stop: AtomicBool,
     conns: Mutex<Vec<Weak<Conn>>>,
+    traffic: Mutex<Traffic>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,6 +116,7 @@ impl FaultProxy {
             injected: Mutex::new(Injected::default()),
             stop: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
+            traffic: Mutex::new(Traffic::default()),
         });
         let for_thread = shared.clone();
         let accept = std::thread::Builder::new()
@@ -130,6 +137,13 @@ impl FaultProxy {
 
     pub fn injected(&self) -> Injected {
         *self.shared.injected.lock().unwrap()
+    }
+
+    /// What the proxy has read from either side since it started or since the last
+    /// `take_traffic`, and starts counting anew. Bytes a fault swallowed are counted too, as
+    /// they were sent.
+    pub fn take_traffic(&self) -> Traffic {
+        std::mem::take(&mut *self.shared.traffic.lock().unwrap())
     }
 }
 
@@ -273,6 +287,21 @@ fn pump(conn: &Conn, dir: Direction, plan: Plan, shared: &Shared, early: &[u8]) 
         Direction::Down => (&conn.upstream, &conn.client),
     };
     let mut buf = vec![0u8; 64 * 1024];
+    let mut scanner = (dir == Direction::Up).then(Scanner::new);
+    let mut count = |bytes: &[u8]| {
+        let mut traffic = shared.traffic.lock().unwrap();
+        let traffic = &mut *traffic;
+        match &mut scanner {
+            Some(scanner) => {
+                traffic.sent += bytes.len() as u64;
+                scanner.feed(bytes, &mut |method, target| {
+                    traffic.requests.push((method, target))
+                });
+            }
+            None => traffic.received += bytes.len() as u64,
+        }
+    };
+    count(early);
     let mut ok = early.is_empty() || forward(conn, to, early, plan, shared);
     while ok {
         match (&*from).read(&mut buf) {
@@ -282,7 +311,10 @@ fn pump(conn: &Conn, dir: Direction, plan: Plan, shared: &Shared, early: &[u8]) 
                 }
                 return;
             }
-            Ok(n) => ok = forward(conn, to, &buf[..n], plan, shared),
+            Ok(n) => {
+                count(&buf[..n]);
+                ok = forward(conn, to, &buf[..n], plan, shared)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => ok = false,
         }
@@ -353,7 +385,7 @@ fn answer_with_error(conn: &Conn, status: u16, shared: &Shared) -> Answered {
     let Some(line_end) = reader.find(b"\r\n", 8 << 10) else {
         return Answered::No(reader.buf);
     };
-    if !is_request_line(&reader.buf[..line_end]) {
+    if crate::traffic::request_line(&reader.buf[..line_end]).is_none() {
         return Answered::No(reader.buf);
     }
     let Some(head_end) = reader.find(b"\r\n\r\n", 64 << 10) else {
@@ -410,18 +442,6 @@ fn answer_with_error(conn: &Conn, status: u16, shared: &Shared) -> Answered {
         }
     }
     Answered::Yes
-}
-
-/// `METHOD SP TARGET SP HTTP/1.x`, as an HTTP/1 client's first line is; an FTP or SSH client's
-/// first line is not.
-fn is_request_line(line: &[u8]) -> bool {
-    let line = String::from_utf8_lossy(line);
-    let parts: Vec<&str> = line.split(' ').collect();
-    matches!(parts.as_slice(), [method, _target, version]
-        if !method.is_empty()
-            && method.len() <= 16
-            && method.bytes().all(|b| b.is_ascii_uppercase())
-            && version.starts_with("HTTP/1."))
 }
 
 /// Bytes read from a stream, kept for passing on until `pos` says they are consumed.
@@ -637,6 +657,24 @@ mod tests {
         let sent = data(3 << 20, 1);
         assert_eq!(round_trip(proxy.addr(), &sent).unwrap(), sent);
         assert_eq!(proxy.injected(), Injected::default());
+    }
+
+    #[test]
+    fn proxy_counts_bytes_both_ways_and_each_request_line() {
+        let proxy = FaultProxy::start(server(http_ok), Faults::default());
+        let body = data(100 << 10, 5);
+        assert_eq!(request(proxy.addr(), &body, false), "HTTP/1.1 200 OK");
+        assert_eq!(request(proxy.addr(), &body, true), "HTTP/1.1 200 OK");
+        let traffic = proxy.take_traffic();
+        let put = ("PUT".to_string(), "/data/x".to_string());
+        assert_eq!(traffic.requests, vec![put.clone(), put]);
+        assert!(traffic.sent > 2 * body.len() as u64, "{traffic:?}");
+        // Two answers of `got 102400` and their heads.
+        assert!(
+            traffic.received > 2 * 10 && traffic.received < 1000,
+            "{traffic:?}"
+        );
+        assert_eq!(proxy.take_traffic(), Traffic::default());
     }
 
     #[test]

@@ -74,6 +74,14 @@ pub fn garage_binary() -> PathBuf {
 /// `s3:http://127.0.0.1:PORT/<bucket>`, env `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_DEFAULT_REGION` (and `AWS_REGION`) = `garage`.
 pub fn s3_garage(bucket: &str) -> Server {
+    s3_garage_buckets(&[bucket])
+}
+
+/// As `s3_garage`, with one key given every right on each of `buckets` (at least one):
+/// `location` names the first, and another is reached by replacing the last part of the
+/// location. `benches/remote.rs` gives each tool a bucket of its own on one server.
+pub fn s3_garage_buckets(buckets: &[&str]) -> Server {
+    let bucket = *buckets.first().expect("s3_garage_buckets needs a bucket");
     let bin = garage_binary();
     let dir = temp_dir("garage");
     let secret = random_hex(32);
@@ -83,6 +91,9 @@ pub fn s3_garage(bucket: &str) -> Server {
         node.garage(&bin, &["layout", "assign", "-z", "dc1", "-c", "1G", &id])?;
         node.garage(&bin, &["layout", "apply", "--version", "1"])?;
         let key = create_bucket(&bin, &node, bucket)?;
+        for other in &buckets[1..] {
+            allow_bucket(&bin, &node, other, &key.0)?;
+        }
         wait_for_s3(&[node.s3], bucket)?;
         Ok::<_, String>(key)
     })();
@@ -255,6 +266,13 @@ fn create_bucket(bin: &Path, node: &Node, bucket: &str) -> Result<(String, Strin
     };
     let key_id = field("Key ID:")?;
     let secret_key = field("Secret key:")?;
+    allow_bucket(bin, node, bucket, &key_id)?;
+    Ok((key_id, secret_key))
+}
+
+/// Creates `bucket` and gives the key (`key_id`) read, write and owner rights on it; returns
+/// once `garage bucket info` names the key.
+fn allow_bucket(bin: &Path, node: &Node, bucket: &str, key_id: &str) -> Result<(), String> {
     node.garage(bin, &["bucket", "create", bucket])?;
     node.garage(
         bin,
@@ -264,15 +282,14 @@ fn create_bucket(bin: &Path, node: &Node, bucket: &str) -> Result<(String, Strin
     )?;
     poll("the key to reach the bucket", || {
         let info = node.garage(bin, &["bucket", "info", bucket])?;
-        if info.contains(&key_id) {
+        if info.contains(key_id) {
             Ok(())
         } else {
             Err(format!(
                 "`garage bucket info {bucket}` does not name key {key_id}: {info}"
             ))
         }
-    })?;
-    Ok((key_id, secret_key))
+    })
 }
 
 fn describe(bucket: &str, key_id: String, secret_key: String) -> Describe {

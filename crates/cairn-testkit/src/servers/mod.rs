@@ -14,7 +14,7 @@ mod sftp;
 #[cfg(test)]
 mod tests;
 
-pub use garage::{garage_binary, s3_garage, GarageCluster, GARAGE_REGION};
+pub use garage::{garage_binary, s3_garage, s3_garage_buckets, GarageCluster, GARAGE_REGION};
 pub use sftp::sftp;
 
 use std::fs::{self, File};
