@@ -1,9 +1,12 @@
 //! `cargo bench --bench remote`: cairn, restic and rustic backing up to one Garage server on
 //! loopback (S3), each tool into a bucket of its own, through a proxy that counts what goes over
 //! the wire. Per tool: init (untimed), a first backup of C1, a backup with nothing changed, and
-//! a restore of the latest snapshot into an empty directory, each timed (wall clock) with the
-//! requests it made (by method) and the bytes it sent and received. The restored tree is
-//! compared with the source (paths, sizes and a hash of every file's content).
+//! a restore of the latest snapshot into an empty directory, each timed (wall clock, and peak
+//! RSS under GNU time when /usr/bin/time is there) with the requests it made (by method) and
+//! the bytes it sent and received. The restored tree is compared with the source (paths, sizes
+//! and a hash of every file's content). Then a first backup into a bucket of its own through a
+//! proxy whose uplink is limited to `SLOW_UPLINK`: a producer ten times faster than its link
+//! shows whether memory stays bounded (its peak RSS beside the fast run's).
 //!
 //! Options: `--corpus DIR` (default `$CAIRN_BENCH_C1`, else `target/bench/c1` as
 //! `cargo xtask bench` prepares it; without it, a small generated corpus and a warning),
@@ -26,6 +29,8 @@ use std::time::Instant;
 
 const PASSWORD: &str = "cairn-bench-password";
 const SECTION: &str = "## Remote: S3 on Garage (loopback)";
+/// Bytes per second of the slow link: about a tenth of what cairn produces from C1.
+const SLOW_UPLINK: u64 = 16_000_000;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Kind {
@@ -51,23 +56,32 @@ enum Step {
     Backup,
     NoChange,
     Restore,
+    SlowBackup,
 }
 
 impl Step {
-    const ALL: [Step; 3] = [Step::Backup, Step::NoChange, Step::Restore];
+    const ALL: [Step; 4] = [
+        Step::Backup,
+        Step::NoChange,
+        Step::Restore,
+        Step::SlowBackup,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Step::Backup => "first backup",
             Step::NoChange => "backup, nothing changed",
             Step::Restore => "restore to an empty dir",
+            Step::SlowBackup => "first backup, 16 MB/s uplink",
         }
     }
 }
 
-/// One timed step: its wall time and what crossed the proxy.
+/// One timed step: its wall time, its peak RSS (when GNU time could tell) and what crossed the
+/// proxy.
 struct Measured {
     secs: f64,
+    rss_kib: Option<u64>,
     traffic: Traffic,
 }
 
@@ -143,7 +157,7 @@ impl Tool {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let cache = work.join(format!("cache-{}", self.kind.name()));
+        let cache = work.join(format!("cache-{bucket}"));
         match self.kind {
             Kind::Cairn => {
                 cmd.args(["-r", &location])
@@ -327,10 +341,25 @@ fn main() {
         tool.version = version(&tool.bin, tool.kind);
     }
 
-    let buckets: Vec<&str> = tools.iter().map(|t| t.kind.name()).collect();
+    let slow_buckets: Vec<String> = tools
+        .iter()
+        .map(|t| format!("{}-slow", t.kind.name()))
+        .collect();
+    let buckets: Vec<&str> = tools
+        .iter()
+        .map(|t| t.kind.name())
+        .chain(slow_buckets.iter().map(String::as_str))
+        .collect();
     eprintln!("remote bench: starting garage with buckets {buckets:?}");
     let server = servers::s3_garage_buckets(&buckets);
     let proxy = FaultProxy::start(server.addr, Faults::default());
+    let slow = FaultProxy::start(
+        server.addr,
+        Faults {
+            upload_rate: SLOW_UPLINK,
+            ..Faults::default()
+        },
+    );
 
     let mut results: BTreeMap<(Step, Kind), Measured> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -362,6 +391,17 @@ fn main() {
                 .map_err(|e| format!("the tree restored in {} differs: {e}", tree.display()))?;
             eprintln!("remote bench:   restored tree equals the source");
             let _ = fs::remove_dir_all(&target);
+
+            let slow_bucket = format!("{bucket}-slow");
+            let on_slow = |argv: Vec<String>| -> Result<Measured, String> {
+                let mut cmd = tool.command(&server, &slow, &slow_bucket, &work);
+                cmd.args(&argv);
+                run_logged(&mut cmd, &log, &slow)
+            };
+            on_slow(tool.init())?;
+            let first = on_slow(tool.backup(&corpus))?;
+            print_step(tool.kind, Step::SlowBackup, &first, &slow_bucket);
+            results.insert((Step::SlowBackup, tool.kind), first);
             Ok(())
         })();
         if let Err(e) = outcome {
@@ -374,6 +414,7 @@ fn main() {
         }
     }
     drop(proxy);
+    drop(slow);
     drop(server);
 
     let report = report(&tools, &results, &corpus_note, &load, &failures);
@@ -508,6 +549,10 @@ fn run_logged(cmd: &mut Command, log: &Path, proxy: &FaultProxy) -> Result<Measu
     use std::io::Write;
     let _ = writeln!(file, "\n$ {shown}");
     let err = file.try_clone().map_err(|e| e.to_string())?;
+    let rss_file = log.with_extension("rss");
+    let _ = fs::remove_file(&rss_file);
+    let mut timed = gnu_time(cmd, &rss_file);
+    let cmd = timed.as_mut().unwrap_or(cmd);
     let _ = proxy.take_traffic();
     let started = Instant::now();
     let status = cmd
@@ -530,17 +575,55 @@ fn run_logged(cmd: &mut Command, log: &Path, proxy: &FaultProxy) -> Result<Measu
     if !status.success() {
         return Err(format!("`{shown}` failed: {status}"));
     }
-    Ok(Measured { secs, traffic })
+    // GNU time writes `%M` (peak RSS in KiB) as the last line of its output file.
+    let rss_kib = fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()));
+    Ok(Measured {
+        secs,
+        rss_kib,
+        traffic,
+    })
+}
+
+/// `cmd` run under GNU time, which writes its peak RSS to `out`; None without /usr/bin/time.
+fn gnu_time(cmd: &Command, out: &Path) -> Option<Command> {
+    let time = Path::new("/usr/bin/time");
+    if !time.is_file() {
+        return None;
+    }
+    let mut timed = Command::new(time);
+    timed
+        .args(["-f", "%M", "-o"])
+        .arg(out)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    Some(timed)
+}
+
+fn rss(m: &Measured) -> String {
+    m.rss_kib
+        .map_or("-".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
 }
 
 fn print_step(kind: Kind, step: Step, m: &Measured, bucket: &str) {
     let r = Requests::of(&m.traffic, bucket);
     eprintln!(
-        "remote bench:   {:<6} {:<24} {:>7.2} s {:>6} requests (GET {}, LIST {}, HEAD {}, PUT {}, \
-         DELETE {}, other {}; pack GETs {}) sent {} received {}",
+        "remote bench:   {:<6} {:<24} {:>7.2} s {:>8} {:>6} requests (GET {}, LIST {}, HEAD {}, \
+         PUT {}, DELETE {}, other {}; pack GETs {}) sent {} received {}",
         kind.name(),
         step.label(),
         m.secs,
+        rss(m),
         r.total(),
         r.get,
         r.list,
@@ -676,11 +759,14 @@ fn report(
          to an empty directory and the restored tree is compared with the source (paths, sizes, \
          content hashes). A LIST is a GET of the bucket itself (`?list-type=2`); a pack GET is a \
          GET of an object under `data/`. Request counts are HTTP requests on the wire, retries \
-         included.\n\n",
+         included. Peak RSS is GNU time's `%M`. The slow first backup goes to a bucket of its own \
+         through a second proxy that lets 16 MB/s up, over all connections together: far less \
+         than any tool produces, so what a tool holds while it waits for the link shows in its \
+         peak RSS beside its fast first backup's.\n\n",
     );
     s.push_str(
-        "| step | tool | wall | requests | GET | LIST | HEAD | PUT | DELETE | other | pack GETs \
-         | sent | received |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| step | tool | wall | peak RSS | requests | GET | LIST | HEAD | PUT | DELETE | other \
+         | pack GETs | sent | received |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for step in Step::ALL {
         for tool in tools {
@@ -689,10 +775,11 @@ fn report(
             };
             let r = Requests::of(&m.traffic, tool.kind.name());
             s.push_str(&format!(
-                "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 step.label(),
                 tool.kind.name(),
                 m.secs,
+                rss(m),
                 r.total(),
                 r.get,
                 r.list,
@@ -748,6 +835,20 @@ fn report(
             },
             r.total()
         ));
+    }
+    for tool in tools {
+        let fast = results.get(&(Step::Backup, tool.kind));
+        let slow = results.get(&(Step::SlowBackup, tool.kind));
+        if let (Some(fast), Some(slow)) = (fast, slow) {
+            s.push_str(&format!(
+                "\n{}'s peak RSS, first backup: {} on the fast link, {} on the slow one \
+                 ({:.1}x the time).\n",
+                tool.kind.name(),
+                rss(fast),
+                rss(slow),
+                slow.secs / fast.secs.max(1e-9)
+            ));
+        }
     }
     for f in failures {
         s.push_str(&format!("\nFailed: {f}\n"));

@@ -160,7 +160,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, requires = "htpasswd")]
     pub(crate) private_repos: bool,
     /// Ask for HTTP basic authentication, checked against FILE: bcrypt (`htpasswd -B`) or
-    /// SHA-1 (`htpasswd -s`) lines. Read once at start.
+    /// SHA-1 (`htpasswd -s`) lines. Read again within seconds of a change, so users are added
+    /// and revoked without a restart.
     #[arg(long, value_name = "FILE")]
     pub(crate) htpasswd: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).

@@ -134,7 +134,11 @@ fn assert_restores(t: &Dir, snapshot: &str, src: &Path, into: &str) {
 fn round_trip(server: impl Into<At>) {
     let at: At = server.into();
     contract(connect(at.clone(), true).as_ref());
+    user_steps(at);
+}
 
+/// `round_trip` from the command line only.
+fn user_steps(at: At) {
     let t = at.dir();
     t.init_with(&["--pack-size", "1"]);
     let again = t.run(["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
@@ -239,6 +243,23 @@ fn remote_ftp() {
     copied_from_local(&servers::ftp("copy"));
 }
 
+/// FTPS from the command line (the contract is FTP's): the server's certificate is trusted only
+/// through the cairn process's `SSL_CERT_FILE`, so a TLS failure shows here.
+#[test]
+fn remote_ftps() {
+    let server = servers::ftps("repo");
+    user_steps(At::from(&server));
+    let untrusting = At {
+        env: vec![],
+        ..At::from(&server)
+    };
+    let run = untrusting.dir().run(["snapshots"]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.error_line().contains("certificate"), "{run:?}");
+    assert!(!run.stderr().contains("retrying"), "{run:?}");
+    assert!(!run.stderr().contains(servers::PASSWORD), "{run:?}");
+}
+
 #[test]
 fn remote_sftp() {
     round_trip(&servers::sftp("repo"));
@@ -304,6 +325,7 @@ fn through_faults(server: &Server, seed: u64) {
             max_delay: Duration::from_millis(300),
             errors: 6,
             chance: 0.6,
+            ..Faults::default()
         },
     );
     let (location, env) = server.via(proxy.addr());
@@ -487,6 +509,69 @@ fn remote_refused_credentials_fail_at_once_without_showing_secrets() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(!run.stderr().contains("retrying"), "{run:?}");
     assert!(run.error_line().contains(&s3.location), "{run:?}");
+}
+
+/// S3 credentials from a named AWS profile (`AWS_PROFILE` and the shared credentials file), as
+/// an administrator keeps them out of the environment; a profile that does not exist fails at
+/// once, naming the location, with nothing created.
+#[test]
+fn remote_s3_credentials_from_an_aws_profile() {
+    let s3 = servers::s3_garage("profile");
+    let key = |name: &str| {
+        s3.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let t = setup();
+    let credentials = t.join("aws-credentials");
+    write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            key("AWS_ACCESS_KEY_ID"),
+            key("AWS_SECRET_ACCESS_KEY")
+        ),
+    );
+    let with_profile = |profile: &str| At {
+        location: s3.location.clone(),
+        env: s3
+            .env
+            .iter()
+            .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY") && !k.starts_with("AWS_SECRET"))
+            .cloned()
+            .chain([
+                (
+                    "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+                    credentials.display().to_string(),
+                ),
+                ("AWS_PROFILE".to_string(), profile.to_string()),
+            ])
+            .collect(),
+        remove: s3
+            .env_remove
+            .iter()
+            .filter(|k| *k != "AWS_PROFILE")
+            .cloned()
+            .chain([
+                "AWS_ACCESS_KEY_ID".to_string(),
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+            ])
+            .collect(),
+    };
+    let missing = with_profile("no-such-profile").dir();
+    let run = missing.run(["init"]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(run.error_line().contains(&s3.location), "{run:?}");
+    assert!(!run.stderr().contains("retrying"), "{run:?}");
+
+    let t = with_profile("backup").dir();
+    t.init();
+    let src = t.join("src");
+    write(src.join("a"), "kept by a profile's keys");
+    t.backup([&src]);
+    assert_restores(&t, "latest", &src, "out");
 }
 
 /// `--no-cache` works against a remote repository, and the cache a client keeps holds no

@@ -24,9 +24,10 @@ above `<!-- hand-written below -->`). Whenever a C1 step runs, it also measures 
 once (`cargo bench --bench ceiling` on C1: each primitive on one core, and the rates they imply
 on every core); `--steps ceiling` measures only that.
 
-The same steps against a remote repository (S3 on a Garage server on loopback, with the
-requests and bytes of each step counted) are a bench of their own, `cargo bench --bench
-remote`, which writes its section below the hand-written marker of BENCHMARKS.md.
+The step `remote` runs the C1 steps against a remote repository (S3 on a Garage server on
+loopback, with the requests and bytes of each step counted) for cairn, restic and rustic:
+`cargo bench --bench remote` on the same C1, which writes its own section below the
+hand-written marker of BENCHMARKS.md and can also be run alone.
 
 Options:
   --runs N         rounds per tool; the table shows medians [default: 3]
@@ -56,10 +57,13 @@ pub enum Step {
     /// Not a step of the tools: the ceiling bench on C1, which also runs whenever any C1 step
     /// does.
     Ceiling,
+    /// C1 through S3 on a Garage server on loopback: `cargo bench --bench remote`, which
+    /// writes a section of its own below the hand-written marker.
+    Remote,
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 13] = [
         Step::C1Backup,
         Step::C1NoChange,
         Step::C1Changed,
@@ -72,6 +76,7 @@ impl Step {
         Step::C3Versions,
         Step::C3Prune,
         Step::Ceiling,
+        Step::Remote,
     ];
 
     pub fn id(self) -> &'static str {
@@ -88,6 +93,7 @@ impl Step {
             Step::C3Versions => "c3-size",
             Step::C3Prune => "c3-prune",
             Step::Ceiling => "ceiling",
+            Step::Remote => "remote",
         }
     }
 
@@ -105,6 +111,7 @@ impl Step {
             Step::C3Versions => "C3 backups of 8 versions (total)",
             Step::C3Prune => "C3 forget all but 2, prune",
             Step::Ceiling => "the ceiling: each primitive on one core, on C1's bytes",
+            Step::Remote => "C1 through S3 on Garage: first backup, no change, restore, requests",
         }
     }
 
@@ -412,6 +419,7 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
     let on = |s: Step| opts.steps.contains(&s);
     // The ceiling is measured once per invocation, on C1, whenever C1 is.
     let wants_ceiling = wants("c1") || on(Step::Ceiling);
+    let wants_c1 = wants_ceiling || on(Step::Remote);
     let (c2_limits, c3_bytes, suffix) = if opts.quick {
         (
             Limits {
@@ -442,8 +450,8 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
         c3_releases: Vec::new(),
     };
     let mut c1_cached = None;
-    // C1 is wanted by its steps and by the ceiling.
-    if wants_ceiling {
+    // C1 is wanted by its steps, by the ceiling and by the remote steps.
+    if wants_c1 {
         let name = if opts.size_mib == 1024 {
             "c1".to_string()
         } else {
@@ -541,7 +549,10 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
     let mut timings: BTreeMap<Step, BTreeMap<Kind, Vec<Sample>>> = BTreeMap::new();
     let mut sizes: BTreeMap<&'static str, BTreeMap<Kind, Vec<u64>>> = BTreeMap::new();
     // Before the rounds, while nothing else runs: the bench times one core at a time.
-    let ceiling = c1_cached.as_ref().map(|c1| measure_ceiling(c1, &logs.dir));
+    let ceiling = c1_cached
+        .as_ref()
+        .filter(|_| wants_ceiling)
+        .map(|c1| measure_ceiling(c1, &logs.dir));
     for round in 1..=opts.runs {
         for tool in &tools {
             let mut record = |step: Step, sample: Sample| {
@@ -663,6 +674,9 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
     }
     let _ = fs::remove_dir_all(&c3_work);
     let _ = fs::remove_dir_all(&restores);
+    if let (Some(c1), true) = (&c1_cached, on(Step::Remote)) {
+        measure_remote(c1, &opts.skip)?;
+    }
 
     let results = Results {
         tools: tools.iter().map(|t| (t.kind, t.version())).collect(),
@@ -674,6 +688,24 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
         opts,
     };
     Ok(Some(results))
+}
+
+/// Runs the remote bench on C1, after the local rounds so that the two never share the cores.
+fn measure_remote(c1: &Corpus, skip: &[Kind]) -> Result<()> {
+    eprintln!("bench: the remote steps (cargo bench --bench remote)");
+    let skip: Vec<&str> = skip
+        .iter()
+        .filter(|k| matches!(k, Kind::Restic | Kind::Rustic))
+        .map(|k| k.name())
+        .collect();
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["bench", "--bench", "remote", "--", "--corpus"])
+        .arg(&c1.path)
+        .current_dir(crate::root());
+    if !skip.is_empty() {
+        cmd.args(["--skip", &skip.join(",")]);
+    }
+    crate::run(&mut cmd)
 }
 
 /// Runs the ceiling bench on C1; a failure is reported, not fatal.

@@ -41,6 +41,9 @@ impl Backend for CrashAfter {
     fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
     }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
+    }
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         self.inner.list(t)
     }

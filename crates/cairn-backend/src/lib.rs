@@ -137,6 +137,12 @@ pub trait Backend: Send + Sync {
         false
     }
     fn guarantees(&self) -> Guarantees;
+    /// `guarantees().listing_lag`, for the many callers that need only it: a backend that
+    /// must ask the service to learn the rest (an S3 probe writes) overrides this, so that a
+    /// process that only reads never asks.
+    fn listing_lag(&self) -> Duration {
+        self.guarantees().listing_lag
+    }
     /// Every object of a type. May miss objects created moments ago on eventually consistent
     /// stores.
     fn list(&self, t: FileType) -> Result<Vec<Entry>>;

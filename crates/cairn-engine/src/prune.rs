@@ -29,8 +29,9 @@ pub struct PruneOptions {
     pub forgotten: HashSet<SnapshotId>,
 }
 
-/// Times a prune starts over when another prune deleted packs under it.
-const ATTEMPTS: usize = 3;
+/// Times a prune starts over when another process replaced index files or deleted packs under
+/// it; each attempt sees what the last one lost to, so more than a few means a busy store.
+const ATTEMPTS: usize = 8;
 
 /// Runs a prune. One that stalled (a stopped process, a sleeping host) while another prune
 /// deleted packs it had surveyed works from a stale view: it notices, deletes nothing on that
@@ -40,6 +41,12 @@ pub fn prune(repo: &Repository, opts: &PruneOptions) -> Result<PruneReport> {
     loop {
         match prune_once(repo, opts) {
             Err(e) if e.kind == ErrorKind::Locked && attempt < ATTEMPTS => attempt += 1,
+            Err(e) if e.kind == ErrorKind::Locked => {
+                return Err(Error::new(
+                    ErrorKind::Locked,
+                    format!("{}, {ATTEMPTS} times over; nothing was deleted, run prune again when the other processes have finished", e.message),
+                ))
+            }
             r => return r,
         }
     }

@@ -23,6 +23,9 @@ impl Backend for ForgetAfterListing {
     fn guarantees(&self) -> cairn_backend::Guarantees {
         self.inner.guarantees()
     }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
+    }
     fn list(&self, t: FileType) -> cairn_backend::Result<Vec<cairn_backend::Entry>> {
         let listed = self.inner.list(t)?;
         if t == FileType::Snapshot && !listed.is_empty() && !self.done.swap(true, Ordering::SeqCst)

@@ -496,11 +496,16 @@ impl Repository {
     /// Reads a whole pack and checks it against its name; returns its bytes and header.
     pub fn read_pack(&self, pack: &PackId) -> Result<(Vec<u8>, PackHeader)> {
         let bytes = self.read_file(FileType::Pack, &pack.0)?;
-        let size = bytes.len() as u64;
-        let header = self.parse_pack_header(pack, size, |offset, len| {
-            Ok(bytes[offset as usize..(offset + len) as usize].to_vec())
-        })?;
+        let header = self.pack_header_in(pack, &bytes)?;
         Ok((bytes, header))
+    }
+
+    /// The header of a pack whose bytes were read whole: no second read, which could find the
+    /// pack deleted in between.
+    pub fn pack_header_in(&self, pack: &PackId, bytes: &[u8]) -> Result<PackHeader> {
+        self.parse_pack_header(pack, bytes.len() as u64, |offset, len| {
+            Ok(bytes[offset as usize..(offset + len) as usize].to_vec())
+        })
     }
 
     pub fn read_index(&self, id: IndexId) -> Result<IndexFile> {
@@ -982,7 +987,7 @@ impl Repository {
     pub fn snapshot_ids_indexed(&self) -> Result<Vec<SnapshotId>> {
         let ids = self.snapshot_ids()?;
         // Its index files were created before a snapshot: a listing this long after shows them.
-        self.host.sleep(self.backend.guarantees().listing_lag);
+        self.host.sleep(self.backend.listing_lag());
         self.sync_index()?;
         Ok(ids)
     }

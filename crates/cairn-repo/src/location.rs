@@ -99,13 +99,9 @@ impl RepoLocation {
                 }
                 Box::new(LocalBackend::open(path))
             }
-            RepoLocation::Remote(remote) => {
-                let backend = remote.connect(&reach.options())?;
-                if backend.list(cairn_backend::FileType::Config)?.is_empty() {
-                    return Err(no_repository(self, "it has no config"));
-                }
-                backend
-            }
+            // No look for `config` here: `probe` reads it next, and says the same when it is
+            // missing, with one request less on every command.
+            RepoLocation::Remote(remote) => remote.connect(&reach.options())?,
         };
         cairn_backend::test_hooks::wrap(backend).map_err(|e| Error::new(ErrorKind::InvalidInput, e))
     }

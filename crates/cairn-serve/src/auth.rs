@@ -5,6 +5,11 @@
 //! output. Decoded passwords are zeroized when dropped. A bcrypt check costs tens of
 //! milliseconds and a client makes thousands of requests, so a verified user and password are
 //! remembered for a few minutes, under a salted SHA-256 of both, never in the clear.
+//!
+//! The file is read again when it changes (looked at every `RELOAD_CHECK` at most), as
+//! restic's rest-server does, so that users are added and revoked without a restart; a reload
+//! forgets every remembered password, so a revoked one stops working at once. A file that no
+//! longer parses (half written, emptied) keeps the users read before, with a warning.
 
 use crate::{Error, ErrorKind};
 use base64::Engine;
@@ -12,8 +17,8 @@ use rand::RngCore;
 use sha2::Digest;
 use std::collections::HashMap;
 use std::fmt;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
@@ -22,6 +27,8 @@ const REMEMBER: Duration = Duration::from_secs(300);
 /// At most this many verified pairs are remembered; past it, the expired ones go, and if none
 /// has expired, all do (each costs one more bcrypt check, nothing else).
 const REMEMBER_MAX: usize = 4096;
+/// How often the htpasswd file is looked at for a change, at most.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 enum Hash {
     Bcrypt(String),
@@ -154,29 +161,106 @@ impl Credentials {
 
 /// An htpasswd file with the memory of recently verified passwords.
 pub(crate) struct Authenticator {
-    htpasswd: Htpasswd,
+    file: Option<PathBuf>,
+    users: Mutex<Users>,
     salt: [u8; 32],
     verified: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
+/// The users last read, and what the file looked like then.
+struct Users {
+    htpasswd: Arc<Htpasswd>,
+    stamp: Option<Stamp>,
+    looked: Instant,
+}
+
+/// What tells that a file changed: its inode (an editor or `htpasswd` replacing it), its
+/// length and its modification time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        inode: m.ino(),
+        len: m.len(),
+        modified: m.modified().ok(),
+    })
+}
+
 impl Authenticator {
-    pub(crate) fn new(htpasswd: Htpasswd) -> Authenticator {
+    /// Users read from `file`, already loaded into `htpasswd`, and read again when it changes.
+    pub(crate) fn watching(htpasswd: Htpasswd, file: &Path) -> Authenticator {
+        Authenticator::with(htpasswd, Some(file.to_path_buf()))
+    }
+
+    fn with(htpasswd: Htpasswd, file: Option<PathBuf>) -> Authenticator {
         let mut salt = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut salt);
         Authenticator {
-            htpasswd,
+            users: Mutex::new(Users {
+                htpasswd: Arc::new(htpasswd),
+                stamp: file.as_deref().and_then(stamp),
+                looked: Instant::now(),
+            }),
+            file,
             salt,
             verified: Mutex::new(HashMap::new()),
         }
     }
 
+    /// The current users, read again first if the file changed since it was last read.
+    fn htpasswd(&self) -> Arc<Htpasswd> {
+        let mut users = self
+            .users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(path) = &self.file else {
+            return users.htpasswd.clone();
+        };
+        if users.looked.elapsed() < RELOAD_CHECK {
+            return users.htpasswd.clone();
+        }
+        users.looked = Instant::now();
+        let now = stamp(path);
+        if now == users.stamp {
+            return users.htpasswd.clone();
+        }
+        users.stamp = now;
+        match Htpasswd::load(path) {
+            Ok((htpasswd, warnings)) => {
+                for w in warnings {
+                    crate::failure::log(format_args!("{w}"));
+                }
+                crate::failure::log(format_args!(
+                    "--htpasswd {}: read again, {} users",
+                    path.display(),
+                    htpasswd.users.len()
+                ));
+                users.htpasswd = Arc::new(htpasswd);
+                self.remembered().clear();
+            }
+            Err(e) => crate::failure::log(format_args!(
+                "{e}; keeping the {} users read before",
+                users.htpasswd.users.len()
+            )),
+        }
+        users.htpasswd.clone()
+    }
+
     pub(crate) fn has_user(&self, user: &str) -> bool {
-        self.htpasswd.has_user(user)
+        self.htpasswd().has_user(user)
     }
 
     /// Whether the credentials are good; may take a bcrypt check, so call it off the async
     /// threads.
     pub(crate) fn check(&self, c: &Credentials) -> bool {
+        let htpasswd = self.htpasswd();
         let key: [u8; 32] = sha2::Sha256::new()
             .chain_update(self.salt)
             .chain_update((c.user.len() as u64).to_le_bytes())
@@ -190,7 +274,7 @@ impl Authenticator {
                 return true;
             }
         }
-        if !self.htpasswd.verify(&c.user, &c.password) {
+        if !htpasswd.verify(&c.user, &c.password) {
             return false;
         }
         let mut verified = self.remembered();
@@ -261,7 +345,7 @@ mod tests {
     fn a_verified_password_is_remembered_and_a_wrong_one_is_not() {
         let line = bcrypt::hash("pw", 4).unwrap();
         let (h, _) = Htpasswd::parse(&format!("u:{line}\n"));
-        let auth = Authenticator::new(h);
+        let auth = Authenticator::with(h, None);
         let good = Credentials {
             user: "u".into(),
             password: Zeroizing::new("pw".into()),
@@ -276,5 +360,38 @@ mod tests {
         assert!(auth.check(&good));
         assert_eq!(auth.remembered().len(), 1);
         assert!(!auth.check(&bad));
+    }
+
+    #[test]
+    fn a_changed_file_is_read_again_and_a_revoked_password_stops_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("htpasswd");
+        let line = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+        std::fs::write(&path, format!("u:{}\n", line("pw"))).unwrap();
+        let (h, _) = Htpasswd::load(&path).unwrap();
+        let auth = Authenticator::watching(h, &path);
+        let cred = |user: &str, pw: &str| Credentials {
+            user: user.into(),
+            password: Zeroizing::new(pw.into()),
+        };
+        assert!(auth.check(&cred("u", "pw")));
+        assert!(!auth.has_user("v"));
+
+        // Replaced as `htpasswd` does (a new file renamed over the old): u revoked, v added.
+        let next = dir.path().join("htpasswd.new");
+        std::fs::write(&next, format!("v:{}\n", line("pw2"))).unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        auth.users.lock().unwrap().looked -= RELOAD_CHECK;
+        assert!(
+            !auth.check(&cred("u", "pw")),
+            "a revoked password was still remembered"
+        );
+        assert!(auth.has_user("v"));
+        assert!(auth.check(&cred("v", "pw2")));
+
+        // A file that no longer parses keeps the users read before.
+        std::fs::write(&path, "").unwrap();
+        auth.users.lock().unwrap().looked -= RELOAD_CHECK;
+        assert!(auth.check(&cred("v", "pw2")));
     }
 }

@@ -120,7 +120,7 @@ pub fn bind(listen: SocketAddr, opts: Options) -> Result<Server, Error> {
             for w in warnings {
                 failure::log(format_args!("{w}"));
             }
-            Some(Authenticator::new(htpasswd))
+            Some(Authenticator::watching(htpasswd, path))
         }
     };
     let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;

@@ -30,6 +30,10 @@ const FOUND_DEFECTS: &[(u64, &str)] = &[
         "repair index indexed a pack of a fenced-off backup; a prune deleted it; the backup woke and named it in an index file",
     ),
     (
+        40104,
+        "repair index replaced the index files a prune was reading; the prune took their packs for unindexed and adopted a stopped backup's pack, which a later prune deleted once the backup was fenced off; waking, the backup named it in an index file",
+    ),
+    (
         40106,
         "repair index replaced the index files a prune was reading; the prune condemned a pack without its records, and a running backup's blob left the index",
     ),

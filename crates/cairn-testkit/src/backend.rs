@@ -155,6 +155,9 @@ impl<B: Backend> Backend for FlipBits<B> {
     fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
     }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
+    }
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         self.inner.list(t)
     }
@@ -218,6 +221,9 @@ impl<B: Backend> Backend for CrashAfterWrites<B> {
     }
     fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
+    }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
     }
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         self.inner.list(t)

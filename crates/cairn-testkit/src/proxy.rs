@@ -22,7 +22,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Which faults to inject, and how many of each at most.
 #[derive(Clone, Debug)]
@@ -41,6 +41,9 @@ pub struct Faults {
     /// one connection alive for a whole run sees faults only on its first connections, so the
     /// default is high.
     pub chance: f64,
+    /// Bytes per second the client may send upstream, over all its connections together, as
+    /// through one slow uplink; 0 for no limit. Not a fault: it applies to every connection.
+    pub upload_rate: u64,
 }
 
 impl Default for Faults {
@@ -52,6 +55,7 @@ impl Default for Faults {
             max_delay: Duration::from_millis(200),
             errors: 0,
             chance: 0.5,
+            upload_rate: 0,
         }
     }
 }
@@ -79,6 +83,8 @@ struct Shared {
     stop: AtomicBool,
     conns: Mutex<Vec<Weak<Conn>>>,
     traffic: Mutex<Traffic>,
+    /// When the uplink (`Faults::upload_rate`) is next free.
+    uplink: Mutex<Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +123,7 @@ impl FaultProxy {
             stop: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
             traffic: Mutex::new(Traffic::default()),
+            uplink: Mutex::new(Instant::now()),
         });
         let for_thread = shared.clone();
         let accept = std::thread::Builder::new()
@@ -214,6 +221,22 @@ fn plan(rng: &mut StdRng, shared: &Shared) -> Plan {
 }
 
 impl Shared {
+    /// Waits until `n` more bytes fit through the uplink: each chunk books the link for as long
+    /// as it takes at `upload_rate`, after the chunks booked before it.
+    fn pace_upload(&self, n: usize) {
+        let rate = self.faults.upload_rate;
+        if rate == 0 {
+            return;
+        }
+        let done = {
+            let mut free = self.uplink.lock().unwrap();
+            let start = (*free).max(Instant::now());
+            *free = start + Duration::from_secs_f64(n as f64 / rate as f64);
+            *free
+        };
+        std::thread::sleep(done.saturating_duration_since(Instant::now()));
+    }
+
     /// Takes one fault of `kind` from the budget; false when none is left (another connection
     /// used the last one since this one was planned).
     fn take(&self, kind: Kind) -> bool {
@@ -313,6 +336,9 @@ fn pump(conn: &Conn, dir: Direction, plan: Plan, shared: &Shared, early: &[u8]) 
             }
             Ok(n) => {
                 count(&buf[..n]);
+                if dir == Direction::Up {
+                    shared.pace_upload(n);
+                }
                 ok = forward(conn, to, &buf[..n], plan, shared)
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -707,6 +733,32 @@ mod tests {
                 resets: 3,
                 ..Injected::default()
             }
+        );
+    }
+
+    /// The uplink limit holds over several connections together; only a lower bound is
+    /// asserted, which a loaded machine cannot break.
+    #[test]
+    fn proxy_paces_uploads_over_all_connections_together() {
+        let faults = Faults {
+            upload_rate: 2 << 20,
+            ..Faults::default()
+        };
+        let proxy = FaultProxy::start(server(echo), faults);
+        let sent = data(512 << 10, 4);
+        let started = Instant::now();
+        let echoed: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| round_trip(proxy.addr(), &sent).unwrap()))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert!(echoed.iter().all(|e| *e == sent));
+        // 1 MiB up at 2 MiB/s; the echoes coming back are not paced.
+        assert!(
+            started.elapsed() >= Duration::from_millis(450),
+            "{:?}",
+            started.elapsed()
         );
     }
 

@@ -177,6 +177,13 @@ impl Dal {
                 if self.service == Service::Ftp && unexpected {
                     e.kind = BackendErrorKind::Transient;
                 }
+                // A certificate the system does not trust stays untrusted: no retry helps.
+                if e.message.contains("invalid peer certificate") {
+                    e.kind = BackendErrorKind::Denied;
+                    e.message.push_str(
+                        " (a private CA's certificate can be given with SSL_CERT_FILE=FILE)",
+                    );
+                }
                 e
             }),
             Err(_) => Err(error(
@@ -277,6 +284,10 @@ impl Backend for Dal {
         }
     }
 
+    fn listing_lag(&self) -> Duration {
+        Duration::ZERO
+    }
+
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         let mut found = Vec::new();
         match t {
@@ -323,7 +334,7 @@ impl Backend for Dal {
     }
 
     /// Asks for the length first, so a hostile or damaged store cannot make this allocate
-    /// more than `max`.
+    /// more than `max` (a range past the end fails in OpenDAL: "reader got too little data").
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         let path = object_path(t, name);
         let what = || format!("cannot read {} {name}", t.noun());

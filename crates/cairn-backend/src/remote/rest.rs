@@ -271,6 +271,10 @@ impl Backend for Rest {
         }
     }
 
+    fn listing_lag(&self) -> Duration {
+        Duration::ZERO
+    }
+
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         if t == FileType::Config {
             return match self.length(t, "config") {

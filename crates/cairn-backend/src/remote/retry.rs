@@ -105,6 +105,9 @@ impl Backend for Retrying {
     fn guarantees(&self) -> Guarantees {
         self.inner.guarantees()
     }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
+    }
 
     fn list(&self, t: FileType) -> Result<Vec<Entry>> {
         self.retry(|| format!("listing {}s", t.noun()), || self.inner.list(t))
@@ -212,6 +215,9 @@ mod tests {
         }
         fn guarantees(&self) -> Guarantees {
             self.inner.guarantees()
+        }
+        fn listing_lag(&self) -> std::time::Duration {
+            self.inner.listing_lag()
         }
         fn list(&self, t: FileType) -> Result<Vec<Entry>> {
             self.fail()?;

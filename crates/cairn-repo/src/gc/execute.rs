@@ -28,7 +28,7 @@ impl PrunePlan<'_> {
             self.report.duration = self.started.elapsed();
             return Ok(self.report);
         }
-        let lag = repo.backend.guarantees().listing_lag;
+        let lag = repo.backend.listing_lag();
         let newly_condemned = self.newly_condemned();
 
         // 3. Copy.
@@ -417,7 +417,7 @@ fn copy_used(repo: &Repository, pack: &PackId, keeps: &HashSet<Key>) -> Result<O
         Err(e) => return Err(e),
     };
     // A pack condemned for a damaged header is read where the index places its blobs.
-    let entries: Vec<IndexEntry> = match repo.read_pack_header(pack, bytes.len() as u64) {
+    let entries: Vec<IndexEntry> = match repo.pack_header_in(pack, &bytes) {
         Ok(header) => IndexPack::from_header(*pack, bytes.len() as u64, &header).blobs,
         Err(e) if e.kind == ErrorKind::Corrupt => repo.blobs_in_pack(pack)?,
         Err(e) => return Err(e),

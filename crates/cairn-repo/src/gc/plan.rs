@@ -174,8 +174,17 @@ impl<'r> Survey<'r> {
         let mut stale_records = false;
         let mut rewrite = Vec::new();
         for (id, seen) in &self.index {
+            // A file gone since step 1 was replaced by another prune or `repair index`, whose
+            // files this view lacks: its packs would look unindexed, and a writer's pack among
+            // them adopted, then deleted before a late index file names it (seed 40104).
             let Some(file) = self.repo.read_index_if_listed(*id)? else {
-                continue;
+                return Err(Error::new(
+                    ErrorKind::Locked,
+                    format!(
+                        "index file {} was replaced by another process while this prune ran",
+                        id.short()
+                    ),
+                ));
             };
             if file.condemned.is_empty() {
                 rewrite.push(*id);

@@ -58,7 +58,7 @@ impl Session {
             renewed: Duration::ZERO,
         };
         session.write_marker(backend, host)?;
-        host.sleep(backend.guarantees().listing_lag);
+        host.sleep(backend.listing_lag());
         Ok(session)
     }
 
@@ -324,7 +324,7 @@ impl Repository {
         }
         // A verdict is created before its snapshot, so a listing this long after the snapshot
         // was listed shows it.
-        self.host.sleep(self.backend.guarantees().listing_lag);
+        self.host.sleep(self.backend.listing_lag());
         let locks = self.read_locks()?;
         let doomed: HashSet<SnapshotId> = ids.iter().copied().collect();
         let names = |verdict: &Verdict| match verdict {

@@ -112,7 +112,7 @@ impl Repository {
     /// now (`Locks::may_index`). Asked after `data/` was listed: a session's marker comes
     /// before its packs, so a session that wrote a listed pack is in a listing this long after.
     pub fn others_may_index(&self) -> Result<bool> {
-        self.host.sleep(self.backend.guarantees().listing_lag);
+        self.host.sleep(self.backend.listing_lag());
         Ok(self.read_locks()?.may_index(self.host.as_ref()))
     }
 
@@ -157,7 +157,7 @@ impl Repository {
     /// Prune's step 1 (repo-format.md, "Garbage collection").
     pub fn survey(&self, opts: &SurveyOptions) -> Result<Survey<'_>> {
         let started = Instant::now();
-        let lag = self.backend.guarantees().listing_lag;
+        let lag = self.backend.listing_lag();
         let mut report = PruneReport::default();
         if let Some((id, why)) = self.sync_index()?.damaged.first() {
             return Err(Error::corrupt(format!(

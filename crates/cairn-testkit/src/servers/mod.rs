@@ -166,14 +166,7 @@ fn rclone(kind: &'static str, repo: &str, prefix: fn(SocketAddr) -> String) -> S
 /// pyftpdlib with Debian's python3 on `root`, one user (`USER`, `PASSWORD`) with write access:
 /// location `ftp://USER:PASSWORD@127.0.0.1:PORT/<repo>` (the path is relative to `root`).
 pub fn ftp(repo: &str) -> Server {
-    let python = require("/usr/bin/python3", "python3");
-    let probe = Command::new(&python)
-        .args(["-c", "import pyftpdlib"])
-        .output()
-        .expect("run /usr/bin/python3");
-    if !probe.status.success() {
-        panic!("pyftpdlib is missing from /usr/bin/python3 (Debian package python3-pyftpdlib); {INSTALL}");
-    }
+    let python = debian_python("pyftpdlib", "python3-pyftpdlib");
     let dir = temp_dir("ftp");
     let root = dir.path().join("root");
     fs::create_dir(&root).expect("create the served dir");
@@ -200,6 +193,85 @@ pub fn ftp(repo: &str) -> Server {
     let repo = repo.to_string();
     let describe: Describe =
         Box::new(move |addr| (format!("ftp://{USER}:{PASSWORD}@{addr}/{repo}"), vec![]));
+    server(describe, addr, Some(root), process, dir)
+}
+
+/// Debian's python3, checked to have `module` (from the Debian package `package`).
+fn debian_python(module: &str, package: &str) -> PathBuf {
+    let python = require("/usr/bin/python3", "python3");
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .env_remove("PYTHONPATH")
+        .env("PYTHONNOUSERSITE", "1")
+        .output()
+        .expect("run /usr/bin/python3");
+    if !probe.status.success() {
+        panic!("{module} is missing from /usr/bin/python3 (Debian package {package}); {INSTALL}");
+    }
+    python
+}
+
+/// pyftpdlib's TLS handler, which the module's command line does not offer: explicit TLS
+/// (`AUTH TLS`) required on the control and data connections.
+const FTPS_SERVER: &str = r#"
+import sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import TLS_FTPHandler
+from pyftpdlib.servers import FTPServer
+host, port, user, password, root, cert, key = sys.argv[1:]
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, root, perm="elradfmwMT")
+TLS_FTPHandler.authorizer = authorizer
+TLS_FTPHandler.certfile = cert
+TLS_FTPHandler.keyfile = key
+TLS_FTPHandler.tls_control_required = True
+TLS_FTPHandler.tls_data_required = True
+FTPServer((host, int(port)), TLS_FTPHandler).serve_forever()
+"#;
+
+/// pyftpdlib with TLS required (`ftps://`), its certificate self-signed for 127.0.0.1 and
+/// trusted by the cairn process alone, through `SSL_CERT_FILE` in `env`.
+pub fn ftps(repo: &str) -> Server {
+    let python = debian_python(
+        "pyftpdlib, OpenSSL",
+        "python3-pyftpdlib and python3-openssl",
+    );
+    let dir = temp_dir("ftps");
+    let root = dir.path().join("root");
+    fs::create_dir(&root).expect("create the served dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("make a certificate for 127.0.0.1");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+    let (process, addr) = start_on_free_ports("pyftpdlib (TLS)", 1, |ports| {
+        let addr = loopback(ports[0]);
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-c",
+            FTPS_SERVER,
+            "127.0.0.1",
+            &ports[0].to_string(),
+            USER,
+            PASSWORD,
+        ])
+        .arg(&root)
+        .arg(&cert)
+        .arg(&key)
+        .env_remove("PYTHONPATH")
+        .env("PYTHONNOUSERSITE", "1");
+        let mut process = Process::spawn("pyftpdlib", &mut cmd, &dir.path().join("ftps.log"));
+        wait_ready(&mut process, || banner(addr, "220")).map(|()| (process, addr))
+    });
+    let repo = repo.to_string();
+    let cert = cert.display().to_string();
+    let describe: Describe = Box::new(move |addr| {
+        (
+            format!("ftps://{USER}:{PASSWORD}@{addr}/{repo}"),
+            vec![("SSL_CERT_FILE".to_string(), cert.clone())],
+        )
+    });
     server(describe, addr, Some(root), process, dir)
 }
 
