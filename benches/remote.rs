@@ -67,6 +67,14 @@ impl Step {
         Step::SlowBackup,
     ];
 
+    /// The bucket a tool's step works in: the slow backup has one of its own.
+    fn bucket(self, kind: Kind) -> String {
+        match self {
+            Step::SlowBackup => format!("{}-slow", kind.name()),
+            _ => kind.name().to_string(),
+        }
+    }
+
     fn label(self) -> &'static str {
         match self {
             Step::Backup => "first backup",
@@ -392,7 +400,7 @@ fn main() {
             eprintln!("remote bench:   restored tree equals the source");
             let _ = fs::remove_dir_all(&target);
 
-            let slow_bucket = format!("{bucket}-slow");
+            let slow_bucket = Step::SlowBackup.bucket(tool.kind);
             let on_slow = |argv: Vec<String>| -> Result<Measured, String> {
                 let mut cmd = tool.command(&server, &slow, &slow_bucket, &work);
                 cmd.args(&argv);
@@ -773,7 +781,7 @@ fn report(
             let Some(m) = results.get(&(step, tool.kind)) else {
                 continue;
             };
-            let r = Requests::of(&m.traffic, tool.kind.name());
+            let r = Requests::of(&m.traffic, &step.bucket(tool.kind));
             s.push_str(&format!(
                 "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 step.label(),
@@ -804,12 +812,12 @@ fn report(
             let Some(c) = results.get(&(step, Kind::Cairn)) else {
                 continue;
             };
-            let cr = Requests::of(&c.traffic, Kind::Cairn.name()).total();
+            let cr = Requests::of(&c.traffic, &step.bucket(Kind::Cairn)).total();
             for other in &others {
                 let Some(o) = results.get(&(step, other.kind)) else {
                     continue;
                 };
-                let or = Requests::of(&o.traffic, other.kind.name()).total();
+                let or = Requests::of(&o.traffic, &step.bucket(other.kind)).total();
                 s.push_str(&format!(
                     "| {} | {} | {} | {} | {} | {} |\n",
                     step.label(),

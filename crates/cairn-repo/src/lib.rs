@@ -222,6 +222,11 @@ pub struct Repository {
     raw_added: AtomicU64,
 }
 
+/// Packs uploaded at once to a remote repository (still within `--connections`): enough that
+/// one upload's round trips overlap another's transfer, few enough that the packs held for
+/// them stay a few times the pack size.
+const REMOTE_PACK_WRITERS: usize = 3;
+
 /// Packs per index file: a killed backup loses the index entries of at most this many packs,
 /// which the next backup then stores again.
 const PACKS_PER_INDEX: usize = 8;
@@ -291,7 +296,14 @@ impl Repository {
         };
         let repo = Repository {
             packers: Packers::new(config.pack_size as usize),
-            writer: writer::PackWriter::new(opts.inline_writes),
+            writer: writer::PackWriter::new(
+                opts.inline_writes,
+                if backend.remote() {
+                    REMOTE_PACK_WRITERS
+                } else {
+                    1
+                },
+            ),
             backend: Arc::from(backend),
             host: Arc::clone(&opts.host),
             keys,

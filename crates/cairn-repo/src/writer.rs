@@ -1,6 +1,8 @@
-//! Pack files are written on a thread of their own, so the worker that filled a pack goes back to
+//! Pack files are written on threads of their own, so the worker that filled a pack goes back to
 //! compressing while the pack is written and made durable: an fsync (or, on a remote backend,
-//! an upload) takes longer than filling the next pack.
+//! an upload) takes longer than filling the next pack. A local directory gets one writer; a
+//! remote one a few, so that each upload's round trips (a look, the answer after the last
+//! byte) overlap another's transfer instead of leaving the link idle.
 //!
 //! Invariant: a pack's write is reported back (`take_done`) only once `Backend::create` has
 //! returned, so what the repository learns from it (the pack's blobs in the session, an index
@@ -10,6 +12,7 @@ use crate::Result;
 use cairn_backend::{Backend, FileType};
 use cairn_format::index::IndexPack;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -25,6 +28,9 @@ struct Progress {
 struct Shared {
     progress: Mutex<Progress>,
     idle: Condvar,
+    /// A write failed: nothing more is written (the command is failing, and a pack no index
+    /// will name only wastes space).
+    failed: AtomicBool,
 }
 
 /// A pack's index entry and its parts.
@@ -32,23 +38,27 @@ type AssembledPack = (IndexPack, Vec<Vec<u8>>);
 
 #[derive(Default)]
 pub struct PackWriter {
-    running: Mutex<Option<(SyncSender<AssembledPack>, JoinHandle<()>)>>,
+    running: Mutex<Option<(SyncSender<AssembledPack>, Vec<JoinHandle<()>>)>>,
     shared: Arc<Shared>,
     /// Write on the caller's thread instead: a deterministic simulation runs each process on
     /// one thread, so that the order of its storage calls is a function of its seed.
     inline: bool,
+    /// Writer threads: packs written at once.
+    writers: usize,
 }
 
 impl PackWriter {
-    pub fn new(inline: bool) -> PackWriter {
+    pub fn new(inline: bool, writers: usize) -> PackWriter {
         PackWriter {
             inline,
+            writers: writers.max(1),
             ..PackWriter::default()
         }
     }
 
-    /// Hands a pack's bytes to the writer thread, started on first use. Blocks while the writer
-    /// is busy with the pack before, which bounds the packs in memory.
+    /// Hands a pack's bytes to a writer thread, started on first use. Blocks while every
+    /// writer is busy, which bounds the packs in memory to one per writer and the one being
+    /// filled.
     pub fn send(&self, backend: &Arc<dyn Backend>, entry: IndexPack, parts: Vec<Vec<u8>>) {
         if self.inline {
             self.shared.progress.lock().unwrap().in_flight += 1;
@@ -57,7 +67,8 @@ impl PackWriter {
         }
         let tx = {
             let mut running = self.running.lock().unwrap();
-            let (tx, _) = running.get_or_insert_with(|| start(Arc::clone(backend), &self.shared));
+            let (tx, _) = running
+                .get_or_insert_with(|| start(Arc::clone(backend), &self.shared, self.writers));
             tx.clone()
         };
         self.shared.progress.lock().unwrap().in_flight += 1;
@@ -80,11 +91,13 @@ impl PackWriter {
         }
     }
 
-    /// Lets the thread finish what it was given, then ends it.
+    /// Lets the threads finish what they were given, then ends them.
     pub fn stop(&self) {
-        if let Some((tx, thread)) = self.running.lock().unwrap().take() {
+        if let Some((tx, threads)) = self.running.lock().unwrap().take() {
             drop(tx);
-            let _ = thread.join();
+            for thread in threads {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -99,25 +112,32 @@ fn finish(shared: &Shared, written: Result<IndexPack>) {
 fn start(
     backend: Arc<dyn Backend>,
     shared: &Arc<Shared>,
-) -> (SyncSender<AssembledPack>, JoinHandle<()>) {
+    writers: usize,
+) -> (SyncSender<AssembledPack>, Vec<JoinHandle<()>>) {
     let (tx, rx) = sync_channel::<AssembledPack>(0);
-    let shared = Arc::clone(shared);
-    let thread = std::thread::spawn(move || {
-        // After a failed write nothing more is written: the command is failing, and a pack no
-        // index will name only wastes space.
-        let mut failed = false;
-        for (entry, parts) in rx {
-            let written = if failed {
-                Err(not_written(&entry, "an earlier pack failed"))
-            } else {
-                write(backend.as_ref(), entry, &parts)
-            };
-            failed |= written.is_err();
-            drop(parts);
-            finish(&shared, written);
-        }
-    });
-    (tx, thread)
+    let rx = Arc::new(Mutex::new(rx));
+    let threads = (0..writers)
+        .map(|_| {
+            let (shared, rx, backend) = (Arc::clone(shared), Arc::clone(&rx), Arc::clone(&backend));
+            std::thread::spawn(move || loop {
+                // The lock is held only while waiting for the next pack, never while writing.
+                let Ok((entry, parts)) = rx.lock().unwrap().recv() else {
+                    return;
+                };
+                let written = if shared.failed.load(Ordering::SeqCst) {
+                    Err(not_written(&entry, "an earlier pack failed"))
+                } else {
+                    write(backend.as_ref(), entry, &parts)
+                };
+                if written.is_err() {
+                    shared.failed.store(true, Ordering::SeqCst);
+                }
+                drop(parts);
+                finish(&shared, written);
+            })
+        })
+        .collect();
+    (tx, threads)
 }
 
 fn write(backend: &dyn Backend, entry: IndexPack, parts: &[Vec<u8>]) -> Result<IndexPack> {

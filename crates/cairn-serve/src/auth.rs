@@ -170,6 +170,9 @@ pub(crate) struct Authenticator {
 /// The users last read, and what the file looked like then.
 struct Users {
     htpasswd: Arc<Htpasswd>,
+    /// One more at each reload: a password verified against an older generation is not
+    /// remembered, or a check running across a reload could remember a revoked one.
+    generation: u64,
     stamp: Option<Stamp>,
     looked: Instant,
 }
@@ -194,9 +197,15 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 impl Authenticator {
-    /// Users read from `file`, already loaded into `htpasswd`, and read again when it changes.
-    pub(crate) fn watching(htpasswd: Htpasswd, file: &Path) -> Authenticator {
-        Authenticator::with(htpasswd, Some(file.to_path_buf()))
+    /// Users read from `file`, and read again when it changes; with a warning for each line
+    /// skipped.
+    pub(crate) fn watching(file: &Path) -> Result<(Authenticator, Vec<String>), Error> {
+        // Looked at before it is read: a change in between is read again, never missed.
+        let stamp = stamp(file);
+        let (htpasswd, warnings) = Htpasswd::load(file)?;
+        let mut auth = Authenticator::with(htpasswd, Some(file.to_path_buf()));
+        auth.users.get_mut().unwrap().stamp = stamp;
+        Ok((auth, warnings))
     }
 
     fn with(htpasswd: Htpasswd, file: Option<PathBuf>) -> Authenticator {
@@ -205,6 +214,7 @@ impl Authenticator {
         Authenticator {
             users: Mutex::new(Users {
                 htpasswd: Arc::new(htpasswd),
+                generation: 0,
                 stamp: file.as_deref().and_then(stamp),
                 looked: Instant::now(),
             }),
@@ -214,22 +224,27 @@ impl Authenticator {
         }
     }
 
-    /// The current users, read again first if the file changed since it was last read.
-    fn htpasswd(&self) -> Arc<Htpasswd> {
-        let mut users = self
-            .users
+    fn users(&self) -> std::sync::MutexGuard<'_, Users> {
+        self.users
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The current users and their generation, read again first if the file changed since it
+    /// was last read.
+    fn htpasswd(&self) -> (Arc<Htpasswd>, u64) {
+        let mut users = self.users();
+        let current = |u: &Users| (u.htpasswd.clone(), u.generation);
         let Some(path) = &self.file else {
-            return users.htpasswd.clone();
+            return current(&users);
         };
         if users.looked.elapsed() < RELOAD_CHECK {
-            return users.htpasswd.clone();
+            return current(&users);
         }
         users.looked = Instant::now();
         let now = stamp(path);
         if now == users.stamp {
-            return users.htpasswd.clone();
+            return current(&users);
         }
         users.stamp = now;
         match Htpasswd::load(path) {
@@ -243,6 +258,7 @@ impl Authenticator {
                     htpasswd.users.len()
                 ));
                 users.htpasswd = Arc::new(htpasswd);
+                users.generation += 1;
                 self.remembered().clear();
             }
             Err(e) => crate::failure::log(format_args!(
@@ -250,17 +266,17 @@ impl Authenticator {
                 users.htpasswd.users.len()
             )),
         }
-        users.htpasswd.clone()
+        current(&users)
     }
 
     pub(crate) fn has_user(&self, user: &str) -> bool {
-        self.htpasswd().has_user(user)
+        self.htpasswd().0.has_user(user)
     }
 
     /// Whether the credentials are good; may take a bcrypt check, so call it off the async
     /// threads.
     pub(crate) fn check(&self, c: &Credentials) -> bool {
-        let htpasswd = self.htpasswd();
+        let (htpasswd, generation) = self.htpasswd();
         let key: [u8; 32] = sha2::Sha256::new()
             .chain_update(self.salt)
             .chain_update((c.user.len() as u64).to_le_bytes())
@@ -277,7 +293,14 @@ impl Authenticator {
         if !htpasswd.verify(&c.user, &c.password) {
             return false;
         }
+        // Users before remembered, as a reload takes them: the generation cannot change while
+        // both are held, and a reload since the check above clears what is remembered next.
+        let users = self.users();
         let mut verified = self.remembered();
+        if users.generation != generation {
+            drop((verified, users));
+            return self.check(c);
+        }
         if verified.len() >= REMEMBER_MAX {
             verified.retain(|_, until| *until > now);
             if verified.len() >= REMEMBER_MAX {
@@ -368,8 +391,7 @@ mod tests {
         let path = dir.path().join("htpasswd");
         let line = |pw: &str| bcrypt::hash(pw, 4).unwrap();
         std::fs::write(&path, format!("u:{}\n", line("pw"))).unwrap();
-        let (h, _) = Htpasswd::load(&path).unwrap();
-        let auth = Authenticator::watching(h, &path);
+        let (auth, _) = Authenticator::watching(&path).unwrap();
         let cred = |user: &str, pw: &str| Credentials {
             user: user.into(),
             password: Zeroizing::new(pw.into()),
@@ -381,7 +403,7 @@ mod tests {
         let next = dir.path().join("htpasswd.new");
         std::fs::write(&next, format!("v:{}\n", line("pw2"))).unwrap();
         std::fs::rename(&next, &path).unwrap();
-        auth.users.lock().unwrap().looked -= RELOAD_CHECK;
+        auth.users().looked -= RELOAD_CHECK;
         assert!(
             !auth.check(&cred("u", "pw")),
             "a revoked password was still remembered"
@@ -391,7 +413,7 @@ mod tests {
 
         // A file that no longer parses keeps the users read before.
         std::fs::write(&path, "").unwrap();
-        auth.users.lock().unwrap().looked -= RELOAD_CHECK;
+        auth.users().looked -= RELOAD_CHECK;
         assert!(auth.check(&cred("v", "pw2")));
     }
 }

@@ -116,11 +116,11 @@ pub fn bind(listen: SocketAddr, opts: Options) -> Result<Server, Error> {
     let auth = match &opts.htpasswd {
         None => None,
         Some(path) => {
-            let (htpasswd, warnings) = Htpasswd::load(path)?;
+            let (auth, warnings) = Authenticator::watching(path)?;
             for w in warnings {
                 failure::log(format_args!("{w}"));
             }
-            Some(Authenticator::watching(htpasswd, path))
+            Some(auth)
         }
     };
     let tls = opts.tls.as_ref().map(tls::server_config).transpose()?;

@@ -325,6 +325,9 @@ fn pump(conn: &Conn, dir: Direction, plan: Plan, shared: &Shared, early: &[u8]) 
         }
     };
     count(early);
+    if dir == Direction::Up {
+        shared.pace_upload(early.len());
+    }
     let mut ok = early.is_empty() || forward(conn, to, early, plan, shared);
     while ok {
         match (&*from).read(&mut buf) {

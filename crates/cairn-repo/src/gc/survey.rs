@@ -224,7 +224,6 @@ impl Repository {
         report: &mut PruneReport,
     ) -> Result<(Vec<SessionId>, Vec<TreeId>, bool)> {
         let backend = self.backend.as_ref();
-        let exclusive = backend.guarantees().exclusive_create;
         let mut locks = self.read_locks()?;
         let machine = self.host.machine();
         let now = self.host.boot_clock().as_nanos() as u64;
@@ -256,7 +255,9 @@ impl Repository {
                 None if dead => Some(fenced(newest)),
                 // Silent for the grace period: fenced off, unless it commits first. Without
                 // exclusive creates the race cannot be run, and it stays until it ends.
-                None if silent && exclusive => {
+                // Asked only here: on S3 the answer takes a probe that writes, which a dry run
+                // must not make.
+                None if silent && backend.guarantees().exclusive_create => {
                     let v = settle(backend, session, &fenced(newest))?;
                     if matches!(v, Verdict::Fenced { .. }) {
                         report.sessions_fenced += 1;
