@@ -36,9 +36,12 @@ struct Shared {
 /// A pack's index entry and its parts.
 type AssembledPack = (IndexPack, Vec<Vec<u8>>);
 
+/// Where packs go, and the threads that write them.
+type Writers = (SyncSender<AssembledPack>, Vec<JoinHandle<()>>);
+
 #[derive(Default)]
 pub struct PackWriter {
-    running: Mutex<Option<(SyncSender<AssembledPack>, Vec<JoinHandle<()>>)>>,
+    running: Mutex<Option<Writers>>,
     shared: Arc<Shared>,
     /// Write on the caller's thread instead: a deterministic simulation runs each process on
     /// one thread, so that the order of its storage calls is a function of its seed.
@@ -109,11 +112,7 @@ fn finish(shared: &Shared, written: Result<IndexPack>) {
     shared.idle.notify_all();
 }
 
-fn start(
-    backend: Arc<dyn Backend>,
-    shared: &Arc<Shared>,
-    writers: usize,
-) -> (SyncSender<AssembledPack>, Vec<JoinHandle<()>>) {
+fn start(backend: Arc<dyn Backend>, shared: &Arc<Shared>, writers: usize) -> Writers {
     let (tx, rx) = sync_channel::<AssembledPack>(0);
     let rx = Arc::new(Mutex::new(rx));
     let threads = (0..writers)
