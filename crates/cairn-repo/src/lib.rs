@@ -248,7 +248,13 @@ pub fn probe(backend: &dyn Backend) -> Result<Vec<u8>> {
                 format!("no repository at {location}: it has no config"),
             ));
         }
-        Err(e) => return Err(e.into()),
+        // The first request of every command: its failure (refused credentials, no route)
+        // names the repository.
+        Err(e) => {
+            let mut e: Error = e.into();
+            e.message = format!("{location}: {}", e.message);
+            return Err(e);
+        }
     };
     let (version, _) = config::decode_preamble(&file)
         .map_err(|e| Error::corrupt(format!("config of {location}: {e}")))?;

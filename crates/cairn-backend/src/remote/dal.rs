@@ -45,7 +45,11 @@ fn dal_error(e: opendal::Error, what: impl FnOnce() -> String) -> BackendError {
         _ => BackendErrorKind::Io,
     };
     // OpenDAL's own rendering spans lines of context; the message is what names the fault.
-    let mut message = format!("{}: {}", what(), e.message());
+    // Some failures (a bare 403) come without a message: their kind is then what says it.
+    let mut message = match e.message() {
+        "" => format!("{}: {}", what(), e.kind()),
+        m => format!("{}: {m}", what()),
+    };
     if let Some(source) = std::error::Error::source(&e) {
         message.push_str(&format!(": {source}"));
     }
