@@ -676,7 +676,7 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
     let _ = fs::remove_dir_all(&restores);
     // A failure there (no Garage, a tool failing) is said, and the local rounds still count.
     if let (Some(c1), true) = (&c1_cached, on(Step::Remote)) {
-        if let Err(e) = measure_remote(c1, &opts.skip) {
+        if let Err(e) = measure_remote(c1, &opts.skip, &opts.out) {
             eprintln!("bench: the remote steps failed: {e}");
         }
     }
@@ -694,7 +694,7 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
 }
 
 /// Runs the remote bench on C1, after the local rounds so that the two never share the cores.
-fn measure_remote(c1: &Corpus, skip: &[Kind]) -> Result<()> {
+fn measure_remote(c1: &Corpus, skip: &[Kind], out: &Path) -> Result<()> {
     eprintln!("bench: the remote steps (cargo bench --bench remote)");
     let skip: Vec<&str> = skip
         .iter()
@@ -704,6 +704,8 @@ fn measure_remote(c1: &Corpus, skip: &[Kind]) -> Result<()> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args(["bench", "--bench", "remote", "--", "--corpus"])
         .arg(&c1.path)
+        .arg("--out")
+        .arg(out)
         .current_dir(crate::root());
     if !skip.is_empty() {
         cmd.args(["--skip", &skip.join(",")]);
