@@ -203,22 +203,21 @@ impl Authenticator {
         // Looked at before it is read: a change in between is read again, never missed.
         let stamp = stamp(file);
         let (htpasswd, warnings) = Htpasswd::load(file)?;
-        let mut auth = Authenticator::with(htpasswd, Some(file.to_path_buf()));
-        auth.users.get_mut().unwrap().stamp = stamp;
-        Ok((auth, warnings))
+        Ok((Authenticator::with(htpasswd, Some((file, stamp))), warnings))
     }
 
-    fn with(htpasswd: Htpasswd, file: Option<PathBuf>) -> Authenticator {
+    /// `file`: where the users were read from, and how it looked before they were read.
+    fn with(htpasswd: Htpasswd, file: Option<(&Path, Option<Stamp>)>) -> Authenticator {
         let mut salt = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut salt);
         Authenticator {
             users: Mutex::new(Users {
                 htpasswd: Arc::new(htpasswd),
                 generation: 0,
-                stamp: file.as_deref().and_then(stamp),
+                stamp: file.and_then(|(_, stamp)| stamp),
                 looked: Instant::now(),
             }),
-            file,
+            file: file.map(|(path, _)| path.to_path_buf()),
             salt,
             verified: Mutex::new(HashMap::new()),
         }
