@@ -78,6 +78,15 @@ pub(crate) struct Cli {
     /// Say more: what was skipped and why.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub(crate) verbose: bool,
+    /// Take settings from the profile NAME.toml in $XDG_CONFIG_HOME/cairn, ~/.config/cairn or
+    /// /etc/cairn (or from a path containing `/`). Repeatable: later profiles override earlier
+    /// ones, and options on the command line override both. Runs of backup, forget, prune and
+    /// check with the same profiles never overlap.
+    #[arg(short = 'P', long, global = true, value_name = "NAME", value_parser = values::non_empty)]
+    pub(crate) profile: Vec<String>,
+    /// The profiles' files and settings, read before clap parsed the merged command line.
+    #[arg(skip)]
+    pub(crate) profiles: crate::profile::Profiles,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -130,6 +139,159 @@ pub(crate) enum Command {
     /// created once and never overwritten. Stop it with Ctrl-C or SIGTERM.
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
+    /// Show the settings that profiles (-P) and the environment give.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a profile's command on a timer: a systemd service and timer, or a cron entry.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the merged settings of the profiles given with -P, each with where it comes from;
+    /// passwords, tokens and URL credentials are masked.
+    Show,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ScheduleCommand {
+    /// Write a systemd service and timer (Persistent=true: a run missed while the host was off
+    /// happens at boot) that runs `cairn -P NAME COMMAND`; a cron entry where systemd is absent.
+    Install(ScheduleInstallArgs),
+    /// List the schedules cairn has installed.
+    List(ScheduleRootArgs),
+    /// Remove the schedule of the profiles given with -P (and --command).
+    Remove(ScheduleRemoveArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ScheduleRootArgs {
+    /// Write below DIR instead of / (for images and tests); systemctl is then not called.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) root: Option<PathBuf>,
+    /// The scheduler: systemd, or cron (/etc/cron.d) [default: systemd when it runs this host].
+    #[arg(long = "with", value_enum, value_name = "SCHEDULER")]
+    pub(crate) scheduler: Option<SchedulerArg>,
+}
+
+#[derive(Args)]
+pub(crate) struct ScheduleInstallArgs {
+    /// When to run, in systemd's calendar syntax: "daily 02:00", "Mon *-*-* 03:30", "02:00",
+    /// "Sun 04:00", "hourly" (`systemd-analyze calendar` explains more).
+    #[arg(long, value_name = "CALENDAR", value_parser = values::non_empty)]
+    pub(crate) at: String,
+    /// The command the timer runs with the profiles.
+    #[arg(long, value_enum, default_value = "backup")]
+    pub(crate) command: ScheduledCommand,
+    #[command(flatten)]
+    pub(crate) root: ScheduleRootArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ScheduleRemoveArgs {
+    /// The command whose schedule goes [default: every command of the profiles].
+    #[arg(long, value_enum)]
+    pub(crate) command: Option<ScheduledCommand>,
+    #[command(flatten)]
+    pub(crate) root: ScheduleRootArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SchedulerArg {
+    Systemd,
+    Cron,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ScheduledCommand {
+    Backup,
+    Forget,
+    Prune,
+    Check,
+}
+
+impl ScheduledCommand {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ScheduledCommand::Backup => "backup",
+            ScheduledCommand::Forget => "forget",
+            ScheduledCommand::Prune => "prune",
+            ScheduledCommand::Check => "check",
+        }
+    }
+}
+
+/// Where a run's report goes and what runs around it: the options of backup, forget, prune and
+/// check (and so keys of their profile sections).
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Run reports and hooks")]
+pub(crate) struct RunArgs {
+    /// POST the run report (JSON, README.md "Run reports") to URL; retried with backoff, and a
+    /// report that cannot be delivered is a warning that changes nothing stored.
+    #[arg(long, value_name = "URL", value_parser = values::http_url)]
+    pub(crate) report_url: Option<String>,
+    /// A header for --report-url, like "Authorization: Bearer TOKEN" (repeatable).
+    #[arg(long, value_name = "HEADER", value_parser = values::header)]
+    pub(crate) report_header: Vec<String>,
+    /// Mail a summary, with the report attached, to ADDR (repeatable) through --smtp.
+    #[arg(long, value_name = "ADDR", requires = "smtp")]
+    pub(crate) report_mail: Vec<String>,
+    /// When to mail: on failure, on a warning or failure, or always.
+    #[arg(long, value_enum, default_value = "failure")]
+    pub(crate) mail_on: MailOn,
+    /// The sender of report mails [default: cairn@HOST].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) mail_from: Option<String>,
+    /// The SMTP server for --report-mail.
+    #[arg(long, value_name = "HOST:PORT", value_parser = values::host_port)]
+    pub(crate) smtp: Option<String>,
+    /// Log in to the SMTP server as USER (with --smtp-password-file).
+    #[arg(long, value_name = "USER", requires = "smtp_password_file")]
+    pub(crate) smtp_user: Option<String>,
+    /// The SMTP password: the file's content less one trailing newline.
+    #[arg(long, value_name = "FILE", requires = "smtp_user")]
+    pub(crate) smtp_password_file: Option<PathBuf>,
+    /// How to secure the SMTP connection: starttls (required, not tried), tls (port 465), none.
+    #[arg(long, value_enum, default_value = "starttls")]
+    pub(crate) smtp_tls: SmtpTls,
+    /// Write Prometheus metrics of the run to FILE (node_exporter's textfile collector),
+    /// atomically, keeping the other commands' and profiles' metrics in it.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) metrics_file: Option<PathBuf>,
+    /// Run this shell command first; when it fails, the run does not happen and counts as
+    /// failed (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) before: Vec<String>,
+    /// Run this shell command after a run that did not fail, with the report's facts in
+    /// CAIRN_* variables (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) after: Vec<String>,
+    /// Run this shell command after a failed run, with the report's facts in CAIRN_*
+    /// variables (repeatable).
+    #[arg(long, value_name = "CMD")]
+    pub(crate) on_failure: Vec<String>,
+    /// Kill a hook that runs longer than this (like 30s, 10m, 1h); it then counts as failed.
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = values::plain_duration)]
+    pub(crate) hook_timeout: Duration,
+    /// With -P: when another run of the same profiles holds their lock, exit at once (code 11)
+    /// instead of waiting for it.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MailOn {
+    Failure,
+    Warning,
+    Always,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SmtpTls {
+    Starttls,
+    Tls,
+    None,
 }
 
 const SERVE_HELP: &str = "\
@@ -224,6 +386,8 @@ pub(crate) struct CheckArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 /// Which snapshots to consider.
@@ -280,18 +444,27 @@ pub(crate) struct InitArgs {
     pub(crate) chunk_size: u32,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum KindArg {
     Full,
+    Incremental,
+    Differential,
+    /// Full when --full-every says one is due, else --between.
+    Auto,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum BetweenArg {
     Incremental,
     Differential,
 }
 
 #[derive(Args)]
 pub(crate) struct BackupArgs {
-    /// Files and directories to back up.
-    #[arg(required = true, value_name = "PATH")]
-    pub(crate) paths: Vec<PathBuf>,
+    /// Files and directories to back up (`sources` in a profile). One that does not exist on
+    /// this host is skipped with a warning, and the backup exits 3.
+    #[arg(value_name = "PATH")]
+    pub(crate) sources: Vec<PathBuf>,
     /// Leave out paths matching GLOB. Without `/` it matches a name anywhere (`*.tmp`); with `/`
     /// the whole absolute path (`/home/*/.cache`); `**` crosses directories.
     #[arg(long, short = 'e', value_name = "GLOB", value_parser = values::glob)]
@@ -312,15 +485,25 @@ pub(crate) struct BackupArgs {
     #[arg(long, value_name = "TIME", value_parser = values::time)]
     pub(crate) time: Option<i64>,
     /// incremental: skip files unchanged since the latest snapshot of these paths;
-    /// differential: since the latest full one; full: read everything.
+    /// differential: since the latest full one; full: read everything; auto: see --full-every.
     #[arg(long, value_enum, default_value = "incremental")]
     pub(crate) kind: KindArg,
+    /// With --kind auto: a full backup when the latest full one of this host and paths is
+    /// older than this, or none exists. A weekday (`mon`: a full when none was made since the
+    /// latest Monday 00:00, local time) or a duration (`7d`, `2w`, `36h`).
+    #[arg(long, value_name = "SPEC", value_parser = values::full_every)]
+    pub(crate) full_every: Option<cairn_engine::FullEvery>,
+    /// With --kind auto: the kind of backup between full ones.
+    #[arg(long, value_enum, default_value = "incremental")]
+    pub(crate) between: BetweenArg,
     /// Show what would be added, write nothing.
     #[arg(long, short = 'n')]
     pub(crate) dry_run: bool,
-    /// Print a JSON summary.
+    /// Print the run report as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 #[derive(Args)]
@@ -538,6 +721,8 @@ pub(crate) struct ForgetArgs {
     pub(crate) prune: bool,
     #[command(flatten)]
     pub(crate) gc: GcArgs,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 #[derive(Args)]
@@ -548,6 +733,8 @@ pub(crate) struct PruneArgs {
     pub(crate) filter: SnapshotFilterArgs,
     #[command(flatten)]
     pub(crate) gc: GcArgs,
+    #[command(flatten)]
+    pub(crate) run: RunArgs,
 }
 
 #[derive(Args)]

@@ -6,10 +6,12 @@ mod cmd;
 mod open;
 mod output;
 mod password;
+mod profile;
+mod report;
 mod time;
 mod values;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
 /// Exit codes (also in `cairn --help`).
@@ -35,7 +37,7 @@ pub fn failed(message: impl Into<String>) -> anyhow::Error {
 }
 
 /// Maps an error to its exit code: the one place that decides exit codes.
-fn exit_code(e: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
     use cairn_repo::ErrorKind as K;
     match e.downcast_ref::<cairn_repo::Error>().map(|e| e.kind) {
         Some(K::InvalidInput) => exit::USAGE,
@@ -48,7 +50,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 
 /// Clap's error, as one line `cairn: ...` like every other error, exit 2. Help and version
 /// requests keep clap's own output.
-fn usage_error(e: clap::Error) -> ExitCode {
+/// `context` follows the message (which profiles were merged in).
+fn usage_error(e: clap::Error, context: &str) -> ExitCode {
     use clap::error::ErrorKind as K;
     if matches!(
         e.kind(),
@@ -68,26 +71,42 @@ fn usage_error(e: clap::Error) -> ExitCode {
         msg.push(' ');
         msg.push_str(more.trim());
     }
-    eprintln!("cairn: {msg} (see --help)");
+    eprintln!("cairn: {msg} (see --help{context})");
     ExitCode::from(exit::USAGE)
 }
 
+/// Prints an error as one line `cairn: ...` and gives its exit code.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    // One line: the chain joined, lowercase, naming the thing at fault.
+    let msg = e
+        .chain()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    eprintln!("cairn: {msg}");
+    ExitCode::from(exit_code(e))
+}
+
 fn main() -> ExitCode {
-    let cli = match args::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+    let (argv, profiles) = match profile::merge(std::env::args_os().collect()) {
+        Ok(merged) => merged,
+        Err(e) => return fail(&e),
     };
+    let matches = match args::Cli::command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if !profiles.names.is_empty() => {
+            let names = profiles.names.join(", ");
+            return usage_error(e, &format!(", with the settings of profile {names}"));
+        }
+        Err(e) => return usage_error(e, ""),
+    };
+    let mut cli = match args::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e, ""),
+    };
+    cli.profiles = profiles;
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            // One line: the chain joined, lowercase, naming the thing at fault.
-            let msg = e
-                .chain()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ");
-            eprintln!("cairn: {msg}");
-            ExitCode::from(exit_code(&e))
-        }
+        Err(e) => fail(&e),
     }
 }

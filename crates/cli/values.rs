@@ -177,6 +177,75 @@ pub(crate) fn plain_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `--full-every`: a weekday (`mon`, `Monday`) or a duration with unit h, d or w (`7d`, `2w`).
+pub(crate) fn full_every(s: &str) -> Result<cairn_engine::FullEvery, String> {
+    use jiff::civil::Weekday as W;
+    let t = s.trim().to_ascii_lowercase();
+    let days = [
+        ("mon", W::Monday),
+        ("tue", W::Tuesday),
+        ("wed", W::Wednesday),
+        ("thu", W::Thursday),
+        ("fri", W::Friday),
+        ("sat", W::Saturday),
+        ("sun", W::Sunday),
+    ];
+    for (short, day) in days {
+        let long = format!("{:?}", day).to_ascii_lowercase();
+        if t == short || t == long {
+            return Ok(cairn_engine::FullEvery::Weekday(day));
+        }
+    }
+    let weeks = t.strip_suffix('w').and_then(|n| n.parse::<u64>().ok());
+    let every = match weeks {
+        Some(w) => Duration::from_secs(w.saturating_mul(7 * 86400)),
+        None => plain_duration(&t).map_err(|_| {
+            format!("invalid --full-every {s:?}: give a weekday like mon, or a duration like 7d")
+        })?,
+    };
+    if every < Duration::from_secs(3600) {
+        return Err(format!("--full-every {s:?} is shorter than an hour"));
+    }
+    Ok(cairn_engine::FullEvery::Age(every))
+}
+
+/// An http:// or https:// URL.
+pub(crate) fn http_url(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(s.to_string()),
+        _ => Err("give an http:// or https:// URL with a host".into()),
+    }
+}
+
+/// An HTTP header `Name: value`; a message about it never repeats the value (a token).
+pub(crate) fn header(s: &str) -> Result<String, String> {
+    let (name, _) = s
+        .split_once(':')
+        .ok_or("give a header as \"Name: value\"")?;
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    if s.contains(['\r', '\n']) {
+        return Err(format!("header {name} holds a line break"));
+    }
+    Ok(s.to_string())
+}
+
+/// `HOST:PORT`.
+pub(crate) fn host_port(s: &str) -> Result<String, String> {
+    let bad = || format!("{s:?} must be HOST:PORT, like smtp.example.com:587");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(bad());
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +278,33 @@ mod tests {
         assert_eq!(listen("127.0.0.1:9").unwrap().port(), 9);
         for bad in ["", "8000", "127.0.0.1", "127.0.0.1:99999", "no host:1"] {
             assert!(listen(bad).is_err(), "{bad}");
+        }
+        use cairn_engine::FullEvery;
+        assert_eq!(
+            full_every("Mon"),
+            Ok(FullEvery::Weekday(jiff::civil::Weekday::Monday))
+        );
+        assert_eq!(
+            full_every("7d"),
+            Ok(FullEvery::Age(Duration::from_secs(7 * 86400)))
+        );
+        assert_eq!(
+            full_every("2w"),
+            Ok(FullEvery::Age(Duration::from_secs(14 * 86400)))
+        );
+        for bad in ["", "moon", "10m", "7", "x1w"] {
+            assert!(full_every(bad).is_err(), "{bad}");
+        }
+        assert!(http_url("https://api.example/runs").is_ok());
+        assert!(http_url("ftp://x").is_err());
+        assert!(http_url("http:///x").is_err());
+        assert!(header("Authorization: Bearer x").is_ok());
+        assert!(header("no colon").is_err());
+        let e = header("Bad Name: secret-token").unwrap_err();
+        assert!(!e.contains("secret-token"), "{e}");
+        assert!(host_port("smtp.example:587").is_ok());
+        for bad in ["smtp.example", ":25", "h:0", "h:99999"] {
+            assert!(host_port(bad).is_err(), "{bad}");
         }
         assert_eq!(byte_size("256MiB"), Ok(256 << 20));
         assert_eq!(byte_size("1g"), Ok(1 << 30));

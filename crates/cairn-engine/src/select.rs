@@ -4,6 +4,7 @@ use crate::Result;
 use cairn_format::snapshot::{Kind, Snapshot};
 use cairn_format::SnapshotId;
 use cairn_repo::{Error, ErrorKind, Repository};
+use std::time::Duration;
 
 /// Resolves `latest` or a unique id prefix (at least 4 hex digits are not required; any unique
 /// prefix will do) among `snapshots`, which are sorted oldest first.
@@ -82,6 +83,92 @@ impl SnapshotFilter {
     }
 }
 
+/// When `backup --kind auto` makes a full backup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullEvery {
+    /// When none was made since the latest such weekday, 00:00 local time.
+    Weekday(jiff::civil::Weekday),
+    /// When the latest full one is at least this old.
+    Age(Duration),
+}
+
+/// The kind `backup --kind auto` makes at `time_ns` of `paths` on `host`, and why, as a phrase
+/// for the summary and the run report: full when `every` says one is due (or none exists),
+/// `between` otherwise. Only snapshots taken at or before `time_ns` count, so that a backup
+/// with an earlier `--time` decides as it would have then.
+pub fn choose_kind(
+    snapshots: &[(SnapshotId, Snapshot)],
+    host: &[u8],
+    paths: &[Vec<u8>],
+    time_ns: i64,
+    every: FullEvery,
+    between: Kind,
+    tz: &jiff::tz::TimeZone,
+) -> (Kind, String) {
+    let show = |t: i64| {
+        jiff::Timestamp::from_nanosecond(i128::from(t))
+            .map(|ts| {
+                ts.to_zoned(tz.clone())
+                    .strftime("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_else(|_| t.to_string())
+    };
+    let latest_full = snapshots
+        .iter()
+        .filter(|(_, s)| {
+            s.host == host && s.paths == paths && s.kind == Kind::Full && s.time <= time_ns
+        })
+        .max_by_key(|(_, s)| s.time);
+    let Some((id, full)) = latest_full else {
+        return (
+            Kind::Full,
+            "no full snapshot of this host and paths yet".into(),
+        );
+    };
+    let latest = format!("full snapshot {} of {}", id.short(), show(full.time));
+    match every {
+        FullEvery::Weekday(day) => {
+            let since = last_weekday_start(time_ns, day, tz);
+            let date = show(since);
+            let when = format!("{day:?} {} 00:00", date.split(' ').next().unwrap_or(""));
+            if full.time >= since {
+                (between, format!("the {latest} was made since {when}"))
+            } else {
+                let why = format!("no full snapshot since {when} (the latest is {latest})");
+                (Kind::Full, why)
+            }
+        }
+        FullEvery::Age(every) => {
+            let old = Duration::from_nanos(time_ns.saturating_sub(full.time).max(0) as u64);
+            let (h, spec) = (old.as_secs() / 3600, every.as_secs() / 3600);
+            if old >= every {
+                let why = format!("the {latest} is {h}h old, --full-every {spec}h");
+                (Kind::Full, why)
+            } else {
+                (
+                    between,
+                    format!("the {latest} is {h}h old, less than {spec}h"),
+                )
+            }
+        }
+    }
+}
+
+/// 00:00 local time of the latest `day` at or before `time_ns`, in nanoseconds.
+fn last_weekday_start(time_ns: i64, day: jiff::civil::Weekday, tz: &jiff::tz::TimeZone) -> i64 {
+    let Ok(now) = jiff::Timestamp::from_nanosecond(i128::from(time_ns)) else {
+        return i64::MIN;
+    };
+    let date = now.to_zoned(tz.clone()).date();
+    let back = (date.weekday().to_monday_zero_offset() - day.to_monday_zero_offset()).rem_euclid(7);
+    date.checked_sub(jiff::Span::new().days(i64::from(back)))
+        .ok()
+        .and_then(|d| d.to_zoned(tz.clone()).ok())
+        .map(|z| z.timestamp().as_nanosecond() as i64)
+        .unwrap_or(i64::MIN)
+}
+
 /// The newest of `snapshots` (sorted oldest first) taken at or before `time_ns`.
 pub fn newest_at(
     snapshots: &[(SnapshotId, Snapshot)],
@@ -150,5 +237,82 @@ mod tests {
             ..SnapshotFilter::default()
         };
         assert_eq!(all.iter().filter(|(_, s)| f.matches(s)).count(), 0);
+    }
+
+    /// A week of nightly backups at 02:00 with `--full-every mon`: full on Monday, incremental
+    /// otherwise, and a full on the first night after a Monday that was missed.
+    #[test]
+    fn kind_auto_makes_a_full_backup_each_monday() {
+        let tz = jiff::tz::TimeZone::UTC;
+        let night = |date: &str| -> i64 {
+            let t: jiff::Timestamp = format!("{date}T02:00:00Z").parse().unwrap();
+            t.as_nanosecond() as i64
+        };
+        let mon = FullEvery::Weekday(jiff::civil::Weekday::Monday);
+        let mut list: Vec<(SnapshotId, Snapshot)> = Vec::new();
+        let mut kinds = Vec::new();
+        // 2026-11-30 is a Monday; the host is off on Monday 2026-12-07.
+        for (n, date) in [
+            "2026-11-28",
+            "2026-11-29",
+            "2026-11-30",
+            "2026-12-01",
+            "2026-12-02",
+            "2026-12-06",
+            "2026-12-08",
+            "2026-12-09",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let t = night(date);
+            let (kind, why) = choose_kind(
+                &list,
+                b"a",
+                &[b"/etc".to_vec()],
+                t,
+                mon,
+                Kind::Incremental,
+                &tz,
+            );
+            assert!(!why.is_empty());
+            kinds.push(kind);
+            let mut s = snap(n as u8, t, "a", "/etc", &[]);
+            s.1.kind = kind;
+            list.push(s);
+        }
+        use Kind::{Full as F, Incremental as I};
+        assert_eq!(kinds, [F, I, F, I, I, I, F, I]);
+        // Another host's or paths' full backups do not count.
+        let t = night("2026-12-10");
+        let other = choose_kind(
+            &list,
+            b"b",
+            &[b"/etc".to_vec()],
+            t,
+            mon,
+            Kind::Incremental,
+            &tz,
+        );
+        assert_eq!(other.0, F);
+        assert!(other.1.contains("yet"), "{}", other.1);
+        // A duration: full when the latest full is at least that old.
+        let week = FullEvery::Age(Duration::from_secs(7 * 86400));
+        let d = |date| {
+            choose_kind(
+                &list,
+                b"a",
+                &[b"/etc".to_vec()],
+                night(date),
+                week,
+                Kind::Differential,
+                &tz,
+            )
+            .0
+        };
+        assert_eq!(d("2026-12-14"), Kind::Differential);
+        assert_eq!(d("2026-12-15"), F);
+        // A --time before every full snapshot sees none of them.
+        assert_eq!(d("2026-11-01"), F);
     }
 }

@@ -1,8 +1,9 @@
 //! `backup`: store a snapshot of the sources.
 
-use crate::args::{BackupArgs, Cli, KindArg};
+use crate::args::{BackupArgs, BetweenArg, Cli, KindArg};
 use crate::open::{hostname, open_with, username};
 use crate::output::with_progress;
+use crate::report::Run;
 use crate::{exit, invalid, output, time};
 use anyhow::Result;
 use cairn_engine::Filter;
@@ -26,13 +27,46 @@ fn read_excludes(a: &BackupArgs) -> Result<Filter> {
     Filter::new(&patterns).map_err(invalid)
 }
 
-pub(crate) fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
+/// The sources that exist on this host; each missing one is a warning, so that one list of
+/// sources fits every host of a fleet. None at all is an error.
+fn present_sources(a: &BackupArgs, r: &mut Run) -> Result<Vec<std::path::PathBuf>> {
+    if a.sources.is_empty() {
+        return Err(invalid(
+            "nothing to back up: give paths, or `sources` in the [backup] section of a profile",
+        ));
+    }
+    let mut present = Vec::new();
+    for p in &a.sources {
+        match std::fs::symlink_metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                r.warn(format!("source {} does not exist on this host: skipped", p.display()));
+            }
+            _ => present.push(p.clone()),
+        }
+    }
+    if present.is_empty() {
+        return Err(invalid(format!(
+            "none of the sources exists on this host: {}",
+            a.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(present)
+}
+
+pub(crate) fn backup(cli: &Cli, a: &BackupArgs, r: &mut Run) -> Result<u8> {
+    if a.kind == KindArg::Auto && a.full_every.is_none() {
+        return Err(invalid("--kind auto needs --full-every, like --full-every mon or 7d"));
+    }
+    if a.kind != KindArg::Auto && a.full_every.is_some() {
+        return Err(invalid("--full-every is only for --kind auto"));
+    }
     let exclude = read_excludes(a)?;
     let time_ns = a.time.unwrap_or_else(time::now_ns);
-    // Missing sources are an error before the repository is even opened.
-    let sources = cairn_engine::normalize_sources(&a.paths)?;
+    let present = present_sources(a, r)?;
+    // Sources that cannot be read are an error before the repository is even opened.
+    let sources = cairn_engine::normalize_sources(&present)?;
     let repo = open_with(cli, a.dry_run, true)?;
-    let opts = plan(&repo, a, time_ns, sources, exclude)?;
+    let (opts, why) = plan(&repo, a, time_ns, sources, exclude)?;
     let progress = cairn_engine::BackupProgress::default();
     let show = output::show_progress(cli.quiet || a.json);
     let read = || {
@@ -63,38 +97,44 @@ pub(crate) fn backup(cli: &Cli, a: &BackupArgs) -> Result<u8> {
         eprintln!("error: cannot read {}: {}", s.path.display(), s.reason);
     }
     let raw_added = repo.write_stats().raw_bytes;
-    if a.json {
-        println!("{}", json_report(a, &outcome, raw_added));
-    } else if !cli.quiet {
-        text_report(a, &outcome, raw_added);
+    if !a.json && !cli.quiet {
+        text_report(a, &outcome, raw_added, &why);
     }
-    Ok(if outcome.skipped.is_empty() {
-        0
-    } else {
-        exit::INCOMPLETE
-    })
+    r.add(json_report(a, &opts, &outcome, raw_added, &why));
+    let incomplete = !outcome.skipped.is_empty() || present.len() < a.sources.len();
+    Ok(if incomplete { exit::INCOMPLETE } else { 0 })
 }
 
-/// The backup's options: its host, kind, and the parent it compares with.
+/// The backup's options: its host, kind (and why that kind), and the parent it compares with.
 fn plan(
     repo: &cairn_repo::Repository,
     a: &BackupArgs,
     time_ns: i64,
     sources: Vec<std::path::PathBuf>,
     exclude: Filter,
-) -> Result<cairn_engine::BackupOptions> {
+) -> Result<(cairn_engine::BackupOptions, String)> {
     let host = a.host.clone().unwrap_or_else(hostname).into_bytes();
-    let kind = match a.kind {
-        KindArg::Full => Kind::Full,
-        KindArg::Incremental => Kind::Incremental,
-        KindArg::Differential => Kind::Differential,
-    };
     let paths: Vec<Vec<u8>> = sources
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
+    let (kind, why) = match (a.kind, a.full_every) {
+        (KindArg::Full, _) => (Kind::Full, "--kind full".to_string()),
+        (KindArg::Incremental, _) => (Kind::Incremental, "--kind incremental".to_string()),
+        (KindArg::Differential, _) => (Kind::Differential, "--kind differential".to_string()),
+        (KindArg::Auto, Some(every)) => {
+            let between = match a.between {
+                BetweenArg::Incremental => Kind::Incremental,
+                BetweenArg::Differential => Kind::Differential,
+            };
+            let list = repo.snapshots()?.list;
+            let tz = jiff::tz::TimeZone::system();
+            cairn_engine::choose_kind(&list, &host, &paths, time_ns, every, between, &tz)
+        }
+        (KindArg::Auto, None) => unreachable!("refused before the repository was opened"),
+    };
     let parent = cairn_engine::find_parent(repo, &host, &paths, kind)?;
-    Ok(cairn_engine::BackupOptions {
+    let opts = cairn_engine::BackupOptions {
         paths: sources,
         exclude,
         one_file_system: a.one_file_system,
@@ -105,20 +145,38 @@ fn plan(
         kind,
         parent,
         program: format!("cairn {}", env!("CARGO_PKG_VERSION")).into_bytes(),
-    })
+    };
+    Ok((opts, why))
 }
 
+/// The backup's fields of the run report. `parent`, `bytes_added`, `raw_bytes_added`,
+/// `duration_seconds` and `errors` came first and stay beside their report names.
 fn json_report(
     a: &BackupArgs,
+    opts: &cairn_engine::BackupOptions,
     outcome: &cairn_engine::BackupOutcome,
     raw_added: u64,
+    why: &str,
 ) -> serde_json::Value {
     let sum = &outcome.snapshot.summary;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let skipped: Vec<_> = outcome
+        .skipped
+        .iter()
+        .map(|s| json!({"path": s.path.to_string_lossy(), "error": s.reason}))
+        .collect();
+    let parent = outcome.snapshot.parent.map(|p| p.to_hex());
     json!({
         "snapshot_id": if a.dry_run { None } else { Some(outcome.id.to_hex()) },
+        "snapshot_time": time::rfc3339(opts.time_ns),
+        "host": text(&opts.host),
+        "paths": opts.paths.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+        "tags": opts.tags.iter().map(|t| text(t)).collect::<Vec<_>>(),
         "dry_run": a.dry_run,
-        "parent": outcome.snapshot.parent.map(|p| p.to_hex()),
+        "parent": parent,
+        "parent_id": parent,
         "kind": outcome.snapshot.kind.name(),
+        "kind_reason": why,
         "files_new": sum.files_new,
         "files_changed": sum.files_changed,
         "files_unchanged": sum.files_unchanged,
@@ -129,20 +187,33 @@ fn json_report(
         "bytes_read": sum.bytes_read,
         "blobs_added": sum.blobs_added,
         "bytes_added": sum.bytes_added,
+        "bytes_added_stored": sum.bytes_added,
         "raw_bytes_added": raw_added,
+        "bytes_added_raw": raw_added,
         "duration_seconds": sum.duration_ns as f64 / 1e9,
-        "errors": outcome.skipped.iter().map(|s| json!({"path": s.path.to_string_lossy(), "error": s.reason})).collect::<Vec<_>>(),
+        "errors": skipped,
+        "skipped": skipped,
     })
 }
 
-fn text_report(a: &BackupArgs, outcome: &cairn_engine::BackupOutcome, raw_added: u64) {
+fn text_report(
+    a: &BackupArgs,
+    outcome: &cairn_engine::BackupOutcome,
+    raw_added: u64,
+    why: &str,
+) {
     let sum = &outcome.snapshot.summary;
     let parent = outcome
         .snapshot
         .parent
         .map(|p| format!(" against parent {}", p.short()))
         .unwrap_or_default();
-    println!("{} backup{parent}", outcome.snapshot.kind.name());
+    let why = if a.kind == KindArg::Auto {
+        format!(": {why}")
+    } else {
+        String::new()
+    };
+    println!("{} backup{parent}{why}", outcome.snapshot.kind.name());
     println!(
         "files: {} new, {} changed, {} unchanged, {} deleted; {} directories",
         sum.files_new, sum.files_changed, sum.files_unchanged, sum.files_deleted, sum.dirs

@@ -3,6 +3,7 @@
 use crate::args::{CheckArgs, Cli};
 use crate::open::open;
 use crate::output::with_progress;
+use crate::report::Run;
 use crate::{failed, output, time};
 use anyhow::Result;
 use cairn_engine::{CheckProgress, CheckReport, Damage, Detail, Problem, ReadData};
@@ -10,7 +11,7 @@ use cairn_repo::Repository;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 
-pub(crate) fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
+pub(crate) fn check(cli: &Cli, a: &CheckArgs, r: &mut Run) -> Result<u8> {
     let to_read = match (a.read_data_subset, a.read_data) {
         (Some(subset), _) => subset,
         (None, true) => ReadData::All,
@@ -18,11 +19,13 @@ pub(crate) fn check(cli: &Cli, a: &CheckArgs) -> Result<u8> {
     };
     let repo = open(cli, false)?;
     let report = execute(cli, a, &repo, to_read)?;
-    if a.json {
-        println!("{}", json_report(&report));
-    } else {
+    if !a.json {
         print_report(cli, &report);
     }
+    for w in report.warnings() {
+        r.record_warning(w.to_string());
+    }
+    r.add(json_report(&report));
     let errors = report.errors().count();
     if errors > 0 {
         return Err(failed(format!("check found {errors} errors")));
@@ -128,7 +131,6 @@ fn json_report(report: &CheckReport) -> Value {
         "packs": report.packs,
         "packs_read": report.packs_read,
         "errors": report.errors().map(ToString::to_string).collect::<Vec<_>>(),
-        "warnings": report.warnings().map(ToString::to_string).collect::<Vec<_>>(),
         "problems": report.problems.iter().map(problem_json).collect::<Vec<_>>(),
         "snapshots_vanished": report.vanished.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
         "packs_recorded": report.recorded.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),

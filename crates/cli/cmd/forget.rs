@@ -5,6 +5,7 @@
 use crate::args::{Cli, ForgetArgs, GcArgs, PolicyArgs, PruneArgs, SnapshotFilterArgs};
 use crate::open::{open_with, snapshots_of};
 use crate::values::GroupBy;
+use crate::report::Run;
 use crate::{invalid, output, time};
 use anyhow::Result;
 use cairn_engine::{PruneOptions, RetentionInput};
@@ -214,17 +215,17 @@ fn group_title(key: &serde_json::Value) -> String {
     }
 }
 
-pub(crate) fn forget(cli: &Cli, a: &ForgetArgs) -> Result<u8> {
+pub(crate) fn forget(cli: &Cli, a: &ForgetArgs, r: &mut Run) -> Result<u8> {
     if a.snapshots.is_empty() && a.policy.policy().is_empty() {
         return Err(invalid(
             "nothing to forget: name snapshots, or give a policy such as --keep-daily 7",
         ));
     }
-    run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune)
+    run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune, r)
 }
 
-pub(crate) fn prune(cli: &Cli, a: &PruneArgs) -> Result<u8> {
-    run(cli, &[], &a.policy, &a.filter, &a.gc, true)
+pub(crate) fn prune(cli: &Cli, a: &PruneArgs, r: &mut Run) -> Result<u8> {
+    run(cli, &[], &a.policy, &a.filter, &a.gc, true, r)
 }
 
 /// Open, plan what to forget, forget it unless dry, collect the garbage if asked, report.
@@ -235,6 +236,7 @@ fn run(
     filter: &SnapshotFilterArgs,
     gc: &GcArgs,
     collect_garbage: bool,
+    r: &mut Run,
 ) -> Result<u8> {
     // Prune copies blobs and rewrites the index: a session.
     let repo = open_with(cli, false, collect_garbage && !gc.dry_run)?;
@@ -260,9 +262,8 @@ fn run(
             show_prune(&r, gc.dry_run, cli.verbose);
         }
     }
-    if gc.json {
-        println!("{report}");
-    }
+    report["dry_run"] = gc.dry_run.into();
+    r.add(report);
     Ok(0)
 }
 

@@ -1,0 +1,495 @@
+//! Fleet operations: profiles, `--kind auto`, schedules, run reports (HTTP, mail, metrics),
+//! hooks and the per-profile lock, each run through the real binary.
+
+use crate::util::{num, setup, string, Dir, Run, PASSWORD};
+use serde_json::Value;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `cairn` with this test's own profile directory and lock directory, and no repository or
+/// password from the environment: the profiles give them.
+fn cairn(d: &Dir, args: &[&str]) -> Run {
+    Run::of(command(d, args))
+}
+
+fn command(d: &Dir, args: &[&str]) -> Command {
+    let mut cmd = d.command();
+    cmd.env_remove("CAIRN_REPO")
+        .env_remove("CAIRN_PASSWORD")
+        .env("XDG_CONFIG_HOME", d.join("config"))
+        .env("XDG_RUNTIME_DIR", d.join("run"))
+        .env("TZ", "UTC")
+        .args(args);
+    cmd
+}
+
+/// Writes `config/cairn/NAME.toml`: a [global] section for this test's repository, then
+/// `more`.
+fn profile(d: &Dir, name: &str, more: &str) -> PathBuf {
+    fs::write(d.join("password"), format!("{PASSWORD}\n")).unwrap();
+    let dir = d.join("config/cairn");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[global]\nrepo = \"{}\"\npassword-file = \"{}\"\n\n{more}",
+        d.repo().display(),
+        d.join("password").display()
+    );
+    fs::write(&path, text).unwrap();
+    path
+}
+
+fn source(d: &Dir) -> PathBuf {
+    let src = d.join("src");
+    fs::create_dir_all(src.join("etc")).unwrap();
+    fs::write(src.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(src.join("etc/scratch.tmp"), "scratch").unwrap();
+    src
+}
+
+fn init(d: &Dir, name: &str) {
+    cairn(d, &["-P", name, "init", "--kdf-memory", "64", "--kdf-iterations", "1"]).success();
+}
+
+#[test]
+fn profiles_give_options_the_command_line_overrides_and_errors_name_file_line_and_key() {
+    let d = setup();
+    let src = source(&d);
+    profile(
+        &d,
+        "nightly",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\nexclude = [\"*.tmp\"]\ntag = [\"nightly\"]\nhost = \"web-1\"\n\n[forget]\nkeep-last = 2\n",
+            src.display()
+        ),
+    );
+    let other = d.join("other.toml");
+    fs::write(&other, "[backup]\nhost = \"web-2\"\n").unwrap();
+    init(&d, "nightly");
+    let r = cairn(&d, &["-P", "nightly", "backup", "--json"]).success().json();
+    assert_eq!(r["tags"], serde_json::json!(["nightly"]));
+    assert_eq!(r["host"], "web-1");
+    assert_eq!(r["profile"], "nightly");
+    assert_eq!(r["paths"], serde_json::json!([src.to_string_lossy()]));
+    let ls = d.ok(["ls", "latest", "-R"]).stdout();
+    assert!(ls.contains("hosts") && !ls.contains("scratch.tmp"), "{ls}");
+    // The command line wins, and a later profile (here by path) over an earlier one.
+    let r = cairn(&d, &["-P", "nightly", "-P", other.to_str().unwrap(), "backup", "--tag", "manual", "--json"])
+        .success()
+        .json();
+    assert_eq!(r["tags"], serde_json::json!(["manual"]));
+    assert_eq!(r["host"], "web-2");
+    // Command sections only reach their command: forget keeps 2 of 2.
+    cairn(&d, &["-P", "nightly", "forget"]).success();
+    assert_eq!(d.snapshots().len(), 2);
+
+    let bad = |text: &str| {
+        profile(&d, "bad", text);
+        let run = cairn(&d, &["-P", "bad", "snapshots"]).code(2);
+        run.error_line()
+    };
+    let e = bad("[forget]\nkeep-dialy = 7\n");
+    assert!(e.contains("bad.toml line 5") && e.contains("keep-dialy"), "{e}");
+    let e = bad("[forget]\nkeep-daily = \"a week\"\n");
+    assert!(e.contains("line 5") && e.contains("keep-daily"), "{e}");
+    let e = bad("[check]\nread-data = \"yes\"\n");
+    assert!(e.contains("read-data") && e.contains("true or false"), "{e}");
+    let e = bad("[bakup]\nhost = \"x\"\n");
+    assert!(e.contains("[bakup]") && e.contains("unknown section"), "{e}");
+    let e = bad("[backup\n");
+    assert!(e.contains("bad.toml") && e.contains("line 5"), "{e}");
+    let e = cairn(&d, &["-P", "absent", "snapshots"]).code(2).error_line();
+    assert!(e.contains("no profile \"absent\"") && e.contains("config/cairn"), "{e}");
+}
+
+#[test]
+fn config_show_gives_each_setting_its_origin_and_masks_secrets() {
+    let d = setup();
+    profile(
+        &d,
+        "fleet",
+        "[backup]\nreport-url = \"https://ops:hunter2@api.example/runs\"\nreport-header = [\"Authorization: Bearer tok-123\"]\n",
+    );
+    let out = Run::of({
+        let mut c = command(&d, &["-P", "fleet", "--password-command", "echo hunter3", "config", "show"]);
+        c.env("CAIRN_CACHE_DIR", d.join("c2"));
+        c
+    })
+    .success()
+    .stdout();
+    for secret in ["hunter2", "tok-123", "hunter3"] {
+        assert!(!out.contains(secret), "{secret} leaked:\n{out}");
+    }
+    assert!(out.contains("report-url = \"https://ops:***@api.example/runs\""), "{out}");
+    assert!(out.contains("Authorization: ***"), "{out}");
+    let line = |key: &str| out.lines().find(|l| l.starts_with(key)).unwrap_or_default().to_string();
+    assert!(line("repo =").contains("fleet.toml:2"), "{out}");
+    assert!(line("password-command =").contains("command line"), "{out}");
+    assert!(line("cache-dir =").contains("environment CAIRN_CACHE_DIR"), "{out}");
+}
+
+#[test]
+fn a_source_missing_on_this_host_is_skipped_with_a_warning_and_exit_3() {
+    let d = setup();
+    let src = source(&d);
+    let missing = d.join("boot");
+    profile(
+        &d,
+        "all",
+        &format!("[backup]\nsources = [\"{}\", \"{}\"]\n", src.display(), missing.display()),
+    );
+    init(&d, "all");
+    let run = cairn(&d, &["-P", "all", "backup", "--json"]).code(3);
+    assert!(run.stderr().contains(&format!("source {} does not exist on this host", missing.display())));
+    let r = run.json();
+    assert_eq!(r["outcome"], "warning");
+    assert_eq!(r["exit_code"], 3);
+    assert_eq!(r["paths"], serde_json::json!([src.to_string_lossy()]));
+    assert!(r["warnings"][0].as_str().unwrap().contains("boot"));
+    let snaps = d.snapshots();
+    assert_eq!(snaps.len(), 1);
+    // No source at all is a failure, and stores nothing.
+    let e = cairn(&d, &["-P", "all", "backup", missing.to_str().unwrap()]).failure().error_line();
+    assert!(e.contains("none of the sources exists"), "{e}");
+    assert_eq!(d.snapshots().len(), 1);
+}
+
+/// Nightly backups at 02:00 UTC over two weeks with `--kind auto --full-every mon`: a full one
+/// each Monday, incremental ones between, and a full one on the Tuesday after a Monday the host
+/// was off.
+#[test]
+fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
+    let d = setup();
+    let src = source(&d);
+    profile(&d, "week", &format!("[backup]\nsources = [\"{}\"]\nkind = \"auto\"\nfull-every = \"mon\"\n", src.display()));
+    init(&d, "week");
+    // 2026-11-28 is a Saturday; 2026-12-07 (a Monday) is missed.
+    let nights = [
+        ("2026-11-28", "full"),
+        ("2026-11-29", "incremental"),
+        ("2026-11-30", "full"),
+        ("2026-12-01", "incremental"),
+        ("2026-12-04", "incremental"),
+        ("2026-12-06", "incremental"),
+        ("2026-12-08", "full"),
+        ("2026-12-09", "incremental"),
+    ];
+    for (i, (night, kind)) in nights.iter().enumerate() {
+        fs::write(src.join("etc/hosts"), format!("night {i}\n")).unwrap();
+        let time = format!("{night}T02:00:00Z");
+        let r = cairn(&d, &["-P", "week", "backup", "--time", &time, "--json"]).success().json();
+        assert_eq!(r["kind"], *kind, "{night}: {}", r["kind_reason"]);
+        assert!(!r["kind_reason"].as_str().unwrap().is_empty());
+    }
+    // Differential between full ones: the parent is the Monday's full snapshot.
+    let r = cairn(
+        &d,
+        &["-P", "week", "backup", "--time", "2026-12-10T02:00:00Z", "--between", "differential", "--json"],
+    )
+    .success()
+    .json();
+    assert_eq!(r["kind"], "differential");
+    let full = d.snapshots().into_iter().filter(|s| s["kind"] == "full").last().unwrap();
+    assert_eq!(r["parent_id"], full["id"]);
+    // A duration: a full one when the latest full is a week old.
+    let r = cairn(&d, &["-P", "week", "backup", "--full-every", "7d", "--time", "2026-12-15T02:00:00Z", "--json"])
+        .success()
+        .json();
+    assert_eq!(r["kind"], "full", "{}", r["kind_reason"]);
+    let e = cairn(&d, &["-P", "week", "backup", "--kind", "full", "--full-every", "mon"]).code(2).error_line();
+    assert!(e.contains("--full-every"), "{e}");
+}
+
+#[test]
+fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
+    let d = setup();
+    let path = profile(&d, "nightly", "");
+    let root = d.join("image");
+    let root_s = root.to_str().unwrap();
+    cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "daily 02:00", "--root", root_s, "--with", "systemd"]).success();
+    cairn(&d, &["-P", "nightly", "schedule", "install", "--command", "check", "--at", "Sun 04:00", "--root", root_s, "--with", "systemd"]).success();
+    let units = root.join("etc/systemd/system");
+    let service = fs::read_to_string(units.join("cairn-nightly-backup.service")).unwrap();
+    let timer = fs::read_to_string(units.join("cairn-nightly-backup.timer")).unwrap();
+    let exe = env!("CARGO_BIN_EXE_cairn");
+    assert!(service.contains(&format!("ExecStart={exe} -P {} backup", path.display())), "{service}");
+    assert!(timer.contains("OnCalendar=02:00") && timer.contains("Persistent=true"), "{timer}");
+    let wants = units.join("timers.target.wants/cairn-nightly-backup.timer");
+    assert_eq!(fs::read_link(&wants).unwrap(), Path::new("/etc/systemd/system/cairn-nightly-backup.timer"));
+    if let Ok(out) = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(units.join("cairn-nightly-check.timer"))
+        .arg(units.join("cairn-nightly-check.service"))
+        .output()
+    {
+        assert!(out.status.success(), "systemd-analyze verify: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "Mon..Fri 22:30", "--root", root_s, "--with", "cron"]).success();
+    let cron = fs::read_to_string(root.join("etc/cron.d/cairn-nightly-backup")).unwrap();
+    assert!(cron.contains(&format!("30 22 * * 1-5 root {exe} -P {} backup", path.display())), "{cron}");
+    let list = cairn(&d, &["schedule", "list", "--root", root_s]).success().stdout();
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(list.contains("cairn-nightly-check.timer") && list.contains("at=Sun 04:00"), "{list}");
+    // Files cairn did not write are never touched.
+    fs::write(root.join("etc/cron.d/cairn-mine"), "0 1 * * * root true\n").unwrap();
+    cairn(&d, &["-P", "nightly", "schedule", "remove", "--root", root_s]).success();
+    assert!(!units.join("cairn-nightly-backup.timer").exists() && !wants.exists());
+    assert!(!root.join("etc/cron.d/cairn-nightly-backup").exists());
+    assert!(root.join("etc/cron.d/cairn-mine").exists());
+    assert_eq!(cairn(&d, &["schedule", "list", "--root", root_s]).success().stdout().trim(), "no schedules installed");
+    let e = cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "sometimes", "--root", root_s, "--with", "systemd"]);
+    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+        assert!(e.code(2).error_line().contains("sometimes"));
+    }
+    let e = cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "*-*-01 02:00", "--root", root_s, "--with", "cron"]).code(2);
+    assert!(e.error_line().contains("no cron equivalent"));
+    cairn(&d, &["schedule", "install", "--at", "02:00", "--root", root_s]).code(2);
+}
+
+/// What an HTTP API on loopback received: each request's head and body.
+struct Api {
+    url: String,
+    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+}
+
+/// An HTTP server that answers `statuses` in turn (then 200) and keeps every request.
+fn api(statuses: &[u16]) -> Api {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/runs", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    let mut statuses = statuses.to_vec().into_iter();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            seen.lock().unwrap().push((head, body));
+            let status = statuses.next().unwrap_or(200);
+            let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    Api { url, requests }
+}
+
+#[test]
+fn a_run_report_is_posted_to_the_api_with_every_field_matching_the_snapshot() {
+    let d = setup();
+    let src = source(&d);
+    let server = api(&[503]);
+    profile(
+        &d,
+        "fleet",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\ntag = [\"nightly\", \"etc\"]\nreport-url = \"{}\"\nreport-header = [\"Authorization: Bearer tok-123\"]\n",
+            src.display(),
+            server.url
+        ),
+    );
+    init(&d, "fleet");
+    cairn(&d, &["-P", "fleet", "backup"]).success();
+    fs::write(src.join("etc/new"), "new file\n").unwrap();
+    fs::write(src.join("etc/unreadable"), "x").unwrap();
+    let run = cairn(&d, &["-P", "fleet", "backup", "--json"]).success();
+    let printed = run.json();
+    let requests = server.requests.lock().unwrap().clone();
+    // The first POST met a 503 and was retried.
+    assert_eq!(requests.len(), 3, "{requests:?}");
+    let (head, body) = &requests[2];
+    assert!(head.starts_with("POST /runs "), "{head}");
+    assert!(head.to_ascii_lowercase().contains("authorization: bearer tok-123"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    let r: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(r, printed, "the report posted is the one printed");
+    let snaps = d.snapshots();
+    let (first, snap) = (&snaps[0], &snaps[1]);
+    assert_eq!(r["command"], "backup");
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["error"], Value::Null);
+    assert_eq!(r["warnings"], serde_json::json!([]));
+    assert_eq!(r["snapshot_id"], snap["id"]);
+    assert_eq!(r["parent_id"], first["id"]);
+    assert_eq!(r["kind"], snap["kind"]);
+    assert_eq!(r["host"], snap["host"]);
+    assert_eq!(r["paths"], snap["paths"]);
+    assert_eq!(r["tags"], snap["tags"]);
+    assert_eq!(r["user"], snap["user"]);
+    assert_eq!(r["repository"], d.repo().to_string_lossy().as_ref());
+    assert_eq!(r["profile"], "fleet");
+    assert!(!r["kind_reason"].as_str().unwrap().is_empty());
+    for k in ["files_new", "files_changed", "files_unchanged", "files_deleted", "dirs"] {
+        assert_eq!(r[k], snap["summary"][k], "{k}");
+    }
+    assert_eq!(num(&r, "files_new"), 2);
+    assert_eq!(num(&r, "files_unchanged"), 2);
+    assert!(num(&r, "bytes_read") >= 10);
+    assert!(num(&r, "bytes_added_raw") > 0 && num(&r, "bytes_added_stored") > 0);
+    assert_eq!(r["skipped"], serde_json::json!([]));
+    let start: jiff::Timestamp = string(&r, "start").unwrap().parse().unwrap();
+    let end: jiff::Timestamp = string(&r, "end").unwrap().parse().unwrap();
+    assert!(start <= end);
+    assert!(r["duration_s"].as_f64().unwrap() >= 0.0);
+    let ips = r["ips"].as_array().unwrap();
+    assert!(ips.iter().all(|ip| ip.as_str().unwrap().parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback())));
+
+    // An API that cannot be reached is a warning; the backup itself is stored and exits 0.
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    drop(std::net::TcpListener::bind(dead));
+    let url = format!("http://{dead}/runs");
+    let run = cairn(&d, &["-P", "fleet", "backup", "--report-url", &url]).success();
+    assert!(run.stderr().contains("the run report was not delivered"), "{}", run.stderr());
+    assert!(!run.stderr().contains("tok-123"));
+    assert_eq!(d.snapshots().len(), 3);
+
+    // A failed run is reported too: outcome, exit code and error.
+    let wrong = d.join("wrong");
+    fs::write(&wrong, "not the password\n").unwrap();
+    cairn(&d, &["-P", "fleet", "--password-file", wrong.to_str().unwrap(), "backup"]).code(12);
+    let requests = server.requests.lock().unwrap().clone();
+    let r: Value = serde_json::from_slice(&requests.last().unwrap().1).unwrap();
+    assert_eq!(r["outcome"], "failure");
+    assert_eq!(r["exit_code"], 12);
+    assert!(r["error"].as_str().unwrap().contains("password"), "{r}");
+    assert_eq!(r["snapshot_id"], Value::Null);
+}
+
+/// Parses a Prometheus text file into (name, labels, value).
+fn samples(path: &Path) -> Vec<(String, String, f64)> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = series.split_once('{').unwrap();
+            (name.to_string(), labels.trim_end_matches('}').to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_are_written_for_each_command_and_keep_the_last_success() {
+    let d = setup();
+    let src = source(&d);
+    let metrics = d.join("metrics/cairn.prom");
+    fs::create_dir_all(metrics.parent().unwrap()).unwrap();
+    profile(
+        &d,
+        "m",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\nmetrics-file = \"{m}\"\n[check]\nmetrics-file = \"{m}\"\n",
+            src.display(),
+            m = metrics.display()
+        ),
+    );
+    init(&d, "m");
+    let r = cairn(&d, &["-P", "m", "backup", "--json"]).success().json();
+    cairn(&d, &["-P", "m", "check"]).success();
+    let all = samples(&metrics);
+    let get = |all: &[(String, String, f64)], name: &str, command: &str| {
+        all.iter()
+            .find(|(n, l, _)| n == name && l.contains(&format!("command=\"{command}\"")) && l.contains("profile=\"m\""))
+            .map(|s| s.2)
+    };
+    assert_eq!(get(&all, "cairn_bytes_added", "backup"), Some(num(&r, "bytes_added_stored") as f64));
+    assert_eq!(get(&all, "cairn_files_total", "backup"), Some(2.0));
+    assert_eq!(get(&all, "cairn_errors", "check"), Some(0.0));
+    let success = get(&all, "cairn_last_success_timestamp_seconds", "backup").unwrap();
+    let now = jiff::Timestamp::now().as_second() as f64;
+    assert!((now - success).abs() < 120.0, "{success} vs {now}");
+    assert!(get(&all, "cairn_run_duration_seconds", "check").is_some());
+    let text = fs::read_to_string(&metrics).unwrap();
+    assert_eq!(text.matches("# TYPE cairn_errors gauge").count(), 1, "{text}");
+    // A failed backup moves the last run, not the last success.
+    std::thread::sleep(Duration::from_millis(1100));
+    let wrong = d.join("wrong");
+    fs::write(&wrong, "nope\n").unwrap();
+    cairn(&d, &["-P", "m", "--password-file", wrong.to_str().unwrap(), "backup"]).code(12);
+    let after = samples(&metrics);
+    assert_eq!(get(&after, "cairn_last_success_timestamp_seconds", "backup"), Some(success));
+    assert!(get(&after, "cairn_last_run_timestamp_seconds", "backup").unwrap() > success);
+    assert_eq!(get(&after, "cairn_errors", "backup"), Some(1.0));
+    assert_eq!(get(&after, "cairn_errors", "check"), Some(0.0), "the check's metrics stay");
+}
+
+#[test]
+fn hooks_run_in_order_with_the_report_in_their_environment() {
+    let d = setup();
+    let src = source(&d);
+    let log = d.join("hooks.log");
+    let l = log.display();
+    profile(
+        &d,
+        "h",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\nbefore = [\"echo before $CAIRN_COMMAND >> {l}\"]\nafter = [\"echo after $CAIRN_OUTCOME $CAIRN_SNAPSHOT_ID $CAIRN_KIND >> {l}\", \"echo second >> {l}\"]\non-failure = [\"echo failed $CAIRN_OUTCOME $CAIRN_EXIT_CODE >> {l}\"]\n",
+            src.display()
+        ),
+    );
+    init(&d, "h");
+    let r = cairn(&d, &["-P", "h", "backup", "--json"]).success().json();
+    let id = string(&r, "snapshot_id").unwrap();
+    assert_eq!(
+        fs::read_to_string(&log).unwrap(),
+        format!("before backup\nafter success {id} full\nsecond\n")
+    );
+    // A failing `before` hook: nothing is backed up, and on-failure runs.
+    fs::remove_file(&log).unwrap();
+    let run = cairn(&d, &["-P", "h", "backup", "--before", "exit 7"]).failure();
+    assert!(run.error_line().contains("before hook `exit 7` failed"), "{}", run.error_line());
+    assert_eq!(fs::read_to_string(&log).unwrap(), "failed failure 1\n");
+    assert_eq!(d.snapshots().len(), 1);
+    // A hook past its timeout is killed; after a run, that is a warning only.
+    let started = Instant::now();
+    let run = cairn(&d, &["-P", "h", "backup", "--after", "sleep 60", "--hook-timeout", "1s"]).success();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(run.stderr().contains("after hook `sleep 60` was killed"), "{}", run.stderr());
+    assert_eq!(d.snapshots().len(), 2);
+}
+
+#[test]
+fn two_runs_of_one_profile_never_overlap_and_a_killed_run_leaves_no_lock() {
+    let d = setup();
+    let src = source(&d);
+    let started = d.join("started");
+    profile(&d, "p", &format!("[backup]\nsources = [\"{}\"]\n", src.display()));
+    init(&d, "p");
+    let first = command(&d, &["-P", "p", "backup", "--before", &format!("touch {} && sleep 30", started.display())])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.exists() {
+        assert!(Instant::now() < deadline, "the first run's hook never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e = cairn(&d, &["-P", "p", "backup", "--no-wait"]).code(11).error_line();
+    assert!(e.contains("profile p is being run by another cairn") && e.contains("pid"), "{e}");
+    // Another profile is not held up.
+    profile(&d, "q", &format!("[backup]\nsources = [\"{}\"]\n", src.display()));
+    cairn(&d, &["-P", "q", "backup", "--no-wait"]).success();
+    // kill -9 of the holder frees the lock at once.
+    let mut first = first;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    cairn(&d, &["-P", "p", "backup", "--no-wait"]).success();
+    assert_eq!(d.snapshots().len(), 2);
+}
