@@ -12,14 +12,15 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// The Debian packages the tests need: rclone (REST and WebDAV servers, and the tests' S3
-/// client), sshd and ssh/sftp/ssh-keygen, pyftpdlib and pyOpenSSL (FTPS) for Debian's python3,
-/// restic.
+/// client), sshd and ssh/sftp/ssh-keygen, pyftpdlib and pyOpenSSL (FTPS) and aiosmtpd (SMTP, for
+/// cairn-report's mail tests) for Debian's python3, restic.
 const PACKAGES: &[&str] = &[
     "rclone",
     "openssh-server",
     "openssh-client",
     "python3-pyftpdlib",
     "python3-openssl",
+    "python3-aiosmtpd",
     "restic",
 ];
 

@@ -19,6 +19,9 @@ const LAYERS: &[(&str, Place)] = &[
     ("cairn-crypto", Place::Layer(2, &["cairn-format"])),
     ("cairn-chunker", Place::Layer(2, &[])),
     ("cairn-backend", Place::Layer(2, &[])),
+    // Delivers run reports (HTTP, mail, Prometheus textfile): bytes the CLI hands it, no
+    // repository, no key.
+    ("cairn-report", Place::Layer(2, &[])),
     (
         "cairn-repo",
         Place::Layer(
@@ -39,13 +42,19 @@ const LAYERS: &[(&str, Place)] = &[
         Place::Layer(4, &["cairn-format", "cairn-chunker", "cairn-repo"]),
     ),
     // The root package: the `cairn` binary (crates/cli). It sees keys and storage only through
-    // the repository (and `cairn serve` through cairn-serve); cairn-crypto and cairn-backend are
-    // for its tests (dev-dependencies).
+    // the repository (`cairn serve` through cairn-serve; it delivers run reports through
+    // cairn-report); cairn-crypto and cairn-backend are for its tests (dev-dependencies).
     (
         "cairn",
         Place::Layer(
             5,
-            &["cairn-format", "cairn-repo", "cairn-engine", "cairn-serve"],
+            &[
+                "cairn-format",
+                "cairn-repo",
+                "cairn-engine",
+                "cairn-serve",
+                "cairn-report",
+            ],
         ),
     ),
     ("cairn-sim", Place::TestSide),
@@ -1276,7 +1285,7 @@ mod tests {
             [
                 "tidy: Cargo.toml:6: `cairn` (layer 5) may not depend on `cairn-crypto` (layer \
                  2) in [dependencies]; it may depend on: cairn-format, cairn-repo, cairn-engine, \
-                 cairn-serve"
+                 cairn-serve, cairn-report"
             ]
         );
         assert_eq!(

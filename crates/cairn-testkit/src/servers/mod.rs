@@ -1,7 +1,8 @@
 //! Real servers on loopback for the remote backends' tests: `rclone serve restic` (REST),
 //! `rclone serve webdav`, pyftpdlib (FTP), OpenSSH's sshd (SFTP) and Garage (S3, one node or a
-//! cluster of three). Each is started for one test in a temp dir of its own and answers before
-//! the constructor returns; `cargo xtask servers` installs them.
+//! cluster of three); and aiosmtpd (SMTP) for cairn-report's mail tests. Each is started for
+//! one test in a temp dir of its own and answers before the constructor returns; `cargo xtask
+//! servers` installs them.
 //!
 //! Invariant: a server that cannot be started is a panic that says why (the binary is missing,
 //! with the command that installs it, or the server's own last words), never a skipped test; and
@@ -28,7 +29,7 @@ use tempfile::TempDir;
 /// How long a server has to answer after it is started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The user and password of the servers that take them (WebDAV, FTP).
+/// The user and password of the servers that take them (WebDAV, FTP, SMTP).
 pub const USER: &str = "cairn";
 pub const PASSWORD: &str = "cairn-test-password";
 
@@ -273,6 +274,109 @@ pub fn ftps(repo: &str) -> Server {
         )
     });
     server(describe, addr, Some(root), process, dir)
+}
+
+/// aiosmtpd's server, which its module's command line cannot give a password or STARTTLS: every
+/// message is stored whole in `maildir` (written under a temp name, then renamed, so a reader
+/// never sees half of one); AUTH PLAIN and LOGIN take `user` and `password` and are optional,
+/// over TLS or not; STARTTLS is offered with `cert`.
+const SMTP_SERVER: &str = r#"
+import itertools, os, ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+port, user, password, maildir, cert, key = sys.argv[1:]
+numbers = itertools.count(1)
+class Store:
+    async def handle_DATA(self, server, session, envelope):
+        n = next(numbers)
+        temp = os.path.join(maildir, "%08d.tmp" % n)
+        with open(temp, "wb") as f:
+            f.write(envelope.original_content)
+        os.rename(temp, os.path.join(maildir, "%08d.eml" % n))
+        return "250 OK"
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = (mechanism in ("LOGIN", "PLAIN") and isinstance(auth_data, LoginPassword)
+          and auth_data.login == user.encode() and auth_data.password == password.encode())
+    return AuthResult(success=ok, handled=False)
+tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+tls.load_cert_chain(cert, key)
+Controller(Store(), hostname="127.0.0.1", port=int(port), server_hostname="cairn-test-smtp",
+           authenticator=authenticate, auth_require_tls=False, auth_required=False,
+           tls_context=tls).start()
+while True:
+    time.sleep(3600)
+"#;
+
+/// An SMTP server on loopback that keeps what it receives; stopped (killed and reaped) on drop.
+pub struct Smtp {
+    pub addr: SocketAddr,
+    /// The account AUTH accepts (`USER`, `PASSWORD`); AUTH is optional.
+    pub user: String,
+    pub password: String,
+    /// The server's self-signed certificate for 127.0.0.1 (PEM), offered by STARTTLS: trust it
+    /// through `SSL_CERT_FILE`.
+    pub cert: PathBuf,
+    maildir: PathBuf,
+    // Dropped in this order: the process is killed before its directory goes.
+    process: Process,
+    _dir: TempDir,
+}
+
+impl Smtp {
+    /// The messages received so far, as sent (RFC 5322, CRLF line ends), oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let mut names: Vec<PathBuf> = fs::read_dir(&self.maildir)
+            .expect("list the server's messages")
+            .map(|e| e.expect("list the server's messages").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|p| String::from_utf8_lossy(&fs::read(p).expect("read a message")).into_owned())
+            .collect()
+    }
+
+    /// The last lines the server wrote to its stdout and stderr, for a failing test's message.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+}
+
+/// aiosmtpd (Debian's python3-aiosmtpd) on a loopback port: plain SMTP, STARTTLS offered,
+/// optional AUTH with `USER` and `PASSWORD`.
+pub fn smtp() -> Smtp {
+    let python = debian_python("aiosmtpd", "python3-aiosmtpd");
+    let dir = temp_dir("smtp");
+    let maildir = dir.path().join("mail");
+    fs::create_dir(&maildir).expect("create the mail dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("make a certificate for 127.0.0.1");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+    let (process, addr) = start_on_free_ports("aiosmtpd", 1, |ports| {
+        let addr = loopback(ports[0]);
+        let mut cmd = Command::new(&python);
+        cmd.args(["-c", SMTP_SERVER, &ports[0].to_string(), USER, PASSWORD])
+            .arg(&maildir)
+            .arg(&cert)
+            .arg(&key)
+            .env_remove("PYTHONPATH")
+            .env("PYTHONNOUSERSITE", "1");
+        let mut process = Process::spawn("aiosmtpd", &mut cmd, &dir.path().join("smtp.log"));
+        wait_ready(&mut process, || banner(addr, "220")).map(|()| (process, addr))
+    });
+    Smtp {
+        addr,
+        user: USER.to_string(),
+        password: PASSWORD.to_string(),
+        cert,
+        maildir,
+        process,
+        _dir: dir,
+    }
 }
 
 fn server(

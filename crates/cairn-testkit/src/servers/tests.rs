@@ -1,6 +1,6 @@
 //! Each server answers a client of its own protocol the way cairn's backend will use it, through
 //! the location and environment the server hands out: raw HTTP for REST and WebDAV, Python's
-//! ftplib for FTP, ssh and sftp for SFTP, rclone's S3 client for Garage.
+//! ftplib for FTP, ssh and sftp for SFTP, rclone's S3 client for Garage, raw SMTP for aiosmtpd.
 
 use super::*;
 use crate::{FaultProxy, Faults};
@@ -409,4 +409,48 @@ fn servers_locations_mean_what_restic_means_by_them() {
     restic_init(&s3.location, &s3.env_remove, &s3.env);
     let listed = rclone_s3(&s3.location, &s3.env, &["lsf", "BUCKET:"]).unwrap();
     assert!(listed.lines().any(|l| l == "config"), "{listed}");
+}
+
+/// Sends `line` (unless empty) and reads one SMTP reply, multi-line ones whole: the reply's
+/// code and its last line.
+fn smtp_say(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, line: &str) -> String {
+    if !line.is_empty() {
+        stream.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+    }
+    loop {
+        let mut reply = String::new();
+        reader.read_line(&mut reply).unwrap();
+        // "250-..." continues, "250 ..." ends the reply.
+        if reply.as_bytes().get(3) != Some(&b'-') {
+            return reply;
+        }
+    }
+}
+
+#[test]
+fn servers_smtp_stores_what_it_receives_and_checks_its_password() {
+    let server = smtp();
+    let mut stream = connect(server.addr).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut say = |line: &str| smtp_say(&mut stream, &mut reader, line);
+    assert!(say("").starts_with("220"));
+    assert!(say("EHLO test").starts_with("250"));
+    // AUTH PLAIN with a wrong password: base64 of "\0cairn\0nope".
+    assert!(say("AUTH PLAIN AGNhaXJuAG5vcGU=").starts_with("535"));
+    assert!(say("MAIL FROM:<cairn@example.com>").starts_with("250"));
+    assert!(say("RCPT TO:<ops@example.com>").starts_with("250"));
+    assert!(say("DATA").starts_with("354"));
+    assert!(say("Subject: one\r\n\r\nfirst line\r\n.").starts_with("250"));
+    assert!(say("QUIT").starts_with("221"));
+    let messages = server.messages();
+    assert_eq!(messages.len(), 1, "{}", server.log_tail());
+    assert!(
+        messages[0].starts_with("Subject: one\r\n"),
+        "{:?}",
+        messages[0]
+    );
+    assert!(messages[0].contains("first line"), "{:?}", messages[0]);
+    assert!(fs::read_to_string(&server.cert)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
 }
