@@ -11,7 +11,8 @@ use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 error, 2 invalid arguments, 3 backup incomplete (some source files \
-could not be read), 10 no repository at the location, 12 wrong password.";
+could not be read, or a source does not exist on this host), 10 no repository at the location, 11 locked \
+(another run of the same profile, with --no-wait), 12 wrong password.";
 
 /// Deduplicating, compressed, encrypted backups.
 #[derive(Parser)]

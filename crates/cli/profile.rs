@@ -59,7 +59,12 @@ impl Profiles {
     pub(crate) fn label(&self) -> String {
         self.files
             .iter()
-            .map(|f| f.file_stem().unwrap_or_default().to_string_lossy().into_owned())
+            .map(|f| {
+                f.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -163,7 +168,11 @@ fn load(root: &Command, names: &[String]) -> Result<Profiles> {
 
 /// The directories searched for `NAME.toml`, in order.
 pub(crate) fn search_path() -> Vec<PathBuf> {
-    let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let mut dirs = Vec::new();
     if let Some(x) = env("XDG_CONFIG_HOME") {
         dirs.push(x.join("cairn"));
@@ -177,8 +186,7 @@ pub(crate) fn search_path() -> Vec<PathBuf> {
 
 fn find(name: &str) -> Result<PathBuf> {
     if name.contains('/') {
-        return std::path::absolute(name)
-            .map_err(|e| invalid(format!("profile {name}: {e}")));
+        return std::path::absolute(name).map_err(|e| invalid(format!("profile {name}: {e}")));
     }
     if name.starts_with('.') {
         return Err(invalid(format!("invalid profile name {name:?}")));
@@ -203,7 +211,10 @@ fn parse(root: &Command, path: &std::path::Path, text: &str) -> Result<Vec<Setti
     let file = path.display();
     let line = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let sections: Sections = toml::from_str(text).map_err(|e| {
-        let at = e.span().map(|s| format!(" line {}", line(s.start))).unwrap_or_default();
+        let at = e
+            .span()
+            .map(|s| format!(" line {}", line(s.start)))
+            .unwrap_or_default();
         let hint = if e.message().contains("expected a map") {
             ": every key belongs in a section such as [global] or [backup]".to_string()
         } else {
@@ -218,7 +229,11 @@ fn parse(root: &Command, path: &std::path::Path, text: &str) -> Result<Vec<Setti
             .map_err(|why| invalid(format!("profile {file} line {at}: [{section}]: {why}")))?;
         for (key, value) in keys.into_inner() {
             let at = line(value.span().start);
-            let fail = |why: String| invalid(format!("profile {file} line {at}: key `{key}` in [{section}]: {why}"));
+            let fail = |why: String| {
+                invalid(format!(
+                    "profile {file} line {at}: key `{key}` in [{section}]: {why}"
+                ))
+            };
             let arg = find_arg(cmd, &key).ok_or_else(|| fail(unknown_key(root, &section, &key)))?;
             let value = convert(arg, value.into_inner()).map_err(fail)?;
             check(arg, &value).map_err(fail)?;
@@ -274,7 +289,10 @@ fn convert(arg: &Arg, value: toml::Value) -> Result<Value, String> {
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Datetime(d) => Ok(d.to_string()),
-        other => Err(format!("expected a string or a number, found {}", other.type_str())),
+        other => Err(format!(
+            "expected a string or a number, found {}",
+            other.type_str()
+        )),
     };
     match (arg.get_action(), value) {
         (ArgAction::SetTrue, toml::Value::Boolean(b)) => Ok(Value::Flag(b)),
@@ -282,9 +300,9 @@ fn convert(arg: &Arg, value: toml::Value) -> Result<Value, String> {
             "expected true or false, found {}",
             other.type_str()
         )),
-        (_, toml::Value::Array(items)) if takes_many(arg) => {
-            Ok(Value::Many(items.into_iter().map(scalar).collect::<Result<_, _>>()?))
-        }
+        (_, toml::Value::Array(items)) if takes_many(arg) => Ok(Value::Many(
+            items.into_iter().map(scalar).collect::<Result<_, _>>()?,
+        )),
         (_, toml::Value::Array(_)) => Err("takes one value, not a list".into()),
         (_, v) if takes_many(arg) => Ok(Value::Many(vec![scalar(v)?])),
         (_, v) => Ok(Value::One(scalar(v)?)),
@@ -345,13 +363,21 @@ fn subcommand_index(root: &Command, argv: &[OsString]) -> Option<usize> {
         if let Some(long) = a.strip_prefix("--") {
             let inline = long.contains('=');
             let arg = root.get_arguments().find(|x| x.get_long() == Some(long));
-            i += if !inline && arg.is_some_and(takes_value) { 2 } else { 1 };
+            i += if !inline && arg.is_some_and(takes_value) {
+                2
+            } else {
+                1
+            };
         } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
             // `-r REPO` takes the next word; `-rREPO` and `-qv` do not.
             let last = shorts.chars().last();
             let arg = root.get_arguments().find(|x| x.get_short() == last);
             let alone = shorts.chars().count() == 1;
-            i += if alone && arg.is_some_and(takes_value) { 2 } else { 1 };
+            i += if alone && arg.is_some_and(takes_value) {
+                2
+            } else {
+                1
+            };
         } else {
             return Some(i);
         }
@@ -403,7 +429,9 @@ fn outside_profiles(matches: &ArgMatches) -> Vec<(String, String, String)> {
             Some(ValueSource::CommandLine) => "command line".to_string(),
             Some(ValueSource::EnvVariable) => format!(
                 "environment {}",
-                arg.get_env().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+                arg.get_env()
+                    .map(|e| e.to_string_lossy().into_owned())
+                    .unwrap_or_default()
             ),
             _ => continue,
         };
@@ -442,12 +470,12 @@ mod tests {
 
     #[test]
     fn urls_and_secrets_are_masked() {
-        assert_eq!(
-            mask_url("ftp://u:secret@h:21/p@x"),
-            "ftp://u:***@h:21/p@x"
-        );
+        assert_eq!(mask_url("ftp://u:secret@h:21/p@x"), "ftp://u:***@h:21/p@x");
         assert_eq!(mask_url("rest:https://h/p"), "rest:https://h/p");
-        assert_eq!(masked("report-header", "Authorization: Bearer t"), "Authorization: ***");
+        assert_eq!(
+            masked("report-header", "Authorization: Bearer t"),
+            "Authorization: ***"
+        );
         assert_eq!(masked("password-command", "echo pw"), "***");
         assert_eq!(masked("password-file", "/etc/pw"), "/etc/pw");
     }
@@ -456,7 +484,12 @@ mod tests {
     fn profile_values_are_checked_where_they_are_written() {
         let root = Cli::command();
         let p = std::path::Path::new("/p.toml");
-        let err = |text: &str| parse(&root, p, text).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = |text: &str| {
+            parse(&root, p, text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         let ok = parse(
             &root,
             p,

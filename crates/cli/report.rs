@@ -68,8 +68,9 @@ pub(crate) fn reported(
         lock = profile_lock(cli, a.no_wait)?;
         let env = environment(&report);
         for cmd in &a.before {
-            hook(cmd, &env, a.hook_timeout)
-                .map_err(|why| failed(format!("before hook `{cmd}` {why}: the run did not start")))?;
+            hook(cmd, &env, a.hook_timeout).map_err(|why| {
+                failed(format!("before hook `{cmd}` {why}: the run did not start"))
+            })?;
         }
         work(&mut run)
     })();
@@ -174,7 +175,10 @@ fn environment(report: &Map<String, Value>) -> Vec<(String, String)> {
             Some((format!("CAIRN_{}", k.to_ascii_uppercase()), text))
         })
         .collect();
-    env.push(("CAIRN_REPORT".into(), Value::Object(report.clone()).to_string()));
+    env.push((
+        "CAIRN_REPORT".into(),
+        Value::Object(report.clone()).to_string(),
+    ));
     env
 }
 
@@ -225,7 +229,12 @@ fn profile_lock(cli: &Cli, no_wait: bool) -> Result<Option<std::fs::File>> {
         .profiles
         .files
         .iter()
-        .map(|f| std::fs::canonicalize(f).unwrap_or(f.clone()).to_string_lossy().into_owned())
+        .map(|f| {
+            std::fs::canonicalize(f)
+                .unwrap_or(f.clone())
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     let key = files.join("+").replace('/', "%");
     let name = cli.profiles.label();
@@ -234,7 +243,12 @@ fn profile_lock(cli: &Cli, no_wait: bool) -> Result<Option<std::fs::File>> {
         .recursive(true)
         .mode(0o700)
         .create(&dir)
-        .map_err(|e| failed(format!("cannot create the lock directory {}: {e}", dir.display())))?;
+        .map_err(|e| {
+            failed(format!(
+                "cannot create the lock directory {}: {e}",
+                dir.display()
+            ))
+        })?;
     let path = dir.join(format!("{key}.lock"));
     let cannot = |e: &dyn std::fmt::Display| failed(format!("cannot lock {}: {e}", path.display()));
     let mut file = std::fs::OpenOptions::new()
@@ -286,7 +300,9 @@ fn lock_dir(cli: &Cli) -> PathBuf {
 fn deliver(cli: &Cli, command: &str, a: &RunArgs, report: &Value) {
     let warn = |what: &str, why: String| eprintln!("warning: the run report was not {what}: {why}");
     if let Some(url) = &a.report_url {
-        if let Err(why) = cairn_report::http::post(url, &a.report_header, report.to_string().as_bytes(), 5) {
+        if let Err(why) =
+            cairn_report::http::post(url, &a.report_header, report.to_string().as_bytes(), 5)
+        {
             warn(&format!("delivered to {}", mask_url(url)), why);
         }
     }
@@ -332,7 +348,10 @@ fn mail(a: &RunArgs, report: &Value) -> Result<(), String> {
     let field = |k: &str| report[k].as_str().unwrap_or_default().to_string();
     let (command, host, outcome) = (field("command"), field("host"), field("outcome"));
     let mail = cairn_report::mail::Mail {
-        from: a.mail_from.clone().unwrap_or_else(|| format!("cairn@{host}")),
+        from: a
+            .mail_from
+            .clone()
+            .unwrap_or_else(|| format!("cairn@{host}")),
         to: a.report_mail.clone(),
         subject: format!("cairn {command} on {host}: {outcome}"),
         text: summary(report),
@@ -348,8 +367,19 @@ fn summary(report: &Value) -> String {
         return String::new();
     };
     let first = [
-        "command", "outcome", "exit_code", "error", "host", "profile", "repository", "start",
-        "end", "duration_s", "snapshot_id", "kind", "kind_reason",
+        "command",
+        "outcome",
+        "exit_code",
+        "error",
+        "host",
+        "profile",
+        "repository",
+        "start",
+        "end",
+        "duration_s",
+        "snapshot_id",
+        "kind",
+        "kind_reason",
     ];
     let show = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
@@ -392,8 +422,8 @@ fn metrics(cli: &Cli, command: &str, path: &std::path::Path, report: &Value) -> 
     let end = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
     let failed_run = report["outcome"] == "failure";
     // `errors` lists a backup's unreadable files and a check's findings.
-    let errors = report["errors"].as_array().map_or(0, Vec::len) as f64
-        + if failed_run { 1.0 } else { 0.0 };
+    let errors =
+        report["errors"].as_array().map_or(0, Vec::len) as f64 + if failed_run { 1.0 } else { 0.0 };
     let mut samples = vec![
         Sample {
             name: "cairn_last_run_timestamp_seconds",

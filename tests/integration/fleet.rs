@@ -53,7 +53,19 @@ fn source(d: &Dir) -> PathBuf {
 }
 
 fn init(d: &Dir, name: &str) {
-    cairn(d, &["-P", name, "init", "--kdf-memory", "64", "--kdf-iterations", "1"]).success();
+    cairn(
+        d,
+        &[
+            "-P",
+            name,
+            "init",
+            "--kdf-memory",
+            "64",
+            "--kdf-iterations",
+            "1",
+        ],
+    )
+    .success();
 }
 
 #[test]
@@ -71,7 +83,9 @@ fn profiles_give_options_the_command_line_overrides_and_errors_name_file_line_an
     let other = d.join("other.toml");
     fs::write(&other, "[backup]\nhost = \"web-2\"\n").unwrap();
     init(&d, "nightly");
-    let r = cairn(&d, &["-P", "nightly", "backup", "--json"]).success().json();
+    let r = cairn(&d, &["-P", "nightly", "backup", "--json"])
+        .success()
+        .json();
     assert_eq!(r["tags"], serde_json::json!(["nightly"]));
     assert_eq!(r["host"], "web-1");
     assert_eq!(r["profile"], "nightly");
@@ -79,9 +93,21 @@ fn profiles_give_options_the_command_line_overrides_and_errors_name_file_line_an
     let ls = d.ok(["ls", "latest", "-R"]).stdout();
     assert!(ls.contains("hosts") && !ls.contains("scratch.tmp"), "{ls}");
     // The command line wins, and a later profile (here by path) over an earlier one.
-    let r = cairn(&d, &["-P", "nightly", "-P", other.to_str().unwrap(), "backup", "--tag", "manual", "--json"])
-        .success()
-        .json();
+    let r = cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "-P",
+            other.to_str().unwrap(),
+            "backup",
+            "--tag",
+            "manual",
+            "--json",
+        ],
+    )
+    .success()
+    .json();
     assert_eq!(r["tags"], serde_json::json!(["manual"]));
     assert_eq!(r["host"], "web-2");
     // Command sections only reach their command: forget keeps 2 of 2.
@@ -94,17 +120,31 @@ fn profiles_give_options_the_command_line_overrides_and_errors_name_file_line_an
         run.error_line()
     };
     let e = bad("[forget]\nkeep-dialy = 7\n");
-    assert!(e.contains("bad.toml line 5") && e.contains("keep-dialy"), "{e}");
+    assert!(
+        e.contains("bad.toml line 6") && e.contains("keep-dialy"),
+        "{e}"
+    );
     let e = bad("[forget]\nkeep-daily = \"a week\"\n");
-    assert!(e.contains("line 5") && e.contains("keep-daily"), "{e}");
+    assert!(e.contains("line 6") && e.contains("keep-daily"), "{e}");
     let e = bad("[check]\nread-data = \"yes\"\n");
-    assert!(e.contains("read-data") && e.contains("true or false"), "{e}");
+    assert!(
+        e.contains("read-data") && e.contains("true or false"),
+        "{e}"
+    );
     let e = bad("[bakup]\nhost = \"x\"\n");
-    assert!(e.contains("[bakup]") && e.contains("unknown section"), "{e}");
+    assert!(
+        e.contains("[bakup]") && e.contains("unknown section"),
+        "{e}"
+    );
     let e = bad("[backup\n");
     assert!(e.contains("bad.toml") && e.contains("line 5"), "{e}");
-    let e = cairn(&d, &["-P", "absent", "snapshots"]).code(2).error_line();
-    assert!(e.contains("no profile \"absent\"") && e.contains("config/cairn"), "{e}");
+    let e = cairn(&d, &["-P", "absent", "snapshots"])
+        .code(2)
+        .error_line();
+    assert!(
+        e.contains("no profile \"absent\"") && e.contains("config/cairn"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -116,7 +156,17 @@ fn config_show_gives_each_setting_its_origin_and_masks_secrets() {
         "[backup]\nreport-url = \"https://ops:hunter2@api.example/runs\"\nreport-header = [\"Authorization: Bearer tok-123\"]\n",
     );
     let out = Run::of({
-        let mut c = command(&d, &["-P", "fleet", "--password-command", "echo hunter3", "config", "show"]);
+        let mut c = command(
+            &d,
+            &[
+                "-P",
+                "fleet",
+                "--password-command",
+                "echo hunter3",
+                "config",
+                "show",
+            ],
+        );
         c.env("CAIRN_CACHE_DIR", d.join("c2"));
         c
     })
@@ -125,12 +175,23 @@ fn config_show_gives_each_setting_its_origin_and_masks_secrets() {
     for secret in ["hunter2", "tok-123", "hunter3"] {
         assert!(!out.contains(secret), "{secret} leaked:\n{out}");
     }
-    assert!(out.contains("report-url = \"https://ops:***@api.example/runs\""), "{out}");
+    assert!(
+        out.contains("report-url = \"https://ops:***@api.example/runs\""),
+        "{out}"
+    );
     assert!(out.contains("Authorization: ***"), "{out}");
-    let line = |key: &str| out.lines().find(|l| l.starts_with(key)).unwrap_or_default().to_string();
+    let line = |key: &str| {
+        out.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_string()
+    };
     assert!(line("repo =").contains("fleet.toml:2"), "{out}");
     assert!(line("password-command =").contains("command line"), "{out}");
-    assert!(line("cache-dir =").contains("environment CAIRN_CACHE_DIR"), "{out}");
+    assert!(
+        line("cache-dir =").contains("environment CAIRN_CACHE_DIR"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -141,11 +202,18 @@ fn a_source_missing_on_this_host_is_skipped_with_a_warning_and_exit_3() {
     profile(
         &d,
         "all",
-        &format!("[backup]\nsources = [\"{}\", \"{}\"]\n", src.display(), missing.display()),
+        &format!(
+            "[backup]\nsources = [\"{}\", \"{}\"]\n",
+            src.display(),
+            missing.display()
+        ),
     );
     init(&d, "all");
     let run = cairn(&d, &["-P", "all", "backup", "--json"]).code(3);
-    assert!(run.stderr().contains(&format!("source {} does not exist on this host", missing.display())));
+    assert!(run.stderr().contains(&format!(
+        "source {} does not exist on this host",
+        missing.display()
+    )));
     let r = run.json();
     assert_eq!(r["outcome"], "warning");
     assert_eq!(r["exit_code"], 3);
@@ -154,7 +222,9 @@ fn a_source_missing_on_this_host_is_skipped_with_a_warning_and_exit_3() {
     let snaps = d.snapshots();
     assert_eq!(snaps.len(), 1);
     // No source at all is a failure, and stores nothing.
-    let e = cairn(&d, &["-P", "all", "backup", missing.to_str().unwrap()]).failure().error_line();
+    let e = cairn(&d, &["-P", "all", "backup", missing.to_str().unwrap()])
+        .failure()
+        .error_line();
     assert!(e.contains("none of the sources exists"), "{e}");
     assert_eq!(d.snapshots().len(), 1);
 }
@@ -166,7 +236,14 @@ fn a_source_missing_on_this_host_is_skipped_with_a_warning_and_exit_3() {
 fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
     let d = setup();
     let src = source(&d);
-    profile(&d, "week", &format!("[backup]\nsources = [\"{}\"]\nkind = \"auto\"\nfull-every = \"mon\"\n", src.display()));
+    profile(
+        &d,
+        "week",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\nkind = \"auto\"\nfull-every = \"mon\"\n",
+            src.display()
+        ),
+    );
     init(&d, "week");
     // 2026-11-28 is a Saturday; 2026-12-07 (a Monday) is missed.
     let nights = [
@@ -182,26 +259,66 @@ fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
     for (i, (night, kind)) in nights.iter().enumerate() {
         fs::write(src.join("etc/hosts"), format!("night {i}\n")).unwrap();
         let time = format!("{night}T02:00:00Z");
-        let r = cairn(&d, &["-P", "week", "backup", "--time", &time, "--json"]).success().json();
+        let r = cairn(&d, &["-P", "week", "backup", "--time", &time, "--json"])
+            .success()
+            .json();
         assert_eq!(r["kind"], *kind, "{night}: {}", r["kind_reason"]);
         assert!(!r["kind_reason"].as_str().unwrap().is_empty());
     }
     // Differential between full ones: the parent is the Monday's full snapshot.
     let r = cairn(
         &d,
-        &["-P", "week", "backup", "--time", "2026-12-10T02:00:00Z", "--between", "differential", "--json"],
+        &[
+            "-P",
+            "week",
+            "backup",
+            "--time",
+            "2026-12-10T02:00:00Z",
+            "--between",
+            "differential",
+            "--json",
+        ],
     )
     .success()
     .json();
     assert_eq!(r["kind"], "differential");
-    let full = d.snapshots().into_iter().filter(|s| s["kind"] == "full").last().unwrap();
+    let full = d
+        .snapshots()
+        .into_iter()
+        .rfind(|s| s["kind"] == "full")
+        .unwrap();
     assert_eq!(r["parent_id"], full["id"]);
     // A duration: a full one when the latest full is a week old.
-    let r = cairn(&d, &["-P", "week", "backup", "--full-every", "7d", "--time", "2026-12-15T02:00:00Z", "--json"])
-        .success()
-        .json();
+    let r = cairn(
+        &d,
+        &[
+            "-P",
+            "week",
+            "backup",
+            "--full-every",
+            "7d",
+            "--time",
+            "2026-12-15T02:00:00Z",
+            "--json",
+        ],
+    )
+    .success()
+    .json();
     assert_eq!(r["kind"], "full", "{}", r["kind_reason"]);
-    let e = cairn(&d, &["-P", "week", "backup", "--kind", "full", "--full-every", "mon"]).code(2).error_line();
+    let e = cairn(
+        &d,
+        &[
+            "-P",
+            "week",
+            "backup",
+            "--kind",
+            "full",
+            "--full-every",
+            "mon",
+        ],
+    )
+    .code(2)
+    .error_line();
     assert!(e.contains("--full-every"), "{e}");
 }
 
@@ -211,50 +328,171 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
     let path = profile(&d, "nightly", "");
     let root = d.join("image");
     let root_s = root.to_str().unwrap();
-    cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "daily 02:00", "--root", root_s, "--with", "systemd"]).success();
-    cairn(&d, &["-P", "nightly", "schedule", "install", "--command", "check", "--at", "Sun 04:00", "--root", root_s, "--with", "systemd"]).success();
+    cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "schedule",
+            "install",
+            "--at",
+            "daily 02:00",
+            "--root",
+            root_s,
+            "--with",
+            "systemd",
+        ],
+    )
+    .success();
+    cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "schedule",
+            "install",
+            "--command",
+            "check",
+            "--at",
+            "Sun 04:00",
+            "--root",
+            root_s,
+            "--with",
+            "systemd",
+        ],
+    )
+    .success();
     let units = root.join("etc/systemd/system");
     let service = fs::read_to_string(units.join("cairn-nightly-backup.service")).unwrap();
     let timer = fs::read_to_string(units.join("cairn-nightly-backup.timer")).unwrap();
     let exe = env!("CARGO_BIN_EXE_cairn");
-    assert!(service.contains(&format!("ExecStart={exe} -P {} backup", path.display())), "{service}");
-    assert!(timer.contains("OnCalendar=02:00") && timer.contains("Persistent=true"), "{timer}");
+    assert!(
+        service.contains(&format!("ExecStart={exe} -P {} backup", path.display())),
+        "{service}"
+    );
+    assert!(
+        timer.contains("OnCalendar=02:00") && timer.contains("Persistent=true"),
+        "{timer}"
+    );
     let wants = units.join("timers.target.wants/cairn-nightly-backup.timer");
-    assert_eq!(fs::read_link(&wants).unwrap(), Path::new("/etc/systemd/system/cairn-nightly-backup.timer"));
+    assert_eq!(
+        fs::read_link(&wants).unwrap(),
+        Path::new("/etc/systemd/system/cairn-nightly-backup.timer")
+    );
     if let Ok(out) = Command::new("systemd-analyze")
         .arg("verify")
         .arg(units.join("cairn-nightly-check.timer"))
         .arg(units.join("cairn-nightly-check.service"))
         .output()
     {
-        assert!(out.status.success(), "systemd-analyze verify: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "Mon..Fri 22:30", "--root", root_s, "--with", "cron"]).success();
+    cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "schedule",
+            "install",
+            "--at",
+            "Mon..Fri 22:30",
+            "--root",
+            root_s,
+            "--with",
+            "cron",
+        ],
+    )
+    .success();
     let cron = fs::read_to_string(root.join("etc/cron.d/cairn-nightly-backup")).unwrap();
-    assert!(cron.contains(&format!("30 22 * * 1-5 root {exe} -P {} backup", path.display())), "{cron}");
-    let list = cairn(&d, &["schedule", "list", "--root", root_s]).success().stdout();
+    assert!(
+        cron.contains(&format!(
+            "30 22 * * 1-5 root {exe} -P {} backup",
+            path.display()
+        )),
+        "{cron}"
+    );
+    let list = cairn(&d, &["schedule", "list", "--root", root_s])
+        .success()
+        .stdout();
     assert_eq!(list.lines().count(), 3, "{list}");
-    assert!(list.contains("cairn-nightly-check.timer") && list.contains("at=Sun 04:00"), "{list}");
+    assert!(
+        list.contains("cairn-nightly-check.timer") && list.contains("at=Sun 04:00"),
+        "{list}"
+    );
     // Files cairn did not write are never touched.
     fs::write(root.join("etc/cron.d/cairn-mine"), "0 1 * * * root true\n").unwrap();
-    cairn(&d, &["-P", "nightly", "schedule", "remove", "--root", root_s]).success();
+    cairn(
+        &d,
+        &["-P", "nightly", "schedule", "remove", "--root", root_s],
+    )
+    .success();
     assert!(!units.join("cairn-nightly-backup.timer").exists() && !wants.exists());
     assert!(!root.join("etc/cron.d/cairn-nightly-backup").exists());
     assert!(root.join("etc/cron.d/cairn-mine").exists());
-    assert_eq!(cairn(&d, &["schedule", "list", "--root", root_s]).success().stdout().trim(), "no schedules installed");
-    let e = cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "sometimes", "--root", root_s, "--with", "systemd"]);
-    if Command::new("systemd-analyze").arg("--version").output().is_ok() {
+    assert_eq!(
+        cairn(&d, &["schedule", "list", "--root", root_s])
+            .success()
+            .stdout()
+            .trim(),
+        "no schedules installed"
+    );
+    let e = cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "schedule",
+            "install",
+            "--at",
+            "sometimes",
+            "--root",
+            root_s,
+            "--with",
+            "systemd",
+        ],
+    );
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         assert!(e.code(2).error_line().contains("sometimes"));
     }
-    let e = cairn(&d, &["-P", "nightly", "schedule", "install", "--at", "*-*-01 02:00", "--root", root_s, "--with", "cron"]).code(2);
+    let e = cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "schedule",
+            "install",
+            "--at",
+            "*-*-01 02:00",
+            "--root",
+            root_s,
+            "--with",
+            "cron",
+        ],
+    )
+    .code(2);
     assert!(e.error_line().contains("no cron equivalent"));
-    cairn(&d, &["schedule", "install", "--at", "02:00", "--root", root_s]).code(2);
+    cairn(
+        &d,
+        &["schedule", "install", "--at", "02:00", "--root", root_s],
+    )
+    .code(2);
 }
 
-/// What an HTTP API on loopback received: each request's head and body.
+/// Each request's head and body.
+type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// What an HTTP API on loopback received.
 struct Api {
     url: String,
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Requests,
 }
 
 /// An HTTP server that answers `statuses` in turn (then 200) and keeps every request.
@@ -263,8 +501,9 @@ fn api(statuses: &[u16]) -> Api {
     let url = format!("http://{}/runs", listener.local_addr().unwrap());
     let requests = Arc::new(Mutex::new(Vec::new()));
     let seen = requests.clone();
-    let mut statuses = statuses.to_vec().into_iter();
+    let statuses: Vec<u16> = statuses.to_vec();
     std::thread::spawn(move || {
+        let mut statuses = statuses.into_iter();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -284,7 +523,10 @@ fn api(statuses: &[u16]) -> Api {
             let _ = reader.read_exact(&mut body);
             seen.lock().unwrap().push((head, body));
             let status = statuses.next().unwrap_or(200);
-            let _ = write!(stream, "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
         }
     });
     Api { url, requests }
@@ -315,8 +557,16 @@ fn a_run_report_is_posted_to_the_api_with_every_field_matching_the_snapshot() {
     assert_eq!(requests.len(), 3, "{requests:?}");
     let (head, body) = &requests[2];
     assert!(head.starts_with("POST /runs "), "{head}");
-    assert!(head.to_ascii_lowercase().contains("authorization: bearer tok-123"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer tok-123"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
     let r: Value = serde_json::from_slice(body).unwrap();
     assert_eq!(r, printed, "the report posted is the one printed");
     let snaps = d.snapshots();
@@ -336,7 +586,13 @@ fn a_run_report_is_posted_to_the_api_with_every_field_matching_the_snapshot() {
     assert_eq!(r["repository"], d.repo().to_string_lossy().as_ref());
     assert_eq!(r["profile"], "fleet");
     assert!(!r["kind_reason"].as_str().unwrap().is_empty());
-    for k in ["files_new", "files_changed", "files_unchanged", "files_deleted", "dirs"] {
+    for k in [
+        "files_new",
+        "files_changed",
+        "files_unchanged",
+        "files_deleted",
+        "dirs",
+    ] {
         assert_eq!(r[k], snap["summary"][k], "{k}");
     }
     assert_eq!(num(&r, "files_new"), 2);
@@ -349,21 +605,42 @@ fn a_run_report_is_posted_to_the_api_with_every_field_matching_the_snapshot() {
     assert!(start <= end);
     assert!(r["duration_s"].as_f64().unwrap() >= 0.0);
     let ips = r["ips"].as_array().unwrap();
-    assert!(ips.iter().all(|ip| ip.as_str().unwrap().parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_loopback())));
+    assert!(ips.iter().all(|ip| ip
+        .as_str()
+        .unwrap()
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| !ip.is_loopback())));
 
     // An API that cannot be reached is a warning; the backup itself is stored and exits 0.
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     drop(std::net::TcpListener::bind(dead));
     let url = format!("http://{dead}/runs");
     let run = cairn(&d, &["-P", "fleet", "backup", "--report-url", &url]).success();
-    assert!(run.stderr().contains("the run report was not delivered"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("the run report was not delivered"),
+        "{}",
+        run.stderr()
+    );
     assert!(!run.stderr().contains("tok-123"));
     assert_eq!(d.snapshots().len(), 3);
 
     // A failed run is reported too: outcome, exit code and error.
     let wrong = d.join("wrong");
     fs::write(&wrong, "not the password\n").unwrap();
-    cairn(&d, &["-P", "fleet", "--password-file", wrong.to_str().unwrap(), "backup"]).code(12);
+    cairn(
+        &d,
+        &[
+            "-P",
+            "fleet",
+            "--password-file",
+            wrong.to_str().unwrap(),
+            "backup",
+        ],
+    )
+    .code(12);
     let requests = server.requests.lock().unwrap().clone();
     let r: Value = serde_json::from_slice(&requests.last().unwrap().1).unwrap();
     assert_eq!(r["outcome"], "failure");
@@ -381,7 +658,11 @@ fn samples(path: &Path) -> Vec<(String, String, f64)> {
         .map(|l| {
             let (series, value) = l.rsplit_once(' ').unwrap();
             let (name, labels) = series.split_once('{').unwrap();
-            (name.to_string(), labels.trim_end_matches('}').to_string(), value.parse().unwrap())
+            (
+                name.to_string(),
+                labels.trim_end_matches('}').to_string(),
+                value.parse().unwrap(),
+            )
         })
         .collect()
 }
@@ -407,10 +688,17 @@ fn metrics_are_written_for_each_command_and_keep_the_last_success() {
     let all = samples(&metrics);
     let get = |all: &[(String, String, f64)], name: &str, command: &str| {
         all.iter()
-            .find(|(n, l, _)| n == name && l.contains(&format!("command=\"{command}\"")) && l.contains("profile=\"m\""))
+            .find(|(n, l, _)| {
+                n == name
+                    && l.contains(&format!("command=\"{command}\""))
+                    && l.contains("profile=\"m\"")
+            })
             .map(|s| s.2)
     };
-    assert_eq!(get(&all, "cairn_bytes_added", "backup"), Some(num(&r, "bytes_added_stored") as f64));
+    assert_eq!(
+        get(&all, "cairn_bytes_added", "backup"),
+        Some(num(&r, "bytes_added_stored") as f64)
+    );
     assert_eq!(get(&all, "cairn_files_total", "backup"), Some(2.0));
     assert_eq!(get(&all, "cairn_errors", "check"), Some(0.0));
     let success = get(&all, "cairn_last_success_timestamp_seconds", "backup").unwrap();
@@ -418,17 +706,38 @@ fn metrics_are_written_for_each_command_and_keep_the_last_success() {
     assert!((now - success).abs() < 120.0, "{success} vs {now}");
     assert!(get(&all, "cairn_run_duration_seconds", "check").is_some());
     let text = fs::read_to_string(&metrics).unwrap();
-    assert_eq!(text.matches("# TYPE cairn_errors gauge").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("# TYPE cairn_errors gauge").count(),
+        1,
+        "{text}"
+    );
     // A failed backup moves the last run, not the last success.
     std::thread::sleep(Duration::from_millis(1100));
     let wrong = d.join("wrong");
     fs::write(&wrong, "nope\n").unwrap();
-    cairn(&d, &["-P", "m", "--password-file", wrong.to_str().unwrap(), "backup"]).code(12);
+    cairn(
+        &d,
+        &[
+            "-P",
+            "m",
+            "--password-file",
+            wrong.to_str().unwrap(),
+            "backup",
+        ],
+    )
+    .code(12);
     let after = samples(&metrics);
-    assert_eq!(get(&after, "cairn_last_success_timestamp_seconds", "backup"), Some(success));
+    assert_eq!(
+        get(&after, "cairn_last_success_timestamp_seconds", "backup"),
+        Some(success)
+    );
     assert!(get(&after, "cairn_last_run_timestamp_seconds", "backup").unwrap() > success);
     assert_eq!(get(&after, "cairn_errors", "backup"), Some(1.0));
-    assert_eq!(get(&after, "cairn_errors", "check"), Some(0.0), "the check's metrics stay");
+    assert_eq!(
+        get(&after, "cairn_errors", "check"),
+        Some(0.0),
+        "the check's metrics stay"
+    );
 }
 
 #[test]
@@ -450,19 +759,39 @@ fn hooks_run_in_order_with_the_report_in_their_environment() {
     let id = string(&r, "snapshot_id").unwrap();
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
-        format!("before backup\nafter success {id} full\nsecond\n")
+        format!("before backup\nafter success {id} incremental\nsecond\n")
     );
     // A failing `before` hook: nothing is backed up, and on-failure runs.
     fs::remove_file(&log).unwrap();
     let run = cairn(&d, &["-P", "h", "backup", "--before", "exit 7"]).failure();
-    assert!(run.error_line().contains("before hook `exit 7` failed"), "{}", run.error_line());
+    assert!(
+        run.error_line().contains("before hook `exit 7` failed"),
+        "{}",
+        run.error_line()
+    );
     assert_eq!(fs::read_to_string(&log).unwrap(), "failed failure 1\n");
     assert_eq!(d.snapshots().len(), 1);
     // A hook past its timeout is killed; after a run, that is a warning only.
     let started = Instant::now();
-    let run = cairn(&d, &["-P", "h", "backup", "--after", "sleep 60", "--hook-timeout", "1s"]).success();
+    let run = cairn(
+        &d,
+        &[
+            "-P",
+            "h",
+            "backup",
+            "--after",
+            "sleep 60",
+            "--hook-timeout",
+            "1s",
+        ],
+    )
+    .success();
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert!(run.stderr().contains("after hook `sleep 60` was killed"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("after hook `sleep 60` was killed"),
+        "{}",
+        run.stderr()
+    );
     assert_eq!(d.snapshots().len(), 2);
 }
 
@@ -471,20 +800,45 @@ fn two_runs_of_one_profile_never_overlap_and_a_killed_run_leaves_no_lock() {
     let d = setup();
     let src = source(&d);
     let started = d.join("started");
-    profile(&d, "p", &format!("[backup]\nsources = [\"{}\"]\n", src.display()));
+    profile(
+        &d,
+        "p",
+        &format!("[backup]\nsources = [\"{}\"]\n", src.display()),
+    );
     init(&d, "p");
-    let first = command(&d, &["-P", "p", "backup", "--before", &format!("touch {} && sleep 30", started.display())])
-        .spawn()
-        .unwrap();
+    let first = command(
+        &d,
+        &[
+            "-P",
+            "p",
+            "backup",
+            "--before",
+            &format!("touch {} && sleep 30", started.display()),
+        ],
+    )
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !started.exists() {
-        assert!(Instant::now() < deadline, "the first run's hook never started");
+        assert!(
+            Instant::now() < deadline,
+            "the first run's hook never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let e = cairn(&d, &["-P", "p", "backup", "--no-wait"]).code(11).error_line();
-    assert!(e.contains("profile p is being run by another cairn") && e.contains("pid"), "{e}");
+    let e = cairn(&d, &["-P", "p", "backup", "--no-wait"])
+        .code(11)
+        .error_line();
+    assert!(
+        e.contains("profile p is being run by another cairn") && e.contains("pid"),
+        "{e}"
+    );
     // Another profile is not held up.
-    profile(&d, "q", &format!("[backup]\nsources = [\"{}\"]\n", src.display()));
+    profile(
+        &d,
+        "q",
+        &format!("[backup]\nsources = [\"{}\"]\n", src.display()),
+    );
     cairn(&d, &["-P", "q", "backup", "--no-wait"]).success();
     // kill -9 of the holder frees the lock at once.
     let mut first = first;
@@ -492,4 +846,118 @@ fn two_runs_of_one_profile_never_overlap_and_a_killed_run_leaves_no_lock() {
     first.wait().unwrap();
     cairn(&d, &["-P", "p", "backup", "--no-wait"]).success();
     assert_eq!(d.snapshots().len(), 2);
+}
+
+/// The JSON attachment of a received mail (7bit or base64, as lettre chose).
+fn attached_report(message: &str) -> Value {
+    use base64::Engine;
+    let at = message
+        .find("Content-Type: application/json")
+        .expect("a JSON attachment");
+    let part = &message[at..];
+    let body_start = part.find("\r\n\r\n").unwrap() + 4;
+    let body: String = part[body_start..]
+        .lines()
+        .take_while(|l| !l.starts_with("--") && !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let head = &part[..body_start];
+    if head.contains("Content-Transfer-Encoding: base64") {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    } else if head.contains("quoted-printable") {
+        serde_json::from_slice(&quoted_printable(&body)).unwrap()
+    } else {
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+fn quoted_printable(text: &str) -> Vec<u8> {
+    let text = text.replace('\r', "").replace("=\n", "");
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'=' {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
+    let d = setup();
+    let src = source(&d);
+    let smtp = cairn_testkit::servers::smtp();
+    fs::write(d.join("smtp-password"), format!("{}\n", smtp.password)).unwrap();
+    profile(
+        &d,
+        "mail",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\nreport-mail = [\"ops@example.com\"]\nmail-from = \"backup@web-1.example.com\"\nsmtp = \"{}\"\nsmtp-user = \"{}\"\nsmtp-password-file = \"{}\"\nsmtp-tls = \"starttls\"\n",
+            src.display(),
+            smtp.addr,
+            smtp.user,
+            d.join("smtp-password").display()
+        ),
+    );
+    let run_with_cert = |args: &[&str]| {
+        let mut c = command(&d, args);
+        c.env("SSL_CERT_FILE", &smtp.cert);
+        Run::of(c)
+    };
+    init(&d, "mail");
+    // By default only failures are mailed.
+    run_with_cert(&["-P", "mail", "backup"]).success();
+    assert!(smtp.messages().is_empty());
+    let wrong = d.join("wrong");
+    fs::write(&wrong, "nope\n").unwrap();
+    run_with_cert(&[
+        "-P",
+        "mail",
+        "--password-file",
+        wrong.to_str().unwrap(),
+        "backup",
+    ])
+    .code(12);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert!(m.contains("Subject: cairn backup on "), "{m}");
+    assert!(m.contains(": failure"), "{m}");
+    assert!(
+        m.contains("To: ops@example.com") && m.contains("From: backup@web-1.example.com"),
+        "{m}"
+    );
+    assert!(
+        m.contains("outcome: failure") && m.contains("exit_code: 12"),
+        "{m}"
+    );
+    assert!(!m.contains(&smtp.password));
+    let r = attached_report(m);
+    assert_eq!(r["outcome"], "failure");
+    assert_eq!(r["exit_code"], 12);
+    // `always` mails a success too, with its snapshot.
+    run_with_cert(&["-P", "mail", "backup", "--mail-on", "always"]).success();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 2);
+    let r = attached_report(&messages[1]);
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["snapshot_id"], d.snapshots()[1]["id"]);
+    // A server that is not trusted: a warning, and the backup stands.
+    let run = cairn(&d, &["-P", "mail", "backup", "--mail-on", "always"]).success();
+    assert!(
+        run.stderr().contains("the run report was not mailed"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(d.snapshots().len(), 3);
 }

@@ -8,6 +8,7 @@ mod errors;
 mod faults;
 mod filters;
 mod fixture;
+mod fleet;
 mod hostile;
 mod incremental;
 mod privacy;

@@ -39,7 +39,10 @@ fn present_sources(a: &BackupArgs, r: &mut Run) -> Result<Vec<std::path::PathBuf
     for p in &a.sources {
         match std::fs::symlink_metadata(p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                r.warn(format!("source {} does not exist on this host: skipped", p.display()));
+                r.warn(format!(
+                    "source {} does not exist on this host: skipped",
+                    p.display()
+                ));
             }
             _ => present.push(p.clone()),
         }
@@ -47,7 +50,11 @@ fn present_sources(a: &BackupArgs, r: &mut Run) -> Result<Vec<std::path::PathBuf
     if present.is_empty() {
         return Err(invalid(format!(
             "none of the sources exists on this host: {}",
-            a.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            a.sources
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     Ok(present)
@@ -55,7 +62,9 @@ fn present_sources(a: &BackupArgs, r: &mut Run) -> Result<Vec<std::path::PathBuf
 
 pub(crate) fn backup(cli: &Cli, a: &BackupArgs, r: &mut Run) -> Result<u8> {
     if a.kind == KindArg::Auto && a.full_every.is_none() {
-        return Err(invalid("--kind auto needs --full-every, like --full-every mon or 7d"));
+        return Err(invalid(
+            "--kind auto needs --full-every, like --full-every mon or 7d",
+        ));
     }
     if a.kind != KindArg::Auto && a.full_every.is_some() {
         return Err(invalid("--full-every is only for --kind auto"));
@@ -196,12 +205,7 @@ fn json_report(
     })
 }
 
-fn text_report(
-    a: &BackupArgs,
-    outcome: &cairn_engine::BackupOutcome,
-    raw_added: u64,
-    why: &str,
-) {
+fn text_report(a: &BackupArgs, outcome: &cairn_engine::BackupOutcome, raw_added: u64, why: &str) {
     let sum = &outcome.snapshot.summary;
     let parent = outcome
         .snapshot

@@ -8,22 +8,32 @@ use anyhow::Result;
 pub(crate) fn show(cli: &Cli) -> Result<u8> {
     let p = &cli.profiles;
     if p.names.is_empty() {
-        let dirs: Vec<String> = search_path().iter().map(|d| d.display().to_string()).collect();
-        println!("# no profile given (-P NAME reads NAME.toml from {})", dirs.join(", "));
+        let dirs: Vec<String> = search_path()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        println!(
+            "# no profile given (-P NAME reads NAME.toml from {})",
+            dirs.join(", ")
+        );
     }
     for (name, file) in p.names.iter().zip(&p.files) {
         println!("# profile {name}: {}", file.display());
     }
     let mut rows: Vec<(String, String, String, String)> = Vec::new();
     for s in &p.settings {
-        rows.push((s.section.clone(), s.key.clone(), render(&s.key, &s.value), s.origin.clone()));
+        rows.push((
+            s.section.clone(),
+            s.key.clone(),
+            render(&s.key, &s.value),
+            s.origin.clone(),
+        ));
     }
     // As when a command runs: the command line wins over profiles, and profiles over the
     // environment.
     for (key, value, origin) in &p.outside {
-        let in_profile = |(section, k, ..): &(String, String, String, String)| {
-            section == "global" && k == key
-        };
+        let in_profile =
+            |(section, k, ..): &(String, String, String, String)| section == "global" && k == key;
         if origin != "command line" && rows.iter().any(in_profile) {
             continue;
         }
@@ -43,7 +53,11 @@ pub(crate) fn show(cli: &Cli) -> Result<u8> {
             continue;
         }
         println!("[{section}]");
-        let width = mine.iter().map(|r| r.1.len() + r.2.len()).max().unwrap_or(0);
+        let width = mine
+            .iter()
+            .map(|r| r.1.len() + r.2.len())
+            .max()
+            .unwrap_or(0);
         for (_, key, value, origin) in mine {
             let pad = width - key.len() - value.len();
             println!("{key} = {value}{:pad$}  # {origin}", "");

@@ -4,8 +4,8 @@
 
 use crate::args::{Cli, ForgetArgs, GcArgs, PolicyArgs, PruneArgs, SnapshotFilterArgs};
 use crate::open::{open_with, snapshots_of};
-use crate::values::GroupBy;
 use crate::report::Run;
+use crate::values::GroupBy;
 use crate::{invalid, output, time};
 use anyhow::Result;
 use cairn_engine::{PruneOptions, RetentionInput};

@@ -45,15 +45,15 @@ fn place(a: &ScheduleRootArgs) -> Result<Place> {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-                .ok_or_else(|| failed("cannot find your systemd user directory: HOME is not set"))?;
+                .ok_or_else(|| {
+                    failed("cannot find your systemd user directory: HOME is not set")
+                })?;
             config.join("systemd/user")
         }
         SchedulerArg::Systemd => base.join("etc/systemd/system"),
-        SchedulerArg::Cron if user => {
-            return Err(invalid(
-                "a cron entry goes to /etc/cron.d, which needs root: run as root, or give --root DIR",
-            ))
-        }
+        SchedulerArg::Cron if user => return Err(invalid(
+            "a cron entry goes to /etc/cron.d, which needs root: run as root, or give --root DIR",
+        )),
         SchedulerArg::Cron => base.join("etc/cron.d"),
     };
     Ok(Place {
@@ -69,9 +69,17 @@ fn unit_name(profiles: &[String], command: &str) -> String {
     let name = profiles
         .iter()
         .map(|p| {
-            let base = Path::new(p).file_stem().map_or(p.clone(), |s| s.to_string_lossy().into_owned());
+            let base = Path::new(p)
+                .file_stem()
+                .map_or(p.clone(), |s| s.to_string_lossy().into_owned());
             base.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect::<String>()
         })
         .collect::<Vec<_>>()
@@ -82,14 +90,21 @@ fn unit_name(profiles: &[String], command: &str) -> String {
 pub(crate) fn install(cli: &Cli, a: &ScheduleInstallArgs) -> Result<u8> {
     let profiles = &cli.profiles.names;
     if profiles.is_empty() {
-        return Err(invalid("schedule install needs a profile: cairn -P NAME schedule install --at ..."));
+        return Err(invalid(
+            "schedule install needs a profile: cairn -P NAME schedule install --at ...",
+        ));
     }
     let place = place(&a.root)?;
-    let calendar = Calendar::parse(&a.at).map_err(|why| invalid(format!("--at {:?}: {why}", a.at)))?;
+    let calendar =
+        Calendar::parse(&a.at).map_err(|why| invalid(format!("--at {:?}: {why}", a.at)))?;
     let command = a.command.name();
     let unit = unit_name(profiles, command);
     let argv = command_line(cli, command)?;
-    let meta = format!("{META} profile={} command={command} at={}", profiles.join(","), a.at);
+    let meta = format!(
+        "{META} profile={} command={command} at={}",
+        profiles.join(","),
+        a.at
+    );
     std::fs::create_dir_all(&place.dir)
         .map_err(|e| failed(format!("cannot create {}: {e}", place.dir.display())))?;
     let written = match place.scheduler {
@@ -136,7 +151,10 @@ pub(crate) fn install(cli: &Cli, a: &ScheduleInstallArgs) -> Result<u8> {
                 .ok_or_else(|| invalid(format!("--at {:?} has no cron equivalent: give a time like \"02:00\" or \"Mon 02:00\", or use --with systemd", a.at)))?;
             let line = format!(
                 "{minute} {hour} * * {weekdays} root {}",
-                argv.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+                argv.iter()
+                    .map(|w| shell_quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             let text = format!("{MARK}\n{meta}\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{line}\n");
             let path = place.dir.join(&unit);
@@ -182,7 +200,9 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 
 /// Refuses a calendar systemd would refuse, when systemd-analyze is there to ask.
 fn check_with_systemd(on_calendar: &str) -> Result<()> {
-    let out = Command::new("systemd-analyze").args(["calendar", on_calendar]).output();
+    let out = Command::new("systemd-analyze")
+        .args(["calendar", on_calendar])
+        .output();
     match out {
         Ok(o) if !o.status.success() => Err(invalid(format!(
             "systemd does not understand the calendar {on_calendar:?}: {}",
@@ -205,15 +225,26 @@ fn systemctl(place: &Place, args: &[&str]) {
 }
 
 fn systemd_quote(word: &str) -> String {
-    if word.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.+=:,@".contains(c)) {
+    if word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-_.+=:,@".contains(c))
+    {
         word.into()
     } else {
-        format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\"").replace('%', "%%"))
+        format!(
+            "\"{}\"",
+            word.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('%', "%%")
+        )
     }
 }
 
 fn shell_quote(word: &str) -> String {
-    if word.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.+=:,@".contains(c)) {
+    if word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-_.+=:,@".contains(c))
+    {
         word.into()
     } else {
         // cron gives `%` a meaning of its own even inside quotes.
@@ -230,7 +261,10 @@ fn ours(place: &Place) -> Vec<(PathBuf, String)> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             name.starts_with("cairn-")
                 && (place.scheduler == SchedulerArg::Cron
                     || name.ends_with(".timer")
@@ -269,7 +303,11 @@ pub(crate) fn list(a: &ScheduleRootArgs) -> Result<u8> {
     let mut any = false;
     for place in places(a)? {
         for (path, meta) in ours(&place) {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             if name.ends_with(".service") {
                 continue;
             }
@@ -290,7 +328,9 @@ pub(crate) fn list(a: &ScheduleRootArgs) -> Result<u8> {
 pub(crate) fn remove(cli: &Cli, a: &ScheduleRemoveArgs) -> Result<u8> {
     let profiles = &cli.profiles.names;
     if profiles.is_empty() {
-        return Err(invalid("schedule remove needs a profile: cairn -P NAME schedule remove"));
+        return Err(invalid(
+            "schedule remove needs a profile: cairn -P NAME schedule remove",
+        ));
     }
     let commands: Vec<&str> = match a.command {
         Some(c) => vec![c.name()],
@@ -300,7 +340,11 @@ pub(crate) fn remove(cli: &Cli, a: &ScheduleRemoveArgs) -> Result<u8> {
     let mut removed = 0;
     for place in places(&a.root)? {
         for (path, _) in ours(&place) {
-            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let unit = name.trim_end_matches(".timer").trim_end_matches(".service");
             if !units.iter().any(|u| u == unit) {
                 continue;
@@ -372,7 +416,11 @@ fn cron_time(t: &str) -> Option<(String, String)> {
         [h, m] | [h, m, "00"] => (*h, *m),
         _ => return None,
     };
-    let hour = if h == "*" { "*".to_string() } else { h.parse::<u8>().ok().filter(|h| *h < 24)?.to_string() };
+    let hour = if h == "*" {
+        "*".to_string()
+    } else {
+        h.parse::<u8>().ok().filter(|h| *h < 24)?.to_string()
+    };
     let minute = m.parse::<u8>().ok().filter(|m| *m < 60)?.to_string();
     Some((minute, hour))
 }
@@ -382,7 +430,11 @@ fn cron_days(days: &str) -> Option<String> {
     const NAMES: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
     let day = |d: &str| {
         let d = d.to_ascii_lowercase();
-        NAMES.iter().position(|n| d.len() >= 3 && n.starts_with(&d[..3]) && "sunday monday tuesday wednesday thursday friday saturday".contains(&d))
+        NAMES.iter().position(|n| {
+            d.len() >= 3
+                && n.starts_with(&d[..3])
+                && "sunday monday tuesday wednesday thursday friday saturday".contains(&d)
+        })
     };
     let fields: Option<Vec<String>> = days
         .split(',')
@@ -416,8 +468,14 @@ mod tests {
 
     #[test]
     fn names_and_words_are_quoted() {
-        assert_eq!(unit_name(&["night ly".into()], "backup"), "cairn-night_ly-backup");
-        assert_eq!(unit_name(&["/etc/cairn/a.toml".into(), "b".into()], "check"), "cairn-a_b-check");
+        assert_eq!(
+            unit_name(&["night ly".into()], "backup"),
+            "cairn-night_ly-backup"
+        );
+        assert_eq!(
+            unit_name(&["/etc/cairn/a.toml".into(), "b".into()], "check"),
+            "cairn-a_b-check"
+        );
         assert_eq!(shell_quote("a b%"), "'a b\\%'");
         assert_eq!(systemd_quote("/usr/bin/cairn"), "/usr/bin/cairn");
         assert_eq!(systemd_quote("a b"), "\"a b\"");
