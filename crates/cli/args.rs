@@ -87,7 +87,7 @@ pub(crate) struct Cli {
     pub(crate) profile: Vec<String>,
     /// The profiles' files and settings, read before clap parsed the merged command line.
     #[arg(skip)]
-    pub(crate) profiles: crate::profile::Profiles,
+    pub(crate) profiles: crate::settings::Profiles,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

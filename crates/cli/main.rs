@@ -8,6 +8,7 @@ mod output;
 mod password;
 mod profile;
 mod report;
+mod settings;
 mod time;
 mod values;
 

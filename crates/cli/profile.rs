@@ -8,67 +8,13 @@
 
 use crate::args::Cli;
 use crate::invalid;
+use crate::settings::{Profiles, Setting, Value};
 use anyhow::Result;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
-
-/// One profile key, as the arguments it stands for.
-#[derive(Clone)]
-pub(crate) struct Setting {
-    /// `global` or a command's name.
-    pub(crate) section: String,
-    pub(crate) key: String,
-    pub(crate) value: Value,
-    /// `FILE:LINE`.
-    pub(crate) origin: String,
-}
-
-#[derive(Clone)]
-pub(crate) enum Value {
-    Flag(bool),
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Value {
-    pub(crate) fn strings(&self) -> Vec<String> {
-        match self {
-            Value::Flag(b) => vec![b.to_string()],
-            Value::One(v) => vec![v.clone()],
-            Value::Many(v) => v.clone(),
-        }
-    }
-}
-
-/// The merged settings of the profiles named with `-P`, in file order.
-#[derive(Default)]
-pub(crate) struct Profiles {
-    pub(crate) names: Vec<String>,
-    pub(crate) files: Vec<PathBuf>,
-    pub(crate) settings: Vec<Setting>,
-    /// Global options given on the command line or in the environment, as (key, value,
-    /// origin), for `config show`.
-    pub(crate) outside: Vec<(String, String, String)>,
-}
-
-impl Profiles {
-    /// The profiles' names without directory or `.toml`, as reports and metrics label runs.
-    pub(crate) fn label(&self) -> String {
-        self.files
-            .iter()
-            .map(|f| {
-                f.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
 
 /// The command line with the profiles' settings merged in, and the profiles (empty without
 /// `-P`). Arguments that do not parse are returned as they are, for clap to refuse.

@@ -52,6 +52,19 @@ fn source(d: &Dir) -> PathBuf {
     src
 }
 
+/// A source tree, a profile NAME that backs it up with these further keys (and sections), and
+/// the repository, made: the start of most tests here.
+fn backing_up(d: &Dir, name: &str, keys: &str) -> PathBuf {
+    let src = source(d);
+    profile(
+        d,
+        name,
+        &format!("[backup]\nsources = [\"{}\"]\n{keys}", src.display()),
+    );
+    init(d, name);
+    src
+}
+
 fn init(d: &Dir, name: &str) {
     cairn(
         d,
@@ -235,16 +248,7 @@ fn a_source_missing_on_this_host_is_skipped_with_a_warning_and_exit_3() {
 #[test]
 fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
     let d = setup();
-    let src = source(&d);
-    profile(
-        &d,
-        "week",
-        &format!(
-            "[backup]\nsources = [\"{}\"]\nkind = \"auto\"\nfull-every = \"mon\"\n",
-            src.display()
-        ),
-    );
-    init(&d, "week");
+    let src = backing_up(&d, "week", "kind = \"auto\"\nfull-every = \"mon\"\n");
     // 2026-11-28 is a Saturday; 2026-12-07 (a Monday) is missed.
     let nights = [
         ("2026-11-28", "full"),
@@ -535,18 +539,15 @@ fn api(statuses: &[u16]) -> Api {
 #[test]
 fn a_run_report_is_posted_to_the_api_with_every_field_matching_the_snapshot() {
     let d = setup();
-    let src = source(&d);
     let server = api(&[503]);
-    profile(
+    let src = backing_up(
         &d,
         "fleet",
         &format!(
-            "[backup]\nsources = [\"{}\"]\ntag = [\"nightly\", \"etc\"]\nreport-url = \"{}\"\nreport-header = [\"Authorization: Bearer tok-123\"]\n",
-            src.display(),
+            "tag = [\"nightly\", \"etc\"]\nreport-url = \"{}\"\nreport-header = [\"Authorization: Bearer tok-123\"]\n",
             server.url
         ),
     );
-    init(&d, "fleet");
     cairn(&d, &["-P", "fleet", "backup"]).success();
     fs::write(src.join("etc/new"), "new file\n").unwrap();
     fs::write(src.join("etc/unreadable"), "x").unwrap();
@@ -670,19 +671,16 @@ fn samples(path: &Path) -> Vec<(String, String, f64)> {
 #[test]
 fn metrics_are_written_for_each_command_and_keep_the_last_success() {
     let d = setup();
-    let src = source(&d);
     let metrics = d.join("metrics/cairn.prom");
     fs::create_dir_all(metrics.parent().unwrap()).unwrap();
-    profile(
+    backing_up(
         &d,
         "m",
         &format!(
-            "[backup]\nsources = [\"{}\"]\nmetrics-file = \"{m}\"\n[check]\nmetrics-file = \"{m}\"\n",
-            src.display(),
+            "metrics-file = \"{m}\"\n[check]\nmetrics-file = \"{m}\"\n",
             m = metrics.display()
         ),
     );
-    init(&d, "m");
     let r = cairn(&d, &["-P", "m", "backup", "--json"]).success().json();
     cairn(&d, &["-P", "m", "check"]).success();
     let all = samples(&metrics);
@@ -743,18 +741,9 @@ fn metrics_are_written_for_each_command_and_keep_the_last_success() {
 #[test]
 fn hooks_run_in_order_with_the_report_in_their_environment() {
     let d = setup();
-    let src = source(&d);
     let log = d.join("hooks.log");
     let l = log.display();
-    profile(
-        &d,
-        "h",
-        &format!(
-            "[backup]\nsources = [\"{}\"]\nbefore = [\"echo before $CAIRN_COMMAND >> {l}\"]\nafter = [\"echo after $CAIRN_OUTCOME $CAIRN_SNAPSHOT_ID $CAIRN_KIND >> {l}\", \"echo second >> {l}\"]\non-failure = [\"echo failed $CAIRN_OUTCOME $CAIRN_EXIT_CODE >> {l}\"]\n",
-            src.display()
-        ),
-    );
-    init(&d, "h");
+    backing_up(&d, "h", &format!("before = [\"echo before $CAIRN_COMMAND >> {l}\"]\nafter = [\"echo after $CAIRN_OUTCOME $CAIRN_SNAPSHOT_ID $CAIRN_KIND >> {l}\", \"echo second >> {l}\"]\non-failure = [\"echo failed $CAIRN_OUTCOME $CAIRN_EXIT_CODE >> {l}\"]\n"));
     let r = cairn(&d, &["-P", "h", "backup", "--json"]).success().json();
     let id = string(&r, "snapshot_id").unwrap();
     assert_eq!(
@@ -798,14 +787,8 @@ fn hooks_run_in_order_with_the_report_in_their_environment() {
 #[test]
 fn two_runs_of_one_profile_never_overlap_and_a_killed_run_leaves_no_lock() {
     let d = setup();
-    let src = source(&d);
     let started = d.join("started");
-    profile(
-        &d,
-        "p",
-        &format!("[backup]\nsources = [\"{}\"]\n", src.display()),
-    );
-    init(&d, "p");
+    let src = backing_up(&d, "p", "");
     let first = command(
         &d,
         &[
@@ -895,15 +878,13 @@ fn quoted_printable(text: &str) -> Vec<u8> {
 #[test]
 fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
     let d = setup();
-    let src = source(&d);
     let smtp = cairn_testkit::servers::smtp();
     fs::write(d.join("smtp-password"), format!("{}\n", smtp.password)).unwrap();
-    profile(
+    backing_up(
         &d,
         "mail",
         &format!(
-            "[backup]\nsources = [\"{}\"]\nreport-mail = [\"ops@example.com\"]\nmail-from = \"backup@web-1.example.com\"\nsmtp = \"{}\"\nsmtp-user = \"{}\"\nsmtp-password-file = \"{}\"\nsmtp-tls = \"starttls\"\n",
-            src.display(),
+            "report-mail = [\"ops@example.com\"]\nmail-from = \"backup@web-1.example.com\"\nsmtp = \"{}\"\nsmtp-user = \"{}\"\nsmtp-password-file = \"{}\"\nsmtp-tls = \"starttls\"\n",
             smtp.addr,
             smtp.user,
             d.join("smtp-password").display()
@@ -914,7 +895,6 @@ fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
         c.env("SSL_CERT_FILE", &smtp.cert);
         Run::of(c)
     };
-    init(&d, "mail");
     // By default only failures are mailed.
     run_with_cert(&["-P", "mail", "backup"]).success();
     assert!(smtp.messages().is_empty());

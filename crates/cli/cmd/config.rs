@@ -2,7 +2,8 @@
 //! environment, for global options) make, each with where it comes from, secrets masked.
 
 use crate::args::Cli;
-use crate::profile::{masked, search_path, Value};
+use crate::profile::{masked, search_path};
+use crate::settings::Value;
 use anyhow::Result;
 
 pub(crate) fn show(cli: &Cli) -> Result<u8> {

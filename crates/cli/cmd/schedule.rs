@@ -159,6 +159,10 @@ pub(crate) fn install(cli: &Cli, a: &ScheduleInstallArgs) -> Result<u8> {
             let text = format!("{MARK}\n{meta}\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{line}\n");
             let path = place.dir.join(&unit);
             write_file(&path, &text)?;
+            let daemons = ["/usr/sbin/cron", "/usr/sbin/crond", "/usr/bin/crond"];
+            if place.live && !daemons.iter().any(|d| Path::new(d).exists()) {
+                eprintln!("warning: neither systemd nor a cron daemon runs this host: the entry runs once one does (apt-get install cron)");
+            }
             vec![path]
         }
     };
