@@ -181,13 +181,19 @@ fn parse(root: &Command, path: &std::path::Path, text: &str) -> Result<Vec<Setti
                 ))
             };
             let arg = find_arg(cmd, &key).ok_or_else(|| fail(unknown_key(root, &section, &key)))?;
-            let value = convert(arg, value.into_inner()).map_err(fail)?;
+            let value = value.into_inner();
+            let quoted = match &value {
+                toml::Value::Array(items) => items.iter().any(toml::Value::is_str),
+                v => v.is_str(),
+            };
+            let value = convert(arg, value).map_err(fail)?;
             check(arg, &value).map_err(fail)?;
             settings.push(Setting {
                 section: section.clone(),
                 key,
                 value,
                 origin: format!("{file}:{at}"),
+                quoted,
             });
         }
     }

@@ -394,11 +394,22 @@ fn summary(report: &Value) -> String {
         ),
         _ => None,
     };
+    // The names backup's JSON had before run reports, kept for programs: a person needs each
+    // fact once.
+    let older = [
+        "parent",
+        "bytes_added",
+        "raw_bytes_added",
+        "duration_seconds",
+        "errors",
+        "schema",
+    ];
     let mut text = String::new();
-    let keys = first
-        .iter()
-        .map(|k| k.to_string())
-        .chain(m.keys().filter(|k| !first.contains(&k.as_str())).cloned());
+    let keys = first.iter().map(|k| k.to_string()).chain(
+        m.keys()
+            .filter(|k| !first.contains(&k.as_str()) && !older.contains(&k.as_str()))
+            .cloned(),
+    );
     for key in keys {
         if let Some(value) = m.get(&key).and_then(show) {
             if !value.is_empty() {

@@ -13,6 +13,8 @@ pub(crate) struct Setting {
     pub(crate) value: Value,
     /// `FILE:LINE`.
     pub(crate) origin: String,
+    /// Whether the file gave a string (so `config show` quotes it), not a number or a bool.
+    pub(crate) quoted: bool,
 }
 
 #[derive(Clone)]

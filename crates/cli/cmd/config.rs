@@ -26,7 +26,7 @@ pub(crate) fn show(cli: &Cli) -> Result<u8> {
         rows.push((
             s.section.clone(),
             s.key.clone(),
-            render(&s.key, &s.value),
+            render(&s.key, &s.value, s.quoted),
             s.origin.clone(),
         ));
     }
@@ -68,13 +68,21 @@ pub(crate) fn show(cli: &Cli) -> Result<u8> {
 }
 
 /// A profile value as TOML, masked where it is a secret.
-fn render(key: &str, value: &Value) -> String {
+fn render(key: &str, value: &Value, quoted: bool) -> String {
+    let one = |v: &str| {
+        let shown = masked(key, v);
+        if quoted || shown != v {
+            format!("{shown:?}")
+        } else {
+            shown
+        }
+    };
     match value {
         Value::Flag(b) => b.to_string(),
-        Value::One(v) => format!("{:?}", masked(key, v)),
-        Value::Many(vs) => {
-            let items: Vec<String> = vs.iter().map(|v| format!("{:?}", masked(key, v))).collect();
-            format!("[{}]", items.join(", "))
-        }
+        Value::One(v) => one(v),
+        Value::Many(vs) => format!(
+            "[{}]",
+            vs.iter().map(|v| one(v)).collect::<Vec<_>>().join(", ")
+        ),
     }
 }
