@@ -156,8 +156,22 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// The report's plain fields as `CAIRN_<FIELD>` variables for hooks, and the whole report as
-/// `CAIRN_REPORT`.
+/// `CAIRN_REPORT`. Linux refuses to start a program with a variable over 128 KiB, so a longer
+/// one (a check's list of errors) is cut, and a longer report is left out: hooks that need all
+/// of it read the run report's other destinations.
 fn environment(report: &Map<String, Value>) -> Vec<(String, String)> {
+    const MAX: usize = 64 << 10;
+    let cut = |mut text: String| {
+        if text.len() > MAX {
+            let mut end = MAX;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(" …");
+        }
+        text
+    };
     let mut env: Vec<(String, String)> = report
         .iter()
         .filter_map(|(k, v)| {
@@ -172,13 +186,13 @@ fn environment(report: &Map<String, Value>) -> Vec<(String, String)> {
                     .join(" "),
                 _ => return None,
             };
-            Some((format!("CAIRN_{}", k.to_ascii_uppercase()), text))
+            Some((format!("CAIRN_{}", k.to_ascii_uppercase()), cut(text)))
         })
         .collect();
-    env.push((
-        "CAIRN_REPORT".into(),
-        Value::Object(report.clone()).to_string(),
-    ));
+    let whole = Value::Object(report.clone()).to_string();
+    if whole.len() <= MAX {
+        env.push(("CAIRN_REPORT".into(), whole));
+    }
     env
 }
 
@@ -484,4 +498,38 @@ fn metrics(cli: &Cli, command: &str, path: &std::path::Path, report: &Value) -> 
         ("profile", profile.as_str()),
     ];
     cairn_report::metrics::update(path, &labels, &samples).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A check with many findings: no variable may stop the hook from starting (Linux refuses
+    /// one over 128 KiB).
+    #[test]
+    fn hook_variables_stay_under_the_kernels_limit() {
+        let errors: Vec<String> = (0..20_000)
+            .map(|i| format!("pack {i:08} is missing"))
+            .collect();
+        let report = json!({"command": "check", "outcome": "failure", "errors": errors});
+        let Value::Object(m) = report else {
+            unreachable!()
+        };
+        let env = environment(&m);
+        let get = |k: &str| {
+            env.iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get("CAIRN_OUTCOME").as_deref(), Some("failure"));
+        let listed = get("CAIRN_ERRORS").unwrap();
+        assert!(
+            listed.len() <= (64 << 10) + 4 && listed.ends_with('…'),
+            "{}",
+            listed.len()
+        );
+        assert_eq!(get("CAIRN_REPORT"), None);
+        let ok = hook("test -n \"$CAIRN_ERRORS\"", &env, Duration::from_secs(10));
+        assert_eq!(ok, Ok(()));
+    }
 }
