@@ -512,7 +512,7 @@ pub(crate) struct SnapshotsArgs {
     #[command(flatten)]
     pub(crate) filter: SnapshotFilterArgs,
     /// Only the snapshot `restore --at TIME` would choose.
-    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    #[arg(long, value_name = "TIME", value_parser = values::at)]
     pub(crate) at: Option<i64>,
     /// Only the latest N snapshots of each group (host and paths).
     #[arg(long, value_name = "N")]
@@ -524,12 +524,14 @@ pub(crate) struct SnapshotsArgs {
 
 #[derive(Args)]
 pub(crate) struct RestoreArgs {
-    /// Snapshot: `latest`, an id, or a unique id prefix. Not with --at.
+    /// Snapshot: `latest`, an id, a unique id prefix, or one of these and `~N` (its N-th
+    /// predecessor of the same host and paths). Not with --at.
     #[arg(required_unless_present = "at", conflicts_with = "at")]
     pub(crate) snapshot: Option<String>,
     /// Restore the newest snapshot taken at or before TIME: 2026-11-20T14:00:00Z,
-    /// "2026-11-20 14:00" (local time), 2026-11-20, "2 days ago", "3h ago", "yesterday 18:00".
-    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    /// "2026-11-20 14:00" (local time), 202611201400, "2 days ago", "3h ago", "yesterday 18:00";
+    /// a whole day (2026-11-20, 20261120, yesterday) means its end.
+    #[arg(long, value_name = "TIME", value_parser = values::at)]
     pub(crate) at: Option<i64>,
     #[command(flatten)]
     pub(crate) filter: SnapshotFilterArgs,
@@ -548,14 +550,23 @@ pub(crate) struct RestoreArgs {
     /// After writing, read every file back and compare it with the snapshot.
     #[arg(long)]
     pub(crate) verify: bool,
+    /// Restore exactly: delete what the target holds below the snapshot's paths that the
+    /// snapshot does not (with --dry-run, list it). Restoring a full and then a differential
+    /// snapshot into one directory leaves exactly the differential's files.
+    #[arg(long, conflicts_with_all = ["include", "exclude"])]
+    pub(crate) delete: bool,
 }
 
 #[derive(Args)]
 pub(crate) struct DiffArgs {
-    /// The older snapshot.
-    pub(crate) a: String,
-    /// The newer snapshot.
-    pub(crate) b: String,
+    /// The older snapshot, then the newer; with --at, only the newer [default: latest].
+    #[arg(value_name = "SNAPSHOT", num_args = 0..=2)]
+    pub(crate) snapshots: Vec<String>,
+    /// Compare the snapshot `restore --at TIME` would choose with SNAPSHOT.
+    #[arg(long, value_name = "TIME", value_parser = values::at)]
+    pub(crate) at: Option<i64>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
     /// Print one JSON object per change.
     #[arg(long)]
     pub(crate) json: bool,
@@ -572,9 +583,12 @@ pub(crate) struct FindArgs {
     /// Only snapshots taken at or after TIME.
     #[arg(long, value_name = "TIME", value_parser = values::time)]
     pub(crate) oldest: Option<i64>,
-    /// Only snapshots taken at or before TIME.
-    #[arg(long, value_name = "TIME", value_parser = values::time)]
+    /// Only snapshots taken at or before TIME (a whole day means its end).
+    #[arg(long, value_name = "TIME", value_parser = values::at)]
     pub(crate) newest: Option<i64>,
+    /// Search only the snapshot `restore --at TIME` would choose.
+    #[arg(long, value_name = "TIME", value_parser = values::at, conflicts_with_all = ["snapshot", "oldest", "newest"])]
+    pub(crate) at: Option<i64>,
     #[command(flatten)]
     pub(crate) filter: SnapshotFilterArgs,
     /// Print one JSON object per match.
@@ -590,10 +604,17 @@ pub(crate) enum ArchiveArg {
 
 #[derive(Args)]
 pub(crate) struct DumpArgs {
-    /// Snapshot: `latest`, an id, or a unique id prefix.
-    pub(crate) snapshot: String,
-    /// Absolute path inside the snapshot.
-    pub(crate) path: PathBuf,
+    /// Snapshot (`latest`, an id or id prefix, `SNAP~N`), then the absolute path inside it;
+    /// with --at, only the path.
+    #[arg(value_name = "SNAPSHOT] [PATH", num_args = 1..=2, required = true)]
+    pub(crate) words: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// The newest snapshot taken at or before TIME, as `restore --at` picks it (a whole day,
+    /// like 2026-12-02 or 20261202, means its end).
+    #[arg(long, value_name = "TIME", value_parser = values::at)]
+    pub(crate) at: Option<i64>,
+
     /// Archive format for a directory.
     #[arg(long, value_enum, default_value = "tar")]
     pub(crate) archive: ArchiveArg,
@@ -604,10 +625,17 @@ pub(crate) struct DumpArgs {
 
 #[derive(Args)]
 pub(crate) struct LsArgs {
-    /// Snapshot: `latest`, an id, or a unique id prefix.
-    pub(crate) snapshot: String,
-    /// Directory or file inside the snapshot [default: /].
-    pub(crate) path: Option<PathBuf>,
+    /// Snapshot (`latest`, an id or id prefix, `SNAP~N`), then a directory or file inside it
+    /// [default: /]; with --at, only the path.
+    #[arg(value_name = "SNAPSHOT] [PATH", num_args = 0..=2)]
+    pub(crate) words: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// The newest snapshot taken at or before TIME, as `restore --at` picks it (a whole day,
+    /// like 2026-12-02 or 20261202, means its end).
+    #[arg(long, value_name = "TIME", value_parser = values::at)]
+    pub(crate) at: Option<i64>,
+
     /// Show mode, owner, size and modification time.
     #[arg(long, short = 'l')]
     pub(crate) long: bool,
@@ -717,6 +745,10 @@ pub(crate) struct ForgetArgs {
     pub(crate) policy: PolicyArgs,
     #[command(flatten)]
     pub(crate) filter: SnapshotFilterArgs,
+    /// With --dry-run: what the policy would have decided at TIME, from the snapshots taken
+    /// by then (a whole day means its end).
+    #[arg(long, value_name = "TIME", value_parser = values::at, requires = "dry_run")]
+    pub(crate) at: Option<i64>,
     /// Collect the garbage afterwards, as `cairn prune` does.
     #[arg(long)]
     pub(crate) prune: bool,

@@ -27,7 +27,54 @@ pub fn now_ns() -> i64 {
 }
 
 const FORMS: &str = "use forms like 2026-11-20T14:00:00Z, \"2026-11-20 14:00\", 2026-11-20, \
-                     \"2 days ago\", \"3h ago\", yesterday, \"yesterday 18:00\" or now";
+                     202611201400, 20261120, \"2 days ago\", \"3h ago\", yesterday, \
+                     \"yesterday 18:00\" or now";
+
+/// The compact forms archives are often named with: `YYYYMMDD` and `YYYYMMDDHHMM[SS]`.
+fn compact(s: &str) -> Option<DateTime> {
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i16>().ok();
+    let date = || Date::new(n(0..4)?, n(4..6)? as i8, n(6..8)? as i8).ok();
+    match s.len() {
+        8 => date().map(|d| d.at(0, 0, 0, 0)),
+        12 => date().and_then(|d| {
+            Time::new(n(8..10)? as i8, n(10..12)? as i8, 0, 0)
+                .ok()
+                .map(|t| d.to_datetime(t))
+        }),
+        14 => date().and_then(|d| {
+            Time::new(n(8..10)? as i8, n(10..12)? as i8, n(12..14)? as i8, 0)
+                .ok()
+                .map(|t| d.to_datetime(t))
+        }),
+        _ => None,
+    }
+}
+
+/// Whether `s` names a whole day (a date without a time, or `today`/`yesterday` alone):
+/// `--at` takes the end of such a day, the state that day ended with.
+pub fn is_whole_day(s: &str) -> bool {
+    let s = s.trim();
+    (s.len() == 10 && s.parse::<Date>().is_ok())
+        || (s.len() == 8 && compact(s).is_some())
+        || ["today", "yesterday"].contains(&s.to_ascii_lowercase().as_str())
+}
+
+/// Parses a time for `--at`: as `parse_at`, except that a whole day means its last instant.
+pub fn parse_point(s: &str, now: &Zoned) -> Result<i64> {
+    let start = parse_at(s, now)?;
+    if !is_whole_day(s) {
+        return Ok(start);
+    }
+    let tz = now.time_zone().clone();
+    let day = Timestamp::from_nanosecond(i128::from(start))?
+        .to_zoned(tz.clone())
+        .date();
+    let next = day.checked_add(Span::new().days(1))?.to_zoned(tz)?;
+    Ok(next.timestamp().as_nanosecond() as i64 - 1)
+}
 
 /// Parses an absolute time (RFC 3339 with a zone; or `2026-11-20 14:00[:00]` and `2026-11-20`
 /// in local time) or a relative one (`2 days ago`, `3h ago`, `now`, `today 09:00`,
@@ -42,7 +89,8 @@ pub fn parse_at(s: &str, now: &Zoned) -> Result<i64> {
     let civil = s
         .parse::<DateTime>()
         .ok()
-        .or_else(|| s.parse::<Date>().ok().map(|d| d.at(0, 0, 0, 0)));
+        .or_else(|| s.parse::<Date>().ok().map(|d| d.at(0, 0, 0, 0)))
+        .or_else(|| compact(s));
     if let Some(dt) = civil {
         return Ok(ns(dt.to_zoned(tz)?));
     }
@@ -75,6 +123,11 @@ pub fn parse_at(s: &str, now: &Zoned) -> Result<i64> {
 /// Parses a time given to `backup --time` and friends: absolute or relative to now.
 pub fn parse(s: &str) -> Result<i64> {
     parse_at(s, &now()?)
+}
+
+/// Parses a time given to `--at`: a whole day means its end.
+pub fn parse_end(s: &str) -> Result<i64> {
+    parse_point(s, &now()?)
 }
 
 /// `2026-11-20 14:00:05` in the local time zone.
@@ -137,6 +190,30 @@ mod tests {
         assert_eq!(at("2026-11-20 14:00"), "2026-11-20 14:00:00");
         assert_eq!(at("2026-11-20"), "2026-11-20 00:00:00");
         assert_eq!(rfc3339(1_795_183_200_000_000_000), "2026-11-20T14:00:00Z");
+    }
+
+    #[test]
+    fn compact_forms_and_whole_days() {
+        assert_eq!(at("202611201405"), "2026-11-20 14:05:00");
+        assert_eq!(at("20261120140509"), "2026-11-20 14:05:09");
+        assert_eq!(at("20261120"), "2026-11-20 00:00:00");
+        let now: Zoned = "2026-11-20T14:30:00+01:00[Europe/Paris]".parse().unwrap();
+        let end = |s: &str| {
+            let ns = parse_point(s, &now).unwrap();
+            Timestamp::from_nanosecond(i128::from(ns))
+                .unwrap()
+                .to_zoned(now.time_zone().clone())
+                .strftime("%F %T.%f")
+                .to_string()
+        };
+        assert_eq!(end("2026-12-02"), "2026-12-02 23:59:59.999999999");
+        assert_eq!(end("20261202"), "2026-12-02 23:59:59.999999999");
+        assert_eq!(end("yesterday"), "2026-11-19 23:59:59.999999999");
+        assert_eq!(end("2026-12-02 10:00"), "2026-12-02 10:00:00.000000000");
+        assert_eq!(end("202612021730"), "2026-12-02 17:30:00.000000000");
+        for bad in ["20261332", "2026120", "202612021799"] {
+            assert!(parse_at(bad, &now).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub fn time(s: &str) -> Result<i64, String> {
     crate::time::parse(s).map_err(|e| format!("{e:#}"))
 }
 
+/// A time for `--at`: as `time`, but a whole day (`2026-12-02`, `20261202`, `yesterday`) means
+/// the end of that day.
+pub fn at(s: &str) -> Result<i64, String> {
+    crate::time::parse_end(s).map_err(|e| format!("{e:#}"))
+}
+
 /// A glob, kept as given once it compiles. An empty one matches nothing, which no one means.
 pub fn glob(s: &str) -> Result<String, String> {
     if s.is_empty() {

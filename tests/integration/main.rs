@@ -5,6 +5,7 @@ mod util;
 mod dedup;
 mod diskfull;
 mod errors;
+mod everyday;
 mod faults;
 mod filters;
 mod fixture;

@@ -120,8 +120,9 @@ fn point_in_time(kind: &str) {
         // "At or before" includes the snapshot's own time, and only up to the next one.
         (times[1], &state2, &id2, "2026-03-02 10:00:00"),
         ("2026-03-03T09:59:59Z", &state2, &id2, "2026-03-02 10:00:00"),
-        // A date alone is local midnight.
-        ("2026-03-04", &state3, &id3, "2026-03-03 10:00:00"),
+        // A date alone means the end of that day.
+        ("2026-03-03", &state3, &id3, "2026-03-03 10:00:00"),
+        ("2026-03-02", &state2, &id2, "2026-03-02 10:00:00"),
     ];
     for (i, (at, state, want, shown)) in cases.into_iter().enumerate() {
         let picked = only_snapshot(run_tz(&t, UTC, None, ["snapshots", "--json", "--at", at]));
@@ -204,7 +205,7 @@ fn restore_at_before_the_first_snapshot_says_when_the_earliest_is() {
         ),
         (
             &["--at", "2026-03-03", "--host", "late-host"],
-            "cairn: no snapshot at or before 2026-03-03 00:00:00: the earliest matching snapshot \
+            "cairn: no snapshot at or before 2026-03-03 23:59:59: the earliest matching snapshot \
              is from 2026-03-05 10:00:00"
                 .to_string(),
         ),
@@ -295,7 +296,8 @@ fn at_relative_and_absolute_times_with_filters() {
         (UTC, "3h ago", vec![], "D"),         // 11:30
         (UTC, "90 minutes ago", vec![], "E"), // 13:00
         (UTC, "now", vec![], "E"),
-        (UTC, "yesterday", vec![], "B"), // 2026-11-19 00:00
+        // A whole day means its end: 2026-11-19 23:59:59.
+        (UTC, "yesterday", vec![], "F"),
         // At or before: F is at 18:00 exactly.
         (UTC, "yesterday 18:00", vec![], "F"),
         (UTC, "yesterday 18:00", vec!["--host", "h1"], "G"),
@@ -309,7 +311,9 @@ fn at_relative_and_absolute_times_with_filters() {
         (UTC, "2026-11-19T17:29:59Z", vec![], "C"),
         (UTC, "2026-11-19T18:30:00+01:00", vec![], "G"), // 17:30 UTC
         (UTC, "2026-11-19 17:15", vec![], "C"),          // local, here UTC
-        (UTC, "2026-11-19", vec![], "B"),                // local midnight
+        (UTC, "2026-11-19", vec![], "F"),                // the day's end
+        (UTC, "20261119", vec![], "F"),
+        (UTC, "202611191715", vec![], "C"),
         (UTC, "now", vec!["--tag", "weekly"], "B"),
         // A path below a source selects the snapshots of that source.
         (UTC, "now", vec!["--path", sub_s], "E"),
@@ -327,10 +331,10 @@ fn at_relative_and_absolute_times_with_filters() {
         (PLUS3, "yesterday 18:00", vec![], "B"), // 2026-11-19 15:00 UTC
         (PLUS3, "today 13:30", vec![], "D"),     // 10:30 UTC
         (PLUS3, "3h ago", vec![], "D"),
-        (PLUS3, "2026-11-20", vec![], "F"), // 2026-11-19 21:00 UTC
+        (PLUS3, "2026-11-20", vec![], "E"), // until 2026-11-20 20:59:59 UTC
         (
             PLUS3,
-            "2026-11-20",
+            "2026-11-19",
             vec!["--host", "h1", "--path", src_s],
             "C",
         ),

@@ -38,7 +38,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -449,6 +449,71 @@ impl RestorePlan {
             .chain(self.specials.iter().map(|(p, _)| p))
             .map(|p| relative(&p.path))
             .collect()
+    }
+
+    /// `restore --delete`: what `target` holds below the restored `sources` (absolute paths in
+    /// the snapshot) that the plan does not write, removed unless `dry_run`; each with the
+    /// problem that kept it, if any. Only the sources' own trees are looked at, never the
+    /// directories that lead to them (restoring /etc into / must not empty /). Like the restore,
+    /// it goes by descriptors and never through a symlink, so a hostile user of the target
+    /// cannot redirect a deletion elsewhere.
+    pub fn extraneous(
+        &self,
+        target: &Path,
+        sources: &[PathBuf],
+        dry_run: bool,
+    ) -> (Vec<PathBuf>, Vec<PathProblem>) {
+        let (mut found, mut problems) = (Vec::new(), Vec::new());
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let Ok(root) = rustix::fs::open(target, flags, Mode::empty()) else {
+            return (found, problems);
+        };
+        let planned: std::collections::HashSet<(Option<usize>, &OsStr)> = self
+            .dirs
+            .iter()
+            .chain(&self.files)
+            .chain(&self.specials)
+            .map(|(p, _)| p)
+            .chain(self.links.iter().map(|(p, _)| p))
+            .map(|p| (p.dir, p.name.as_os_str()))
+            .collect();
+        let roots: Vec<PathBuf> = sources
+            .iter()
+            .map(|s| target.join(s.strip_prefix("/").unwrap_or(s)))
+            .collect();
+        for (i, (dir, _)) in self.dirs.iter().enumerate() {
+            if !roots.iter().any(|r| dir.path.starts_with(r)) {
+                continue;
+            }
+            let Ok(fd) = self.open_planned_dir(root.as_fd(), i) else {
+                continue;
+            };
+            let Ok(names) = dir_names(fd.as_fd()) else {
+                continue;
+            };
+            for name in names {
+                if planned.contains(&(Some(i), name.as_os_str())) {
+                    continue;
+                }
+                let path = dir.path.join(&name);
+                if !dry_run {
+                    if let Err(e) = remove_tree_at(fd.as_fd(), &name) {
+                        problems.push(PathProblem::new(&path, format!("cannot delete: {e}")));
+                    }
+                }
+                found.push(path);
+            }
+        }
+        (found, problems)
+    }
+
+    /// Opens planned directory `i` from `root`, each step without following a symlink.
+    fn open_planned_dir(&self, root: BorrowedFd<'_>, i: usize) -> io::Result<OwnedFd> {
+        let place = &self.dirs[i].0;
+        match place.dir {
+            None => open_dir(root, &place.name),
+            Some(parent) => open_dir(self.open_planned_dir(root, parent)?.as_fd(), &place.name),
+        }
     }
 
     /// Files to restore, hard links included.
@@ -919,6 +984,34 @@ impl Run<'_> {
 
 /// Removes `name` from `dir` unless it is a directory (`unlinkat` without `AT_REMOVEDIR` never
 /// removes one); a missing entry is fine.
+/// The names in a directory, `.` and `..` left out.
+fn dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Removes `name` from `dir`, a directory with everything in it, never through a symlink.
+fn remove_tree_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR) => {
+            let sub = open_dir(dir, name)?;
+            for inner in dir_names(sub.as_fd())? {
+                remove_tree_at(sub.as_fd(), &inner)?;
+            }
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn remove_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),

@@ -12,6 +12,30 @@ pub fn find_snapshot<'a>(
     snapshots: &'a [(SnapshotId, Snapshot)],
     spec: &str,
 ) -> Result<&'a (SnapshotId, Snapshot)> {
+    if let Some((base, back)) = spec.rsplit_once('~') {
+        let back: usize = back.parse().map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("invalid snapshot {spec:?}: after `~` give a number, like latest~1"),
+            )
+        })?;
+        let (id, snap) = find_snapshot(snapshots, base)?;
+        // The same host and paths, oldest first, as `snapshots` is.
+        let line: Vec<&(SnapshotId, Snapshot)> = snapshots
+            .iter()
+            .filter(|(_, s)| s.host == snap.host && s.paths == snap.paths)
+            .collect();
+        let at = line.iter().position(|(i, _)| i == id).unwrap_or(0);
+        return at.checked_sub(back).map(|i| line[i]).ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{spec}: snapshot {} has only {at} predecessors of the same host and paths",
+                    id.short()
+                ),
+            )
+        });
+    }
     if spec == "latest" {
         return snapshots
             .last()
@@ -197,6 +221,29 @@ mod tests {
             program: Vec::new(),
         };
         (SnapshotId(Id([n; 32])), s)
+    }
+
+    #[test]
+    fn a_tilde_walks_back_through_the_same_host_and_paths() {
+        let all = vec![
+            snap(0x11, 100, "a", "/etc", &[]),
+            snap(0x22, 200, "b", "/etc", &[]),
+            snap(0x33, 300, "a", "/etc", &[]),
+            snap(0x44, 400, "a", "/home", &[]),
+            snap(0x55, 500, "a", "/etc", &[]),
+        ];
+        let time = |spec: &str| find_snapshot(&all, spec).map(|(_, s)| s.time);
+        assert_eq!(time("55~0").unwrap(), 500);
+        assert_eq!(time("55~1").unwrap(), 300);
+        assert_eq!(time("55~2").unwrap(), 100);
+        assert_eq!(time("latest~1").unwrap(), 300);
+        assert_eq!(time("44~0").unwrap(), 400);
+        let e = find_snapshot(&all, "55~3").unwrap_err();
+        assert!(e.message.contains("only 2 predecessors"), "{}", e.message);
+        assert_eq!(
+            find_snapshot(&all, "latest~x").unwrap_err().kind,
+            ErrorKind::InvalidInput
+        );
     }
 
     #[test]

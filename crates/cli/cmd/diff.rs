@@ -1,6 +1,8 @@
 //! `diff`: what changed between two snapshots.
 
 use crate::args::{Cli, DiffArgs};
+use crate::cmd::pick;
+use crate::invalid;
 use crate::open::{open, snapshots_of};
 use crate::output;
 use anyhow::Result;
@@ -10,10 +12,20 @@ use std::io::Write;
 
 pub(crate) fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
     use cairn_engine::ChangeKind as C;
+    let (older, newer) = match (a.at, a.snapshots.as_slice()) {
+        (Some(_), [] | [_]) => (None, a.snapshots.first().map(String::as_str)),
+        (Some(_), _) => {
+            return Err(invalid(
+                "with --at, name at most one snapshot to compare with",
+            ))
+        }
+        (None, [x, y]) => (Some(x.as_str()), Some(y.as_str())),
+        (None, _) => return Err(invalid("name two snapshots, or --at TIME and at most one")),
+    };
     let repo = open(cli, false)?;
     let list = snapshots_of(&repo)?.list;
-    let (_, sa) = cairn_engine::find_snapshot(&list, &a.a)?;
-    let (_, sb) = cairn_engine::find_snapshot(&list, &a.b)?;
+    let (_, sa) = pick(&list, older, a.at, &a.filter, cli.quiet)?;
+    let (_, sb) = pick(&list, newer, None, &a.filter, cli.quiet)?;
     let mut out = std::io::stdout().lock();
     let (mut added, mut removed, mut changed, mut meta) = (0u64, 0u64, 0u64, 0u64);
     let (mut bytes_added, mut bytes_removed) = (0u64, 0u64);

@@ -1,6 +1,8 @@
 //! `dump`: a file of a snapshot to stdout or a file, or a directory as tar or zip.
 
 use crate::args::{ArchiveArg, Cli, DumpArgs};
+use crate::cmd::{pick, snapshot_and_path};
+use crate::invalid;
 use crate::open::{open, snapshots_of};
 use anyhow::Context;
 use anyhow::Result;
@@ -10,14 +12,11 @@ use std::io::Write;
 use std::path::Path;
 
 pub(crate) fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
-    let path = if a.path.is_absolute() {
-        a.path.clone()
-    } else {
-        Path::new("/").join(&a.path)
-    };
+    let (spec, path) = snapshot_and_path(&a.words, a.at.is_some())?;
+    let path = Path::new("/").join(path.ok_or_else(|| invalid("name the path to dump"))?);
     let repo = open(cli, false)?;
     let list = snapshots_of(&repo)?.list;
-    let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
+    let (_, snap) = pick(&list, spec, a.at, &a.filter, cli.quiet)?;
     let node = cairn_engine::find_node(&repo, snap.tree, &path)?;
     // Written next to the output under a new random name (created exclusively, 0600, so no
     // one can have opened it or planted a link there) and renamed into place, so a failed dump

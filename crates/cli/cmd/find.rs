@@ -1,6 +1,7 @@
 //! `find`: which snapshots hold paths matching a pattern.
 
 use crate::args::{Cli, FindArgs};
+use crate::cmd::pick;
 use crate::open::{open, snapshots_of};
 use crate::{invalid, time};
 use anyhow::Result;
@@ -18,7 +19,9 @@ pub(crate) fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
     for spec in &a.snapshot {
         list.push(cairn_engine::find_snapshot(&all, spec)?.clone());
     }
-    if a.snapshot.is_empty() {
+    if let Some(at) = a.at {
+        list.push(pick(&all, None, Some(at), &a.filter, cli.quiet)?);
+    } else if a.snapshot.is_empty() {
         list = all;
     }
     list.retain(|(_, s)| {

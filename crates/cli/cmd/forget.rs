@@ -35,14 +35,28 @@ struct GroupDecisions {
     remove: Vec<(SnapshotId, i64)>,
 }
 
+/// Which snapshots to forget: named ones, and a policy's choice among those `filter` lets
+/// through, as if run at `at`.
+struct Chosen<'a> {
+    ids: &'a [String],
+    policy: &'a PolicyArgs,
+    filter: &'a SnapshotFilterArgs,
+    at: Option<i64>,
+}
+
 /// Decides what to forget; prints nothing and changes nothing.
-fn plan_forget(
-    repo: &Repository,
-    ids: &[String],
-    policy: &PolicyArgs,
-    filter: &SnapshotFilterArgs,
-) -> Result<ForgetPlan> {
-    let snapshots = snapshots_of(repo)?;
+fn plan_forget(repo: &Repository, chosen: Chosen) -> Result<ForgetPlan> {
+    let Chosen {
+        ids,
+        policy,
+        filter,
+        at,
+    } = chosen;
+    let mut snapshots = snapshots_of(repo)?;
+    // As if run at `at`: the snapshots taken after it do not exist yet.
+    if let Some(t) = at {
+        snapshots.list.retain(|(_, s)| s.time <= t);
+    }
     let all = &snapshots.list;
     let mut plan = ForgetPlan {
         named: Vec::new(),
@@ -221,26 +235,30 @@ pub(crate) fn forget(cli: &Cli, a: &ForgetArgs, r: &mut Run) -> Result<u8> {
             "nothing to forget: name snapshots, or give a policy such as --keep-daily 7",
         ));
     }
-    run(cli, &a.snapshots, &a.policy, &a.filter, &a.gc, a.prune, r)
+    let chosen = Chosen {
+        ids: &a.snapshots,
+        policy: &a.policy,
+        filter: &a.filter,
+        at: a.at,
+    };
+    run(cli, chosen, &a.gc, a.prune, r)
 }
 
 pub(crate) fn prune(cli: &Cli, a: &PruneArgs, r: &mut Run) -> Result<u8> {
-    run(cli, &[], &a.policy, &a.filter, &a.gc, true, r)
+    let chosen = Chosen {
+        ids: &[],
+        policy: &a.policy,
+        filter: &a.filter,
+        at: None,
+    };
+    run(cli, chosen, &a.gc, true, r)
 }
 
 /// Open, plan what to forget, forget it unless dry, collect the garbage if asked, report.
-fn run(
-    cli: &Cli,
-    ids: &[String],
-    policy: &PolicyArgs,
-    filter: &SnapshotFilterArgs,
-    gc: &GcArgs,
-    collect_garbage: bool,
-    r: &mut Run,
-) -> Result<u8> {
+fn run(cli: &Cli, chosen: Chosen, gc: &GcArgs, collect_garbage: bool, r: &mut Run) -> Result<u8> {
     // Prune copies blobs and rewrites the index: a session.
     let repo = open_with(cli, false, collect_garbage && !gc.dry_run)?;
-    let plan = plan_forget(&repo, ids, policy, filter)?;
+    let plan = plan_forget(&repo, chosen)?;
     let text = !cli.quiet && !gc.json;
     if text {
         show_forget_plan(&plan, gc.dry_run)?;

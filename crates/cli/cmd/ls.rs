@@ -1,6 +1,7 @@
 //! `ls`: the contents of a snapshot.
 
 use crate::args::{Cli, LsArgs};
+use crate::cmd::{pick, snapshot_and_path};
 use crate::open::{open, snapshots_of};
 use crate::{output, time};
 use anyhow::Result;
@@ -13,10 +14,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 pub(crate) fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
+    let (spec, path) = snapshot_and_path(&a.words, a.at.is_some())?;
     let repo = open(cli, false)?;
     let list = snapshots_of(&repo)?.list;
-    let (_, snap) = cairn_engine::find_snapshot(&list, &a.snapshot)?;
-    let start = a.path.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let (_, snap) = pick(&list, spec, a.at, &a.filter, cli.quiet)?;
+    let start = path.map_or_else(|| PathBuf::from("/"), PathBuf::from);
     let start = if start.is_absolute() {
         start
     } else {

@@ -1,7 +1,10 @@
 //! The subcommands, one file each: open the repository, plan and execute through a library
 //! crate, report.
 
-use crate::args::{Cli, Command, ConfigCommand, RepairCommand, ScheduleCommand};
+use crate::args::{
+    Cli, Command, ConfigCommand, RepairCommand, ScheduleCommand, SnapshotFilterArgs,
+};
+use crate::invalid;
 use crate::report::reported;
 use crate::time;
 use anyhow::Result;
@@ -62,5 +65,84 @@ pub(crate) fn pick_at(list: &[(SnapshotId, Snapshot)], t: i64) -> Result<&(Snaps
             time::show(first.time)
         ),
         (None, None) => anyhow::bail!("no snapshot matches"),
+    }
+}
+
+/// The one snapshot a command names, among those `filter` lets through: by `spec` (`latest`, an
+/// id or id prefix, `SNAP~N`; `latest` when absent) or by `--at`. When it was chosen as the
+/// latest or by time and snapshots of several hosts match, says on stderr which host it picked.
+pub(crate) fn pick(
+    all: &[(SnapshotId, Snapshot)],
+    spec: Option<&str>,
+    at: Option<i64>,
+    filter: &SnapshotFilterArgs,
+    quiet: bool,
+) -> Result<(SnapshotId, Snapshot)> {
+    let f = filter.filter();
+    let list: Vec<(SnapshotId, Snapshot)> =
+        all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
+    let chosen = match (at, spec) {
+        (Some(_), Some(spec)) => {
+            return Err(invalid(format!(
+                "give a snapshot or --at, not both (snapshot {spec:?})"
+            )))
+        }
+        (Some(t), None) => pick_at(&list, t)?.clone(),
+        (None, spec) => cairn_engine::find_snapshot(&list, spec.unwrap_or("latest"))?.clone(),
+    };
+    let by_time = at.is_some() || spec.is_none_or(|s| s.starts_with("latest"));
+    if by_time && !quiet && filter.host.is_empty() {
+        note_host(&list, &chosen, at.unwrap_or(i64::MAX));
+    }
+    Ok(chosen)
+}
+
+/// Which host's snapshot was picked, when several hosts have matching ones; and this host's
+/// own, if another host's newer snapshot of the same paths won.
+fn note_host(list: &[(SnapshotId, Snapshot)], chosen: &(SnapshotId, Snapshot), until: i64) {
+    let mut hosts: Vec<&[u8]> = list.iter().map(|(_, s)| s.host.as_slice()).collect();
+    hosts.sort();
+    hosts.dedup();
+    if hosts.len() < 2 {
+        return;
+    }
+    let (id, snap) = chosen;
+    let host = String::from_utf8_lossy(&snap.host);
+    eprintln!(
+        "note: picked snapshot {} of host {host}; {} hosts have matching snapshots (--host chooses)",
+        id.short(),
+        hosts.len()
+    );
+    let me = crate::open::hostname();
+    if snap.host == me.as_bytes() {
+        return;
+    }
+    let own = list
+        .iter()
+        .rev()
+        .find(|(_, s)| s.host == me.as_bytes() && s.paths == snap.paths && s.time <= until);
+    if let Some((own, s)) = own {
+        eprintln!(
+            "note: this host ({me}) has its own snapshot {} of {} of the same paths: --host {me} picks it",
+            own.short(),
+            time::show(s.time)
+        );
+    }
+}
+
+/// `ls` and `dump` take `SNAPSHOT [PATH]`, or with `--at` only `PATH`.
+pub(crate) fn snapshot_and_path(
+    words: &[String],
+    at: bool,
+) -> Result<(Option<&str>, Option<&str>)> {
+    match (at, words) {
+        (true, []) => Ok((None, None)),
+        (true, [path]) => Ok((None, Some(path))),
+        (true, _) => Err(invalid("with --at, name only the path, not a snapshot")),
+        (false, []) => Err(invalid(
+            "name a snapshot (`latest`, an id, SNAP~N) or give --at TIME",
+        )),
+        (false, [spec]) => Ok((Some(spec), None)),
+        (false, [spec, path, ..]) => Ok((Some(spec), Some(path))),
     }
 }

@@ -1,7 +1,7 @@
 //! `restore`: write a snapshot (or part of it) into a directory.
 
 use crate::args::{Cli, RestoreArgs};
-use crate::cmd::pick_at;
+use crate::cmd::pick;
 use crate::open::{open, snapshots_of};
 use crate::output::with_progress;
 use crate::{failed, invalid, output, time};
@@ -15,15 +15,9 @@ use std::sync::atomic::Ordering;
 pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     let include = Filter::new(&a.include).map_err(invalid)?;
     let exclude = Filter::new(&a.exclude).map_err(invalid)?;
-    let filter = a.filter.filter();
     let repo = open(cli, false)?;
-    let mut list = snapshots_of(&repo)?.list;
-    list.retain(|(_, s)| filter.matches(s));
-    let (id, snap) = match (&a.at, &a.snapshot) {
-        (Some(at), _) => pick_at(&list, *at)?,
-        (None, Some(spec)) => cairn_engine::find_snapshot(&list, spec)?,
-        (None, None) => unreachable!("clap requires a snapshot or --at"),
-    };
+    let list = snapshots_of(&repo)?.list;
+    let (id, snap) = &pick(&list, a.snapshot.as_deref(), a.at, &a.filter, cli.quiet)?;
     let opts = cairn_engine::RestoreOptions {
         target: std::path::absolute(&a.target)?,
         include,
@@ -43,6 +37,12 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         );
     }
     let plan = cairn_engine::plan_restore(&repo, snap.tree, &opts)?;
+    let sources: Vec<PathBuf> = snap
+        .paths
+        .iter()
+        .map(|p| PathBuf::from(std::ffi::OsStr::from_bytes(p)))
+        .collect();
+
     // Listed only when needed: a path per entry is a lot of memory for a large tree.
     let paths = if a.dry_run || !a.include.is_empty() {
         plan.paths(&opts.target)
@@ -57,10 +57,30 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             id.short()
         ))
     });
+    // Deleted before writing, so that the directories' own mtimes, set last, are the
+    // snapshot's.
+    let (extra, failed_deletes) = if a.delete {
+        plan.extraneous(&opts.target, &sources, a.dry_run)
+    } else {
+        Default::default()
+    };
+    for e in &failed_deletes {
+        eprintln!("error: {}: {}", e.path.display(), e.reason);
+    }
     if a.dry_run {
         show_plan(&plan, &paths)?;
+        let mut out = std::io::stdout().lock();
+        for p in &extra {
+            out.write_all(b"would delete ")?;
+            out.write_all(p.as_os_str().as_bytes())?;
+            out.write_all(b"\n")?;
+        }
     } else {
         drop(paths);
+        if a.delete && !cli.quiet {
+            let n = extra.len() - failed_deletes.len();
+            println!("deleted {n} entries the snapshot does not hold");
+        }
         let started = std::time::Instant::now();
         let progress = cairn_engine::RestoreProgress::default();
         let read = || progress_of(&progress);
@@ -68,6 +88,12 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             cairn_engine::execute_restore(&repo, plan, &opts, &progress)
         })?;
         report(cli, a, &outcome, started)?;
+        if !failed_deletes.is_empty() {
+            return Err(failed(format!(
+                "{} entries could not be deleted",
+                failed_deletes.len()
+            )));
+        }
     }
     unmatched.map_or(Ok(0), Err)
 }
