@@ -89,3 +89,49 @@ pub fn with_progress<T>(
     bar.finish_and_clear();
     result
 }
+
+/// A path as printed to stdout: its bytes as they are for a pipe (scripts get the exact name),
+/// but with control characters escaped (`\n`, `\x1b`) on a terminal, where a name could
+/// otherwise move the cursor, recolour the screen or fake a line of output.
+pub fn path(p: &std::path::Path) -> std::borrow::Cow<'_, [u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let bytes = p.as_os_str().as_bytes();
+    if !*TERMINAL.get_or_init(|| std::io::stdout().is_terminal()) {
+        return bytes.into();
+    }
+    escape_controls(bytes).into_bytes().into()
+}
+
+/// `bytes` as text with control characters escaped; invalid UTF-8 bytes as `\xNN`.
+pub fn escape_controls(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        let name = b"a\nb\x1b[31mred\x7f\xff\tz";
+        assert_eq!(
+            super::escape_controls(name),
+            "a\\nb\\x1b[31mred\\x7f\\xff\\tz"
+        );
+        assert_eq!(super::escape_controls("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
+}

@@ -203,3 +203,35 @@ fn latest_says_which_host_it_picked() {
     let run = t.ok(["ls", "latest", "--host", &host]);
     assert!(!run.stderr().contains("note:"), "{}", run.stderr());
 }
+
+/// A file name holding a newline and an escape sequence: exact bytes to a pipe, escaped on a
+/// terminal (`script` runs cairn on a pseudo-terminal).
+#[test]
+fn names_printed_to_a_terminal_escape_control_characters() {
+    let t = setup();
+    t.init();
+    let src = t.join("src");
+    write(src.join("evil\n\x1b[31mname"), "x");
+    t.backup([&src]);
+    let src_s = src.to_str().unwrap();
+    let piped = t.ok(["ls", "latest", src_s]).stdout();
+    assert!(piped.contains("evil\n\x1b[31mname"), "{piped:?}");
+    let base = t.command();
+    let mut cmd = std::process::Command::new("script");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let line = format!("{} ls latest {src_s}", env!("CARGO_BIN_EXE_cairn"));
+    let out = cmd
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(t.path())
+        .output()
+        .expect("run script (bsdutils)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("evil\\n\\x1b[31mname"), "{shown:?}");
+    assert!(!shown.contains('\x1b'), "{shown:?}");
+}

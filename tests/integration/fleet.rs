@@ -748,7 +748,7 @@ fn hooks_run_in_order_with_the_report_in_their_environment() {
     let id = string(&r, "snapshot_id").unwrap();
     assert_eq!(
         fs::read_to_string(&log).unwrap(),
-        format!("before backup\nafter success {id} incremental\nsecond\n")
+        format!("before backup\nafter success {id} full\nsecond\n")
     );
     // A failing `before` hook: nothing is backed up, and on-failure runs.
     fs::remove_file(&log).unwrap();

@@ -312,7 +312,8 @@ fn parent_follows_host_and_paths() {
     assert_eq!(first["host"], "h1");
     assert_eq!(first["tags"], serde_json::json!(["t1", "t2"]));
     assert_eq!(first["paths"], serde_json::json!([src_arg]));
-    assert_eq!(first["kind"], "incremental");
+    // The first backup of a host and paths reads every file: it is a full one.
+    assert_eq!(first["kind"], "full");
     assert_eq!(
         find(&two)["paths"],
         serde_json::json!([other.to_str().unwrap(), src_arg])

@@ -81,14 +81,18 @@ fn point_in_time(kind: &str) {
         "2026-03-02T10:00:00Z",
         "2026-03-03T10:00:00Z",
     ];
-    let backup = |kind: &str, time: &str| {
+    let backup = |kind: &str, time: &str, recorded: &str| {
         let s = t.backup(args(&[&src, &"--kind", &kind, &"--time", &time]));
-        assert_eq!(string(&s, "kind").as_deref(), Some(kind), "{s}");
+        assert_eq!(string(&s, "kind").as_deref(), Some(recorded), "{s}");
         s
     };
 
-    // A differential snapshot is taken against a full one.
-    let first = backup(if kind == "differential" { "full" } else { kind }, times[0]);
+    // A differential snapshot is taken against a full one; the first of any kind is full.
+    let first = backup(
+        if kind == "differential" { "full" } else { kind },
+        times[0],
+        "full",
+    );
     let state1 = scan(&src);
 
     write(src.join("changed.txt"), "second version, longer\n");
@@ -97,7 +101,7 @@ fn point_in_time(kind: &str) {
         "added before the second snapshot\n",
     );
     fs::remove_file(src.join("deleted-early.txt")).unwrap();
-    let second = backup(kind, times[1]);
+    let second = backup(kind, times[1], kind);
     let state2 = scan(&src);
 
     write(src.join("changed.txt"), "third version\n");
@@ -106,7 +110,7 @@ fn point_in_time(kind: &str) {
         "added after the second snapshot\n",
     );
     fs::remove_file(src.join("deleted-late.txt")).unwrap();
-    let third = backup(kind, times[2]);
+    let third = backup(kind, times[2], kind);
     let state3 = scan(&src);
     if kind == "differential" {
         assert_eq!(string(&third, "parent"), Some(id(&first)), "{third}");

@@ -143,6 +143,20 @@ fn plan(
         (KindArg::Auto, None) => unreachable!("refused before the repository was opened"),
     };
     let parent = cairn_engine::find_parent(repo, &host, &paths, kind)?;
+    // With nothing to compare with, every file is read: the snapshot is a full one, and is
+    // recorded as such (a later differential one compares with it).
+    let (kind, why) = match (kind, &parent) {
+        (Kind::Incremental, None) => (
+            Kind::Full,
+            "no earlier snapshot of this host and paths: every file is read".to_string(),
+        ),
+        (Kind::Differential, None) => (
+            Kind::Full,
+            "no full snapshot of this host and paths to compare with: every file is read"
+                .to_string(),
+        ),
+        _ => (kind, why),
+    };
     let opts = cairn_engine::BackupOptions {
         paths: sources,
         exclude,
@@ -212,7 +226,13 @@ fn text_report(a: &BackupArgs, outcome: &cairn_engine::BackupOutcome, raw_added:
         .parent
         .map(|p| format!(" against parent {}", p.short()))
         .unwrap_or_default();
-    let why = if a.kind == KindArg::Auto {
+    let asked = match a.kind {
+        KindArg::Full => Some(Kind::Full),
+        KindArg::Incremental => Some(Kind::Incremental),
+        KindArg::Differential => Some(Kind::Differential),
+        KindArg::Auto => None,
+    };
+    let why = if asked != Some(outcome.snapshot.kind) {
         format!(": {why}")
     } else {
         String::new()

@@ -69,7 +69,8 @@ pub(crate) fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
                 C::Content => format!("  (-{})", output::bytes(before - after)),
                 _ => String::new(),
             };
-            format!("{mark}    {}{delta}", c.path.display())
+            let path = output::escape_controls(&output::path(c.path));
+            format!("{mark}    {path}{delta}")
         };
         if result.is_ok() {
             result = writeln!(out, "{line}");

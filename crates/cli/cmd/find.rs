@@ -51,7 +51,7 @@ pub(crate) fn find(cli: &Cli, a: &FindArgs) -> Result<u8> {
                 time::show(snap.time),
                 node.size,
                 time::show_file(node.mtime),
-                path.display()
+                crate::output::escape_controls(&crate::output::path(path))
             )
         };
         if result.is_ok() {

@@ -9,6 +9,7 @@ use cairn_engine::Visit;
 use cairn_format::tree::{Node, NodeKind};
 use cairn_repo::ErrorKind;
 use serde_json::json;
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ pub(crate) fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
             });
             writeln!(out, "{doc}")
         } else if a.long {
-            let mut line = format!(
+            let line = format!(
                 "{} {:>8} {:>8} {:>12} {} ",
                 output::mode(node.kind, node.mode),
                 owner(&node.user, node.uid),
@@ -50,14 +51,15 @@ pub(crate) fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                 node.size,
                 time::show_file(node.mtime),
             );
-            line.push_str(&path.to_string_lossy());
+            out.write_all(line.as_bytes())?;
+            out.write_all(&output::path(path))?;
             if node.kind == NodeKind::Symlink {
-                line.push_str(" -> ");
-                line.push_str(&String::from_utf8_lossy(&node.target));
+                out.write_all(b" -> ")?;
+                out.write_all(&output::path(Path::new(OsStr::from_bytes(&node.target))))?;
             }
-            writeln!(out, "{line}")
+            out.write_all(b"\n")
         } else {
-            out.write_all(path.as_os_str().as_bytes())?;
+            out.write_all(&output::path(path))?;
             out.write_all(b"\n")
         }
     };

@@ -72,7 +72,7 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         let mut out = std::io::stdout().lock();
         for p in &extra {
             out.write_all(b"would delete ")?;
-            out.write_all(p.as_os_str().as_bytes())?;
+            out.write_all(&output::path(p))?;
             out.write_all(b"\n")?;
         }
     } else {
@@ -124,7 +124,7 @@ fn unmatched_includes(include: &[String], planned: &[PathBuf]) -> Option<String>
 fn show_plan(plan: &cairn_engine::RestorePlan, paths: &[PathBuf]) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for p in paths {
-        out.write_all(p.as_os_str().as_bytes())?;
+        out.write_all(&output::path(p))?;
         out.write_all(b"\n")?;
     }
     writeln!(
