@@ -120,6 +120,9 @@ pub(crate) enum Command {
     Dump(DumpArgs),
     /// Check that every snapshot can be restored; report exactly what cannot.
     Check(CheckArgs),
+    /// Manage the repository's passwords: one key file each, all opening the same repository.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Remove snapshots, named or by a retention policy (their data stays until prune).
     #[command(after_help = POLICY_HELP)]
     Forget(ForgetArgs),
@@ -146,6 +149,76 @@ pub(crate) enum Command {
     /// Run a profile's command on a timer: a systemd service and timer, or a cron entry.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// List the key files: id, host, user, created; `*` marks the one the password given opened.
+    List(KeyListArgs),
+    /// Add a password: a new key file for the same repository. Data is not touched.
+    Add(KeyAddArgs),
+    /// Remove a key file, so that its password no longer opens the repository.
+    ///
+    /// The key the password given opened is refused (and so is the last key): to revoke a
+    /// password, give another key's password; to change it, use `cairn key passwd`. A refusal
+    /// exits 2.
+    Remove(KeyRemoveArgs),
+    /// Change the password given: write a key file for the new password, verify it, then remove
+    /// the old key file, so that some key opens the repository at every moment.
+    Passwd(KeyPasswdArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct KeyListArgs {
+    /// Print JSON: a list of {id, host, user, created, current}.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// The new password and key derivation of a key file `key add` or `key passwd` writes.
+#[derive(Args)]
+pub(crate) struct NewPasswordArgs {
+    /// Read the new password from this file: its whole content, less one trailing newline
+    /// [default: ask twice on the terminal].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) new_password_file: Option<PathBuf>,
+    /// Argon2id memory in KiB for the new key [default: 65536].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(8..=4 << 20))]
+    pub(crate) kdf_memory: Option<u32>,
+    /// Argon2id passes for the new key [default: 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) kdf_iterations: Option<u32>,
+}
+
+#[derive(Args)]
+pub(crate) struct KeyAddArgs {
+    #[command(flatten)]
+    pub(crate) new: NewPasswordArgs,
+    /// Host the key is for, recorded in the key file [default: this machine's].
+    #[arg(long, value_parser = values::non_empty)]
+    pub(crate) host: Option<String>,
+    /// User the key is for, recorded in the key file [default: this process's].
+    #[arg(long, value_parser = values::non_empty)]
+    pub(crate) user: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct KeyRemoveArgs {
+    /// The key file: its id or a unique id prefix (from `cairn key list`).
+    #[arg(value_name = "ID")]
+    pub(crate) id: String,
+}
+
+#[derive(Args)]
+pub(crate) struct KeyPasswdArgs {
+    #[command(flatten)]
+    pub(crate) new: NewPasswordArgs,
+    /// Host recorded in the new key file [default: the old key's].
+    #[arg(long, value_parser = values::non_empty)]
+    pub(crate) host: Option<String>,
+    /// User recorded in the new key file [default: the old key's].
+    #[arg(long, value_parser = values::non_empty)]
+    pub(crate) user: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -1,12 +1,14 @@
 //! Where the repository password comes from: `--password-file`, `--password-command`,
-//! `CAIRN_PASSWORD`, or a prompt on the terminal, in that order.
+//! `CAIRN_PASSWORD`, or a prompt on the terminal, in that order; and the new password of
+//! `key add` and `key passwd`: `--new-password-file` or a prompt on the terminal.
 //!
 //! Invariant: the password is never printed, logged or put into an error message, and every
 //! buffer holding it is cleared when dropped.
 
+use crate::invalid;
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 pub struct Source {
@@ -62,4 +64,31 @@ impl Source {
         }
         Ok(pw)
     }
+}
+
+/// The new password of a key file: `file`'s whole content less one trailing newline, or asked
+/// twice on the terminal. Never the repository password's sources (`CAIRN_PASSWORD` and the
+/// like), which name the password that opens the repository. Without a file or a terminal it
+/// is an invalid invocation (exit 2).
+pub fn new_password(file: Option<&Path>) -> Result<Zeroizing<Vec<u8>>> {
+    let pw = if let Some(file) = file {
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("cannot read new password file {}", file.display()))?;
+        strip_newline(Zeroizing::new(bytes))
+    } else if std::io::stdin().is_terminal() {
+        let pw = Zeroizing::new(rpassword::prompt_password("new password: ")?);
+        let again = Zeroizing::new(rpassword::prompt_password("repeat new password: ")?);
+        if again != pw {
+            return Err(invalid("the new passwords do not match"));
+        }
+        Zeroizing::new(pw.as_bytes().to_vec())
+    } else {
+        return Err(invalid(
+            "no new password given: use --new-password-file FILE, or run on a terminal to be asked",
+        ));
+    };
+    if pw.is_empty() {
+        return Err(invalid("the new password is empty"));
+    }
+    Ok(pw)
 }

@@ -92,6 +92,25 @@ impl MasterKeys {
         std::array::from_fn(|i| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap()))
     }
 
+    /// Whether `other` holds the same keys, unknown roles included: what a new key file must
+    /// wrap. Each key is compared without an early exit, so the time taken says nothing of
+    /// where two keys differ.
+    pub fn same_as(&self, other: &MasterKeys) -> bool {
+        let eq =
+            |a: &[u8; 32], b: &[u8; 32]| a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0;
+        let known = eq(&self.data, &other.data)
+            & eq(&self.meta, &other.meta)
+            & eq(&self.blob_id, &other.blob_id)
+            & eq(&self.chunker, &other.chunker);
+        let extra = self.extra.len() == other.extra.len()
+            && self
+                .extra
+                .iter()
+                .zip(&other.extra)
+                .all(|((ta, ka), (tb, kb))| ta == tb && eq(ka, kb));
+        known && extra
+    }
+
     fn to_records(&self) -> KeySetRecords {
         let mut records = vec![
             (KeyRole::Data as u8, self.data),
@@ -250,6 +269,19 @@ mod tests {
         let mut file = create_key_file(&keys, b"pw", FAST, 7, b"h", b"u").unwrap();
         file[13] ^= 1; // low byte of memory_kib
         assert!(open_key_file(&file, b"pw").is_err());
+    }
+
+    #[test]
+    fn a_rewrapped_key_set_is_the_same_and_another_is_not() {
+        let mut keys = MasterKeys::random();
+        keys.extra.push((9, [7; 32]));
+        let file = create_key_file(&keys, b"pw", FAST, 7, b"h", b"u").unwrap();
+        let back = open_key_file(&file, b"pw").unwrap();
+        assert!(back.same_as(&keys));
+        assert!(!MasterKeys::random().same_as(&keys));
+        let mut other_extra = open_key_file(&file, b"pw").unwrap();
+        other_extra.extra[0].1[31] ^= 1;
+        assert!(!other_extra.same_as(&keys));
     }
 
     #[test]

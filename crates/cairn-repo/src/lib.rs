@@ -9,6 +9,7 @@ mod cache;
 mod error;
 mod gc;
 mod host;
+mod keys;
 mod location;
 mod pack;
 mod store;
@@ -21,6 +22,7 @@ pub use gc::{
     MARKER_RENEWAL, MIN_GRACE,
 };
 pub use host::{Host, SystemHost};
+pub use keys::{KeyFiles, NewKey};
 pub use location::{Reach, RepoLocation};
 pub use store::BlobStore;
 
@@ -199,6 +201,8 @@ pub struct Repository {
     backend: Arc<dyn Backend>,
     host: Arc<dyn Host>,
     keys: MasterKeys,
+    /// The key file that opened the repository: the one `remove_key` refuses to remove.
+    key_id: KeyId,
     config: Config,
     cache: IndexCache,
     dry_run: bool,
@@ -280,7 +284,7 @@ impl Repository {
             .cache_dir
             .as_ref()
             .map(|dir| key_hint_path(dir, &config_file));
-        let (keys, skipped_keys) = unlock(
+        let (keys, key_id, skipped_keys) = unlock(
             backend.as_ref(),
             password,
             hint.as_deref(),
@@ -313,6 +317,7 @@ impl Repository {
             backend: Arc::from(backend),
             host: Arc::clone(&opts.host),
             keys,
+            key_id,
             config,
             cache,
             dry_run: opts.dry_run,
@@ -1142,7 +1147,7 @@ fn unlock(
     password: &[u8],
     hint: Option<&std::path::Path>,
     max_kdf_mib: u64,
-) -> Result<(MasterKeys, Vec<String>)> {
+) -> Result<(MasterKeys, KeyId, Vec<String>)> {
     let mut keys: Vec<(KeyId, u64)> = backend
         .list(FileType::Key)?
         .iter()
@@ -1208,7 +1213,7 @@ fn unlock(
                     .map(|why| format!("{why} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)"))
                     .chain(damaged)
                     .collect();
-                return Ok((keys, skipped));
+                return Ok((keys, id, skipped));
             }
             Err(cairn_crypto::CryptoError::WrongPassword) => tried = true,
             Err(e) => damaged.push(format!("key file {short}: {e}")),

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 #[path = "repository/hostile.rs"]
 mod hostile;
+#[path = "repository/keys.rs"]
+mod keys;
 
 use cairn_testkit::{fast_init, key, ManualHost, MemBackend};
 

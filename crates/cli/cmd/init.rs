@@ -7,16 +7,22 @@ use anyhow::Result;
 use cairn_format::key::KdfParams;
 use cairn_repo::InitOptions;
 
-pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
+/// The key derivation of a new key file: the defaults, with `--kdf-memory/--kdf-iterations`.
+/// Refused (exit 2) when invalid, or when this client would skip such a key when opening.
+pub(crate) fn new_kdf(
+    cli: &Cli,
+    memory: Option<u32>,
+    iterations: Option<u32>,
+) -> Result<KdfParams> {
     let defaults = InitOptions::default();
     let kdf = KdfParams {
-        memory_kib: a.kdf_memory.unwrap_or(defaults.kdf.memory_kib),
-        iterations: a.kdf_iterations.unwrap_or(defaults.kdf.iterations),
+        memory_kib: memory.unwrap_or(defaults.kdf.memory_kib),
+        iterations: iterations.unwrap_or(defaults.kdf.iterations),
         parallelism: defaults.kdf.parallelism,
     };
     kdf.validate()
         .map_err(|e| invalid(format!("--kdf-memory/--kdf-iterations: {e}")))?;
-    // A key this client would skip when opening makes a repository it cannot open.
+    // A key this client would skip when opening makes a key that does not open.
     if kdf.cost_mib() > max_kdf_mib(cli) {
         return Err(invalid(format!(
                 "--kdf-memory/--kdf-iterations: the key would cost {} MiB·passes, over the limit of {} (raise it with --max-kdf-mib or CAIRN_MAX_KDF_MIB)",
@@ -25,6 +31,11 @@ pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
             ),
         ));
     }
+    Ok(kdf)
+}
+
+pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
+    let kdf = new_kdf(cli, a.kdf_memory, a.kdf_iterations)?;
     let location = location(cli)?;
     // Before the password is asked for: a second init is a mistake to name at once.
     if location.has_repository(reach(cli))? {

@@ -2,7 +2,7 @@
 //! crate, report.
 
 use crate::args::{
-    Cli, Command, ConfigCommand, RepairCommand, ScheduleCommand, SnapshotFilterArgs,
+    Cli, Command, ConfigCommand, KeyCommand, RepairCommand, ScheduleCommand, SnapshotFilterArgs,
 };
 use crate::invalid;
 use crate::report::reported;
@@ -19,6 +19,7 @@ mod dump;
 mod find;
 mod forget;
 mod init;
+mod key;
 mod ls;
 mod repair;
 mod restore;
@@ -45,6 +46,10 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => reported(&cli, "prune", &a.run, a.gc.json, |r| {
             forget::prune(&cli, a, r)
         }),
+        Command::Key(KeyCommand::List(a)) => key::list(&cli, a),
+        Command::Key(KeyCommand::Add(a)) => key::add(&cli, a),
+        Command::Key(KeyCommand::Remove(a)) => key::remove(&cli, a),
+        Command::Key(KeyCommand::Passwd(a)) => key::passwd(&cli, a),
         Command::Repair(RepairCommand::Index(a)) => repair::repair_index(&cli, a),
         Command::Repair(RepairCommand::Snapshots(a)) => repair::repair_snapshots(&cli, a),
         Command::Serve(a) => serve::serve(&cli, a),
