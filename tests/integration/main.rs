@@ -11,6 +11,7 @@ mod fixture;
 mod fleet;
 mod hostile;
 mod incremental;
+mod install;
 mod privacy;
 mod prune;
 mod recovery;
