@@ -149,6 +149,29 @@ pub(crate) enum Command {
     /// Run a profile's command on a timer: a systemd service and timer, or a cron entry.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Print a shell completion script to stdout.
+    ///
+    /// For bash: `cairn completion bash > /etc/bash_completion.d/cairn` (or
+    /// ~/.local/share/bash-completion/completions/cairn); for zsh, write `_cairn` into a
+    /// directory of $fpath; for fish, ~/.config/fish/completions/cairn.fish.
+    Completion(CompletionArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+/// `cairn __man DIR`: writes the man pages, cairn.1 and one per subcommand, into DIR. Only the
+/// binary sees its clap types, so `cargo xtask man` runs this. It is parsed apart from [`Cli`],
+/// not as a hidden subcommand, because clap_complete offers hidden subcommands to the shell.
+#[derive(Parser)]
+#[command(name = "cairn __man")]
+pub(crate) struct ManCli {
+    /// The directory to write the pages into; made if missing.
+    pub(crate) dir: PathBuf,
 }
 
 #[derive(Subcommand)]

@@ -88,8 +88,24 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(exit_code(e))
 }
 
+/// `cairn __man DIR`, parsed on its own (see [`args::ManCli`]).
+fn man(argv: &[std::ffi::OsString]) -> ExitCode {
+    use clap::Parser;
+    match args::ManCli::try_parse_from(argv) {
+        Ok(a) => match cmd::man::man(&a) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => fail(&e),
+        },
+        Err(e) => usage_error(e, ""),
+    }
+}
+
 fn main() -> ExitCode {
-    let (argv, profiles) = match profile::merge(std::env::args_os().collect()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == cmd::man::NAME) {
+        return man(&argv[1..]);
+    }
+    let (argv, profiles) = match profile::merge(argv) {
         Ok(merged) => merged,
         Err(e) => return fail(&e),
     };

@@ -12,6 +12,7 @@ mod fixture;
 mod fleet;
 mod hostile;
 mod incremental;
+mod install;
 mod keys;
 mod privacy;
 mod prune;

@@ -13,6 +13,7 @@ use cairn_format::SnapshotId;
 
 mod backup;
 mod check;
+mod completion;
 mod config;
 mod diff;
 mod dump;
@@ -21,6 +22,7 @@ mod forget;
 mod init;
 mod key;
 mod ls;
+pub(crate) mod man;
 mod repair;
 mod restore;
 mod schedule;
@@ -57,6 +59,7 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
         Command::Schedule(ScheduleCommand::Install(a)) => schedule::install(&cli, a),
         Command::Schedule(ScheduleCommand::List(a)) => schedule::list(a),
         Command::Schedule(ScheduleCommand::Remove(a)) => schedule::remove(&cli, a),
+        Command::Completion(a) => completion::completion(a),
     }
 }
 
