@@ -200,17 +200,17 @@ mod tests {
         let now: Zoned = "2026-11-20T14:30:00+01:00[Europe/Paris]".parse().unwrap();
         let end = |s: &str| {
             let ns = parse_point(s, &now).unwrap();
-            Timestamp::from_nanosecond(i128::from(ns))
+            let z = Timestamp::from_nanosecond(i128::from(ns))
                 .unwrap()
-                .to_zoned(now.time_zone().clone())
-                .strftime("%F %T.%f")
-                .to_string()
+                .to_zoned(now.time_zone().clone());
+            (z.strftime("%F %T").to_string(), z.subsec_nanosecond())
         };
-        assert_eq!(end("2026-12-02"), "2026-12-02 23:59:59.999999999");
-        assert_eq!(end("20261202"), "2026-12-02 23:59:59.999999999");
-        assert_eq!(end("yesterday"), "2026-11-19 23:59:59.999999999");
-        assert_eq!(end("2026-12-02 10:00"), "2026-12-02 10:00:00.000000000");
-        assert_eq!(end("202612021730"), "2026-12-02 17:30:00.000000000");
+        let last = |day: &str| (format!("{day} 23:59:59"), 999_999_999);
+        assert_eq!(end("2026-12-02"), last("2026-12-02"));
+        assert_eq!(end("20261202"), last("2026-12-02"));
+        assert_eq!(end("yesterday"), last("2026-11-19"));
+        assert_eq!(end("2026-12-02 10:00"), ("2026-12-02 10:00:00".into(), 0));
+        assert_eq!(end("202612021730"), ("2026-12-02 17:30:00".into(), 0));
         for bad in ["20261332", "2026120", "202612021799"] {
             assert!(parse_at(bad, &now).is_err(), "{bad}");
         }

@@ -13,7 +13,8 @@ use std::process::Command;
 
 /// The Debian packages the tests need: rclone (REST and WebDAV servers, and the tests' S3
 /// client), sshd and ssh/sftp/ssh-keygen, pyftpdlib and pyOpenSSL (FTPS) and aiosmtpd (SMTP, for
-/// cairn-report's mail tests) for Debian's python3, restic.
+/// cairn-report's mail tests) for Debian's python3, restic, and dpkg-dev (dpkg-shlibdeps, for
+/// the package `cargo xtask deb` builds in tests/integration/install.rs).
 const PACKAGES: &[&str] = &[
     "rclone",
     "openssh-server",
@@ -22,6 +23,7 @@ const PACKAGES: &[&str] = &[
     "python3-openssl",
     "python3-aiosmtpd",
     "restic",
+    "dpkg-dev",
 ];
 
 /// The Garage release the tests run; cairn-testkit's servers/garage.rs looks for it at the same
