@@ -25,35 +25,55 @@ pub(crate) struct Cli {
         short = 'r',
         long = "repo",
         env = "CAIRN_REPO",
-        global = true,
+        global = true, help_heading = "Global options",
         value_name = "LOCATION",
         value_parser = values::location()
     )]
     pub(crate) repo: Option<cairn_repo::RepoLocation>,
     /// Read the password from this file: its whole content, less one trailing newline.
-    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "CAIRN_PASSWORD_FILE",
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
     pub(crate) password_file: Option<PathBuf>,
     /// Run this shell command; the password is its whole output, less one trailing newline.
     #[arg(
         long,
         env = "CAIRN_PASSWORD_COMMAND",
+        hide_env_values = true,
         global = true,
+        help_heading = "Global options",
         value_name = "CMD"
     )]
     pub(crate) password_command: Option<String>,
     /// Directory of the local cache [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
-    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    #[arg(
+        long,
+        env = "CAIRN_CACHE_DIR",
+        global = true,
+        help_heading = "Global options",
+        value_name = "DIR"
+    )]
     pub(crate) cache_dir: Option<PathBuf>,
     /// Skip key files whose key derivation costs more than this, in MiB of argon2id memory
     /// times passes [default: 2048; `init`'s keys cost 512]. Raise it to open a key made
     /// elsewhere with larger parameters.
-    #[arg(long, env = "CAIRN_MAX_KDF_MIB", global = true, value_name = "MIB")]
+    #[arg(
+        long,
+        env = "CAIRN_MAX_KDF_MIB",
+        global = true,
+        help_heading = "Global options",
+        value_name = "MIB"
+    )]
     pub(crate) max_kdf_mib: Option<u64>,
     /// Requests in flight at once to a remote repository.
     #[arg(
         long,
         env = "CAIRN_CONNECTIONS",
-        global = true,
+        global = true, help_heading = "Global options",
         value_name = "N",
         default_value_t = 5,
         value_parser = clap::value_parser!(u16).range(1..=256)
@@ -64,26 +84,32 @@ pub(crate) struct Cli {
     #[arg(
         long,
         env = "CAIRN_RETRIES",
-        global = true,
+        global = true, help_heading = "Global options",
         value_name = "N",
         default_value_t = 10,
         value_parser = clap::value_parser!(u32).range(1..=100)
     )]
     pub(crate) retries: u32,
     /// Keep no local cache (slower: the index is merged anew by each command).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub(crate) no_cache: bool,
     /// Print only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub(crate) quiet: bool,
     /// Say more: what was skipped and why.
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        help_heading = "Global options",
+        conflicts_with = "quiet"
+    )]
     pub(crate) verbose: bool,
     /// Take settings from the profile NAME.toml in $XDG_CONFIG_HOME/cairn, ~/.config/cairn or
     /// /etc/cairn (or from a path containing `/`). Repeatable: later profiles override earlier
     /// ones, and options on the command line override both. Runs of backup, forget, prune and
     /// check with the same profiles never overlap.
-    #[arg(short = 'P', long, global = true, value_name = "NAME", value_parser = values::non_empty)]
+    #[arg(short = 'P', long, global = true, help_heading = "Global options", value_name = "NAME", value_parser = values::non_empty)]
     pub(crate) profile: Vec<String>,
     /// The profiles' files and settings, read before clap parsed the merged command line.
     #[arg(skip)]

@@ -235,3 +235,23 @@ fn names_printed_to_a_terminal_escape_control_characters() {
     assert!(shown.contains("evil\\n\\x1b[31mname"), "{shown:?}");
     assert!(!shown.contains('\x1b'), "{shown:?}");
 }
+
+/// A command's help lists its own options first and the global ones under their own heading,
+/// and never shows a password command taken from the environment.
+#[test]
+fn help_puts_global_options_apart_and_hides_secret_environment_values() {
+    let t = setup();
+    let mut cmd = t.command();
+    cmd.env("CAIRN_PASSWORD_COMMAND", "echo hunter2")
+        .args(["backup", "--help"]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let at = |s: &str| {
+        help.find(s)
+            .unwrap_or_else(|| panic!("{s} missing:\n{help}"))
+    };
+    assert!(at("--exclude") < at("Global options:"), "{help}");
+    assert!(at("Global options:") < at("--repo <LOCATION>"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}
