@@ -19,6 +19,17 @@ use std::path::PathBuf;
 /// The command line with the profiles' settings merged in, and the profiles (empty without
 /// `-P`). Arguments that do not parse are returned as they are, for clap to refuse.
 pub(crate) fn merge(argv: Vec<OsString>) -> Result<(Vec<OsString>, Profiles)> {
+    // Every command starts here: without a word that could name a profile (`-P`, `--profile`,
+    // a cluster like `-qP`) or `config`, there is nothing to merge and no second parse to pay.
+    let may_matter = argv.iter().skip(1).any(|a| {
+        let a = a.to_string_lossy();
+        a == "config"
+            || a.starts_with("--profile")
+            || (a.starts_with('-') && !a.starts_with("--") && a.contains('P'))
+    });
+    if !may_matter {
+        return Ok((argv, Profiles::default()));
+    }
     let root = Cli::command();
     let Ok(probe) = root.clone().ignore_errors(true).try_get_matches_from(&argv) else {
         return Ok((argv, Profiles::default()));

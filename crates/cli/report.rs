@@ -444,7 +444,10 @@ fn summary(report: &Value) -> String {
 fn metrics(cli: &Cli, command: &str, path: &std::path::Path, report: &Value) -> Result<(), String> {
     use cairn_report::metrics::Sample;
     let number = |k: &str| report[k].as_f64().unwrap_or(0.0);
-    let end = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
+    let end = report["end"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map_or(0.0, |t| t.as_millisecond() as f64 / 1000.0);
     let failed_run = report["outcome"] == "failure";
     // `errors` lists a backup's unreadable files and a check's findings.
     let errors =

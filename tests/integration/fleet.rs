@@ -332,40 +332,14 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
     let path = profile(&d, "nightly", "");
     let root = d.join("image");
     let root_s = root.to_str().unwrap();
-    cairn(
-        &d,
-        &[
-            "-P",
-            "nightly",
-            "schedule",
-            "install",
-            "--at",
-            "daily 02:00",
-            "--root",
-            root_s,
-            "--with",
-            "systemd",
-        ],
-    )
-    .success();
-    cairn(
-        &d,
-        &[
-            "-P",
-            "nightly",
-            "schedule",
-            "install",
-            "--command",
-            "check",
-            "--at",
-            "Sun 04:00",
-            "--root",
-            root_s,
-            "--with",
-            "systemd",
-        ],
-    )
-    .success();
+    let install = |args: &[&str], with: &str| {
+        let mut all = vec!["-P", "nightly", "schedule", "install"];
+        all.extend(args);
+        all.extend(["--root", root_s, "--with", with]);
+        cairn(&d, &all)
+    };
+    install(&["--at", "daily 02:00"], "systemd").success();
+    install(&["--command", "check", "--at", "Sun 04:00"], "systemd").success();
     let units = root.join("etc/systemd/system");
     let service = fs::read_to_string(units.join("cairn-nightly-backup.service")).unwrap();
     let timer = fs::read_to_string(units.join("cairn-nightly-backup.timer")).unwrap();
@@ -395,22 +369,7 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    cairn(
-        &d,
-        &[
-            "-P",
-            "nightly",
-            "schedule",
-            "install",
-            "--at",
-            "Mon..Fri 22:30",
-            "--root",
-            root_s,
-            "--with",
-            "cron",
-        ],
-    )
-    .success();
+    install(&["--at", "Mon..Fri 22:30"], "cron").success();
     let cron = fs::read_to_string(root.join("etc/cron.d/cairn-nightly-backup")).unwrap();
     assert!(
         cron.contains(&format!(
@@ -444,21 +403,7 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
             .trim(),
         "no schedules installed"
     );
-    let e = cairn(
-        &d,
-        &[
-            "-P",
-            "nightly",
-            "schedule",
-            "install",
-            "--at",
-            "sometimes",
-            "--root",
-            root_s,
-            "--with",
-            "systemd",
-        ],
-    );
+    let e = install(&["--at", "sometimes"], "systemd");
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -466,22 +411,7 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
     {
         assert!(e.code(2).error_line().contains("sometimes"));
     }
-    let e = cairn(
-        &d,
-        &[
-            "-P",
-            "nightly",
-            "schedule",
-            "install",
-            "--at",
-            "*-*-01 02:00",
-            "--root",
-            root_s,
-            "--with",
-            "cron",
-        ],
-    )
-    .code(2);
+    let e = install(&["--at", "*-*-01 02:00"], "cron").code(2);
     assert!(e.error_line().contains("no cron equivalent"));
     cairn(
         &d,

@@ -45,7 +45,9 @@ pub use retention::{
     apply_policy, parse_keep_count, parse_keep_duration, parse_keep_tag, Bucket, Decision,
     KeepCount, KeepDuration, Policy, Reason, RetentionInput,
 };
-pub use select::{choose_kind, find_parent, find_snapshot, newest_at, FullEvery, SnapshotFilter};
+pub use select::{
+    choose_kind, find_parent, find_snapshot, newest_at, parent_in, FullEvery, SnapshotFilter,
+};
 pub use walk::{find, find_node, walk_tree, Visit};
 
 pub(crate) use cairn_repo::Result;

@@ -75,11 +75,28 @@ pub fn find_parent(
     if kind == Kind::Full {
         return Ok(None);
     }
-    let mut snaps = repo.snapshots()?.list;
-    snaps.retain(|(_, s)| {
-        s.host == host && s.paths == paths && (kind != Kind::Differential || s.kind == Kind::Full)
-    });
-    Ok(snaps.pop())
+    Ok(parent_in(&repo.snapshots()?.list, host, paths, kind))
+}
+
+/// `find_parent` among `snapshots` (oldest first), for a caller that has read them already.
+pub fn parent_in(
+    snapshots: &[(SnapshotId, Snapshot)],
+    host: &[u8],
+    paths: &[Vec<u8>],
+    kind: Kind,
+) -> Option<(SnapshotId, Snapshot)> {
+    if kind == Kind::Full {
+        return None;
+    }
+    snapshots
+        .iter()
+        .rev()
+        .find(|(_, s)| {
+            s.host == host
+                && s.paths == paths
+                && (kind != Kind::Differential || s.kind == Kind::Full)
+        })
+        .cloned()
 }
 
 /// Which snapshots a command considers: `--host`, `--path` and `--tag`. Empty lists match all.

@@ -127,6 +127,11 @@ fn plan(
         .iter()
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
+    // Read once, for the kind and the parent; a full backup needs neither.
+    let list = match a.kind {
+        KindArg::Full => Vec::new(),
+        _ => repo.snapshots()?.list,
+    };
     let (kind, why) = match (a.kind, a.full_every) {
         (KindArg::Full, _) => (Kind::Full, "--kind full".to_string()),
         (KindArg::Incremental, _) => (Kind::Incremental, "--kind incremental".to_string()),
@@ -136,13 +141,12 @@ fn plan(
                 BetweenArg::Incremental => Kind::Incremental,
                 BetweenArg::Differential => Kind::Differential,
             };
-            let list = repo.snapshots()?.list;
             let tz = jiff::tz::TimeZone::system();
             cairn_engine::choose_kind(&list, &host, &paths, time_ns, every, between, &tz)
         }
         (KindArg::Auto, None) => unreachable!("refused before the repository was opened"),
     };
-    let parent = cairn_engine::find_parent(repo, &host, &paths, kind)?;
+    let parent = cairn_engine::parent_in(&list, &host, &paths, kind);
     // With nothing to compare with, every file is read: the snapshot is a full one, and is
     // recorded as such (a later differential one compares with it).
     let (kind, why) = match (kind, &parent) {

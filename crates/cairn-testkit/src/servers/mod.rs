@@ -240,12 +240,7 @@ pub fn ftps(repo: &str) -> Server {
     let dir = temp_dir("ftps");
     let root = dir.path().join("root");
     fs::create_dir(&root).expect("create the served dir");
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
-        .expect("make a certificate for 127.0.0.1");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    fs::write(&cert, certified.cert.pem()).expect("write the certificate");
-    fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+    let (cert, key) = self_signed(dir.path());
     let (process, addr) = start_on_free_ports("pyftpdlib (TLS)", 1, |ports| {
         let addr = loopback(ports[0]);
         let mut cmd = Command::new(&python);
@@ -350,12 +345,7 @@ pub fn smtp() -> Smtp {
     let dir = temp_dir("smtp");
     let maildir = dir.path().join("mail");
     fs::create_dir(&maildir).expect("create the mail dir");
-    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
-        .expect("make a certificate for 127.0.0.1");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    fs::write(&cert, certified.cert.pem()).expect("write the certificate");
-    fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+    let (cert, key) = self_signed(dir.path());
     let (process, addr) = start_on_free_ports("aiosmtpd", 1, |ports| {
         let addr = loopback(ports[0]);
         let mut cmd = Command::new(&python);
@@ -377,6 +367,16 @@ pub fn smtp() -> Smtp {
         process,
         _dir: dir,
     }
+}
+
+/// A certificate for 127.0.0.1, self-signed, and its key: `cert.pem` and `key.pem` in `dir`.
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .expect("make a certificate for 127.0.0.1");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    fs::write(&cert, certified.cert.pem()).expect("write the certificate");
+    fs::write(&key, certified.key_pair.serialize_pem()).expect("write the key");
+    (cert, key)
 }
 
 fn server(
