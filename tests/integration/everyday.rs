@@ -132,6 +132,10 @@ fn at_and_tilde_name_snapshots_on_ls_dump_find_diff_and_forget() {
     let ls = t.ok(["ls", "latest~2", src.to_str().unwrap()]).stdout();
     assert!(ls.contains("only-0.txt"), "{ls}");
     t.run(["ls", "latest", "/", "--at", "2026-03-02"]).code(2);
+    let e = t.run(["dump", "latest"]).code(2).error_line();
+    assert!(e.contains("name the path to dump"), "{e}");
+    let e = t.run(["diff", "latest"]).code(2).error_line();
+    assert!(e.contains("name two snapshots"), "{e}");
 
     let found = t
         .ok(["find", "--at", "2026-03-02", "--json", "only-*"])

@@ -324,6 +324,21 @@ fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
     .code(2)
     .error_line();
     assert!(e.contains("--full-every"), "{e}");
+    let e = cairn(
+        &d,
+        &["-P", "week", "backup", "--kind", "auto", "--full-every", ""],
+    );
+    e.code(2);
+    profile(
+        &d,
+        "nofull",
+        &format!(
+            "[backup]\nsources = [\"{}\"]\nkind = \"auto\"\n",
+            src.display()
+        ),
+    );
+    let e = cairn(&d, &["-P", "nofull", "backup"]).code(2).error_line();
+    assert!(e.contains("--kind auto needs --full-every"), "{e}");
 }
 
 #[test]
@@ -418,6 +433,13 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
         &["schedule", "install", "--at", "02:00", "--root", root_s],
     )
     .code(2);
+    let e = cairn(
+        &d,
+        &["-P", "nightly", "schedule", "remove", "--root", root_s],
+    )
+    .code(1)
+    .error_line();
+    assert!(e.contains("no schedule of profile nightly"), "{e}");
 }
 
 /// Each request's head and body.
