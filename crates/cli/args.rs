@@ -146,6 +146,19 @@ pub(crate) enum Command {
     Dump(DumpArgs),
     /// Check that every snapshot can be restored; report exactly what cannot.
     Check(CheckArgs),
+    /// Copy snapshots into another repository, storing only what it lacks.
+    ///
+    /// The target has passwords and keys of its own (--to-password-file). Each snapshot keeps
+    /// its time, host, user, paths, tags and kind; one the target already holds is skipped, so
+    /// running the same copy again copies only newer snapshots. Safe beside backups and prunes
+    /// of either repository.
+    Copy(CopyArgs),
+    /// Show what snapshots take: restored, deduplicated and stored sizes, what each added.
+    ///
+    /// A snapshot *added* the blobs it reaches that no earlier snapshot reaches (stored size
+    /// and size before compression), which is what `backup` and `backup --dry-run` report as
+    /// added. Growth is what the snapshots of each day and ISO week added.
+    Stats(StatsArgs),
     /// Manage the repository's passwords: one key file each, all opening the same repository.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -627,6 +640,49 @@ pub(crate) struct BackupArgs {
     pub(crate) json: bool,
     #[command(flatten)]
     pub(crate) run: RunArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct CopyArgs {
+    /// Snapshots to copy: ids, id prefixes, `latest`, `SNAP~N` [default: every snapshot the
+    /// filters let through].
+    #[arg(value_name = "SNAPSHOT")]
+    pub(crate) snapshots: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// The repository to copy into, a location as for --repo (made with `cairn init`).
+    #[arg(long, env = "CAIRN_TO_REPO", value_name = "LOCATION", value_parser = values::location())]
+    pub(crate) to: cairn_repo::RepoLocation,
+    /// Read the target's password from this file [else CAIRN_TO_PASSWORD, or a prompt].
+    #[arg(long, env = "CAIRN_TO_PASSWORD_FILE", value_name = "FILE")]
+    pub(crate) to_password_file: Option<PathBuf>,
+    /// Run this shell command for the target's password.
+    #[arg(
+        long,
+        env = "CAIRN_TO_PASSWORD_COMMAND",
+        hide_env_values = true,
+        value_name = "CMD"
+    )]
+    pub(crate) to_password_command: Option<String>,
+    /// Say which snapshots would be copied; copy nothing.
+    #[arg(long, short = 'n')]
+    pub(crate) dry_run: bool,
+    /// Print one JSON report.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct StatsArgs {
+    /// Count only these snapshots in the repository's totals: ids, id prefixes, `latest`,
+    /// `SNAP~N` [default: every snapshot the filters let through].
+    #[arg(value_name = "SNAPSHOT")]
+    pub(crate) snapshots: Vec<String>,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// Print one JSON report.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]

@@ -26,6 +26,8 @@ pub(crate) fn password_source(cli: &Cli) -> password::Source {
     password::Source {
         file: cli.password_file.clone(),
         command: cli.password_command.clone(),
+        env: "CAIRN_PASSWORD",
+        what: "repository password",
     }
 }
 
@@ -67,10 +69,22 @@ pub(crate) fn open(cli: &Cli, dry_run: bool) -> Result<Repository> {
 /// Opens the repository; a `writer` (a process that stores packs, index files or snapshots)
 /// runs a session, with markers in `locks/`, while it runs.
 pub(crate) fn open_with(cli: &Cli, dry_run: bool, writer: bool) -> Result<Repository> {
-    let backend = location(cli)?.open(reach(cli))?;
+    open_at(cli, location(cli)?, &password_source(cli), dry_run, writer)
+}
+
+/// Opens the repository at `location` with a password from `password`, the other settings
+/// (cache, host, connections) as for the one `--repo` names: `copy`'s target.
+pub(crate) fn open_at(
+    cli: &Cli,
+    location: &RepoLocation,
+    password: &password::Source,
+    dry_run: bool,
+    writer: bool,
+) -> Result<Repository> {
+    let backend = location.open(reach(cli))?;
     // An unknown version is refused before the user is asked for a password.
     cairn_repo::probe(backend.as_ref())?;
-    let pw = password_source(cli).get(false)?;
+    let pw = password.get(false)?;
     let opts = OpenOptions {
         cache_dir: cache_dir(cli),
         dry_run,

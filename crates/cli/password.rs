@@ -14,6 +14,10 @@ use zeroize::Zeroizing;
 pub struct Source {
     pub file: Option<PathBuf>,
     pub command: Option<String>,
+    /// The variable that holds the password itself, and what a prompt asks for: the
+    /// repository's (`CAIRN_PASSWORD`), or `copy`'s target's (`CAIRN_TO_PASSWORD`).
+    pub env: &'static str,
+    pub what: &'static str,
 }
 
 fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
@@ -27,6 +31,15 @@ fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
 }
 
 impl Source {
+    fn hint(&self) -> &'static str {
+        match self.env {
+            "CAIRN_TO_PASSWORD" => {
+                "set CAIRN_TO_PASSWORD, --to-password-file or --to-password-command"
+            }
+            _ => "set CAIRN_PASSWORD, --password-file or --password-command",
+        }
+    }
+
     /// The password; `confirm` asks twice on a terminal (for `init`).
     pub fn get(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         let pw = if let Some(file) = &self.file {
@@ -44,11 +57,11 @@ impl Source {
                 bail!("the password command failed with {}", out.status);
             }
             strip_newline(Zeroizing::new(out.stdout))
-        } else if let Some(pw) = std::env::var_os("CAIRN_PASSWORD") {
+        } else if let Some(pw) = std::env::var_os(self.env) {
             // The environment's own copy stays in the process's memory; only ours is cleared.
             Zeroizing::new(std::os::unix::ffi::OsStringExt::into_vec(pw))
         } else if std::io::stdin().is_terminal() {
-            let pw = Zeroizing::new(rpassword::prompt_password("repository password: ")?);
+            let pw = Zeroizing::new(rpassword::prompt_password(format!("{}: ", self.what))?);
             if confirm {
                 let again = Zeroizing::new(rpassword::prompt_password("repeat password: ")?);
                 if again != pw {
@@ -57,10 +70,10 @@ impl Source {
             }
             Zeroizing::new(pw.as_bytes().to_vec())
         } else {
-            bail!("no password given: set CAIRN_PASSWORD, --password-file or --password-command");
+            bail!("no {} given: {}", self.what, self.hint());
         };
         if pw.is_empty() {
-            bail!("the password is empty");
+            bail!("the {} is empty", self.what);
         }
         Ok(pw)
     }

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod copy;
 mod dedup;
 mod diskfull;
 mod errors;
@@ -20,4 +21,5 @@ mod recovery;
 mod remote;
 mod roundtrip;
 mod serve;
+mod stats;
 mod stopped;

@@ -1,7 +1,7 @@
-//! cairn's engines: backup (the archiver), restore (the restorer), check, prune, repair,
-//! walking, diffing and dumping snapshot trees, and choosing snapshots. The content engines see
-//! the repository only through `cairn_repo::BlobStore`; check, prune and repair, which judge the
-//! index itself, take the `Repository`. No engine sees a key.
+//! cairn's engines: backup (the archiver), restore (the restorer), check, prune, repair, copy,
+//! stats, walking, diffing and dumping snapshot trees, and choosing snapshots. The content
+//! engines (and copy) see a repository only through `cairn_repo::BlobStore`; check, prune,
+//! repair and stats, which judge the index itself, take the `Repository`. No engine sees a key.
 //!
 //! Per-item failures (an unreadable source file, a damaged blob) are returned as data in each
 //! engine's outcome, a `PathProblem` each (check's findings as `Problem`s); only failures that
@@ -9,6 +9,7 @@
 
 mod archiver;
 mod check;
+mod copy;
 mod diff;
 mod dump;
 mod filter;
@@ -19,6 +20,7 @@ mod repair;
 mod restorer;
 mod retention;
 mod select;
+mod stats;
 mod walk;
 
 #[cfg(test)]
@@ -30,6 +32,7 @@ pub use archiver::{
 pub use check::{
     check, BadPack, CheckProgress, CheckReport, Damage, Detail, Loss, Problem, ReadData,
 };
+pub use copy::{copy_snapshot, learn, same_snapshot, CopyOutcome, Renamed};
 pub use diff::{diff, Change, ChangeKind};
 pub use dump::{dump_file, dump_tar, dump_zip, ContentReader};
 pub use filter::Filter;
@@ -48,6 +51,7 @@ pub use retention::{
 pub use select::{
     choose_kind, find_parent, find_snapshot, newest_at, parent_in, FullEvery, SnapshotFilter,
 };
+pub use stats::{stats, Bytes, SnapshotStats, Stats};
 pub use walk::{find, find_node, walk_tree, Visit};
 
 pub(crate) use cairn_repo::Result;

@@ -1,6 +1,6 @@
 //! `MemStore`: a `BlobStore` on maps in memory, for testing the content engines (archiver,
 //! restorer, walk, diff, dump) without keys, packs or files. Blobs are laid out in fake packs of
-//! a few blobs each, so readers that group by pack are exercised; ids are unkeyed BLAKE3.
+//! a few blobs each, so readers that group by pack are exercised; ids are BLAKE3, keyed or not.
 //!
 //! Invariant: `read_pack_blobs` verifies every blob against its id, as a repository does, so a
 //! test that damages a blob (`damage`) sees what a reader of a damaged pack would.
@@ -31,6 +31,9 @@ struct Inner {
 #[derive(Default)]
 pub struct MemStore {
     inner: Mutex<Inner>,
+    /// Names blobs by keyed BLAKE3, as a repository does, so that two stores name the same
+    /// content differently (for `copy`); unkeyed when absent.
+    key: Option<[u8; 32]>,
 }
 
 fn hash(bytes: &[u8]) -> Id {
@@ -42,6 +45,21 @@ fn pack_id(n: usize) -> PackId {
 }
 
 impl MemStore {
+    /// A store whose blob ids are keyed with `key`.
+    pub fn keyed(key: [u8; 32]) -> MemStore {
+        MemStore {
+            key: Some(key),
+            ..MemStore::default()
+        }
+    }
+
+    fn blob_id(&self, bytes: &[u8]) -> Id {
+        match &self.key {
+            Some(key) => Id(*blake3::keyed_hash(key, bytes).as_bytes()),
+            None => hash(bytes),
+        }
+    }
+
     /// Every snapshot saved, in order.
     pub fn snapshots(&self) -> Vec<(SnapshotId, Snapshot)> {
         self.inner.lock().unwrap().snapshots.clone()
@@ -79,7 +97,7 @@ impl BlobStore for MemStore {
     }
 
     fn data_id(&self, plaintext: &[u8]) -> DataId {
-        DataId(hash(plaintext))
+        DataId(self.blob_id(plaintext))
     }
 
     fn has_data(&self, id: DataId) -> Result<bool> {
@@ -113,7 +131,7 @@ impl BlobStore for MemStore {
 
     fn save_tree(&self, tree: &Tree) -> Result<(TreeId, bool)> {
         let bytes = tree.encode();
-        let id = TreeId(hash(&bytes));
+        let id = TreeId(self.blob_id(&bytes));
         let mut inner = self.inner.lock().unwrap();
         let new = inner.trees.insert(id, bytes).is_none();
         Ok((id, new))

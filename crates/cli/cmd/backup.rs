@@ -248,7 +248,8 @@ fn text_report(a: &BackupArgs, outcome: &cairn_engine::BackupOutcome, raw_added:
     );
     if a.dry_run {
         println!(
-            "would add {} new blobs, {} before compression; {} read",
+            "would add {} in {} new blobs ({} before compression); {} read",
+            output::bytes(sum.bytes_added),
             sum.blobs_added,
             output::bytes(raw_added),
             output::bytes(sum.bytes_read)

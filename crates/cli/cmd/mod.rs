@@ -15,6 +15,7 @@ mod backup;
 mod check;
 mod completion;
 mod config;
+mod copy;
 mod diff;
 mod dump;
 mod find;
@@ -28,6 +29,7 @@ mod restore;
 mod schedule;
 mod serve;
 mod snapshots;
+mod stats;
 
 pub(crate) fn run(cli: Cli) -> Result<u8> {
     match &cli.command {
@@ -48,6 +50,8 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => reported(&cli, "prune", &a.run, a.gc.json, |r| {
             forget::prune(&cli, a, r)
         }),
+        Command::Copy(a) => copy::copy(&cli, a),
+        Command::Stats(a) => stats::stats(&cli, a),
         Command::Key(KeyCommand::List(a)) => key::list(&cli, a),
         Command::Key(KeyCommand::Add(a)) => key::add(&cli, a),
         Command::Key(KeyCommand::Remove(a)) => key::remove(&cli, a),
@@ -153,4 +157,27 @@ pub(crate) fn snapshot_and_path(
         (false, [spec]) => Ok((Some(spec), None)),
         (false, [spec, path, ..]) => Ok((Some(spec), Some(path))),
     }
+}
+
+/// The snapshots a command over several names: those the filters let through, or of those the
+/// ones `specs` name (ids, prefixes, `latest`, `SNAP~N`); oldest first, each once.
+pub(crate) fn chosen(
+    all: &[(SnapshotId, Snapshot)],
+    specs: &[String],
+    filter: &SnapshotFilterArgs,
+) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let f = filter.filter();
+    let list: Vec<(SnapshotId, Snapshot)> =
+        all.iter().filter(|(_, s)| f.matches(s)).cloned().collect();
+    if specs.is_empty() {
+        return Ok(list);
+    }
+    let mut named = std::collections::HashSet::new();
+    for spec in specs {
+        named.insert(cairn_engine::find_snapshot(&list, spec)?.0);
+    }
+    Ok(list
+        .into_iter()
+        .filter(|(id, _)| named.contains(id))
+        .collect())
 }

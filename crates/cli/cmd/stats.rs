@@ -1,0 +1,209 @@
+//! `stats`: open → walk every snapshot oldest first (`cairn_engine::stats`) and ask prune's
+//! plan, as a dry run, what it would free → report the repository, each host, each snapshot and
+//! the growth per day and ISO week.
+//!
+//! Invariant: nothing is written; the figures are the index's stored and raw lengths, the
+//! same that `backup` sums as added.
+
+use crate::args::{Cli, StatsArgs};
+use crate::cmd::chosen;
+use crate::open::{open, snapshots_of};
+use crate::{output, time};
+use anyhow::Result;
+use cairn_engine::{Bytes, PruneOptions, SnapshotStats};
+use cairn_format::snapshot::Snapshot;
+use cairn_format::SnapshotId;
+use serde_json::json;
+use std::collections::{BTreeMap, HashSet};
+
+pub(crate) fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
+    let repo = open(cli, false)?;
+    let all = snapshots_of(&repo)?.list;
+    let wanted: HashSet<SnapshotId> = chosen(&all, &a.snapshots, &a.filter)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let selected: Vec<bool> = all.iter().map(|(id, _)| wanted.contains(id)).collect();
+    let stats = cairn_engine::stats(&repo, &all, &selected)?;
+    let packs = repo.list_packs()?;
+    let pack_bytes: u64 = packs.iter().map(|(_, n)| n).sum();
+    // What `prune --max-unused 0` would free, now or (for packs a running backup may still
+    // need) at a later prune.
+    let prune = cairn_engine::prune(
+        &repo,
+        &PruneOptions {
+            max_unused: 0.0,
+            grace: std::time::Duration::from_secs(86_400),
+            dry_run: true,
+            forgotten: HashSet::new(),
+        },
+    )?;
+    let unused = prune.bytes_freed + prune.bytes_deferred;
+
+    let rows: Vec<(&(SnapshotId, Snapshot), &SnapshotStats)> = all
+        .iter()
+        .zip(&stats.snapshots)
+        .zip(&selected)
+        .filter(|(_, s)| **s)
+        .map(|(x, _)| x)
+        .collect();
+    let mut counted = stats.data;
+    counted.add(stats.trees);
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let compression = ratio(counted.raw, counted.stored);
+    let dedup = ratio(stats.restored_bytes, stats.data.raw);
+    let hosts = per_host(&rows);
+    let days = growth(&rows, "%Y-%m-%d");
+    let weeks = growth(&rows, "%G-W%V");
+
+    if a.json {
+        let bytes =
+            |b: &Bytes| json!({"blobs": b.blobs, "stored_bytes": b.stored, "raw_bytes": b.raw});
+        let doc = json!({
+            "snapshots": rows.len(),
+            "snapshots_in_repository": all.len(),
+            "packs": packs.len(),
+            "pack_bytes": pack_bytes,
+            "restored_bytes": stats.restored_bytes,
+            "restored_files": stats.files,
+            "data": bytes(&stats.data),
+            "trees": bytes(&stats.trees),
+            "stored_bytes": counted.stored,
+            "raw_bytes": counted.raw,
+            "deduplicated_raw_bytes": stats.data.raw,
+            "compression_ratio": compression,
+            "deduplication_ratio": dedup,
+            "unused_bytes": unused,
+            "missing_blobs": stats.missing_blobs,
+            "hosts": hosts.iter().map(|(h, (n, add, latest))| json!({
+                "host": h, "snapshots": n, "added": bytes(add), "latest_restored_bytes": latest,
+            })).collect::<Vec<_>>(),
+            "per_snapshot": rows.iter().map(|((id, s), st)| json!({
+                "id": id.to_hex(),
+                "time": time::rfc3339(s.time),
+                "host": String::from_utf8_lossy(&s.host),
+                "kind": s.kind.name(),
+                "files": st.files,
+                "restored_bytes": st.restored_bytes,
+                "added": bytes(&st.added),
+            })).collect::<Vec<_>>(),
+            "growth_per_day": days.iter().map(|(d, b)| json!({"day": d, "added": bytes(b)})).collect::<Vec<_>>(),
+            "growth_per_week": weeks.iter().map(|(w, b)| json!({"week": w, "added": bytes(b)})).collect::<Vec<_>>(),
+        });
+        println!("{doc}");
+        return Ok(0);
+    }
+    let b = output::bytes;
+    println!(
+        "{} of {} snapshots, {} packs",
+        rows.len(),
+        all.len(),
+        packs.len()
+    );
+    println!("  stored in packs:  {}", b(pack_bytes));
+    println!(
+        "  restored size:    {} in {} files",
+        b(stats.restored_bytes),
+        stats.files
+    );
+    println!(
+        "  deduplicated:     {} of content in {} blobs, {} of trees in {}",
+        b(stats.data.raw),
+        stats.data.blobs,
+        b(stats.trees.raw),
+        stats.trees.blobs
+    );
+    println!(
+        "  stored size:      {} for these snapshots",
+        b(counted.stored)
+    );
+    println!("  compression:      {compression:.2}x (before / after)");
+    println!("  deduplication:    {dedup:.2}x (restored / deduplicated content)");
+    println!(
+        "  unused:           {} (what `prune --max-unused 0` frees)",
+        b(unused)
+    );
+    if stats.missing_blobs > 0 {
+        println!(
+            "  missing:          {} blobs the index lacks (run `cairn check`)",
+            stats.missing_blobs
+        );
+    }
+    println!("hosts:");
+    println!(
+        "  {:<20} {:>9}  {:>12}  {:>12}  {:>12}",
+        "host", "snapshots", "added", "before comp.", "latest size"
+    );
+    for (h, (n, add, latest)) in &hosts {
+        println!(
+            "  {:<20} {:>9}  {:>12}  {:>12}  {:>12}",
+            output::escape_controls(h.as_bytes()),
+            n,
+            b(add.stored),
+            b(add.raw),
+            b(*latest)
+        );
+    }
+    println!("snapshots:");
+    println!(
+        "  {:<8}  {:<19}  {:<12}  {:>12}  {:>12}  {:>12}",
+        "id", "time", "host", "size", "added", "before comp."
+    );
+    for ((id, s), st) in &rows {
+        println!(
+            "  {:<8}  {:<19}  {:<12}  {:>12}  {:>12}  {:>12}",
+            id.short(),
+            time::show(s.time),
+            output::escape_controls(&s.host),
+            b(st.restored_bytes),
+            b(st.added.stored),
+            b(st.added.raw)
+        );
+    }
+    for (title, buckets) in [("growth per day:", &days), ("growth per week:", &weeks)] {
+        println!("{title}");
+        for (when, add) in buckets {
+            println!(
+                "  {when:<10}  +{:>12}  ({} before compression)",
+                b(add.stored),
+                b(add.raw)
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// Per host: snapshots, what they added, and the restored size of the newest.
+fn per_host(
+    rows: &[(&(SnapshotId, Snapshot), &SnapshotStats)],
+) -> BTreeMap<String, (u64, Bytes, u64)> {
+    let mut hosts: BTreeMap<String, (u64, Bytes, u64)> = BTreeMap::new();
+    for ((_, s), st) in rows {
+        let e = hosts
+            .entry(String::from_utf8_lossy(&s.host).into_owned())
+            .or_default();
+        e.0 += 1;
+        e.1.add(st.added);
+        e.2 = st.restored_bytes;
+    }
+    hosts
+}
+
+/// What the snapshots added, summed per local day or ISO week (`format` names the bucket).
+fn growth(
+    rows: &[(&(SnapshotId, Snapshot), &SnapshotStats)],
+    format: &str,
+) -> BTreeMap<String, Bytes> {
+    let mut out: BTreeMap<String, Bytes> = BTreeMap::new();
+    for ((_, s), st) in rows {
+        let Ok(ts) = jiff::Timestamp::from_nanosecond(i128::from(s.time)) else {
+            continue;
+        };
+        let when = ts
+            .to_zoned(jiff::tz::TimeZone::system())
+            .strftime(format)
+            .to_string();
+        out.entry(when).or_default().add(st.added);
+    }
+    out
+}
