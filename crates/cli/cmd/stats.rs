@@ -28,17 +28,20 @@ pub(crate) fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
     let packs = repo.list_packs()?;
     let pack_bytes: u64 = packs.iter().map(|(_, n)| n).sum();
     // What `prune --max-unused 0` would free, now or (for packs a running backup may still
-    // need) at a later prune.
-    let prune = cairn_engine::prune(
-        &repo,
-        &PruneOptions {
-            max_unused: 0.0,
-            grace: std::time::Duration::from_secs(86_400),
-            dry_run: true,
-            forgotten: HashSet::new(),
-        },
-    )?;
-    let unused = prune.bytes_freed + prune.bytes_deferred;
+    // need) at a later prune. A repository prune refuses (a damaged index) still has stats.
+    let dry_prune = PruneOptions {
+        max_unused: 0.0,
+        grace: std::time::Duration::from_secs(86_400),
+        dry_run: true,
+        forgotten: HashSet::new(),
+    };
+    let unused = match cairn_engine::prune(&repo, &dry_prune) {
+        Ok(r) => Some(r.bytes_freed + r.bytes_deferred),
+        Err(e) => {
+            eprintln!("warning: cannot tell the unused space: {}", e.message);
+            None
+        }
+    };
 
     let rows: Vec<(&(SnapshotId, Snapshot), &SnapshotStats)> = all
         .iter()
@@ -119,10 +122,12 @@ pub(crate) fn stats(cli: &Cli, a: &StatsArgs) -> Result<u8> {
     );
     println!("  compression:      {compression:.2}x (before / after)");
     println!("  deduplication:    {dedup:.2}x (restored / deduplicated content)");
-    println!(
-        "  unused:           {} (what `prune --max-unused 0` frees)",
-        b(unused)
-    );
+    if let Some(unused) = unused {
+        println!(
+            "  unused:           {} (what `prune --max-unused 0` frees)",
+            b(unused)
+        );
+    }
     if stats.missing_blobs > 0 {
         println!(
             "  missing:          {} blobs the index lacks (run `cairn check`)",
