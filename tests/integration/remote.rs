@@ -597,3 +597,52 @@ fn remote_without_a_cache_and_with_a_sealed_one() {
         );
     }
 }
+
+/// The off-site replica: a local repository copied into an append-only server with a password
+/// of its own, restorable from there, and copied once however often copy runs.
+#[test]
+fn remote_copy_into_an_append_only_replica() {
+    let host = setup();
+    let (_serve, at) = cairn_serve(&host, &["--append-only"]);
+    let replica = at.dir();
+    let other = "the replica's password";
+    let mut init = replica.command();
+    init.env("CAIRN_PASSWORD", other)
+        .args(["init", "--kdf-memory", "64", "--kdf-iterations", "1"]);
+    Run::of(init).success();
+
+    let t = setup();
+    t.init();
+    let src = t.join("src");
+    fill(&src, 33);
+    t.backup([&src]);
+    write(src.join("a/small"), "changed");
+    t.backup([&src]);
+    let pw = t.join("replica-password");
+    write(&pw, other);
+    let copy = || {
+        t.ok([
+            "copy",
+            "--to",
+            &at.location,
+            "--to-password-file",
+            pw.to_str().unwrap(),
+            "--json",
+        ])
+        .json()
+    };
+    let first = copy();
+    assert_eq!(first["copied"].as_array().unwrap().len(), 2, "{first}");
+    let again = copy();
+    assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
+    assert_eq!(num(&again, "bytes_added"), 0);
+
+    let out = t.join("out");
+    let mut restore = replica.command();
+    restore
+        .env("CAIRN_PASSWORD", other)
+        .args(["restore", "latest", "--target"])
+        .arg(&out);
+    Run::of(restore).success();
+    assert_same_tree(&scan(&src), &scan(&restored(&out, &src)), Compare::exact());
+}
