@@ -79,8 +79,15 @@ pub(crate) fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
                 && copies.contains_key(e)
         });
         if let Some((e, es)) = earlier {
+            // Only a shortcut: what cannot be learned is read from the source.
             if learned.insert(*e) {
-                learn(&source, &target, es.tree, copies[e].1, &mut renamed)?;
+                if let Err(why) = learn(&source, &target, es.tree, copies[e].1, &mut renamed) {
+                    eprintln!(
+                        "note: the copy of snapshot {} cannot be reused ({}): every chunk of the next one is read",
+                        e.short(),
+                        why.message
+                    );
+                }
             }
         }
         let parent = s.parent.and_then(|p| copies.get(&p)).map(|(tid, _)| *tid);
