@@ -14,6 +14,7 @@ mod hostile;
 mod incremental;
 mod install;
 mod keys;
+mod mount;
 mod privacy;
 mod prune;
 mod recovery;

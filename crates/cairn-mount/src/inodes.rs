@@ -66,7 +66,7 @@ impl Inodes {
     /// The layout of `snapshots` (any order), their times named in `tz`.
     pub fn new(snapshots: &[(SnapshotId, Snapshot)], tz: &TimeZone, owner: (u32, u32)) -> Inodes {
         let mut snapshots = snapshots.to_vec();
-        snapshots.sort_by(|(a_id, a), (b_id, b)| (a.time, a_id.0 .0).cmp(&(b.time, b_id.0 .0)));
+        snapshots.sort_by_key(|(id, s)| (s.time, id.0 .0));
         let names = snapshot_names(&snapshots, tz);
         let mut inodes = Inodes {
             inodes: Vec::new(),
