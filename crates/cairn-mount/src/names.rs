@@ -50,9 +50,9 @@ pub fn snapshot_names(snapshots: &[(SnapshotId, Snapshot)], tz: &TimeZone) -> Ve
     for name in &names {
         *seen.entry(name.clone()).or_default() += 1;
     }
-    for (name, (id, _)) in names.iter_mut().zip(snapshots) {
+    for ((name, time), (id, _)) in names.iter_mut().zip(&times).zip(snapshots) {
         if seen[name.as_str()] > 1 {
-            *name = format!("{}-{}", &name[..name.len() - 8], id.to_hex());
+            *name = format!("{time}-{}", id.to_hex());
         }
     }
     names
