@@ -144,6 +144,13 @@ pub(crate) enum Command {
     Find(FindArgs),
     /// Write a file of a snapshot to stdout, or a directory as a tar or zip archive.
     Dump(DumpArgs),
+    /// Browse snapshots as a read-only file system (FUSE) at DIR, until Ctrl-C or SIGTERM.
+    ///
+    /// DIR/snapshots/TIME/, DIR/hosts/HOST/TIME/ and DIR/tags/TAG/TIME/ hold each snapshot's
+    /// files with their saved modes, owners, times and symlinks; each of these directories has
+    /// a `latest` symlink to its newest snapshot. TIME is the snapshot's local time, with its
+    /// short id appended where two read alike. `fusermount -u DIR` also ends it.
+    Mount(MountArgs),
     /// Check that every snapshot can be restored; report exactly what cannot.
     Check(CheckArgs),
     /// Copy snapshots into another repository, storing only what it lacks.
@@ -435,6 +442,23 @@ Example: cairn serve --listen 0.0.0.0:8000 --path /srv/backups --append-only --h
 /etc/cairn/htpasswd --tls-cert cert.pem --tls-key key.pem, then on a client: restic -r \
 rest:https://alice:PASSWORD@backup.example:8000/alice/laptop init. Make users with \
 `htpasswd -B FILE USER`. Each failed request is logged as one line on stderr.";
+
+#[derive(Args)]
+pub(crate) struct MountArgs {
+    /// The directory to mount at; it must exist.
+    #[arg(value_name = "DIR")]
+    pub(crate) dir: PathBuf,
+    #[command(flatten)]
+    pub(crate) filter: SnapshotFilterArgs,
+    /// The most decrypted data kept in memory for reading, in MiB.
+    #[arg(
+        long,
+        default_value_t = 64,
+        value_name = "MIB",
+        value_parser = clap::value_parser!(u64).range(8..=65536)
+    )]
+    pub(crate) cache_size: u64,
+}
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {

@@ -15,6 +15,7 @@ mod hostile;
 mod incremental;
 mod install;
 mod keys;
+mod mount;
 mod privacy;
 mod prune;
 mod recovery;

@@ -37,6 +37,12 @@ const LAYERS: &[(&str, Place)] = &[
     // The REST server: it stores opaque objects through the local backend and never sees a
     // key or a structure of the format.
     ("cairn-serve", Place::Layer(3, &["cairn-backend"])),
+    // The FUSE file system of `cairn mount`: it reads trees and data blobs through the
+    // repository's `BlobStore` and never sees a key, the index or a pack.
+    (
+        "cairn-mount",
+        Place::Layer(4, &["cairn-format", "cairn-repo"]),
+    ),
     (
         "cairn-engine",
         Place::Layer(4, &["cairn-format", "cairn-chunker", "cairn-repo"]),
@@ -53,6 +59,7 @@ const LAYERS: &[(&str, Place)] = &[
                 "cairn-repo",
                 "cairn-engine",
                 "cairn-serve",
+                "cairn-mount",
                 "cairn-report",
             ],
         ),

@@ -24,6 +24,7 @@ mod init;
 mod key;
 mod ls;
 pub(crate) mod man;
+mod mount;
 mod repair;
 mod restore;
 mod schedule;
@@ -43,6 +44,7 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
         Command::Diff(a) => diff::diff(&cli, a),
         Command::Find(a) => find::find(&cli, a),
         Command::Dump(a) => dump::dump(&cli, a),
+        Command::Mount(a) => mount::mount(&cli, a),
         Command::Check(a) => reported(&cli, "check", &a.run, a.json, |r| check::check(&cli, a, r)),
         Command::Forget(a) => reported(&cli, "forget", &a.run, a.gc.json, |r| {
             forget::forget(&cli, a, r)
