@@ -26,6 +26,7 @@ mod in_memory_tests;
 
 pub use archiver::{
     backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
+    EntryChange, EntryListener,
 };
 pub use check::{
     check, BadPack, CheckProgress, CheckReport, Damage, Detail, Loss, Problem, ReadData,
