@@ -96,15 +96,17 @@ pub(crate) struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true, help_heading = "Global options")]
     pub(crate) quiet: bool,
-    /// Say more: what was skipped and why.
+    /// Say more: what was skipped and why; `backup` lists each new (+), changed (M) and
+    /// deleted (-) path, and with -vv the unchanged ones too.
     #[arg(
         short,
         long,
         global = true,
         help_heading = "Global options",
-        conflicts_with = "quiet"
+        conflicts_with = "quiet",
+        action = clap::ArgAction::Count
     )]
-    pub(crate) verbose: bool,
+    pub(crate) verbose: u8,
     /// Take settings from the profile NAME.toml in $XDG_CONFIG_HOME/cairn, ~/.config/cairn or
     /// /etc/cairn (or from a path containing `/`). Repeatable: later profiles override earlier
     /// ones, and options on the command line override both. Runs of backup, forget, prune and

@@ -3,7 +3,7 @@
 use crate::args::{Cli, RestoreArgs};
 use crate::cmd::pick;
 use crate::open::{open, snapshots_of};
-use crate::output::with_progress;
+use crate::output::{with_progress, Count, Unit};
 use crate::{failed, invalid, output, time};
 use anyhow::Result;
 use cairn_engine::Filter;
@@ -98,13 +98,14 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     unmatched.map_or(Ok(0), Err)
 }
 
-fn progress_of(p: &cairn_engine::RestoreProgress) -> (u64, u64, u64, u64) {
-    (
-        p.files.load(Ordering::Relaxed),
-        p.total_files.load(Ordering::Relaxed),
-        p.bytes.load(Ordering::Relaxed),
-        p.total_bytes.load(Ordering::Relaxed),
-    )
+/// Bytes and files written, of the totals the plan gives (zero until execution starts, when
+/// the display spins).
+fn progress_of(p: &cairn_engine::RestoreProgress) -> Vec<Count> {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    vec![
+        Count::of(Unit::Bytes, load(&p.bytes), Some(load(&p.total_bytes))),
+        Count::of(Unit::Files, load(&p.files), Some(load(&p.total_files))),
+    ]
 }
 
 /// The `--include` patterns that match no planned path, quoted and joined.
