@@ -479,6 +479,9 @@ pub(crate) struct RepairIndexArgs {
     /// backup stores them again.
     #[arg(long)]
     pub(crate) read_data: bool,
+    /// Print a JSON report of the counts.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -567,6 +570,9 @@ pub(crate) struct InitArgs {
     /// Average chunk size in KiB (a power of two); min is half of it, max eight times.
     #[arg(long, default_value_t = 1024, value_name = "KIB", value_parser = values::chunk_size)]
     pub(crate) chunk_size: u32,
+    /// Print a JSON report: where, the repository id, chunk and pack sizes, compression.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -679,6 +685,10 @@ pub(crate) struct RestoreArgs {
     /// snapshot into one directory leaves exactly the differential's files.
     #[arg(long, conflicts_with_all = ["include", "exclude"])]
     pub(crate) delete: bool,
+    /// Print a JSON report of what was restored (with --dry-run, what would be) instead of
+    /// the summary; the paths are not listed.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -745,6 +755,10 @@ pub(crate) struct DumpArgs {
     /// Write to FILE instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Print a JSON report of what was written; needs --output, since on stdout the report
+    /// would mix with the content.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
