@@ -166,27 +166,32 @@ impl Progress {
         let result = std::thread::scope(|s| {
             s.spawn(|| {
                 let mut shown: Option<Unit> = None;
+                let mut shown_length = 0;
                 while !done.load(Ordering::Relaxed) {
                     let f = frame(&read());
-                    match f.bar {
-                        Some((position, length, unit)) => {
-                            if shown != Some(unit) {
-                                bar.set_style(style(unit));
-                                bar.reset_eta();
-                                shown = Some(unit);
-                            }
-                            bar.set_length(length);
-                            bar.set_position(position);
-                        }
-                        None => {
-                            if shown.is_some() {
-                                bar.set_style(spinner.clone());
-                                shown = None;
-                            }
-                            bar.tick();
-                        }
+                    // Style, message, then position: each setter may redraw, and a bar drawn
+                    // a step behind its counts is better than one ahead of them.
+                    let unit = f.bar.map(|(_, _, unit)| unit);
+                    if unit != shown {
+                        bar.set_style(unit.map_or_else(|| spinner.clone(), style));
                     }
                     bar.set_message(f.message);
+                    match f.bar {
+                        Some((position, length, _)) => {
+                            bar.set_position(position);
+                            if length != shown_length {
+                                bar.set_length(length);
+                                shown_length = length;
+                            }
+                            if unit != shown {
+                                // The rate and ETA count from here, not from the spinner's
+                                // zero, which would make the first step look instant.
+                                bar.reset_eta();
+                            }
+                        }
+                        None => bar.tick(),
+                    }
+                    shown = unit;
                     std::thread::sleep(Duration::from_millis(100));
                 }
             });

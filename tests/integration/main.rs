@@ -14,6 +14,7 @@ mod hostile;
 mod incremental;
 mod install;
 mod keys;
+mod output;
 mod privacy;
 mod prune;
 mod recovery;
