@@ -488,7 +488,10 @@ mod tests {
         assert!(e.contains("not a list"), "{e}");
         // `verbose` counts: a bool or how many times.
         let ok = parse(&root, p, "[global]\nverbose = 2\n").unwrap();
-        assert_eq!(arguments(find_arg(&root, "verbose").unwrap(), &ok[0].value), ["--verbose", "--verbose"]);
+        assert_eq!(
+            arguments(find_arg(&root, "verbose").unwrap(), &ok[0].value),
+            ["--verbose", "--verbose"]
+        );
         assert!(parse(&root, p, "[global]\nverbose = true\n").is_ok());
         let e = err("[global]\nverbose = \"yes\"\n");
         assert!(e.contains("expected true, false or a count"), "{e}");

@@ -210,13 +210,22 @@ fn restore_init_dump_and_repair_report_json() {
 
     let target = t.join("restore");
     let args = |extra: &[&str]| {
-        let mut v = vec!["restore", &snap, "--target", target.to_str().unwrap(), "--json"];
+        let mut v = vec![
+            "restore",
+            &snap,
+            "--target",
+            target.to_str().unwrap(),
+            "--json",
+        ];
         v.extend(extra);
         v.into_iter().map(String::from).collect::<Vec<_>>()
     };
     let dry = t.ok(args(&["--dry-run"])).json();
     assert_eq!(dry["dry_run"], true);
-    assert_eq!((num(&dry, "files"), num(&dry, "bytes")), (3, big.len() as u64 + 6));
+    assert_eq!(
+        (num(&dry, "files"), num(&dry, "bytes")),
+        (3, big.len() as u64 + 6)
+    );
     assert!(!target.exists(), "a dry run writes nothing");
     let run = t.ok(args(&["--verify"]));
     let doc = run.json();
@@ -277,7 +286,10 @@ fn restore_init_dump_and_repair_report_json() {
     // repair index: every pack in the repository indexed again.
     let packs = files_below(&t.repo().join("data")).len() as u64;
     let doc = t.ok(["repair", "index", "--json"]).json();
-    assert_eq!((num(&doc, "packs"), num(&doc, "packs_indexed")), (packs, packs));
+    assert_eq!(
+        (num(&doc, "packs"), num(&doc, "packs_indexed")),
+        (packs, packs)
+    );
     assert!(num(&doc, "index_files_written") >= 1, "{doc}");
     assert_eq!(doc["packs_unreadable"], serde_json::json!([]));
     t.check();
@@ -326,7 +338,10 @@ fn progress_on_a_terminal_never_shows_an_unknown_total() {
     ] {
         let shown = on_terminal(&t, &args);
         // indicatif clears its line before each redraw: the display was there to look at.
-        assert!(shown.contains("\x1b[2K"), "{args}: no progress shown: {shown:?}");
+        assert!(
+            shown.contains("\x1b[2K"),
+            "{args}: no progress shown: {shown:?}"
+        );
         assert!(!shown.contains("0 B/0 B"), "{args}: {shown:?}");
         assert!(!shown.contains("0/0 "), "{args}: {shown:?}");
     }

@@ -455,7 +455,11 @@ impl Ctx<'_> {
         self.tell(path, node, EntryChange::Deleted);
         if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
             check_depth(depth, path)?;
-            for child in self.load_parent(Some(sub))?.into_iter().flat_map(|t| t.nodes) {
+            for child in self
+                .load_parent(Some(sub))?
+                .into_iter()
+                .flat_map(|t| t.nodes)
+            {
                 let below = path.join(OsStr::from_bytes(&child.name));
                 self.list_deleted(&child, &below, depth + 1)?;
             }

@@ -317,12 +317,19 @@ fn the_listener_hears_each_entry_as_the_summary_counts_it() {
     assert_eq!(seen, want);
     let files = |c| {
         seen.iter()
-            .filter(|(p, x)| *x == c && !["", "big", "nothing", "nothing/here", "link"].contains(&p.as_str()))
+            .filter(|(p, x)| {
+                *x == c && !["", "big", "nothing", "nothing/here", "link"].contains(&p.as_str())
+            })
             .count() as u64
     };
     let s = &second.snapshot.summary;
     assert_eq!(
-        (s.files_new, s.files_changed, s.files_unchanged, s.files_deleted),
+        (
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.files_deleted
+        ),
         (files(New), files(Changed), files(Unchanged), files(Deleted))
     );
 }

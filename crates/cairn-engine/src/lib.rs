@@ -25,8 +25,8 @@ mod walk;
 mod in_memory_tests;
 
 pub use archiver::{
-    backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
-    EntryChange, EntryListener,
+    backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress, EntryChange,
+    EntryListener,
 };
 pub use check::{
     check, BadPack, CheckProgress, CheckReport, Damage, Detail, Loss, Problem, ReadData,

@@ -90,8 +90,16 @@ pub(crate) fn backup(cli: &Cli, a: &BackupArgs, r: &mut Run) -> Result<u8> {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let known = p.estimated.load(Ordering::Relaxed);
         vec![
-            Count::of(Unit::Bytes, load(&p.bytes), known.then(|| load(&p.total_bytes))),
-            Count::of(Unit::Files, load(&p.files), known.then(|| load(&p.total_files))),
+            Count::of(
+                Unit::Bytes,
+                load(&p.bytes),
+                known.then(|| load(&p.total_bytes)),
+            ),
+            Count::of(
+                Unit::Files,
+                load(&p.files),
+                known.then(|| load(&p.total_files)),
+            ),
         ]
     };
     let outcome = display.run(read, || {

@@ -40,7 +40,11 @@ fn execute(cli: &Cli, a: &CheckArgs, repo: &Repository, to_read: ReadData) -> Re
         let p = &progress;
         let to_read = p.packs_to_read.load(Ordering::Relaxed);
         vec![
-            Count::of(Unit::Packs, p.packs_read.load(Ordering::Relaxed), Some(to_read)),
+            Count::of(
+                Unit::Packs,
+                p.packs_read.load(Ordering::Relaxed),
+                Some(to_read),
+            ),
             Count::of(Unit::Bytes, p.bytes_read.load(Ordering::Relaxed), None),
         ]
     };

@@ -2,8 +2,8 @@
 
 use crate::args::{ArchiveArg, Cli, DumpArgs};
 use crate::cmd::{pick, snapshot_and_path};
-use crate::{invalid, time};
 use crate::open::{open, snapshots_of};
+use crate::{invalid, time};
 use anyhow::Context;
 use anyhow::Result;
 use cairn_format::tree::NodeKind;
