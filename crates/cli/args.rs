@@ -96,15 +96,17 @@ pub(crate) struct Cli {
     /// Print only errors.
     #[arg(short, long, global = true, help_heading = "Global options")]
     pub(crate) quiet: bool,
-    /// Say more: what was skipped and why.
+    /// Say more: what was skipped and why; `backup` lists each new (+), changed (M) and
+    /// deleted (-) path, and with -vv the unchanged ones too.
     #[arg(
         short,
         long,
         global = true,
         help_heading = "Global options",
-        conflicts_with = "quiet"
+        conflicts_with = "quiet",
+        action = clap::ArgAction::Count
     )]
-    pub(crate) verbose: bool,
+    pub(crate) verbose: u8,
     /// Take settings from the profile NAME.toml in $XDG_CONFIG_HOME/cairn, ~/.config/cairn or
     /// /etc/cairn (or from a path containing `/`). Repeatable: later profiles override earlier
     /// ones, and options on the command line override both. Runs of backup, forget, prune and
@@ -514,6 +516,9 @@ pub(crate) struct RepairIndexArgs {
     /// backup stores them again.
     #[arg(long)]
     pub(crate) read_data: bool,
+    /// Print a JSON report of the counts.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -602,6 +607,9 @@ pub(crate) struct InitArgs {
     /// Average chunk size in KiB (a power of two); min is half of it, max eight times.
     #[arg(long, default_value_t = 1024, value_name = "KIB", value_parser = values::chunk_size)]
     pub(crate) chunk_size: u32,
+    /// Print a JSON report: where, the repository id, chunk and pack sizes, compression.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -757,6 +765,10 @@ pub(crate) struct RestoreArgs {
     /// snapshot into one directory leaves exactly the differential's files.
     #[arg(long, conflicts_with_all = ["include", "exclude"])]
     pub(crate) delete: bool,
+    /// Print a JSON report of what was restored (with --dry-run, what would be) instead of
+    /// the summary; the paths are not listed.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]
@@ -823,6 +835,10 @@ pub(crate) struct DumpArgs {
     /// Write to FILE instead of stdout.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub(crate) output: Option<PathBuf>,
+    /// Print a JSON report of what was written; needs --output, since on stdout the report
+    /// would mix with the content.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Args)]

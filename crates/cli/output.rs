@@ -53,41 +53,165 @@ pub fn show_progress(quiet: bool) -> bool {
     !quiet && std::io::stderr().is_terminal()
 }
 
-/// Runs `work` while a progress bar, fed by `read` (files done, files in all, bytes done, bytes
-/// in all), is redrawn on its own thread.
+/// What a progress display counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Bytes,
+    Files,
+    Packs,
+}
+
+/// One count of a progress display: how much is done, and of how much once that is known.
+#[derive(Clone, Copy, Debug)]
+pub struct Count {
+    pub unit: Unit,
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+impl Count {
+    pub fn of(unit: Unit, done: u64, total: Option<u64>) -> Count {
+        Count { unit, done, total }
+    }
+
+    /// `3/10 files`, `1.00 MiB/4.00 MiB`, or without a total `3 files`.
+    fn show(&self) -> String {
+        let n = |v: u64| match self.unit {
+            Unit::Bytes => bytes(v),
+            _ => v.to_string(),
+        };
+        let text = match self.total {
+            Some(t) => format!("{}/{}", n(self.done), n(t.max(self.done))),
+            None => n(self.done),
+        };
+        match self.unit {
+            Unit::Bytes => text,
+            Unit::Files => format!("{text} files"),
+            Unit::Packs => format!("{text} packs"),
+        }
+    }
+}
+
+/// One redraw: a bar (position, length, counted in bytes or not) when some count has a total
+/// that is known and not zero, else a spinner; and the counts as text.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub bar: Option<(u64, u64, Unit)>,
+    pub message: String,
+}
+
+/// The bar follows the first count with a real total; a total of zero is no total, so that a
+/// bar is never drawn full at `0 B/0 B` before anything is known, or for nothing to do.
+pub fn frame(counts: &[Count]) -> Frame {
+    let bar = counts
+        .iter()
+        .find(|c| c.total.is_some_and(|t| t > 0))
+        .map(|c| (c.done, c.total.unwrap_or(0).max(c.done), c.unit));
+    let message = counts
+        .iter()
+        .map(|c| match c.total {
+            Some(0) => Count { total: None, ..*c }.show(),
+            _ => c.show(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Frame { bar, message }
+}
+
+/// A progress display on stderr, redrawn on a thread of its own while work runs; inert when
+/// not enabled. Cloning it gives another handle on the same display.
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    verb: &'static str,
+}
+
+impl Progress {
+    pub fn new(enabled: bool, verb: &'static str) -> Progress {
+        let bar = enabled.then(ProgressBar::no_length);
+        Progress { bar, verb }
+    }
+
+    /// Runs `f` with the display taken off the screen, so that lines it prints do not mix with
+    /// the bar.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    /// Runs `work` while the display shows the counts `read` gives, every 100 ms.
+    pub fn run<T>(&self, read: impl Fn() -> Vec<Count> + Sync, work: impl FnOnce() -> T) -> T {
+        let Some(bar) = &self.bar else {
+            return work();
+        };
+        let verb = self.verb;
+        let spinner = ProgressStyle::with_template(&format!("{{spinner}} {verb} {{msg}}"))
+            .expect("a valid template");
+        let style = |unit: Unit| {
+            let rate = if unit == Unit::Bytes {
+                " {binary_bytes_per_sec}"
+            } else {
+                ""
+            };
+            ProgressStyle::with_template(&format!(
+                "{verb} {{msg}}{rate} [{{wide_bar}}] ETA {{eta}}"
+            ))
+            .expect("a valid template")
+            .progress_chars("=> ")
+        };
+        bar.set_style(spinner.clone());
+        let done = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut shown: Option<Unit> = None;
+                let mut shown_length = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let f = frame(&read());
+                    // Style, message, then position: each setter may redraw, and a bar drawn
+                    // a step behind its counts is better than one ahead of them.
+                    let unit = f.bar.map(|(_, _, unit)| unit);
+                    if unit != shown {
+                        bar.set_style(unit.map_or_else(|| spinner.clone(), style));
+                    }
+                    bar.set_message(f.message);
+                    match f.bar {
+                        Some((position, length, _)) => {
+                            bar.set_position(position);
+                            if length != shown_length {
+                                bar.set_length(length);
+                                shown_length = length;
+                            }
+                            if unit != shown {
+                                // The rate and ETA count from here, not from the spinner's
+                                // zero, which would make the first step look instant.
+                                bar.reset_eta();
+                            }
+                        }
+                        None => bar.tick(),
+                    }
+                    shown = unit;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            let result = work();
+            done.store(true, Ordering::Relaxed);
+            result
+        });
+        bar.finish_and_clear();
+        result
+    }
+}
+
+/// Runs `work` while a progress display (when `enabled`) shows the counts `read` gives.
 pub fn with_progress<T>(
     enabled: bool,
-    verb: &str,
-    read: impl Fn() -> (u64, u64, u64, u64) + Sync,
+    verb: &'static str,
+    read: impl Fn() -> Vec<Count> + Sync,
     work: impl FnOnce() -> T,
 ) -> T {
-    if !enabled {
-        return work();
-    }
-    let bar = ProgressBar::new(0);
-    let template = format!("{verb} {{msg}} {{bytes}}/{{total_bytes}} {{binary_bytes_per_sec}} [{{wide_bar}}] ETA {{eta}}");
-    bar.set_style(
-        ProgressStyle::with_template(&template)
-            .unwrap()
-            .progress_chars("=> "),
-    );
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                let (files, total_files, bytes, total_bytes) = read();
-                bar.set_length(total_bytes.max(bytes));
-                bar.set_position(bytes);
-                bar.set_message(format!("{files}/{total_files} files"));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        });
-        let result = work();
-        done.store(true, Ordering::Relaxed);
-        result
-    });
-    bar.finish_and_clear();
-    result
+    Progress::new(enabled, verb).run(read, work)
 }
 
 /// A path as printed to stdout: its bytes as they are for a pipe (scripts get the exact name),
@@ -125,6 +249,38 @@ pub fn escape_controls(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{frame, Count, Unit};
+
+    /// Regression: the bar was drawn full at "0 B/0 B, ETA 0s" before the totals were known,
+    /// and for check, which counts packs, always.
+    #[test]
+    fn a_bar_needs_a_real_total() {
+        let f = frame(&[
+            Count::of(Unit::Bytes, 0, None),
+            Count::of(Unit::Files, 0, None),
+        ]);
+        assert_eq!(f.bar, None);
+        assert_eq!(f.message, "0 B, 0 files");
+        let f = frame(&[
+            Count::of(Unit::Bytes, 0, Some(0)),
+            Count::of(Unit::Files, 0, Some(3)),
+        ]);
+        assert_eq!(f.bar, Some((0, 3, Unit::Files)));
+        assert_eq!(f.message, "0 B, 0/3 files");
+        let f = frame(&[
+            Count::of(Unit::Bytes, 2048, Some(4096)),
+            Count::of(Unit::Files, 1, Some(3)),
+        ]);
+        assert_eq!(f.bar, Some((2048, 4096, Unit::Bytes)));
+        assert_eq!(f.message, "2.00 KiB/4.00 KiB, 1/3 files");
+        // A count past its total (a file that grew) stretches the total.
+        let f = frame(&[Count::of(Unit::Packs, 5, Some(4))]);
+        assert_eq!(f.bar, Some((5, 5, Unit::Packs)));
+        assert_eq!(f.message, "5/5 packs");
+        let f = frame(&[Count::of(Unit::Packs, 0, Some(0))]);
+        assert_eq!((f.bar, f.message.as_str()), (None, "0 packs"));
+    }
+
     #[test]
     fn control_characters_are_escaped() {
         let name = b"a\nb\x1b[31mred\x7f\xff\tz";

@@ -263,6 +263,14 @@ fn convert(arg: &Arg, value: toml::Value) -> Result<Value, String> {
             "expected true or false, found {}",
             other.type_str()
         )),
+        (ArgAction::Count, toml::Value::Boolean(b)) => Ok(Value::Flag(b)),
+        (ArgAction::Count, toml::Value::Integer(n)) => u8::try_from(n)
+            .map(Value::Times)
+            .map_err(|_| format!("expected true, false or a count from 0 to 255, found {n}")),
+        (ArgAction::Count, other) => Err(format!(
+            "expected true, false or a count like 2, found {}",
+            other.type_str()
+        )),
         (_, toml::Value::Array(items)) if takes_many(arg) => Ok(Value::Many(
             items.into_iter().map(scalar).collect::<Result<_, _>>()?,
         )),
@@ -278,6 +286,7 @@ fn arguments(arg: &Arg, value: &Value) -> Vec<String> {
     match value {
         Value::Flag(true) => vec![long],
         Value::Flag(false) => Vec::new(),
+        Value::Times(n) => vec![long; usize::from(*n)],
         _ if arg.is_positional() => value.strings(),
         _ => value
             .strings()
@@ -404,6 +413,8 @@ fn outside_profiles(matches: &ArgMatches) -> Vec<(String, String, String)> {
         let values: Vec<String> = raw.map(|v| v.to_string_lossy().into_owned()).collect();
         let value = if matches!(arg.get_action(), ArgAction::SetTrue) {
             "true".into()
+        } else if matches!(arg.get_action(), ArgAction::Count) {
+            matches.get_count(id).to_string()
         } else {
             values.join(" ")
         };
@@ -475,5 +486,16 @@ mod tests {
         assert!(e.contains("section"), "{e}");
         let e = err("[check]\nread-data-subset = [\"1/7\"]\n");
         assert!(e.contains("not a list"), "{e}");
+        // `verbose` counts: a bool or how many times.
+        let ok = parse(&root, p, "[global]\nverbose = 2\n").unwrap();
+        assert_eq!(
+            arguments(find_arg(&root, "verbose").unwrap(), &ok[0].value),
+            ["--verbose", "--verbose"]
+        );
+        assert!(parse(&root, p, "[global]\nverbose = true\n").is_ok());
+        let e = err("[global]\nverbose = \"yes\"\n");
+        assert!(e.contains("expected true, false or a count"), "{e}");
+        let e = err("[global]\nverbose = 300\n");
+        assert!(e.contains("0 to 255"), "{e}");
     }
 }

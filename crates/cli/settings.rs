@@ -20,6 +20,8 @@ pub(crate) struct Setting {
 #[derive(Clone)]
 pub(crate) enum Value {
     Flag(bool),
+    /// A flag given this many times (`verbose = 2` is `-vv`).
+    Times(u8),
     One(String),
     Many(Vec<String>),
 }
@@ -28,6 +30,7 @@ impl Value {
     pub(crate) fn strings(&self) -> Vec<String> {
         match self {
             Value::Flag(b) => vec![b.to_string()],
+            Value::Times(n) => vec![n.to_string()],
             Value::One(v) => vec![v.clone()],
             Value::Many(v) => v.clone(),
         }

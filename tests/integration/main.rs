@@ -16,6 +16,7 @@ mod incremental;
 mod install;
 mod keys;
 mod mount;
+mod output;
 mod privacy;
 mod prune;
 mod recovery;

@@ -56,7 +56,7 @@ pub struct BackupOptions {
     pub program: Vec<u8>,
 }
 
-/// Counters a progress display reads while a backup runs.
+/// Counters a progress display reads while a backup runs, and who to tell about each entry.
 #[derive(Default)]
 pub struct BackupProgress {
     pub files: AtomicU64,
@@ -66,6 +66,28 @@ pub struct BackupProgress {
     pub total_files: AtomicU64,
     pub total_bytes: AtomicU64,
     pub estimated: std::sync::atomic::AtomicBool,
+    /// Called for every entry stored (with how it compares with the parent snapshot) and for
+    /// every entry of the parent that is gone, from the archiver's worker threads, so in no
+    /// particular order. Entries that could not be read are in the outcome's `skipped` instead.
+    pub on_entry: Option<Box<EntryListener>>,
+}
+
+/// Told the path, type and change of one entry as a backup passes it.
+pub type EntryListener = dyn Fn(&Path, NodeKind, EntryChange) + Send + Sync;
+
+/// How an entry of a backup compares with the same path in the parent snapshot. A file counts
+/// as its summary counts it (`files_new`, `files_changed`, ...): changed when it was read again
+/// because its size, mtime, ctime or inode differ. Other entries are changed when their own
+/// metadata or target is; a directory's mtime is left out, since it moves with every entry
+/// added or removed, which are listed themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryChange {
+    /// Not in the parent snapshot (or there as another type).
+    New,
+    Changed,
+    Unchanged,
+    /// In the parent snapshot, gone from the source; below a gone directory, every entry.
+    Deleted,
 }
 
 pub struct BackupOutcome {
@@ -314,6 +336,7 @@ impl Ctx<'_> {
                 BackupScope::Partial(grand) => match self.list_dir(dir, name, &child) {
                     Ok((mut node, sub_dir)) => {
                         self.dirs.fetch_add(1, Ordering::Relaxed);
+                        self.tell(&child, &node, entry_change(&node, parent_node));
                         let sub_parent = parent_node.and_then(|n| n.subtree);
                         node.subtree =
                             Some(self.partial(&child, sub_dir.as_fd(), grand, sub_parent)?);
@@ -399,7 +422,11 @@ impl Ctx<'_> {
                 .iter()
                 .filter(|n| !present.contains(n.name.as_slice()))
             {
-                self.count_deleted(gone, &path.join(OsStr::from_bytes(&gone.name)))?;
+                let gone_path = path.join(OsStr::from_bytes(&gone.name));
+                self.count_deleted(gone, &gone_path)?;
+                if self.progress.on_entry.is_some() {
+                    self.list_deleted(gone, &gone_path, depth_of(&gone_path))?;
+                }
             }
         }
         let tree = Tree {
@@ -412,6 +439,32 @@ impl Ctx<'_> {
             .save_tree(&tree)
             .map_err(|e| Error::new(e.kind, format!("{}: {e}", path.display())))?;
         Ok(saved.0)
+    }
+
+    /// Tells the caller's listener, if any, about the entry `node` at `path`.
+    fn tell(&self, path: &Path, node: &Node, change: EntryChange) {
+        if let Some(listener) = &self.progress.on_entry {
+            listener(path, node.kind, change);
+        }
+    }
+
+    /// Tells the listener about `node`, at `path`, gone since the parent snapshot, and about
+    /// everything below it. Only run for a listener: unlike the count, it cannot be memoized,
+    /// and walks every path to a subtree as `diff` does.
+    fn list_deleted(&self, node: &Node, path: &Path, depth: usize) -> Result<()> {
+        self.tell(path, node, EntryChange::Deleted);
+        if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+            check_depth(depth, path)?;
+            for child in self
+                .load_parent(Some(sub))?
+                .into_iter()
+                .flat_map(|t| t.nodes)
+            {
+                let below = path.join(OsStr::from_bytes(&child.name));
+                self.list_deleted(&child, &below, depth + 1)?;
+            }
+        }
+        Ok(())
     }
 
     /// Counts the files of `node`, at `path`, gone since the parent snapshot.
@@ -487,6 +540,7 @@ impl Ctx<'_> {
             }
             NodeKind::Dir => {
                 self.dirs.fetch_add(1, Ordering::Relaxed);
+                self.tell(path, &node, entry_change(&node, parent));
                 let sub = if self.opts.one_file_system && node.dev != dir_dev {
                     self.repo.save_tree(&Tree::default())?.0
                 } else {
@@ -505,14 +559,14 @@ impl Ctx<'_> {
                 node.subtree = Some(sub);
             }
             NodeKind::File => match self.file(dir, &mut node, parent) {
-                Ok(()) => {}
+                Ok(change) => self.tell(path, &node, change),
                 Err(Failure::Source(e)) => {
                     self.skip(path, &e);
                     return Ok(None);
                 }
                 Err(Failure::Repo(e)) => return Err(e),
             },
-            _ => {}
+            _ => self.tell(path, &node, entry_change(&node, parent)),
         }
         Ok(Some(node))
     }
@@ -522,7 +576,7 @@ impl Ctx<'_> {
         dir: BorrowedFd<'_>,
         node: &mut Node,
         parent: Option<&Node>,
-    ) -> std::result::Result<(), Failure> {
+    ) -> std::result::Result<EntryChange, Failure> {
         let parent = parent.filter(|p| p.kind == NodeKind::File);
         let unchanged = match parent {
             Some(p)
@@ -568,7 +622,11 @@ impl Ctx<'_> {
         if unchanged {
             self.progress.bytes.fetch_add(node.size, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(match (unchanged, parent) {
+            (true, _) => EntryChange::Unchanged,
+            (false, Some(_)) => EntryChange::Changed,
+            (false, None) => EntryChange::New,
+        })
     }
 
     fn all_stored(&self, content: &[DataId]) -> Result<bool> {
@@ -641,6 +699,26 @@ impl Ctx<'_> {
         }
         self.bytes_read.fetch_add(total, Ordering::Relaxed);
         Ok((content, total))
+    }
+}
+
+/// How `node`, an entry other than a file, compares with `parent`, its namesake in the parent
+/// snapshot (files are judged by `Ctx::file`, which knows whether it read them).
+fn entry_change(node: &Node, parent: Option<&Node>) -> EntryChange {
+    let Some(p) = parent.filter(|p| p.kind == node.kind) else {
+        return EntryChange::New;
+    };
+    let same = p.mode == node.mode
+        && p.uid == node.uid
+        && p.gid == node.gid
+        && p.xattrs == node.xattrs
+        && p.target == node.target
+        && p.rdev == node.rdev
+        && (node.kind == NodeKind::Dir || p.mtime == node.mtime);
+    if same {
+        EntryChange::Unchanged
+    } else {
+        EntryChange::Changed
     }
 }
 

@@ -297,3 +297,104 @@ fn copy_renames_every_blob_and_learns_from_earlier_copies() {
     assert_eq!(again.snapshot.parent, Some(copied.id));
     assert_eq!(target.data_blobs(), source.data_blobs());
 }
+
+/// Backs up `src` as `back_up` does, and returns what the listener was told, below the source
+/// root, sorted: (path relative to the root, change).
+fn listed_changes(
+    store: &MemStore,
+    src: &SourceTree,
+    parent: Option<&BackupOutcome>,
+) -> (BackupOutcome, Vec<(String, crate::EntryChange)>) {
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let root = src.root();
+    let progress = BackupProgress {
+        on_entry: Some(Box::new(move |path, _, change| {
+            if let Ok(rel) = path.strip_prefix(&root) {
+                let rel = rel.to_string_lossy().into_owned();
+                sink.lock().unwrap().push((rel, change));
+            }
+        })),
+        ..BackupProgress::default()
+    };
+    let opts = BackupOptions {
+        paths: vec![src.root()],
+        exclude: no_filter(),
+        one_file_system: false,
+        host: b"host".to_vec(),
+        user: b"user".to_vec(),
+        tags: Vec::new(),
+        time_ns: 1,
+        kind: Kind::Incremental,
+        parent: parent.map(|p| (p.id, p.snapshot.clone())),
+        program: b"test".to_vec(),
+    };
+    let outcome = backup(store, &opts, &progress).expect("backup in memory");
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    (outcome, seen)
+}
+
+#[test]
+fn the_listener_hears_each_entry_as_the_summary_counts_it() {
+    use crate::EntryChange::{Changed, Deleted, New, Unchanged};
+    let (store, src) = (MemStore::default(), sample());
+    let (first, seen) = listed_changes(&store, &src, None);
+    assert!(seen.iter().all(|(_, c)| *c == New), "{seen:?}");
+    let names: Vec<&str> = seen.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "",
+            "a.txt",
+            "big",
+            "big/again.bin",
+            "big/one.bin",
+            "big/two.bin",
+            "empty",
+            "link",
+            "nothing",
+            "nothing/here"
+        ]
+    );
+
+    src.file("a.txt", b"alpha, longer")
+        .remove("big/two.bin")
+        .remove("nothing")
+        .file("new.txt", b"new");
+    let (second, seen) = listed_changes(&store, &src, Some(&first));
+    let want = [
+        ("", Unchanged),
+        ("a.txt", Changed),
+        ("big", Unchanged),
+        ("big/again.bin", Unchanged),
+        ("big/one.bin", Unchanged),
+        ("big/two.bin", Deleted),
+        ("empty", Unchanged),
+        ("link", Unchanged),
+        ("new.txt", New),
+        ("nothing", Deleted),
+        ("nothing/here", Deleted),
+    ];
+    let want: Vec<(String, crate::EntryChange)> =
+        want.iter().map(|(p, c)| (p.to_string(), *c)).collect();
+    assert_eq!(seen, want);
+    let files = |c| {
+        seen.iter()
+            .filter(|(p, x)| {
+                *x == c && !["", "big", "nothing", "nothing/here", "link"].contains(&p.as_str())
+            })
+            .count() as u64
+    };
+    let s = &second.snapshot.summary;
+    assert_eq!(
+        (
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            s.files_deleted
+        ),
+        (files(New), files(Changed), files(Unchanged), files(Deleted))
+    );
+}

@@ -27,7 +27,8 @@ mod walk;
 mod in_memory_tests;
 
 pub use archiver::{
-    backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress,
+    backup, estimate, normalize_sources, BackupOptions, BackupOutcome, BackupProgress, EntryChange,
+    EntryListener,
 };
 pub use check::{
     check, BadPack, CheckProgress, CheckReport, Damage, Detail, Loss, Problem, ReadData,

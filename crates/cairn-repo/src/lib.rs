@@ -102,9 +102,10 @@ impl Default for InitOptions {
     }
 }
 
-/// Creates a new repository: its layout, `config` and a first key file. Refuses, touching
-/// nothing, when a config already exists.
-pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Result<()> {
+/// Creates a new repository: its layout, `config` and a first key file, and returns the config
+/// written (its id and chunking, for the caller to report). Refuses, touching nothing, when a
+/// config already exists.
+pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Result<Config> {
     if !backend.list(FileType::Config)?.is_empty() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -136,7 +137,7 @@ pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Resul
     let mut file = config::encode_preamble(FORMAT_VERSION);
     file.extend(cairn_crypto::seal(&keys.meta, ad::CONFIG, &config.encode()));
     backend.create(FileType::Config, "config", &file)?;
-    Ok(())
+    Ok(config)
 }
 
 /// How to open a repository.

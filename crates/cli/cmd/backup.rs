@@ -2,13 +2,14 @@
 
 use crate::args::{BackupArgs, BetweenArg, Cli, KindArg};
 use crate::open::{hostname, open_with, username};
-use crate::output::with_progress;
+use crate::output::{Count, Progress, Unit};
 use crate::report::Run;
 use crate::{exit, invalid, output, time};
 use anyhow::Result;
 use cairn_engine::Filter;
 use cairn_format::snapshot::Kind;
 use serde_json::json;
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::Ordering;
 
@@ -76,18 +77,32 @@ pub(crate) fn backup(cli: &Cli, a: &BackupArgs, r: &mut Run) -> Result<u8> {
     let sources = cairn_engine::normalize_sources(&present)?;
     let repo = open_with(cli, a.dry_run, true)?;
     let (opts, why) = plan(&repo, a, time_ns, sources, exclude)?;
-    let progress = cairn_engine::BackupProgress::default();
     let show = output::show_progress(cli.quiet || a.json);
+    let display = Progress::new(show, "backup");
+    let progress = cairn_engine::BackupProgress {
+        on_entry: (cli.verbose > 0).then(|| lister(cli.verbose, a.json, display.clone())),
+        ..Default::default()
+    };
+    // The totals are the estimate's, once it has walked everything: until then they are
+    // partial, and the display spins.
     let read = || {
         let p = &progress;
-        (
-            p.files.load(Ordering::Relaxed),
-            p.total_files.load(Ordering::Relaxed),
-            p.bytes.load(Ordering::Relaxed),
-            p.total_bytes.load(Ordering::Relaxed),
-        )
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let known = p.estimated.load(Ordering::Relaxed);
+        vec![
+            Count::of(
+                Unit::Bytes,
+                load(&p.bytes),
+                known.then(|| load(&p.total_bytes)),
+            ),
+            Count::of(
+                Unit::Files,
+                load(&p.files),
+                known.then(|| load(&p.total_files)),
+            ),
+        ]
     };
-    let outcome = with_progress(show, "backup", read, || {
+    let outcome = display.run(read, || {
         std::thread::scope(|s| {
             if show {
                 s.spawn(|| {
@@ -112,6 +127,43 @@ pub(crate) fn backup(cli: &Cli, a: &BackupArgs, r: &mut Run) -> Result<u8> {
     r.add(json_report(a, &opts, &outcome, raw_added, &why));
     let incomplete = !outcome.skipped.is_empty() || present.len() < a.sources.len();
     Ok(if incomplete { exit::INCOMPLETE } else { 0 })
+}
+
+/// What `-v` prints of each entry, as the archiver passes it: `+ PATH` new, `M PATH` changed,
+/// `- PATH` deleted (against the parent snapshot) and, with `-vv`, `  PATH` unchanged; with
+/// `--json`, one object per line. Lines come in the order the workers finish, not sorted.
+fn lister(level: u8, json: bool, display: Progress) -> Box<cairn_engine::EntryListener> {
+    use cairn_engine::EntryChange as C;
+    Box::new(move |path, kind, change| {
+        if change == C::Unchanged && level < 2 {
+            return;
+        }
+        let line = if json {
+            let doc = json!({
+                "path": path.to_string_lossy(),
+                "change": match change {
+                    C::New => "new",
+                    C::Changed => "changed",
+                    C::Unchanged => "unchanged",
+                    C::Deleted => "deleted",
+                },
+                "type": format!("{kind:?}").to_lowercase(),
+            });
+            format!("{doc}\n").into_bytes()
+        } else {
+            let mark: &[u8] = match change {
+                C::New => b"+ ",
+                C::Changed => b"M ",
+                C::Unchanged => b"  ",
+                C::Deleted => b"- ",
+            };
+            [mark, &output::path(path), b"\n"].concat()
+        };
+        // A listing cut short (stdout closed by `| head`) must not stop the backup.
+        display.suspend(|| {
+            let _ = std::io::stdout().lock().write_all(&line);
+        });
+    })
 }
 
 /// The backup's options: its host, kind (and why that kind), and the parent it compares with.

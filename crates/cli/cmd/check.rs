@@ -2,7 +2,7 @@
 
 use crate::args::{CheckArgs, Cli};
 use crate::open::open;
-use crate::output::with_progress;
+use crate::output::{with_progress, Count, Unit};
 use crate::report::Run;
 use crate::{failed, output, time};
 use anyhow::Result;
@@ -38,12 +38,15 @@ fn execute(cli: &Cli, a: &CheckArgs, repo: &Repository, to_read: ReadData) -> Re
     let progress = CheckProgress::default();
     let read = || {
         let p = &progress;
-        (
-            p.packs_read.load(Ordering::Relaxed),
-            p.packs_to_read.load(Ordering::Relaxed),
-            0,
-            0,
-        )
+        let to_read = p.packs_to_read.load(Ordering::Relaxed);
+        vec![
+            Count::of(
+                Unit::Packs,
+                p.packs_read.load(Ordering::Relaxed),
+                Some(to_read),
+            ),
+            Count::of(Unit::Bytes, p.bytes_read.load(Ordering::Relaxed), None),
+        ]
     };
     let show = output::show_progress(cli.quiet || a.json) && to_read != ReadData::None;
     Ok(with_progress(show, "check", read, || {
@@ -56,7 +59,7 @@ fn print_report(cli: &Cli, report: &CheckReport) {
     for w in report.warnings() {
         eprintln!("warning: {w}");
     }
-    if cli.verbose {
+    if cli.verbose > 0 {
         for id in &report.vanished {
             println!(
                 "snapshot {} was forgotten by another process while check ran: skipped",

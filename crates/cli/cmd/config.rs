@@ -79,6 +79,7 @@ fn render(key: &str, value: &Value, quoted: bool) -> String {
     };
     match value {
         Value::Flag(b) => b.to_string(),
+        Value::Times(n) => n.to_string(),
         Value::One(v) => one(v),
         Value::Many(vs) => format!(
             "[{}]",

@@ -277,7 +277,7 @@ fn run(cli: &Cli, chosen: Chosen, gc: &GcArgs, collect_garbage: bool, r: &mut Ru
         let r = cairn_engine::prune(&repo, &opts)?;
         report["prune"] = prune_json(&r, gc.dry_run);
         if text {
-            show_prune(&r, gc.dry_run, cli.verbose);
+            show_prune(&r, gc.dry_run, cli.verbose > 0);
         }
     }
     report["dry_run"] = gc.dry_run.into();

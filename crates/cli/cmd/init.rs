@@ -6,6 +6,7 @@ use crate::{invalid, time};
 use anyhow::Result;
 use cairn_format::key::KdfParams;
 use cairn_repo::InitOptions;
+use serde_json::json;
 
 /// The key derivation of a new key file: the defaults, with `--kdf-memory/--kdf-iterations`.
 /// Refused (exit 2) when invalid, or when this client would skip such a key when opening.
@@ -55,8 +56,24 @@ pub(crate) fn init(cli: &Cli, a: &InitArgs) -> Result<u8> {
     };
     let pw = password_source(cli).get(true)?;
     let backend = location.create(reach(cli))?;
-    cairn_repo::init(backend.as_ref(), &pw, &opts)?;
-    if !cli.quiet {
+    let config = cairn_repo::init(backend.as_ref(), &pw, &opts)?;
+    if a.json {
+        let doc = json!({
+            "location": location.to_string(),
+            "repository_id": config.repo_id.to_hex(),
+            "chunk_min": config.chunk_min,
+            "chunk_avg": config.chunk_avg,
+            "chunk_max": config.chunk_max,
+            "pack_size": config.pack_size,
+            "compression": config.zstd_level,
+            "kdf": {
+                "memory_kib": kdf.memory_kib,
+                "iterations": kdf.iterations,
+                "parallelism": kdf.parallelism,
+            },
+        });
+        println!("{doc}");
+    } else if !cli.quiet {
         println!("created repository at {location}");
         println!("keep the password safe: without it the data cannot be recovered");
     }

@@ -19,7 +19,25 @@ pub(crate) fn repair_index(cli: &Cli, a: &RepairIndexArgs) -> Result<u8> {
             pack.short()
         );
     }
-    if !cli.quiet {
+    if a.json {
+        let packs = |list: &[(cairn_format::PackId, String)]| -> Vec<serde_json::Value> {
+            list.iter()
+                .map(|(pack, why)| json!({"pack": pack.to_hex(), "reason": why}))
+                .collect()
+        };
+        let doc = json!({
+            "packs": r.packs,
+            "packs_indexed": r.packs_indexed,
+            "packs_left": r.packs_left,
+            "packs_condemned": r.packs_condemned,
+            "packs_unreadable": packs(&r.packs_unreadable),
+            "packs_salvaged": packs(&r.packs_salvaged),
+            "blobs_damaged": r.blobs_damaged,
+            "index_files_written": r.index_files_written,
+            "index_files_removed": r.index_files_removed,
+        });
+        println!("{doc}");
+    } else if !cli.quiet {
         println!(
             "indexed {} of {} packs in {} new index files, removed {} old ones{}",
             r.packs_indexed,

@@ -3,10 +3,13 @@
 use crate::args::{Cli, RestoreArgs};
 use crate::cmd::pick;
 use crate::open::{open, snapshots_of};
-use crate::output::with_progress;
+use crate::output::{with_progress, Count, Unit};
 use crate::{failed, invalid, output, time};
 use anyhow::Result;
-use cairn_engine::Filter;
+use cairn_engine::{Filter, PathProblem};
+use cairn_format::snapshot::Snapshot;
+use cairn_format::SnapshotId;
+use serde_json::json;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +29,8 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         owners: rustix::process::geteuid().is_root(),
         verify: a.verify,
     };
-    if !cli.quiet {
+    let quiet = cli.quiet || a.json;
+    if !quiet {
         eprintln!(
             "restoring snapshot {} of {} ({}, {}) to {}",
             id.short(),
@@ -67,7 +71,23 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     for e in &failed_deletes {
         eprintln!("error: {}: {}", e.path.display(), e.reason);
     }
-    if a.dry_run {
+    let deleted = a.delete.then(|| extra.len() - failed_deletes.len());
+    let done = Done {
+        id,
+        snap,
+        target: &opts.target,
+        deleted,
+        failed_deletes: &failed_deletes,
+    };
+    if a.dry_run && a.json {
+        let planned = cairn_engine::RestoreOutcome {
+            files: plan.files(),
+            dirs: plan.dirs(),
+            bytes: plan.bytes(),
+            ..Default::default()
+        };
+        println!("{}", json_report(a, &done, &planned, 0.0));
+    } else if a.dry_run {
         show_plan(&plan, &paths)?;
         let mut out = std::io::stdout().lock();
         for p in &extra {
@@ -77,17 +97,16 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
         }
     } else {
         drop(paths);
-        if a.delete && !cli.quiet {
-            let n = extra.len() - failed_deletes.len();
+        if let (Some(n), false) = (deleted, quiet) {
             println!("deleted {n} entries the snapshot does not hold");
         }
         let started = std::time::Instant::now();
         let progress = cairn_engine::RestoreProgress::default();
         let read = || progress_of(&progress);
-        let outcome = with_progress(output::show_progress(cli.quiet), "restore", read, || {
+        let outcome = with_progress(output::show_progress(quiet), "restore", read, || {
             cairn_engine::execute_restore(&repo, plan, &opts, &progress)
         })?;
-        report(cli, a, &outcome, started)?;
+        report(cli, a, &done, &outcome, started)?;
         if !failed_deletes.is_empty() {
             return Err(failed(format!(
                 "{} entries could not be deleted",
@@ -98,13 +117,14 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
     unmatched.map_or(Ok(0), Err)
 }
 
-fn progress_of(p: &cairn_engine::RestoreProgress) -> (u64, u64, u64, u64) {
-    (
-        p.files.load(Ordering::Relaxed),
-        p.total_files.load(Ordering::Relaxed),
-        p.bytes.load(Ordering::Relaxed),
-        p.total_bytes.load(Ordering::Relaxed),
-    )
+/// Bytes and files written, of the totals the plan gives (zero until execution starts, when
+/// the display spins).
+fn progress_of(p: &cairn_engine::RestoreProgress) -> Vec<Count> {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    vec![
+        Count::of(Unit::Bytes, load(&p.bytes), Some(load(&p.total_bytes))),
+        Count::of(Unit::Files, load(&p.files), Some(load(&p.total_files))),
+    ]
 }
 
 /// The `--include` patterns that match no planned path, quoted and joined.
@@ -137,9 +157,52 @@ fn show_plan(plan: &cairn_engine::RestorePlan, paths: &[PathBuf]) -> Result<()> 
     Ok(())
 }
 
+/// What the report names besides the restore's outcome.
+struct Done<'a> {
+    id: &'a SnapshotId,
+    snap: &'a Snapshot,
+    target: &'a Path,
+    /// With --delete, the entries deleted (with --dry-run, to delete).
+    deleted: Option<usize>,
+    failed_deletes: &'a [PathProblem],
+}
+
+/// The restore's JSON report: the figures of the text summary, and every problem.
+fn json_report(
+    a: &RestoreArgs,
+    done: &Done,
+    outcome: &cairn_engine::RestoreOutcome,
+    seconds: f64,
+) -> serde_json::Value {
+    let problems = |list: &[&PathProblem]| -> Vec<serde_json::Value> {
+        list.iter()
+            .map(|p| json!({"path": p.path.to_string_lossy(), "error": p.reason}))
+            .collect()
+    };
+    let errors: Vec<&PathProblem> = outcome.errors.iter().chain(done.failed_deletes).collect();
+    let warnings: Vec<&PathProblem> = outcome.warnings.iter().collect();
+    json!({
+        "snapshot_id": done.id.to_hex(),
+        "snapshot_time": time::rfc3339(done.snap.time),
+        "host": String::from_utf8_lossy(&done.snap.host),
+        "target": done.target.to_string_lossy(),
+        "dry_run": a.dry_run,
+        "files": outcome.files,
+        "files_kept": outcome.files_kept,
+        "dirs": outcome.dirs,
+        "bytes": outcome.bytes,
+        "files_verified": a.verify.then_some(outcome.files_verified),
+        "deleted": done.deleted,
+        "errors": problems(&errors),
+        "warnings": problems(&warnings),
+        "duration_seconds": seconds,
+    })
+}
+
 fn report(
     cli: &Cli,
     a: &RestoreArgs,
+    done: &Done,
     outcome: &cairn_engine::RestoreOutcome,
     started: std::time::Instant,
 ) -> Result<()> {
@@ -149,7 +212,10 @@ fn report(
     for e in &outcome.errors {
         eprintln!("error: {}: {}", e.path.display(), e.reason);
     }
-    if !cli.quiet {
+    if a.json {
+        let seconds = started.elapsed().as_secs_f64();
+        println!("{}", json_report(a, done, outcome, seconds));
+    } else if !cli.quiet {
         let kept = if outcome.files_kept > 0 {
             format!(" ({} already complete, kept)", outcome.files_kept)
         } else {
