@@ -256,7 +256,7 @@ pub(crate) struct NewPasswordArgs {
     /// Argon2id memory in KiB for the new key [default: 65536].
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(8..=4 << 20))]
     pub(crate) kdf_memory: Option<u32>,
-    /// Argon2id passes for the new key [default: 8].
+    /// Argon2id passes for the new key [default: 3, as RFC 9106 recommends with 64 MiB].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) kdf_iterations: Option<u32>,
 }
@@ -584,7 +584,7 @@ pub(crate) struct InitArgs {
     /// Argon2id memory in KiB for the new key [default: 65536].
     #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(8..=4 << 20))]
     pub(crate) kdf_memory: Option<u32>,
-    /// Argon2id passes for the new key [default: 8].
+    /// Argon2id passes for the new key [default: 3, as RFC 9106 recommends with 64 MiB].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub(crate) kdf_iterations: Option<u32>,
     /// Target size of pack files in MiB.
