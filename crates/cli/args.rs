@@ -25,6 +25,7 @@ pub(crate) struct Cli {
         short = 'r',
         long = "repo",
         env = "CAIRN_REPO",
+        hide_env_values = true,
         global = true, help_heading = "Global options",
         value_name = "LOCATION",
         value_parser = values::location()
@@ -683,7 +684,13 @@ pub(crate) struct CopyArgs {
     #[command(flatten)]
     pub(crate) filter: SnapshotFilterArgs,
     /// The repository to copy into, a location as for --repo (made with `cairn init`).
-    #[arg(long, env = "CAIRN_TO_REPO", value_name = "LOCATION", value_parser = values::location())]
+    #[arg(
+        long,
+        env = "CAIRN_TO_REPO",
+        hide_env_values = true,
+        value_name = "LOCATION",
+        value_parser = values::location()
+    )]
     pub(crate) to: cairn_repo::RepoLocation,
     /// Read the target's password from this file [else CAIRN_TO_PASSWORD, or a prompt].
     #[arg(long, env = "CAIRN_TO_PASSWORD_FILE", value_name = "FILE")]

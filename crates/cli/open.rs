@@ -27,7 +27,8 @@ pub(crate) fn password_source(cli: &Cli) -> password::Source {
         file: cli.password_file.clone(),
         command: cli.password_command.clone(),
         env: "CAIRN_PASSWORD",
-        what: "repository password",
+        what: "password",
+        prompt: "repository password: ",
     }
 }
 

@@ -14,10 +14,11 @@ use zeroize::Zeroizing;
 pub struct Source {
     pub file: Option<PathBuf>,
     pub command: Option<String>,
-    /// The variable that holds the password itself, and what a prompt asks for: the
-    /// repository's (`CAIRN_PASSWORD`), or `copy`'s target's (`CAIRN_TO_PASSWORD`).
+    /// The variable that holds the password itself, what messages call it, and what a prompt
+    /// asks: the repository's (`CAIRN_PASSWORD`), or `copy`'s target's (`CAIRN_TO_PASSWORD`).
     pub env: &'static str,
     pub what: &'static str,
+    pub prompt: &'static str,
 }
 
 fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
@@ -44,7 +45,7 @@ impl Source {
     pub fn get(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         let pw = if let Some(file) = &self.file {
             let bytes = std::fs::read(file)
-                .with_context(|| format!("cannot read password file {}", file.display()))?;
+                .with_context(|| format!("cannot read {} file {}", self.what, file.display()))?;
             strip_newline(Zeroizing::new(bytes))
         } else if let Some(cmd) = &self.command {
             let out = std::process::Command::new("sh")
@@ -52,16 +53,16 @@ impl Source {
                 .arg(cmd)
                 .stderr(std::process::Stdio::inherit())
                 .output()
-                .with_context(|| "cannot run the password command".to_string())?;
+                .with_context(|| format!("cannot run the {} command", self.what))?;
             if !out.status.success() {
-                bail!("the password command failed with {}", out.status);
+                bail!("the {} command failed with {}", self.what, out.status);
             }
             strip_newline(Zeroizing::new(out.stdout))
         } else if let Some(pw) = std::env::var_os(self.env) {
             // The environment's own copy stays in the process's memory; only ours is cleared.
             Zeroizing::new(std::os::unix::ffi::OsStringExt::into_vec(pw))
         } else if std::io::stdin().is_terminal() {
-            let pw = Zeroizing::new(rpassword::prompt_password(format!("{}: ", self.what))?);
+            let pw = Zeroizing::new(rpassword::prompt_password(self.prompt)?);
             if confirm {
                 let again = Zeroizing::new(rpassword::prompt_password("repeat password: ")?);
                 if again != pw {

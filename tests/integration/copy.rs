@@ -184,7 +184,15 @@ fn copy_refuses_a_wrong_target_password_and_the_source_itself() {
             wrong.as_os_str(),
         ])
         .code(12);
-    assert!(!contains(run.stderr.as_slice(), PASSWORD.as_bytes()));
+    for secret in [PASSWORD, "not it"] {
+        assert!(!contains(&run.stdout, secret.as_bytes()), "{run:?}");
+        assert!(!contains(&run.stderr, secret.as_bytes()), "{run:?}");
+    }
+    let says = run.error_line();
+    assert!(
+        says.contains("--to ") && says.contains("replica"),
+        "{run:?}"
+    );
     assert_eq!(files(&replica), before);
 
     t.run([

@@ -5,8 +5,9 @@
 //! summary are kept; the parent is the target's copy of the source's parent, if it has one.
 //!
 //! Invariant: a target id is only ever learned from content the target saved itself, or from
-//! a copy made earlier whose trees have the same shape (`learn`), never guessed; the target's
-//! snapshot is saved last, after every blob it reaches (`BlobStore::save_snapshot`).
+//! a copy made earlier whose trees have the same shape (`learn`), never guessed, and a learned
+//! id is used only once the target's index shows the blob (a prune may have deleted it since);
+//! the target's snapshot is saved last, after every blob it reaches (`BlobStore::save_snapshot`).
 
 use crate::Result;
 use cairn_format::snapshot::Snapshot;
@@ -14,14 +15,13 @@ use cairn_format::tree::{Node, Tree, MAX_TREE_DEPTH};
 use cairn_format::{DataId, SnapshotId, TreeId};
 use cairn_repo::{BlobStore, Error};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-/// Source ids and the ids the same blobs have in the target, gathered over one run of `copy`
-/// so that what several snapshots share is read once.
+/// Source ids of data blobs and the ids the same chunks have in the target, gathered over one
+/// run of `copy` so that what several snapshots share is read once.
 #[derive(Default)]
 pub struct Renamed {
     data: HashMap<DataId, DataId>,
-    trees: HashMap<TreeId, TreeId>,
 }
 
 /// What copying one snapshot read and stored.
@@ -61,10 +61,11 @@ pub fn learn(
     target_tree: TreeId,
     renamed: &mut Renamed,
 ) -> Result<()> {
-    let mut found = Renamed::default();
+    let mut found = HashMap::new();
+    let mut walked = HashSet::new();
     let mut stack = vec![(source_tree, target_tree)];
     while let Some((from, to)) = stack.pop() {
-        if renamed.trees.contains_key(&from) || found.trees.contains_key(&from) {
+        if !walked.insert(from) {
             continue;
         }
         let (a, b) = (source.load_tree(from)?, target.load_tree(to)?);
@@ -80,22 +81,19 @@ pub fn learn(
             return Ok(());
         }
         for (x, y) in a.nodes.iter().zip(&b.nodes) {
-            found
-                .data
-                .extend(x.content.iter().copied().zip(y.content.iter().copied()));
+            found.extend(x.content.iter().copied().zip(y.content.iter().copied()));
             if let (Some(s), Some(t)) = (x.subtree, y.subtree) {
                 stack.push((s, t));
             }
         }
-        found.trees.insert(from, to);
     }
-    renamed.data.extend(found.data);
-    renamed.trees.extend(found.trees);
+    renamed.data.extend(found);
     Ok(())
 }
 
 /// Copies `snapshot` of `source` into `target`, with `parent` (an id in the target) as its
-/// parent.
+/// parent. One call is one session of the target's: blobs it finds there are checked in its
+/// index during the call.
 pub fn copy_snapshot(
     source: &dyn BlobStore,
     target: &dyn BlobStore,
@@ -104,8 +102,16 @@ pub fn copy_snapshot(
     renamed: &mut Renamed,
 ) -> Result<CopyOutcome> {
     let before = target.write_stats();
-    let mut blobs_read = 0;
-    let tree = copy_tree(source, target, snapshot.tree, 0, renamed, &mut blobs_read)?;
+    let mut copying = Copying {
+        source,
+        target,
+        renamed,
+        trees: HashMap::new(),
+        stored: HashSet::new(),
+        blobs_read: 0,
+    };
+    let tree = copying.tree(snapshot.tree, 0)?;
+    let blobs_read = copying.blobs_read;
     let copy = Snapshot {
         tree,
         parent,
@@ -123,59 +129,86 @@ pub fn copy_snapshot(
     })
 }
 
-fn copy_tree(
-    source: &dyn BlobStore,
-    target: &dyn BlobStore,
-    id: TreeId,
-    depth: usize,
-    renamed: &mut Renamed,
-    blobs_read: &mut u64,
-) -> Result<TreeId> {
-    if let Some(to) = renamed.trees.get(&id) {
-        return Ok(*to);
-    }
-    if depth > MAX_TREE_DEPTH {
-        return Err(Error::corrupt(format!(
-            "tree {} lies deeper than {MAX_TREE_DEPTH} directories",
-            id.short()
-        )));
-    }
-    let mut tree = source.load_tree(id)?;
-    // The chunks of every file of this directory at once, so that the cores share them.
-    let mut missing: Vec<DataId> = tree
-        .nodes
-        .iter()
-        .flat_map(|n| n.content.iter().copied())
-        .filter(|c| !renamed.data.contains_key(c))
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    let copied: Vec<(DataId, DataId)> = missing
-        .par_iter()
-        .map(|&from| {
-            let plaintext = source.load_data(from)?;
-            let (to, _) = target.save_data(&plaintext)?;
-            Ok((from, to))
-        })
-        .collect::<Result<_>>()?;
-    *blobs_read += copied.len() as u64;
-    renamed.data.extend(copied);
-    for node in &mut tree.nodes {
-        for c in &mut node.content {
-            *c = renamed.data[c];
+/// One snapshot's copy: the trees copied so far and the target blobs known stored, both only
+/// for this session.
+struct Copying<'a> {
+    source: &'a dyn BlobStore,
+    target: &'a dyn BlobStore,
+    renamed: &'a mut Renamed,
+    trees: HashMap<TreeId, TreeId>,
+    stored: HashSet<DataId>,
+    blobs_read: u64,
+}
+
+impl Copying<'_> {
+    fn tree(&mut self, id: TreeId, depth: usize) -> Result<TreeId> {
+        if let Some(to) = self.trees.get(&id) {
+            return Ok(*to);
         }
-        if let Some(sub) = node.subtree {
-            node.subtree = Some(copy_tree(
-                source,
-                target,
-                sub,
-                depth + 1,
-                renamed,
-                blobs_read,
-            )?);
+        if depth > MAX_TREE_DEPTH {
+            return Err(Error::corrupt(format!(
+                "tree {} lies deeper than {MAX_TREE_DEPTH} directories",
+                id.short()
+            )));
         }
+        let mut tree = self.source.load_tree(id)?;
+        let mut chunks: Vec<DataId> = tree
+            .nodes
+            .iter()
+            .flat_map(|n| n.content.iter().copied())
+            .collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        self.forget_unstored(&chunks)?;
+        // The chunks of every file of this directory at once, so that the cores share them.
+        let missing: Vec<DataId> = chunks
+            .into_iter()
+            .filter(|c| !self.renamed.data.contains_key(c))
+            .collect();
+        let (source, target) = (self.source, self.target);
+        let copied: Vec<(DataId, DataId)> = missing
+            .par_iter()
+            .map(|&from| {
+                let plaintext = source.load_data(from)?;
+                let (to, _) = target.save_data(&plaintext)?;
+                Ok((from, to))
+            })
+            .collect::<Result<_>>()?;
+        self.blobs_read += copied.len() as u64;
+        self.stored.extend(copied.iter().map(|(_, to)| *to));
+        self.renamed.data.extend(copied);
+        for node in &mut tree.nodes {
+            for c in &mut node.content {
+                *c = self.renamed.data[c];
+            }
+            if let Some(sub) = node.subtree {
+                node.subtree = Some(self.tree(sub, depth + 1)?);
+            }
+        }
+        let (to, _) = self.target.save_tree(&Tree { nodes: tree.nodes })?;
+        self.trees.insert(id, to);
+        Ok(to)
     }
-    let (to, _) = target.save_tree(&Tree { nodes: tree.nodes })?;
-    renamed.trees.insert(id, to);
-    Ok(to)
+
+    /// Drops from the renaming every chunk of `chunks` whose target blob this session has not
+    /// seen stored and the target's index lacks, so that it is copied again.
+    fn forget_unstored(&mut self, chunks: &[DataId]) -> Result<()> {
+        let unchecked: Vec<(DataId, DataId)> = chunks
+            .iter()
+            .filter_map(|c| self.renamed.data.get(c).map(|to| (*c, *to)))
+            .filter(|(_, to)| !self.stored.contains(to))
+            .collect();
+        if unchecked.is_empty() {
+            return Ok(());
+        }
+        let targets: Vec<DataId> = unchecked.iter().map(|(_, to)| *to).collect();
+        for ((from, to), at) in unchecked.iter().zip(self.target.locate(&targets)?) {
+            if at.is_some() {
+                self.stored.insert(*to);
+            } else {
+                self.renamed.data.remove(from);
+            }
+        }
+        Ok(())
+    }
 }

@@ -213,6 +213,9 @@ pub fn repair_snapshots(
         trees: HashMap::new(),
     };
     for (id, snapshot) in repo.snapshots()?.list {
+        // Each repaired snapshot is saved in a session of its own, as a backup's is: saving
+        // the last one ended its session.
+        repo.begin_session()?;
         let mut lost = Vec::new();
         let tree = memo
             .tree(snapshot.tree, Path::new("/"), 0, &mut lost)

@@ -10,7 +10,7 @@ use crate::Result;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::MAX_TREE_DEPTH;
 use cairn_format::{BlobId, SnapshotId, TreeId};
-use cairn_repo::{Error, Repository};
+use cairn_repo::{Error, ErrorKind, Repository};
 use std::collections::{HashMap, HashSet};
 
 /// Blobs and their size as stored and before compression.
@@ -50,7 +50,8 @@ pub struct Stats {
     /// and tree blobs apart.
     pub data: Bytes,
     pub trees: Bytes,
-    /// Blobs reached that the index does not hold (`check` says more).
+    /// Blobs reached that the index does not hold, a lost tree counting as one whatever it
+    /// held (`check` says more).
     pub missing_blobs: u64,
 }
 
@@ -63,7 +64,9 @@ pub fn stats(
     let mut out = Stats::default();
     let mut walk = Walk::new(repo);
     for (id, snapshot) in snapshots {
-        let (files, restored_bytes) = walk.tree(snapshot.tree, 0)?;
+        let (files, restored_bytes) = walk
+            .tree(snapshot.tree, 0)
+            .map_err(|e| Error::new(e.kind, format!("snapshot {}: {}", id.short(), e.message)))?;
         let (mut added, trees) = walk.sizes()?;
         added.add(trees);
         out.snapshots.push(SnapshotStats {
@@ -135,7 +138,17 @@ impl<'r> Walk<'r> {
                 id.short()
             )));
         }
-        let tree = self.repo.load_tree(id)?;
+        let tree = match self.repo.load_tree(id) {
+            Ok(tree) => tree,
+            // What is below a lost tree is not counted; `check` says which files it held.
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                self.seen.insert(id.into());
+                self.missing += 1;
+                self.trees.insert(id, (0, 0));
+                return Ok((0, 0));
+            }
+            Err(e) => return Err(e),
+        };
         if self.seen.insert(id.into()) {
             self.new.push(id.into());
         }

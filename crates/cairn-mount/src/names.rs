@@ -4,7 +4,8 @@
 //! Invariant: every mounted snapshot has one name, the same in every directory that lists it,
 //! and no two mounted snapshots share one: snapshots whose times read alike (the same second,
 //! or an hour a clock change repeats) all carry `-<short id>`, so a name never depends on which
-//! of them a filter let through or which was saved first.
+//! of them was saved first. Names are given among the mounted snapshots: with `--host` or
+//! `--tag`, a snapshot whose twin is filtered out goes without the suffix.
 
 use cairn_format::snapshot::Snapshot;
 use cairn_format::SnapshotId;

@@ -217,6 +217,8 @@ pub struct Repository {
     /// This process's session (repo-format.md, "Garbage collection"), while it may write: its
     /// markers in `locks/` are renewed as it works and removed when it ends.
     session: Mutex<Option<gc::Session>>,
+    /// Opened as a writer: `begin_session` may start another session after a commit.
+    writes: bool,
     /// Blobs stored by this process, with their location once their pack is written. Covers the
     /// gap until their index file is merged into the cache.
     own_blobs: Mutex<HashMap<BlobId, Option<Location>>>,
@@ -327,6 +329,7 @@ impl Repository {
             skipped_keys,
             condemned: Mutex::default(),
             session: Mutex::new(session),
+            writes: opts.writer && !opts.dry_run,
             own_blobs: Mutex::new(HashMap::new()),
             unindexed: Mutex::new(IndexFile::default()),
             blobs_added: AtomicU64::new(0),

@@ -289,6 +289,82 @@ fn a_silent_session_is_fenced_off_and_commits_nothing_that_reaches_deleted_blobs
     assert!(names(&b, FileType::Lock).is_empty());
 }
 
+/// Regression: a writer that saves several snapshots (`copy`, `repair snapshots`) ran every
+/// snapshot after the first without a session, so a prune saw no backup running, and a blob
+/// the writer had stored for an earlier snapshot, since forgotten and pruned, was still taken
+/// as stored. `begin_session` puts a marker first and forgets what the process stored before.
+#[test]
+fn each_snapshot_of_a_writer_gets_a_session_and_finds_pruned_blobs_gone() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let caches = tempfile::tempdir().unwrap();
+    let opened = |name: &str, writer: bool| {
+        Repository::open(
+            Box::new(b.clone()),
+            b"pw",
+            &OpenOptions {
+                writer,
+                cache_dir: Some(caches.path().join(name)),
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    };
+    let copy = opened("copy", true);
+    let data = b"in the first snapshot, forgotten, pruned, then needed again".to_vec();
+    let tree_of = |repo: &Repository| {
+        let id = repo_blob(repo, &data);
+        repo.save_tree(&Tree {
+            nodes: vec![cairn_format::tree::Node {
+                name: b"f".to_vec(),
+                content: vec![cairn_format::DataId(id)],
+                size: data.len() as u64,
+                ..Default::default()
+            }],
+        })
+        .unwrap()
+        .0
+    };
+    let first = copy.save_snapshot(&snapshot_of(tree_of(&copy))).unwrap();
+    assert!(names(&b, FileType::Lock).is_empty(), "the session ended");
+
+    let other = opened("other", true);
+    other.forget_snapshots(&[first]).unwrap();
+    let report = other
+        .survey(&cairn_repo::SurveyOptions {
+            grace: std::time::Duration::from_secs(3600),
+            dry_run: false,
+        })
+        .unwrap()
+        .plan(0.0)
+        .unwrap()
+        .execute()
+        .unwrap();
+    assert!(report.packs_deleted > 0, "{report:?}");
+    drop(other);
+
+    copy.begin_session().unwrap();
+    assert_eq!(
+        names(&b, FileType::Lock).len(),
+        1,
+        "a marker before any write"
+    );
+    let again = Snapshot {
+        time: 6,
+        ..snapshot_of(tree_of(&copy))
+    };
+    let second = copy.save_snapshot(&again).unwrap();
+    drop(copy);
+    let reader = opened("reader", false);
+    let snapshot = reader.load_snapshot(second).unwrap();
+    let tree = reader.load_tree(snapshot.tree).unwrap();
+    let blob = BlobId {
+        kind: BlobType::Data,
+        id: tree.nodes[0].content[0].0,
+    };
+    assert_eq!(reader.load_blob(&blob).unwrap(), data, "stored again");
+}
+
 fn repo_blob(repo: &Repository, data: &[u8]) -> cairn_format::Id {
     let id = repo.blob_id(data);
     repo.save_blob(BlobType::Data, id, data).unwrap();

@@ -2,15 +2,16 @@
 //! recovery plan. Open both → plan (which chosen snapshots the target lacks) → copy each,
 //! oldest first → report.
 //!
-//! Invariant: the target is written only through its own session (`open_at` as a writer), so
-//! its prunes and backups run beside a copy as beside a backup; a snapshot the target holds
-//! already (`same_snapshot`) is never copied twice.
+//! Invariant: each snapshot is written into the target in a session of its own (`open_at` as a
+//! writer, then `begin_session`), so the target's prunes and backups run beside a copy as
+//! beside a series of backups; a snapshot the target holds already (`same_snapshot`) is never
+//! copied twice.
 
 use crate::args::{Cli, CopyArgs};
 use crate::cmd::chosen;
 use crate::open::{open, open_at, snapshots_of};
 use crate::{invalid, output, password, time};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cairn_engine::{copy_snapshot, learn, same_snapshot, CopyOutcome, Renamed};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::{SnapshotId, TreeId};
@@ -24,11 +25,13 @@ pub(crate) fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
         command: a.to_password_command.clone(),
         env: "CAIRN_TO_PASSWORD",
         what: "target repository password",
+        prompt: "target repository password: ",
     };
-    let target = open_at(cli, &a.to, &to_password, a.dry_run, true)?;
+    let target = open_at(cli, &a.to, &to_password, a.dry_run, true)
+        .with_context(|| format!("--to {}", a.to))?;
     if target.config().repo_id == source.config().repo_id {
         return Err(invalid(format!(
-            "--to {} is the repository copied from",
+            "--to {} has the id of the repository copied from: it is that repository, or a copy of its files",
             target.location()
         )));
     }
@@ -81,7 +84,8 @@ pub(crate) fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
         if let Some((e, es)) = earlier {
             // Only a shortcut: what cannot be learned is read from the source.
             if learned.insert(*e) {
-                if let Err(why) = learn(&source, &target, es.tree, copies[e].1, &mut renamed) {
+                let learnt = learn(&source, &target, es.tree, copies[e].1, &mut renamed);
+                if let (Err(why), false) = (learnt, cli.quiet) {
                     eprintln!(
                         "note: the copy of snapshot {} cannot be reused ({}): every chunk of the next one is read",
                         e.short(),
@@ -91,7 +95,11 @@ pub(crate) fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
             }
         }
         let parent = s.parent.and_then(|p| copies.get(&p)).map(|(tid, _)| *tid);
-        let outcome = copy_snapshot(&source, &target, s, parent, &mut renamed)?;
+        // Each snapshot is a session of the target's own, as each backup is: the last one
+        // ended when its snapshot was saved.
+        target.begin_session()?;
+        let outcome = copy_snapshot(&source, &target, s, parent, &mut renamed)
+            .with_context(|| format!("snapshot {}", id.short()))?;
         if text {
             println!(
                 "snapshot {} {} copied as {}: {} added in {} blobs",

@@ -173,6 +173,24 @@ impl Repository {
         self.session.lock().unwrap().as_ref().map(|s| s.id)
     }
 
+    /// Starts a new session for the next snapshot, when the last one committed (a writer that
+    /// saves several snapshots: `copy`, `repair snapshots`). As at open, the marker comes first
+    /// and the index is read after it; what this process stored before is forgotten, so that
+    /// it is found in the index or stored again, never assumed (a prune may have deleted it
+    /// since the commit, once a `forget` left it unused). Nothing for a reader, a dry run or a
+    /// session still running.
+    pub fn begin_session(&self) -> Result<()> {
+        let mut guard = self.session.lock().unwrap();
+        if !self.writes || guard.is_some() {
+            return Ok(());
+        }
+        *guard = Some(Session::start(self.backend.as_ref(), self.host.as_ref())?);
+        drop(guard);
+        self.own_blobs.lock().unwrap().clear();
+        self.sync_index()?;
+        Ok(())
+    }
+
     /// Flushes, then commits the snapshot: the last write of a backup (repo-format.md,
     /// "Garbage collection", "Commit"). The session's verdict `Committed` is won first, which
     /// no prune can fence off afterwards; if a prune fenced the session off while this process
