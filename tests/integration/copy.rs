@@ -30,6 +30,14 @@ fn on_replica(t: &Dir, replica: &Path, args: &[&dyn AsRef<OsStr>]) -> Run {
     Run::of(cmd)
 }
 
+/// A second repository, `replica` in the test directory, with its own password.
+fn init_replica(t: &Dir) -> PathBuf {
+    let replica = t.join("replica");
+    let init: [&dyn AsRef<OsStr>; 5] = [&"init", &"--kdf-memory", &"64", &"--kdf-iterations", &"1"];
+    on_replica(t, &replica, &init).success();
+    replica
+}
+
 fn copy(t: &Dir, replica: &Path, pw: &Path) -> Value {
     t.ok([
         OsStr::new("copy"),
@@ -53,13 +61,7 @@ fn array_len(v: &Value, key: &str) -> usize {
 fn copy_between_repositories_with_other_passwords_restores_byte_for_byte() {
     let t = setup();
     t.init_with(&["--chunk-size", "64"]);
-    let replica = t.join("replica");
-    on_replica(
-        &t,
-        &replica,
-        &[&"init", &"--kdf-memory", &"64", &"--kdf-iterations", &"1"],
-    )
-    .success();
+    let replica = init_replica(&t);
     let pw = t.join("replica-password");
     write(&pw, format!("{OTHER}\n"));
 
@@ -162,13 +164,7 @@ fn copy_between_repositories_with_other_passwords_restores_byte_for_byte() {
 fn copy_refuses_a_wrong_target_password_and_the_source_itself() {
     let t = setup();
     t.init();
-    let replica = t.join("replica");
-    on_replica(
-        &t,
-        &replica,
-        &[&"init", &"--kdf-memory", &"64", &"--kdf-iterations", &"1"],
-    )
-    .success();
+    let replica = init_replica(&t);
     let src = t.join("src");
     write(src.join("a"), "a\n");
     t.backup([src.as_os_str()]);
@@ -215,7 +211,8 @@ fn copy_refuses_a_wrong_target_password_and_the_source_itself() {
         ])
         .code(2);
     assert!(
-        run.error_line().contains("is the repository copied from"),
+        run.error_line()
+            .contains("has the id of the repository copied from"),
         "{run:?}"
     );
     // Without any target password and no terminal: a clear error naming what is missing.

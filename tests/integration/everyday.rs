@@ -1,7 +1,7 @@
 //! Everyday commands (issue 15): exact in-place restore with `--delete`, `--at` on ls, dump,
 //! find, diff and forget, `SNAP~N`, compact times, and which host `latest` picked.
 
-use crate::util::{assert_same_tree, restored, scan, setup, string, write, Compare};
+use crate::util::{assert_same_tree, on_terminal, restored, scan, setup, string, write, Compare};
 use std::fs;
 
 /// Regression: restoring a full and then a differential snapshot over it left the files that
@@ -220,22 +220,7 @@ fn names_printed_to_a_terminal_escape_control_characters() {
     let src_s = src.to_str().unwrap();
     let piped = t.ok(["ls", "latest", src_s]).stdout();
     assert!(piped.contains("evil\n\x1b[31mname"), "{piped:?}");
-    let base = t.command();
-    let mut cmd = std::process::Command::new("script");
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let line = format!("{} ls latest {src_s}", env!("CARGO_BIN_EXE_cairn"));
-    let out = cmd
-        .args(["-qec", &line, "/dev/null"])
-        .current_dir(t.path())
-        .output()
-        .expect("run script (bsdutils)");
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{shown}");
+    let shown = on_terminal(&t, &format!("ls latest {src_s}"));
     assert!(shown.contains("evil\\n\\x1b[31mname"), "{shown:?}");
     assert!(!shown.contains('\x1b'), "{shown:?}");
 }

@@ -2,7 +2,7 @@
 //! reports of restore, init, dump and repair, and progress bars that never show a total they
 //! do not know.
 
-use crate::util::{files_below, num, random_bytes, setup, string, write, Dir};
+use crate::util::{files_below, num, on_terminal, random_bytes, setup, string, write, Dir};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs;
@@ -293,27 +293,6 @@ fn restore_init_dump_and_repair_report_json() {
     assert!(num(&doc, "index_files_written") >= 1, "{doc}");
     assert_eq!(doc["packs_unreadable"], serde_json::json!([]));
     t.check();
-}
-
-/// Runs `cairn ARGS` on a pseudo-terminal (`script`), and returns everything it showed there.
-fn on_terminal(t: &Dir, args: &str) -> String {
-    let base = t.command();
-    let mut cmd = std::process::Command::new("script");
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    let line = format!("{} {args}", env!("CARGO_BIN_EXE_cairn"));
-    let out = cmd
-        .args(["-qec", &line, "/dev/null"])
-        .current_dir(t.path())
-        .output()
-        .expect("run script (bsdutils)");
-    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{shown}");
-    shown
 }
 
 /// Regression: progress bars were drawn full at "0 B/0 B, ETA 0s" before their totals were

@@ -910,3 +910,25 @@ pub fn assert_restores(t: &Dir, snapshot: &str, src: &Path, tree: &Tree) {
     );
     fs::remove_dir_all(&target).unwrap();
 }
+
+/// Runs `cairn ARGS` (one shell line) on a pseudo-terminal (`script`), and returns everything it
+/// showed there; panics unless it exits 0.
+pub fn on_terminal(t: &Dir, args: &str) -> String {
+    let base = t.command();
+    let mut cmd = std::process::Command::new("script");
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let line = format!("{} {args}", env!("CARGO_BIN_EXE_cairn"));
+    let out = cmd
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(t.path())
+        .output()
+        .expect("run script (bsdutils)");
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}");
+    shown
+}

@@ -15,8 +15,9 @@ fn no_filter() -> Filter {
     Filter::new(&[]).unwrap()
 }
 
-fn back_up(store: &MemStore, src: &SourceTree, parent: Option<&BackupOutcome>) -> BackupOutcome {
-    let opts = BackupOptions {
+/// A backup of `src` as a first (full) backup or as an incremental one against `parent`.
+fn options(src: &SourceTree, parent: Option<&BackupOutcome>) -> BackupOptions {
+    BackupOptions {
         paths: vec![src.root()],
         exclude: no_filter(),
         one_file_system: false,
@@ -31,7 +32,11 @@ fn back_up(store: &MemStore, src: &SourceTree, parent: Option<&BackupOutcome>) -
         },
         parent: parent.map(|p| (p.id, p.snapshot.clone())),
         program: b"test".to_vec(),
-    };
+    }
+}
+
+fn back_up(store: &MemStore, src: &SourceTree, parent: Option<&BackupOutcome>) -> BackupOutcome {
+    let opts = options(src, parent);
     backup(store, &opts, &BackupProgress::default()).expect("backup in memory")
 }
 
@@ -318,18 +323,7 @@ fn listed_changes(
         })),
         ..BackupProgress::default()
     };
-    let opts = BackupOptions {
-        paths: vec![src.root()],
-        exclude: no_filter(),
-        one_file_system: false,
-        host: b"host".to_vec(),
-        user: b"user".to_vec(),
-        tags: Vec::new(),
-        time_ns: 1,
-        kind: Kind::Incremental,
-        parent: parent.map(|p| (p.id, p.snapshot.clone())),
-        program: b"test".to_vec(),
-    };
+    let opts = options(src, parent);
     let outcome = backup(store, &opts, &progress).expect("backup in memory");
     let mut seen = std::mem::take(&mut *seen.lock().unwrap());
     seen.sort_by(|a, b| a.0.cmp(&b.0));
