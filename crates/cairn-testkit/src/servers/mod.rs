@@ -433,6 +433,9 @@ impl Process {
 
     fn spawn_to(name: &str, cmd: &mut Command, log: &Path, out: File) -> Process {
         let err = out.try_clone().expect("clone a server log");
+        // A server written in Rust that panics says why in one line, which the log's tail
+        // then shows, instead of a backtrace that pushes it out.
+        cmd.env("RUST_BACKTRACE", "0");
         let child = match cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn() {
             Ok(child) => child,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
@@ -504,7 +507,10 @@ fn wait_ready(
 fn exited(process: &Process, status: ExitStatus) -> Failure {
     let tail = process.log_tail();
     let message = format!("{} exited ({status}); its log ends:\n{tail}", process.name);
-    let lower = tail.to_ascii_lowercase();
+    // The whole log: a panic's backtrace can push its message out of the tail.
+    let lower = fs::read_to_string(&process.log)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if lower.contains("address already in use") || lower.contains("address in use") {
         Failure::PortTaken(message)
     } else {
