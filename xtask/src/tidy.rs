@@ -1292,7 +1292,7 @@ mod tests {
             [
                 "tidy: Cargo.toml:6: `cairn` (layer 5) may not depend on `cairn-crypto` (layer \
                  2) in [dependencies]; it may depend on: cairn-format, cairn-repo, cairn-engine, \
-                 cairn-serve, cairn-report"
+                 cairn-serve, cairn-mount, cairn-report"
             ]
         );
         assert_eq!(
