@@ -29,6 +29,7 @@ pub(crate) fn password_source(cli: &Cli) -> password::Source {
         env: "CAIRN_PASSWORD",
         what: "password",
         prompt: "repository password: ",
+        flag: "--password",
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Source {
     pub env: &'static str,
     pub what: &'static str,
     pub prompt: &'static str,
+    /// The options that name it, less `-file` and `-command`: `--password`, `--to-password`.
+    pub flag: &'static str,
 }
 
 fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
@@ -32,15 +34,6 @@ fn strip_newline(mut v: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
 }
 
 impl Source {
-    fn hint(&self) -> &'static str {
-        match self.env {
-            "CAIRN_TO_PASSWORD" => {
-                "set CAIRN_TO_PASSWORD, --to-password-file or --to-password-command"
-            }
-            _ => "set CAIRN_PASSWORD, --password-file or --password-command",
-        }
-    }
-
     /// The password; `confirm` asks twice on a terminal (for `init`).
     pub fn get(&self, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         let pw = if let Some(file) = &self.file {
@@ -71,7 +64,13 @@ impl Source {
             }
             Zeroizing::new(pw.as_bytes().to_vec())
         } else {
-            bail!("no {} given: {}", self.what, self.hint());
+            bail!(
+                "no {} given: set {}, {}-file or {}-command",
+                self.what,
+                self.env,
+                self.flag,
+                self.flag
+            );
         };
         if pw.is_empty() {
             bail!("the {} is empty", self.what);

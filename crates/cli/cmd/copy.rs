@@ -26,6 +26,7 @@ pub(crate) fn copy(cli: &Cli, a: &CopyArgs) -> Result<u8> {
         env: "CAIRN_TO_PASSWORD",
         what: "target repository password",
         prompt: "target repository password: ",
+        flag: "--to-password",
     };
     let target = open_at(cli, &a.to, &to_password, a.dry_run, true)
         .with_context(|| format!("--to {}", a.to))?;

@@ -3,11 +3,10 @@
 //! through, mount, report where, wait; the file system itself is cairn-mount's.
 
 use crate::args::{Cli, MountArgs};
+use crate::cmd::chosen;
 use crate::invalid;
 use crate::open::{open, snapshots_of};
 use anyhow::Result;
-use cairn_format::snapshot::Snapshot;
-use cairn_format::SnapshotId;
 use std::io::Write;
 
 pub(crate) fn mount(cli: &Cli, a: &MountArgs) -> Result<u8> {
@@ -19,12 +18,7 @@ pub(crate) fn mount(cli: &Cli, a: &MountArgs) -> Result<u8> {
         )));
     }
     let repo = open(cli, false)?;
-    let filter = a.filter.filter();
-    let list: Vec<(SnapshotId, Snapshot)> = snapshots_of(&repo)?
-        .list
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let list = chosen(&snapshots_of(&repo)?.list, &[], &a.filter)?;
     let opts = cairn_mount::Options {
         cache_bytes: a.cache_size << 20,
     };
