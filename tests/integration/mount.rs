@@ -216,3 +216,23 @@ fn an_unmount_from_outside_ends_the_command_and_filters_apply() {
     assert!(out.contains("unmounted from outside"), "{out}");
     assert!(!mounted(&mnt));
 }
+
+/// A mount point that is not a directory is refused with exit 2, before any password is asked
+/// for or anything is mounted.
+#[test]
+fn a_mount_point_that_is_not_a_directory_is_refused() {
+    let t = setup();
+    t.init();
+    let file = t.join("a-file");
+    write(&file, "x");
+    for at in [file, t.join("missing")] {
+        let run = t
+            .run([std::ffi::OsStr::new("mount"), at.as_os_str()])
+            .code(2);
+        let says = run.error_line();
+        assert!(
+            says.contains("is not a directory") && says.contains(&*at.to_string_lossy()),
+            "{run:?}"
+        );
+    }
+}
