@@ -55,7 +55,9 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
         }
     }
     let condemned = repo.condemned_packs();
-    let mut packs = repo.list_packs()?;
+    // A pack an old index file names was created before that file: listed without waiting,
+    // it could be missing, and removing that file below would lose its blobs.
+    let mut packs = repo.list_packs_settled()?;
     packs.sort();
     report.packs = packs.len() as u64;
     // A pack no index names may be another process's, which names it later: indexed here, a
@@ -111,7 +113,11 @@ pub fn repair_index(repo: &Repository, read_data: bool) -> Result<RepairIndexRep
     let mut written = batch.finish(repo)?;
     // A prune that took this process for dead while it was stopped may have deleted packs it
     // read: their records must not outlive the condemnations that hide them.
-    let present: HashSet<PackId> = repo.list_packs()?.into_iter().map(|(p, _)| p).collect();
+    let present: HashSet<PackId> = repo
+        .list_packs_settled()?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     if let Some(gone) = indexed.iter().find(|p| !present.contains(p)) {
         for (id, _) in &written {
             repo.remove_index(id)?;

@@ -136,3 +136,55 @@ fn prune_skips_a_snapshot_forgotten_after_listing() {
     assert!(check.ok(), "{:?}", check.problems);
     assert_eq!(check.snapshots, 1);
 }
+
+/// Regression (simulation seed 100330): on a store whose listings lag behind creates, `repair
+/// index` listed `data/` before a pack that another process had just written showed, indexed
+/// only the packs it saw, and removed the old index file that was the only one naming the
+/// unlisted pack: its blobs, which a committed snapshot needs, left the index.
+#[test]
+fn repair_index_keeps_a_pack_the_listing_does_not_show_yet() {
+    use cairn_testkit::{assert_check_clean, fast_init, LaggingListing, ManualHost, MemBackend};
+    use std::sync::Arc;
+
+    let store = MemBackend::default();
+    cairn_repo::init(&store, b"pw", &fast_init()).unwrap();
+    let host = ManualHost::default();
+    let open = |backend: Box<dyn Backend>| {
+        let opts = OpenOptions {
+            writer: true,
+            host: Arc::new(host.clone()),
+            inline_writes: true,
+            ..OpenOptions::default()
+        };
+        Repository::open(backend, b"pw", &opts).unwrap()
+    };
+    let src = cairn_testkit::SourceTree::new();
+    src.random_file("a.bin", 300_000, 7).file("b.txt", b"small");
+    let backup = BackupOptions {
+        paths: vec![src.root()],
+        exclude: Filter::new(&[]).unwrap(),
+        one_file_system: false,
+        host: b"h".to_vec(),
+        user: b"u".to_vec(),
+        tags: Vec::new(),
+        time_ns: 1,
+        kind: Kind::Full,
+        parent: None,
+        program: b"test".to_vec(),
+    };
+    let repo = open(Box::new(store.clone()));
+    cairn_engine::backup(&repo, &backup, &BackupProgress::default()).unwrap();
+    drop(repo);
+
+    // Another process wrote the packs while the repair was starting, and listings do not show
+    // them yet.
+    let lagging = LaggingListing::new(store.clone(), host.clone(), Duration::from_secs(30));
+    let repo = open(Box::new(lagging.clone()));
+    assert!(lagging.fresh(FileType::Pack).unwrap() > 1);
+    let report = cairn_engine::repair_index(&repo, false).unwrap();
+    assert_eq!(report.packs_indexed, report.packs, "{report:?}");
+    drop(repo);
+
+    let repo = open(Box::new(store.clone()));
+    assert_check_clean(&repo);
+}

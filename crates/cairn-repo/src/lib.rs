@@ -469,6 +469,14 @@ impl Repository {
             .collect())
     }
 
+    /// Every pack file and its length, listed once the store's listing shows what was created
+    /// or removed before this call (`Guarantees::listing_lag`, repo-format.md 16.4): every pack
+    /// an index file read before names, and none a prune deleted before.
+    pub fn list_packs_settled(&self) -> Result<Vec<(PackId, u64)>> {
+        self.host.sleep(self.backend.listing_lag());
+        self.list_packs()
+    }
+
     /// Reads a whole pack without checking it against its name: for salvaging what is left of
     /// a damaged one.
     pub fn read_pack_unverified(&self, pack: &PackId) -> Result<Vec<u8>> {

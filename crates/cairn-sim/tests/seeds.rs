@@ -37,6 +37,10 @@ const FOUND_DEFECTS: &[(u64, &str)] = &[
         40106,
         "repair index replaced the index files a prune was reading; the prune condemned a pack without its records, and a running backup's blob left the index",
     ),
+    (
+        100330,
+        "repair index listed data/ before a pack a backup had just written showed, and removed the old index file that alone named it",
+    ),
 ];
 
 /// More seeds, enough to cover every kind of fault a few times in a few seconds.

@@ -250,3 +250,85 @@ impl<B: Backend> Backend for CrashAfterWrites<B> {
         self.inner.remove(t, name)
     }
 }
+
+/// A store whose listings lag behind its creates, as an eventually consistent object store's
+/// do: an object `fresh` marks as just created stays out of listings until `host`'s boot clock
+/// has moved `lag` past that moment, while reads find it at once. Time passes only when the
+/// test or the repository (`Host::sleep`) moves `host`'s clocks. Clones share what they saw
+/// created.
+#[derive(Clone)]
+pub struct LaggingListing<B> {
+    pub inner: B,
+    host: crate::ManualHost,
+    lag: std::time::Duration,
+    /// (directory, name) -> boot-clock time it was created.
+    created: Arc<Mutex<BTreeMap<(String, String), std::time::Duration>>>,
+}
+
+impl<B: Backend> LaggingListing<B> {
+    pub fn new(inner: B, host: crate::ManualHost, lag: std::time::Duration) -> Self {
+        LaggingListing {
+            inner,
+            host,
+            lag,
+            created: Arc::default(),
+        }
+    }
+
+    /// Takes every object of type `t` already stored for one created this moment.
+    pub fn fresh(&self, t: FileType) -> Result<usize> {
+        let now = cairn_repo::Host::boot_clock(&self.host);
+        let names = self.inner.list(t)?;
+        let mut created = self.created.lock().unwrap();
+        for e in &names {
+            created.insert(key(t, &e.name), now);
+        }
+        Ok(names.len())
+    }
+
+    fn listed(&self, t: FileType, name: &str) -> bool {
+        let now = cairn_repo::Host::boot_clock(&self.host);
+        let created = self.created.lock().unwrap();
+        created
+            .get(&key(t, name))
+            .is_none_or(|at| now >= *at + self.lag)
+    }
+}
+
+impl<B: Backend> Backend for LaggingListing<B> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn guarantees(&self) -> Guarantees {
+        Guarantees {
+            listing_lag: self.lag,
+            ..self.inner.guarantees()
+        }
+    }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.lag
+    }
+    fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+        let mut entries = self.inner.list(t)?;
+        entries.retain(|e| self.listed(t, &e.name));
+        Ok(entries)
+    }
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        self.inner.read(t, name)
+    }
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        self.inner.read_at_most(t, name, max)
+    }
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
+        self.inner.create(t, name, bytes)?;
+        let now = cairn_repo::Host::boot_clock(&self.host);
+        self.created.lock().unwrap().insert(key(t, name), now);
+        Ok(())
+    }
+    fn remove(&self, t: FileType, name: &str) -> Result<()> {
+        self.inner.remove(t, name)
+    }
+}
