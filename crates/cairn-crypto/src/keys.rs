@@ -243,6 +243,35 @@ mod tests {
         ));
     }
 
+    /// Key bytes, in any form a log could carry them, never appear in `Debug` output or in the
+    /// errors of a key file opened with a wrong password or damaged.
+    #[test]
+    fn key_material_never_reaches_debug_output_or_errors() {
+        let keys = MasterKeys::random();
+        let file = create_key_file(&keys, b"secret-pw", FAST, 7, b"h", b"u").unwrap();
+        let mut damaged = file.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        let mut shown = vec![format!("{keys:?}"), format!("{keys:#?}")];
+        for e in [
+            open_key_file(&file, b"wrong").unwrap_err(),
+            open_key_file(&damaged, b"secret-pw").unwrap_err(),
+        ] {
+            shown.push(format!("{e} {e:?}"));
+        }
+        for key in [keys.data, keys.meta, keys.blob_id, keys.chunker] {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let list = format!("{:?}", &key[..4]).trim_end_matches(']').to_string();
+            for text in &shown {
+                assert!(!text.contains(&hex[..16]), "key bytes in {text}");
+                assert!(!text.contains(&list), "key bytes in {text}");
+            }
+        }
+        for text in &shown {
+            assert!(!text.contains("secret-pw"), "password in {text}");
+        }
+    }
+
     #[test]
     fn lanes_computed_in_parallel_derive_the_same_key_every_time() {
         let keys = MasterKeys::random();
