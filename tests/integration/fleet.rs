@@ -893,3 +893,85 @@ fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
     );
     assert_eq!(d.snapshots().len(), 3);
 }
+
+/// Regression: a profile's `password-file` beat `--password-command` given on the command line
+/// (a file is preferred when both are set), so the command line's password was never tried.
+#[test]
+fn a_password_given_another_way_on_the_command_line_wins_over_the_profile() {
+    let d = setup();
+    backing_up(&d, "pw", "");
+    let wrong = ["-P", "pw", "--password-command", "echo wrong"];
+    let e = cairn(&d, &[&wrong[..], &["snapshots"]].concat())
+        .code(12)
+        .error_line();
+    assert!(e.contains("password"), "{e}");
+    let out = cairn(&d, &[&wrong[..], &["config", "show"]].concat())
+        .success()
+        .stdout();
+    assert!(!out.contains("password-file"), "{out}");
+    assert!(out.contains("password-command = \"***\""), "{out}");
+    let right = format!("cat {}", d.join("password").display());
+    cairn(&d, &["-P", "pw", "--password-command", &right, "snapshots"]).success();
+    // The environment gives the least: a profile's command wins over CAIRN_PASSWORD_FILE.
+    let by_command = d.join("by-command.toml");
+    fs::write(
+        &by_command,
+        format!(
+            "[global]\nrepo = \"{}\"\npassword-command = \"{right}\"\n",
+            d.repo().display()
+        ),
+    )
+    .unwrap();
+    fs::write(d.join("wrong"), "wrong\n").unwrap();
+    let mut c = command(&d, &["-P", by_command.to_str().unwrap(), "snapshots"]);
+    c.env("CAIRN_PASSWORD_FILE", d.join("wrong"));
+    Run::of(c).success();
+    let mut c = command(&d, &["-P", by_command.to_str().unwrap(), "config", "show"]);
+    c.env("CAIRN_PASSWORD_FILE", d.join("wrong"));
+    let out = Run::of(c).success().stdout();
+    assert!(!out.contains("password-file"), "{out}");
+}
+
+/// Regression: with README's profile (`kind = "auto"`, `full-every = "mon"`), `backup --kind
+/// full` was refused: "--full-every is only for --kind auto".
+#[test]
+fn a_kind_on_the_command_line_drops_the_profiles_options_of_another_kind() {
+    let d = setup();
+    backing_up(
+        &d,
+        "nightly",
+        "kind = \"auto\"\nfull-every = \"mon\"\nbetween = \"differential\"\n",
+    );
+    let backup = |args: &[&str]| {
+        let all = [&["-P", "nightly", "backup", "--json"][..], args].concat();
+        cairn(&d, &all).success().json()
+    };
+    let r = backup(&["--kind", "full"]);
+    assert_eq!(r["kind"], "full");
+    assert_eq!(r["kind_reason"], "--kind full");
+    let r = backup(&["--kind", "incremental"]);
+    assert_eq!(r["kind"], "incremental");
+    // `--kind auto` is the kind those options go with: they stay.
+    let r = backup(&["--kind", "auto", "--time", "2099-01-01T02:00:00Z"]);
+    assert!(
+        r["kind_reason"].as_str().unwrap().contains("Monday"),
+        "{}",
+        r["kind_reason"]
+    );
+    // The command line itself still may not mix them.
+    let e = cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "backup",
+            "--kind",
+            "full",
+            "--full-every",
+            "7d",
+        ],
+    )
+    .code(2)
+    .error_line();
+    assert!(e.contains("--full-every is only for --kind auto"), "{e}");
+}
