@@ -14,6 +14,20 @@ Exit codes: 0 success, 1 error, 2 invalid arguments, 3 backup incomplete (some s
 could not be read, or a source does not exist on this host), 10 no repository at the location, 11 locked \
 (another run of the same profile, with --no-wait), 12 wrong password.";
 
+/// Options that give one thing in different ways, by long name. Giving one on the command line
+/// drops a profile's others, so the command line wins even where the program prefers one way
+/// (a password file over a password command).
+pub(crate) const ALTERNATIVES: &[&[&str]] = &[
+    &["password-file", "password-command"],
+    &["to-password-file", "to-password-command"],
+];
+
+/// Options that mean something only with one value of another: (option, other, value), by
+/// long name. When the command line sets the other to a different value, a profile's option is
+/// dropped: a profile's `kind = "auto"` and `full-every` must not refuse `--kind full`.
+pub(crate) const ONLY_WITH: &[(&str, &str, &str)] =
+    &[("full-every", "kind", "auto"), ("between", "kind", "auto")];
+
 /// Deduplicating, compressed, encrypted backups.
 #[derive(Parser)]
 #[command(name = "cairn", version, after_help = AFTER_HELP)]
@@ -119,6 +133,36 @@ pub(crate) struct Cli {
     pub(crate) profiles: crate::settings::Profiles,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// The environment gives the least: where the command line or a profile gives the
+    /// password one way, a variable giving it the other way is set aside (else the password
+    /// file of `CAIRN_PASSWORD_FILE` would win over a profile's `password-command`, a file
+    /// being preferred).
+    pub(crate) fn set_aside_environment(&mut self, matches: &clap::ArgMatches) {
+        use clap::parser::ValueSource;
+        let source = |m: &clap::ArgMatches, id: &str| m.value_source(id);
+        let outranked = |m: &clap::ArgMatches, env: &str, given: &str| {
+            source(m, env) == Some(ValueSource::EnvVariable)
+                && source(m, given) == Some(ValueSource::CommandLine)
+        };
+        if outranked(matches, "password_file", "password_command") {
+            self.password_file = None;
+        }
+        if outranked(matches, "password_command", "password_file") {
+            self.password_command = None;
+        }
+        if let (Command::Copy(a), Some(m)) = (&mut self.command, matches.subcommand_matches("copy"))
+        {
+            if outranked(m, "to_password_file", "to_password_command") {
+                a.to_password_file = None;
+            }
+            if outranked(m, "to_password_command", "to_password_file") {
+                a.to_password_command = None;
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]

@@ -121,6 +121,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e, ""),
     };
+    cli.set_aside_environment(&matches);
     cli.profiles = profiles;
     match cmd::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -3,10 +3,12 @@
 //! checked by the same value parser as on the command line.
 //!
 //! Invariants: an option given on the command line wins over every profile, and a later profile
-//! over an earlier one; every key of every section is checked (section, name, type and value)
+//! over an earlier one; so does it over a profile's other ways of giving the same thing
+//! (`password-file` against `--password-command`) and options that go only with another value
+//! of it (`full-every` against `--kind full`); every key of every section is checked (section, name, type and value)
 //! before anything runs, and an error names the file, the line and the key (exit 2).
 
-use crate::args::Cli;
+use crate::args::{Cli, ALTERNATIVES, ONLY_WITH};
 use crate::invalid;
 use crate::settings::{Profiles, Setting, Value};
 use anyhow::Result;
@@ -57,27 +59,32 @@ pub(crate) fn merge(argv: Vec<OsString>) -> Result<(Vec<OsString>, Profiles)> {
     let Some((command, sub_matches)) = sub else {
         return Ok((argv, profiles));
     };
-    let given = |m: &ArgMatches, id: &str| {
-        matches!(m.try_get_raw(id), Ok(Some(_)))
-            && m.value_source(id) == Some(ValueSource::CommandLine)
+    // An option's values when the command line gave it (not a default or the environment).
+    let given = |m: &ArgMatches, id: &str| match m.try_get_raw(id) {
+        Ok(Some(raw)) if m.value_source(id) == Some(ValueSource::CommandLine) => Some(
+            raw.map(|v| v.to_string_lossy().into_owned())
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
     };
-    let on_command_line = |id: &str| given(&probe, id) || given(sub_matches, id);
+    let on_command_line = |id: &str| given(&probe, id).or_else(|| given(sub_matches, id));
     let mut globals = Vec::new();
     let mut options = Vec::new();
     let mut positionals = Vec::new();
-    for s in &profiles.settings {
+    // What reaches the command, and so what `config show` lists: not what the command line
+    // overrode.
+    let mut kept = Vec::new();
+    for s in std::mem::take(&mut profiles.settings) {
         let cmd = match s.section.as_str() {
             "global" => &root,
             name if name == command => root.find_subcommand(name).expect("parsed subcommand"),
-            _ => continue,
+            _ => {
+                kept.push(s);
+                continue;
+            }
         };
         let arg = find_arg(cmd, &s.key).expect("checked when loaded");
-        let id = arg.get_id().as_str();
-        let conflicting = cmd
-            .get_arg_conflicts_with(arg)
-            .iter()
-            .any(|c| on_command_line(c.get_id().as_str()));
-        if on_command_line(id) || conflicting {
+        if overridden(cmd, arg, &on_command_line) {
             continue;
         }
         let out = match (s.section.as_str(), arg.is_positional()) {
@@ -86,7 +93,9 @@ pub(crate) fn merge(argv: Vec<OsString>) -> Result<(Vec<OsString>, Profiles)> {
             _ => &mut options,
         };
         out.extend(arguments(arg, &s.value));
+        kept.push(s);
     }
+    profiles.settings = kept;
     let at = subcommand_index(&root, &argv).expect("a subcommand was parsed");
     let mut merged: Vec<OsString> = argv[..1].to_vec();
     merged.extend(globals.into_iter().map(OsString::from));
@@ -100,6 +109,35 @@ pub(crate) fn merge(argv: Vec<OsString>) -> Result<(Vec<OsString>, Profiles)> {
         merged.extend(positionals.into_iter().map(OsString::from));
     }
     Ok((merged, profiles))
+}
+
+/// Whether the command line overrides a profile's `arg` of `cmd`: it gives the option itself,
+/// one that conflicts with it (declared on either side), another way of giving the same thing
+/// (`args::ALTERNATIVES`), or another value of the option `arg` only goes with
+/// (`args::ONLY_WITH`). `given` has an option's values, by id, if the command line gave it.
+fn overridden(cmd: &Command, arg: &Arg, given: &dyn Fn(&str) -> Option<Vec<String>>) -> bool {
+    let named = |a: &Arg| a.get_id() == arg.get_id();
+    let conflicting = cmd.get_arg_conflicts_with(arg).into_iter().chain(
+        cmd.get_arguments()
+            .filter(|other| cmd.get_arg_conflicts_with(other).into_iter().any(named)),
+    );
+    let id_of = |long: &str| find_arg(cmd, long).map(|a| a.get_id().as_str().to_string());
+    let long = arg.get_long().unwrap_or_default();
+    let mut alternatives = ALTERNATIVES
+        .iter()
+        .filter(|group| group.contains(&long))
+        .flat_map(|group| group.iter().filter(|other| **other != long));
+    let mut only_with = ONLY_WITH.iter().filter(|(option, ..)| *option == long);
+    given(arg.get_id().as_str()).is_some()
+        || conflicting
+            .into_iter()
+            .any(|c| given(c.get_id().as_str()).is_some())
+        || alternatives.any(|other| id_of(other).and_then(|id| given(&id)).is_some())
+        || only_with.any(|(_, other, value)| {
+            id_of(other)
+                .and_then(|id| given(&id))
+                .is_some_and(|values| values.iter().all(|v| v != value))
+        })
 }
 
 /// Reads and checks the profiles; a key set by several of them keeps the last one's value.
@@ -440,6 +478,62 @@ mod tests {
         assert_eq!(at(&["cairn", "-r/repo", "--repo=/r", "check"]), Some(3));
         assert_eq!(at(&["cairn", "--cache-dir", "backup", "prune"]), Some(3));
         assert_eq!(at(&["cairn", "-P", "n", "--no-cache", "check"]), Some(4));
+    }
+
+    /// The arguments `merge` gives clap for `words` with the profile `text`.
+    fn merged(text: &str, words: &[&str]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut all = vec!["cairn", "-P", path.to_str().unwrap()];
+        all.extend(words);
+        let (argv, _) = merge(argv(&all)).unwrap();
+        argv.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_command_line_overrides_a_profiles_other_way_and_conflicting_options() {
+        let copy = "[copy]\nto-password-file = \"/pw\"\n";
+        let args = merged(copy, &["copy", "--to", "/t", "--to-password-command", "x"]);
+        assert!(!args.contains(&"--to-password-file".into()), "{args:?}");
+        let args = merged(copy, &["copy", "--to", "/t"]);
+        assert!(args.contains(&"--to-password-file".into()), "{args:?}");
+        // `verbose` declares the conflict with `quiet`: it holds either way round.
+        let args = merged("[global]\nquiet = true\n", &["-v", "snapshots"]);
+        assert!(!args.contains(&"--quiet".into()), "{args:?}");
+        let args = merged("[global]\nverbose = 1\n", &["-q", "snapshots"]);
+        assert!(!args.contains(&"--verbose".into()), "{args:?}");
+        let auto = "[backup]\nkind = \"auto\"\nfull-every = \"7d\"\n";
+        let args = merged(auto, &["backup", "--kind=auto"]);
+        assert!(args.contains(&"--full-every".into()), "{args:?}");
+        let args = merged(auto, &["backup", "--kind", "full"]);
+        assert!(!args.contains(&"--full-every".into()), "{args:?}");
+    }
+
+    /// Every option the tables name exists, so a renamed one cannot silently leave its rule.
+    #[test]
+    fn the_tables_of_alternatives_name_real_options() {
+        let root = Cli::command();
+        let exists = |long: &str| {
+            find_arg(&root, long).is_some()
+                || root.get_subcommands().any(|c| find_arg(c, long).is_some())
+        };
+        for long in ALTERNATIVES.iter().flat_map(|g| g.iter()) {
+            assert!(exists(long), "{long}");
+        }
+        for (option, other, _) in ONLY_WITH {
+            assert!(exists(option) && exists(other), "{option} {other}");
+        }
+        // And every option of every section can be asked about (clap panics on a conflict
+        // with an option its command does not know).
+        let nothing_given = |_: &str| None;
+        for cmd in std::iter::once(&root).chain(root.get_subcommands()) {
+            for arg in cmd.get_arguments() {
+                assert!(!overridden(cmd, arg, &nothing_given));
+            }
+        }
     }
 
     #[test]

@@ -51,17 +51,21 @@ impl Run {
 
 /// Runs `work` as one reported run of `command`: takes the profiles' lock, runs the `before`
 /// hooks, the work, then the `after` or `on-failure` hooks, and delivers the report. The
+/// report starts with `blank`, the command's fields as a run that fails before it sets them
+/// leaves them (so a failed run's report has every key, null where nothing is known). The
 /// result is the work's.
 pub(crate) fn reported(
     cli: &Cli,
     command: &'static str,
     a: &RunArgs,
     json: bool,
+    blank: Value,
     work: impl FnOnce(&mut Run) -> Result<u8>,
 ) -> Result<u8> {
     let start = jiff::Zoned::now();
     let clock = Instant::now();
     let mut run = Run::default();
+    run.add(blank);
     let mut report = common(cli, command, &start);
     let mut lock = None;
     let result = (|| {

@@ -1,7 +1,7 @@
 //! Fleet operations: profiles, `--kind auto`, schedules, run reports (HTTP, mail, metrics),
 //! hooks and the per-profile lock, each run through the real binary.
 
-use crate::util::{num, setup, string, Dir, Run, PASSWORD};
+use crate::util::{files_below, num, setup, string, Dir, Run, PASSWORD};
 use serde_json::Value;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -599,7 +599,22 @@ fn a_run_report_is_posted_to_the_api_with_every_field_matching_the_snapshot() {
     assert_eq!(r["outcome"], "failure");
     assert_eq!(r["exit_code"], 12);
     assert!(r["error"].as_str().unwrap().contains("password"), "{r}");
-    assert_eq!(r["snapshot_id"], Value::Null);
+    // Every backup key is there, null where the run found nothing out (README: null on
+    // failure), so that a database's columns are the same for every run.
+    let keys = r.as_object().unwrap();
+    for k in [
+        "snapshot_id",
+        "parent_id",
+        "kind",
+        "kind_reason",
+        "files_new",
+        "bytes_added_stored",
+    ] {
+        assert!(keys.contains_key(k), "{k} is missing: {r}");
+        assert_eq!(r[k], Value::Null, "{k}");
+    }
+    assert_eq!(r["paths"], serde_json::json!([src.to_string_lossy()]));
+    assert_eq!(r["tags"], serde_json::json!(["nightly", "etc"]));
 }
 
 /// Parses a Prometheus text file into (name, labels, value).
@@ -892,4 +907,291 @@ fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
         run.stderr()
     );
     assert_eq!(d.snapshots().len(), 3);
+}
+
+/// Regression: a profile's `password-file` beat `--password-command` given on the command line
+/// (a file is preferred when both are set), so the command line's password was never tried.
+#[test]
+fn a_password_given_another_way_on_the_command_line_wins_over_the_profile() {
+    let d = setup();
+    backing_up(&d, "pw", "");
+    let wrong = ["-P", "pw", "--password-command", "echo wrong"];
+    let e = cairn(&d, &[&wrong[..], &["snapshots"]].concat())
+        .code(12)
+        .error_line();
+    assert!(e.contains("password"), "{e}");
+    let out = cairn(&d, &[&wrong[..], &["config", "show"]].concat())
+        .success()
+        .stdout();
+    assert!(!out.contains("password-file"), "{out}");
+    assert!(out.contains("password-command = \"***\""), "{out}");
+    let right = format!("cat {}", d.join("password").display());
+    cairn(&d, &["-P", "pw", "--password-command", &right, "snapshots"]).success();
+    // The environment gives the least: a profile's command wins over CAIRN_PASSWORD_FILE.
+    let by_command = d.join("by-command.toml");
+    fs::write(
+        &by_command,
+        format!(
+            "[global]\nrepo = \"{}\"\npassword-command = \"{right}\"\n",
+            d.repo().display()
+        ),
+    )
+    .unwrap();
+    fs::write(d.join("wrong"), "wrong\n").unwrap();
+    let mut c = command(&d, &["-P", by_command.to_str().unwrap(), "snapshots"]);
+    c.env("CAIRN_PASSWORD_FILE", d.join("wrong"));
+    Run::of(c).success();
+    let mut c = command(&d, &["-P", by_command.to_str().unwrap(), "config", "show"]);
+    c.env("CAIRN_PASSWORD_FILE", d.join("wrong"));
+    let out = Run::of(c).success().stdout();
+    assert!(!out.contains("password-file"), "{out}");
+}
+
+/// Regression: with README's profile (`kind = "auto"`, `full-every = "mon"`), `backup --kind
+/// full` was refused: "--full-every is only for --kind auto".
+#[test]
+fn a_kind_on_the_command_line_drops_the_profiles_options_of_another_kind() {
+    let d = setup();
+    backing_up(
+        &d,
+        "nightly",
+        "kind = \"auto\"\nfull-every = \"mon\"\nbetween = \"differential\"\n",
+    );
+    let backup = |args: &[&str]| {
+        let all = [&["-P", "nightly", "backup", "--json"][..], args].concat();
+        cairn(&d, &all).success().json()
+    };
+    let r = backup(&["--kind", "full"]);
+    assert_eq!(r["kind"], "full");
+    assert_eq!(r["kind_reason"], "--kind full");
+    let r = backup(&["--kind", "incremental"]);
+    assert_eq!(r["kind"], "incremental");
+    // `--kind auto` is the kind those options go with: they stay.
+    let r = backup(&["--kind", "auto", "--time", "2099-01-01T02:00:00Z"]);
+    assert!(
+        r["kind_reason"].as_str().unwrap().contains("Monday"),
+        "{}",
+        r["kind_reason"]
+    );
+    // The command line itself still may not mix them.
+    let e = cairn(
+        &d,
+        &[
+            "-P",
+            "nightly",
+            "backup",
+            "--kind",
+            "full",
+            "--full-every",
+            "7d",
+        ],
+    )
+    .code(2)
+    .error_line();
+    assert!(e.contains("--full-every is only for --kind auto"), "{e}");
+}
+
+/// The sample `name` of `command` in a metrics file.
+fn sample(path: &Path, name: &str, command: &str) -> Option<f64> {
+    samples(path)
+        .into_iter()
+        .find(|(n, l, _)| n == name && l.contains(&format!("command=\"{command}\"")))
+        .map(|s| s.2)
+}
+
+/// The body of the last request `server` received, as JSON.
+fn last_report(server: &Api) -> Value {
+    let requests = server.requests.lock().unwrap();
+    serde_json::from_slice(&requests.last().expect("a report was posted").1).unwrap()
+}
+
+#[test]
+fn forget_prune_and_check_post_reports_and_write_metrics() {
+    let d = setup();
+    let server = api(&[]);
+    let metrics = d.join("cairn.prom");
+    let src = backing_up(&d, "gc", "");
+    for night in 0..3 {
+        fs::write(
+            src.join("etc/hosts"),
+            format!("night {night}\n").repeat(500),
+        )
+        .unwrap();
+        cairn(&d, &["-P", "gc", "backup"]).success();
+    }
+    let snaps = d.snapshots();
+    let report_to = ["--report-url", &server.url, "--metrics-file"];
+    let report_to = [&report_to[..], &[metrics.to_str().unwrap()]].concat();
+    let run = |args: &[&str], code: i32| {
+        let all = [&["-P", "gc"][..], args, &report_to].concat();
+        let printed = cairn(&d, &all).code(code).json();
+        let posted = last_report(&server);
+        assert_eq!(printed, posted, "the report posted is the one printed");
+        posted
+    };
+
+    let r = run(&["forget", "--keep-last", "1", "--prune", "--json"], 0);
+    assert_eq!(r["command"], "forget");
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["error"], Value::Null);
+    assert_eq!(r["profile"], "gc");
+    let mut removed: Vec<&str> = r["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    removed.sort();
+    let mut older: Vec<&str> = snaps[..2]
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    older.sort();
+    assert_eq!(removed, older);
+    assert_eq!(r["groups"][0]["keep"][0]["id"], snaps[2]["id"]);
+    let gc = &r["prune"];
+    assert_eq!(gc["snapshots"], 1, "{gc}");
+    assert_eq!(gc["dry_run"], false);
+    assert!(
+        num(gc, "packs_deleted") + num(gc, "packs_repacked") > 0,
+        "{gc}"
+    );
+    assert!(num(gc, "bytes_freed") > 0, "{gc}");
+    assert_eq!(d.snapshots().len(), 1);
+    assert_eq!(sample(&metrics, "cairn_errors", "forget"), Some(0.0));
+    assert_eq!(
+        sample(&metrics, "cairn_last_exit_code", "forget"),
+        Some(0.0)
+    );
+    assert!(sample(&metrics, "cairn_last_success_timestamp_seconds", "forget").is_some());
+
+    let r = run(&["prune", "--json"], 0);
+    assert_eq!(r["command"], "prune");
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["prune"]["snapshots"], 1);
+    assert_eq!(r["prune"]["packs_deleted"], 0, "nothing is left to delete");
+    assert!(!r.as_object().unwrap().contains_key("removed"), "{r}");
+    assert!(sample(&metrics, "cairn_run_duration_seconds", "prune").is_some());
+    d.check();
+
+    // A check that finds damage fails, and says so everywhere.
+    let pack = files_below(&d.repo().join("data"))
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    fs::write(&pack, bytes).unwrap();
+    let r = run(&["check", "--read-data", "--json"], 1);
+    assert_eq!(r["command"], "check");
+    assert_eq!(r["outcome"], "failure");
+    assert_eq!(r["exit_code"], 1);
+    assert!(
+        r["error"].as_str().unwrap().contains("check found"),
+        "{}",
+        r["error"]
+    );
+    assert!(!r["errors"].as_array().unwrap().is_empty(), "{r}");
+    assert!(sample(&metrics, "cairn_errors", "check").unwrap() >= 2.0);
+    assert_eq!(sample(&metrics, "cairn_last_exit_code", "check"), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "cairn_last_success_timestamp_seconds", "check"),
+        None
+    );
+}
+
+#[test]
+fn a_second_run_of_a_profile_waits_for_the_first_to_end() {
+    let d = setup();
+    let started = d.join("started");
+    let release = d.join("release");
+    backing_up(&d, "p", "");
+    // The first run holds the lock until the test lets its hook end.
+    let hold = format!(
+        "touch {} && while [ ! -e {} ]; do sleep 0.05; done",
+        started.display(),
+        release.display()
+    );
+    let first = command(&d, &["-P", "p", "backup", "--before", &hold])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the first run's hook never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = command(&d, &["-P", "p", "backup", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says it waits, and does: no second snapshot while the first run holds the lock.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(d.snapshots().len(), 0);
+    fs::write(&release, "").unwrap();
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("waiting for the other run of profile p (pid"),
+        "{stderr}"
+    );
+    let mut first = first;
+    assert!(first.wait().unwrap().success());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snaps = d.snapshots();
+    assert_eq!(snaps.len(), 2);
+    // The second started after the first one's snapshot: its parent.
+    assert_eq!(r["parent_id"], snaps[0]["id"]);
+}
+
+#[test]
+fn on_failure_hooks_run_when_the_command_itself_fails() {
+    let d = setup();
+    let log = d.join("hooks.log");
+    let l = log.display();
+    backing_up(&d, "h", &format!("after = [\"echo after >> {l}\"]\non-failure = [\"echo failed $CAIRN_EXIT_CODE $CAIRN_COMMAND $CAIRN_ERROR >> {l}\"]\n"));
+    let wrong = d.join("wrong");
+    fs::write(&wrong, "wrong\n").unwrap();
+    let wrong = wrong.to_str().unwrap();
+    cairn(&d, &["-P", "h", "--password-file", wrong, "backup"]).code(12);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("failed 12 backup "), "{text}");
+    assert!(text.contains("password"), "{text}");
+    assert_eq!(text.lines().count(), 1, "no after hook: {text}");
+    assert!(d.snapshots().is_empty());
+}
+
+/// README's "Fleet" section gives a whole profile: it must be one cairn accepts.
+#[test]
+fn the_readme_fleet_profile_is_accepted() {
+    let d = setup();
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let fleet = &readme[readme.find("\n## Fleet").expect("a Fleet section")..];
+    let start = fleet
+        .find("```toml\n")
+        .expect("a TOML profile in the Fleet section")
+        + 8;
+    let toml = &fleet[start..start + fleet[start..].find("```").unwrap()];
+    let path = d.join("nightly.toml");
+    fs::write(&path, toml).unwrap();
+    let out = cairn(&d, &["-P", path.to_str().unwrap(), "config", "show"])
+        .success()
+        .stdout();
+    for line in [
+        "full-every = \"mon\"",
+        "sources = [\"/etc\", \"/home\", \"/root\", \"/boot\"]",
+        "read-data-subset = \"15%\"",
+        "Authorization: ***",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+    assert!(!out.contains("CHANGE-ME"), "{out}");
 }

@@ -228,6 +228,41 @@ fn plan(
     Ok((opts, why))
 }
 
+/// The backup's fields of the run report before it has run: what was asked for, and null for
+/// everything the backup finds out (README.md, "Run reports": null on failure).
+pub(crate) fn blank(a: &BackupArgs) -> serde_json::Value {
+    let mut fields = json!({
+        "paths": a.sources.iter().map(|p| p.to_string_lossy()).collect::<Vec<_>>(),
+        "tags": a.tag,
+        "dry_run": a.dry_run,
+    });
+    let unknown = [
+        "snapshot_id",
+        "snapshot_time",
+        "parent_id",
+        "kind",
+        "kind_reason",
+        "files_new",
+        "files_changed",
+        "files_unchanged",
+        "files_deleted",
+        "dirs",
+        "total_files",
+        "total_bytes",
+        "bytes_read",
+        "bytes_added_raw",
+        "bytes_added_stored",
+        "skipped",
+    ];
+    for key in unknown {
+        fields[key] = serde_json::Value::Null;
+    }
+    if let Some(host) = &a.host {
+        fields["host"] = host.as_str().into();
+    }
+    fields
+}
+
 /// The backup's fields of the run report. `parent`, `bytes_added`, `raw_bytes_added`,
 /// `duration_seconds` and `errors` came first and stay beside their report names.
 fn json_report(

@@ -1,7 +1,7 @@
 //! `config show`: the settings the profiles given with -P (and the command line and the
 //! environment, for global options) make, each with where it comes from, secrets masked.
 
-use crate::args::Cli;
+use crate::args::{Cli, ALTERNATIVES};
 use crate::profile::{masked, search_path};
 use crate::settings::Value;
 use anyhow::Result;
@@ -30,11 +30,18 @@ pub(crate) fn show(cli: &Cli) -> Result<u8> {
             s.origin.clone(),
         ));
     }
-    // As when a command runs: the command line wins over profiles, and profiles over the
-    // environment.
+    // As when a command runs: the command line wins over profiles (which `merge` already
+    // left out), and profiles over the environment, also where a profile gives the same thing
+    // another way.
     for (key, value, origin) in &p.outside {
+        let same = |k: &str| {
+            k == key
+                || ALTERNATIVES
+                    .iter()
+                    .any(|group| group.contains(&k) && group.contains(&key.as_str()))
+        };
         let in_profile =
-            |(section, k, ..): &(String, String, String, String)| section == "global" && k == key;
+            |(section, k, ..): &(String, String, String, String)| section == "global" && same(k);
         if origin != "command line" && rows.iter().any(in_profile) {
             continue;
         }

@@ -10,6 +10,7 @@ use crate::time;
 use anyhow::Result;
 use cairn_format::snapshot::Snapshot;
 use cairn_format::SnapshotId;
+use serde_json::json;
 
 mod backup;
 mod check;
@@ -35,7 +36,7 @@ mod stats;
 pub(crate) fn run(cli: Cli) -> Result<u8> {
     match &cli.command {
         Command::Init(a) => init::init(&cli, a),
-        Command::Backup(a) => reported(&cli, "backup", &a.run, a.json, |r| {
+        Command::Backup(a) => reported(&cli, "backup", &a.run, a.json, backup::blank(a), |r| {
             backup::backup(&cli, a, r)
         }),
         Command::Snapshots(a) => snapshots::snapshots(&cli, a),
@@ -45,11 +46,13 @@ pub(crate) fn run(cli: Cli) -> Result<u8> {
         Command::Find(a) => find::find(&cli, a),
         Command::Dump(a) => dump::dump(&cli, a),
         Command::Mount(a) => mount::mount(&cli, a),
-        Command::Check(a) => reported(&cli, "check", &a.run, a.json, |r| check::check(&cli, a, r)),
-        Command::Forget(a) => reported(&cli, "forget", &a.run, a.gc.json, |r| {
+        Command::Check(a) => reported(&cli, "check", &a.run, a.json, json!({}), |r| {
+            check::check(&cli, a, r)
+        }),
+        Command::Forget(a) => reported(&cli, "forget", &a.run, a.gc.json, json!({}), |r| {
             forget::forget(&cli, a, r)
         }),
-        Command::Prune(a) => reported(&cli, "prune", &a.run, a.gc.json, |r| {
+        Command::Prune(a) => reported(&cli, "prune", &a.run, a.gc.json, json!({}), |r| {
             forget::prune(&cli, a, r)
         }),
         Command::Copy(a) => copy::copy(&cli, a),
