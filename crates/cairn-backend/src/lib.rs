@@ -128,6 +128,18 @@ pub fn check_len(t: FileType, name: &str, len: u64, max: u64) -> Result<()> {
     Ok(())
 }
 
+/// The `TooLarge` error of a read that was cut off after more than `max` bytes arrived: the
+/// object's length is unknown, only that it is too long.
+pub fn longer_than(t: FileType, name: &str, max: u64) -> BackendError {
+    BackendError {
+        kind: BackendErrorKind::TooLarge,
+        message: format!(
+            "{} {name} is longer than the {max} bytes such a file may have",
+            t.noun()
+        ),
+    }
+}
+
 pub trait Backend: Send + Sync {
     /// Where the repository is, for messages.
     fn location(&self) -> String;
@@ -148,9 +160,10 @@ pub trait Backend: Send + Sync {
     fn list(&self, t: FileType) -> Result<Vec<Entry>>;
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>>;
     /// `read` of an object that may be at most `max` bytes long; a longer one fails with
-    /// `TooLarge`. A hostile store can serve any length, so a backend that can learn an
-    /// object's length first (a stat, a HEAD request) overrides this to fail before reading or
-    /// allocating; this default reads first.
+    /// `TooLarge`. A hostile store can serve any length, and state one it does not keep to, so
+    /// a remote backend overrides this to check the stated length first (a stat, a HEAD
+    /// request) and then read at most `max + 1` bytes whatever arrives; this default, for
+    /// local files, reads first.
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         let bytes = self.read(t, name)?;
         check_len(t, name, bytes.len() as u64, max)?;

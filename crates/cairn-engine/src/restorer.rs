@@ -112,6 +112,7 @@ struct Planner<'a> {
     repo: &'a dyn BlobStore,
     opts: &'a RestoreOptions,
     plan: RestorePlan,
+    budget: crate::walk::Budget,
 }
 
 impl Planner<'_> {
@@ -127,7 +128,8 @@ impl Planner<'_> {
     ) -> Result<bool> {
         // Bounds the recursion whatever the snapshot (repo-format.md, "Limits").
         crate::walk::check_depth(crate::walk::depth_of(snap_path), snap_path)?;
-        let tree = match self.repo.load_tree(tree) {
+        let id = tree;
+        let tree = match self.repo.load_tree(id) {
             Ok(tree) => tree,
             Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {
                 let lost = PathProblem {
@@ -143,6 +145,7 @@ impl Planner<'_> {
             }
             Err(e) => return Err(e),
         };
+        self.budget.loaded(self.repo, id, tree.nodes.len())?;
         let mut any = false;
         for node in tree.nodes {
             let name = OsStr::from_bytes(&node.name);
@@ -344,6 +347,7 @@ pub fn plan_restore(
         repo,
         opts,
         plan: RestorePlan::default(),
+        budget: crate::walk::Budget::new(&[root]),
     };
     planner.tree(root, Path::new("/"), &opts.target, None, false)?;
     Ok(planner.plan)

@@ -81,8 +81,8 @@ pub fn stats(
         .filter(chosen)
         .map(|i| &out.snapshots[i])
     {
-        out.files += s.files;
-        out.restored_bytes += s.restored_bytes;
+        out.files = out.files.saturating_add(s.files);
+        out.restored_bytes = out.restored_bytes.saturating_add(s.restored_bytes);
     }
     // What the selected snapshots reach together, whoever added it: the walk over all of
     // them, or one of their own when only some are selected.
@@ -152,11 +152,13 @@ impl<'r> Walk<'r> {
         if self.seen.insert(id.into()) {
             self.new.push(id.into());
         }
-        let (mut files, mut bytes) = (0, 0);
+        let (mut files, mut bytes) = (0u64, 0u64);
         for node in &tree.nodes {
             if node.kind == cairn_format::tree::NodeKind::File {
-                files += 1;
-                bytes += node.size;
+                // Saturating: a crafted snapshot reaching one subtree along 2^64 paths holds
+                // more files than a u64 counts.
+                files = files.saturating_add(1);
+                bytes = bytes.saturating_add(node.size);
             }
             for c in &node.content {
                 if self.seen.insert((*c).into()) {
@@ -165,8 +167,8 @@ impl<'r> Walk<'r> {
             }
             if let Some(sub) = node.subtree {
                 let (f, b) = self.tree(sub, depth + 1)?;
-                files += f;
-                bytes += b;
+                files = files.saturating_add(f);
+                bytes = bytes.saturating_add(b);
             }
         }
         self.trees.insert(id, (files, bytes));

@@ -141,6 +141,155 @@ fn deleted_files_below_shared_subtrees_are_counted_once_per_subtree() {
     assert_eq!(outcome.snapshot.summary.files_deleted, 1 << 40);
 }
 
+/// Asserts that `e` is the error of a walk refused for reaching too many entries.
+fn crafted(e: &cairn_repo::Error) {
+    assert_eq!(e.kind, cairn_repo::ErrorKind::Corrupt, "{}", e.message);
+    assert!(
+        e.message.contains("entries along all their paths") && e.message.contains("crafted"),
+        "{}",
+        e.message
+    );
+}
+
+/// Runs `f` and asserts that it took well under a second: a walk refused for its size is
+/// refused before it has walked much.
+fn quickly<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(900), "{what} took {took:?}");
+    out
+}
+
+// Regression: ls, find, dump, diff and restore planning list every path, so they visited a
+// subtree once per path reaching it: 2^64 visits for a snapshot of 65 small trees. They must
+// refuse such a snapshot at once, naming what is wrong.
+#[test]
+fn walks_that_list_paths_refuse_a_subtree_reached_along_2_to_the_64_paths() {
+    let (tmp, repo) = repo();
+    let root = diamond(&repo, 64);
+    let other = {
+        let mut t = save(&repo, vec![file("g")]);
+        for _ in 0..64 {
+            t = save(&repo, vec![dir("a", t), dir("b", t)]);
+        }
+        t
+    };
+    let (id, snap) = snapshot(&repo, root);
+    repo.flush().unwrap();
+
+    // ls (and ls -R): `walk_tree`.
+    let e = quickly("ls", || {
+        cairn_engine::walk_tree(&repo, root, Path::new("/"), &mut |_, _| Ok(Visit::Descend))
+            .unwrap_err()
+    });
+    crafted(&e);
+
+    // find names the snapshot.
+    let all = Filter::new(&["*".to_string()]).unwrap();
+    let snapshots = [(id, snap)];
+    let e = quickly("find", || {
+        cairn_engine::find(&repo, &snapshots, &all, &mut |_, _, _, _| {}).unwrap_err()
+    });
+    crafted(&e);
+    assert!(
+        e.message.starts_with(&format!("snapshot {}: ", id.short())),
+        "{}",
+        e.message
+    );
+
+    // dump of the whole snapshot as tar and zip.
+    let top = cairn_engine::find_node(&repo, root, Path::new("/")).unwrap();
+    let e = quickly("dump tar", || {
+        cairn_engine::dump_tar(&repo, &top, Path::new("/"), &mut std::io::sink()).unwrap_err()
+    });
+    crafted(&e);
+    let e = quickly("dump zip", || {
+        cairn_engine::dump_zip(&repo, &top, Path::new("/"), &mut std::io::sink()).unwrap_err()
+    });
+    crafted(&e);
+
+    // diff against a snapshot that differs in every path, and against an empty one.
+    let e = quickly("diff", || {
+        cairn_engine::diff(&repo, root, other, &mut |_| {}).unwrap_err()
+    });
+    crafted(&e);
+    let empty = save(&repo, vec![]);
+    repo.flush().unwrap();
+    let e = quickly("diff with an empty snapshot", || {
+        cairn_engine::diff(&repo, empty, root, &mut |_| {}).unwrap_err()
+    });
+    crafted(&e);
+
+    // Restore's plan.
+    let opts = RestoreOptions {
+        target: tmp.path().join("restore"),
+        include: Filter::new(&[]).unwrap(),
+        exclude: Filter::new(&[]).unwrap(),
+        dry_run: true,
+        owners: false,
+        verify: false,
+    };
+    let e = quickly("restore planning", || {
+        cairn_engine::plan_restore(&repo, root, &opts)
+            .err()
+            .unwrap()
+    });
+    crafted(&e);
+    assert!(!tmp.path().join("restore").exists());
+}
+
+// Stats adds the files below each tree: along 2^64 paths that is more than a u64 holds, which
+// must saturate, not overflow (a panic in debug builds, a wrong count in release ones).
+#[test]
+fn stats_of_a_subtree_reached_along_2_to_the_64_paths_saturates() {
+    let (_dir, repo) = repo();
+    let root = diamond(&repo, 64);
+    let snapshots = [snapshot(&repo, root), snapshot(&repo, root)];
+    repo.flush().unwrap();
+    let stats = cairn_engine::stats(&repo, &snapshots, &[true, true]).unwrap();
+    assert_eq!(stats.snapshots[0].files, u64::MAX);
+    assert_eq!(stats.files, u64::MAX);
+    assert_eq!(stats.trees.blobs, 65);
+}
+
+// Identical directories are common (empty ones, copies of a checkout): a walk that re-enters
+// trees it has loaded, for more entries than triggers the count of what it can reach, still
+// lists every path when that count is reasonable.
+#[test]
+fn walks_list_every_path_of_a_directory_copied_many_times() {
+    let (tmp, repo) = repo();
+    let files: Vec<Node> = (0..1000).map(|i| file(&format!("f{i:04}"))).collect();
+    let copy = save(&repo, files);
+    let root = save(
+        &repo,
+        (0..100).map(|i| dir(&format!("c{i:03}"), copy)).collect(),
+    );
+    repo.flush().unwrap();
+    let mut n = 0;
+    cairn_engine::walk_tree(&repo, root, Path::new("/"), &mut |_, _| {
+        n += 1;
+        Ok(Visit::Descend)
+    })
+    .unwrap();
+    assert_eq!(n, 100 * 1001);
+    let mut changes = 0;
+    let empty = save(&repo, vec![]);
+    repo.flush().unwrap();
+    cairn_engine::diff(&repo, empty, root, &mut |_| changes += 1).unwrap();
+    assert_eq!(changes, 100 * 1001);
+    let opts = RestoreOptions {
+        target: tmp.path().join("restore"),
+        include: Filter::new(&[]).unwrap(),
+        exclude: Filter::new(&[]).unwrap(),
+        dry_run: true,
+        owners: false,
+        verify: false,
+    };
+    let plan = cairn_engine::plan_restore(&repo, root, &opts).unwrap();
+    assert_eq!(plan.files(), 100 * 1000);
+}
+
 /// Runs `f` on a thread with a small stack, as rayon's and test threads are: a walk must not
 /// need more than its depth limit allows, whatever the snapshot.
 fn on_small_stack<T: Send>(f: impl FnOnce() -> T + Send) -> T {

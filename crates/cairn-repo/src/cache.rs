@@ -571,3 +571,46 @@ impl IndexCache {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    // The temporary fallback cache holds decrypted index entries like the real one: it must be
+    // this user's alone (0600), whatever the umask lets a plain create make.
+    #[test]
+    fn the_temporary_fallback_cache_is_private_and_removed_on_drop() {
+        let cache = IndexCache::open(None).unwrap();
+        let tmp = cache.temporary.clone().unwrap();
+        let meta = std::fs::symlink_metadata(&tmp).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.mode() & 0o777, 0o600, "{}", tmp.display());
+        assert_eq!(meta.uid(), rustix::process::geteuid().as_raw());
+        drop(cache);
+        assert!(!tmp.exists(), "{} is left behind", tmp.display());
+    }
+
+    // Its name is predictable enough to plant something there first (a shared /tmp): the file
+    // is created exclusively, so neither a file nor a link planted at its name is opened.
+    #[test]
+    fn a_temporary_cache_is_never_opened_where_something_was_planted() {
+        let dir = tempfile::tempdir().unwrap();
+        let planted = dir.path().join("cairn-index-1.redb");
+        std::fs::write(&planted, b"someone else's").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = private_file(&planted, true).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{e}");
+        assert_eq!(std::fs::read(&planted).unwrap(), b"someone else's");
+
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"x").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let link = dir.path().join("cairn-index-2.redb");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(private_file(&link, true).is_err());
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"x");
+        assert_ne!(meta.mode() & 0o777, 0o600, "the link's target was chmodded");
+    }
+}

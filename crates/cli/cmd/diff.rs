@@ -1,7 +1,7 @@
 //! `diff`: what changed between two snapshots.
 
 use crate::args::{Cli, DiffArgs};
-use crate::cmd::pick;
+use crate::cmd::{in_trees_of, pick};
 use crate::invalid;
 use crate::open::{open, snapshots_of};
 use crate::output;
@@ -24,8 +24,8 @@ pub(crate) fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
     };
     let repo = open(cli, false)?;
     let list = snapshots_of(&repo)?.list;
-    let (_, sa) = pick(&list, older, a.at, &a.filter, cli.quiet)?;
-    let (_, sb) = pick(&list, newer, None, &a.filter, cli.quiet)?;
+    let (ida, sa) = pick(&list, older, a.at, &a.filter, cli.quiet)?;
+    let (idb, sb) = pick(&list, newer, None, &a.filter, cli.quiet)?;
     let mut out = std::io::stdout().lock();
     let (mut added, mut removed, mut changed, mut meta) = (0u64, 0u64, 0u64, 0u64);
     let (mut bytes_added, mut bytes_removed) = (0u64, 0u64);
@@ -75,7 +75,12 @@ pub(crate) fn diff(cli: &Cli, a: &DiffArgs) -> Result<u8> {
         if result.is_ok() {
             result = writeln!(out, "{line}");
         }
-    })?;
+    })
+    .map_err(in_trees_of(format!(
+        "snapshots {} and {}",
+        ida.short(),
+        idb.short()
+    )))?;
     result?;
     if !a.json {
         writeln!(

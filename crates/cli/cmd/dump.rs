@@ -1,7 +1,7 @@
 //! `dump`: a file of a snapshot to stdout or a file, or a directory as tar or zip.
 
 use crate::args::{ArchiveArg, Cli, DumpArgs};
-use crate::cmd::{pick, snapshot_and_path};
+use crate::cmd::{in_trees_of, pick, snapshot_and_path};
 use crate::open::{open, snapshots_of};
 use crate::{invalid, time};
 use anyhow::Context;
@@ -68,6 +68,7 @@ pub(crate) fn dump(cli: &Cli, a: &DumpArgs) -> Result<u8> {
         )),
     };
     let flushed = written
+        .map_err(in_trees_of(format!("snapshot {}", id.short())))
         .map_err(anyhow::Error::from)
         .and_then(|()| Ok(sink.flush()?));
     let bytes = sink.bytes;

@@ -1,7 +1,7 @@
 //! `ls`: the contents of a snapshot.
 
 use crate::args::{Cli, LsArgs};
-use crate::cmd::{pick, snapshot_and_path};
+use crate::cmd::{in_trees_of, pick, snapshot_and_path};
 use crate::open::{open, snapshots_of};
 use crate::{output, time};
 use anyhow::Result;
@@ -18,7 +18,7 @@ pub(crate) fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
     let (spec, path) = snapshot_and_path(&a.words, a.at.is_some())?;
     let repo = open(cli, false)?;
     let list = snapshots_of(&repo)?.list;
-    let (_, snap) = pick(&list, spec, a.at, &a.filter, cli.quiet)?;
+    let (id, snap) = pick(&list, spec, a.at, &a.filter, cli.quiet)?;
     let start = path.map_or_else(|| PathBuf::from("/"), PathBuf::from);
     let start = if start.is_absolute() {
         start
@@ -77,7 +77,8 @@ pub(crate) fn ls(cli: &Cli, a: &LsArgs) -> Result<u8> {
                     Visit::Skip
                 })
             })
-            .or_else(|e| if result.is_err() { Ok(()) } else { Err(e) })?;
+            .or_else(|e| if result.is_err() { Ok(()) } else { Err(e) })
+            .map_err(in_trees_of(format!("snapshot {}", id.short())))?;
             // A closed pipe (`cairn ls | head`) is not an error.
             if let Err(e) = result {
                 if e.kind() != std::io::ErrorKind::BrokenPipe {

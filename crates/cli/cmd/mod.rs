@@ -147,6 +147,17 @@ fn note_host(list: &[(SnapshotId, Snapshot)], chosen: &(SnapshotId, Snapshot), u
     }
 }
 
+/// Names `what` (the snapshot or snapshots walked) in an error about their trees, which the
+/// engines know by tree id only: damage, or a shape crafted to make the walk take forever.
+pub(crate) fn in_trees_of(what: String) -> impl Fn(cairn_repo::Error) -> cairn_repo::Error {
+    move |e| match e.kind {
+        cairn_repo::ErrorKind::Corrupt => {
+            cairn_repo::Error::new(e.kind, format!("{what}: {}", e.message))
+        }
+        _ => e,
+    }
+}
+
 /// `ls` and `dump` take `SNAPSHOT [PATH]`, or with `--at` only `PATH`.
 pub(crate) fn snapshot_and_path(
     words: &[String],

@@ -1,7 +1,7 @@
 //! `restore`: write a snapshot (or part of it) into a directory.
 
 use crate::args::{Cli, RestoreArgs};
-use crate::cmd::pick;
+use crate::cmd::{in_trees_of, pick};
 use crate::open::{open, snapshots_of};
 use crate::output::{with_progress, Count, Unit};
 use crate::{failed, invalid, output, time};
@@ -40,7 +40,8 @@ pub(crate) fn restore(cli: &Cli, a: &RestoreArgs) -> Result<u8> {
             opts.target.display()
         );
     }
-    let plan = cairn_engine::plan_restore(&repo, snap.tree, &opts)?;
+    let plan = cairn_engine::plan_restore(&repo, snap.tree, &opts)
+        .map_err(in_trees_of(format!("snapshot {}", id.short())))?;
     let sources: Vec<PathBuf> = snap
         .paths
         .iter()

@@ -337,16 +337,34 @@ impl Backend for Dal {
         Ok(buf.to_vec())
     }
 
-    /// Asks for the length first, so a hostile or damaged store cannot make this allocate
-    /// more than `max` (a range past the end fails in OpenDAL: "reader got too little data").
+    /// Asks for the length first, so a damaged store fails before anything is read (a range
+    /// past the end fails in OpenDAL: "reader got too little data"), then streams the object,
+    /// so a hostile one that sends more than it stated is cut off past `max`: OpenDAL itself
+    /// only compares the length at the end, holding everything sent.
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        use futures_util::StreamExt;
         let path = object_path(t, name);
         let what = || format!("cannot read {} {name}", t.noun());
         let len = self.run(what, self.op.stat(&path))?.content_length();
         crate::check_len(t, name, len, max)?;
-        let bytes = self.read(t, name)?;
-        crate::check_len(t, name, bytes.len() as u64, max)?;
-        Ok(bytes)
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self.run(what, async {
+            let mut stream = self.op.reader(&path).await?.into_stream(0..len).await?;
+            let mut out = Vec::new();
+            while let Some(piece) = stream.next().await {
+                let piece = piece?;
+                if (out.len() + piece.len()) as u64 > max {
+                    return Ok(None);
+                }
+                for part in piece {
+                    out.extend_from_slice(&part);
+                }
+            }
+            Ok(Some(out))
+        })?;
+        bytes.ok_or_else(|| crate::longer_than(t, name, max))
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {

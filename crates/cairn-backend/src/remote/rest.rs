@@ -9,7 +9,7 @@
 
 use super::{error, Gate, RemoteOptions, REQUEST_TIMEOUT};
 use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_LENGTH, RANGE};
@@ -130,12 +130,15 @@ impl Rest {
         })
     }
 
+    /// Sends a request and collects its answer, whose body stops once more than `cap` bytes
+    /// have arrived: the caller tells such a body by its length.
     async fn send(
         &self,
         method: Method,
         path: &str,
         headers: &[(hyper::header::HeaderName, String)],
         body: Option<Bytes>,
+        cap: u64,
         what: &dyn Fn() -> String,
     ) -> Result<Answer> {
         let exchange = async {
@@ -151,10 +154,17 @@ impl Rest {
                     if let Some(body) = body {
                         req = req.body(body);
                     }
-                    let resp = req.send().await.map_err(|e| transport_error(what(), e))?;
+                    let mut resp = req.send().await.map_err(|e| transport_error(what(), e))?;
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
-                    let body = resp.bytes().await.map_err(|e| transport_error(what(), e))?;
+                    let mut body = BytesMut::new();
+                    while body.len() as u64 <= cap {
+                        match resp.chunk().await.map_err(|e| transport_error(what(), e))? {
+                            Some(piece) => body.extend_from_slice(&piece),
+                            None => break,
+                        }
+                    }
+                    let body = body.freeze();
                     Ok(Answer {
                         status,
                         headers,
@@ -176,12 +186,18 @@ impl Rest {
                         .send_request(req)
                         .await
                         .map_err(|e| transport_error(what(), e))?;
-                    let (parts, body) = resp.into_parts();
-                    let body = body
-                        .collect()
-                        .await
-                        .map_err(|e| transport_error(what(), e))?
-                        .to_bytes();
+                    let (parts, mut incoming) = resp.into_parts();
+                    let mut body = BytesMut::new();
+                    while body.len() as u64 <= cap {
+                        let Some(frame) = incoming.frame().await else {
+                            break;
+                        };
+                        let frame = frame.map_err(|e| transport_error(what(), e))?;
+                        if let Some(piece) = frame.data_ref() {
+                            body.extend_from_slice(piece);
+                        }
+                    }
+                    let body = body.freeze();
                     Ok(Answer {
                         status: parts.status.as_u16(),
                         headers: parts.headers,
@@ -207,7 +223,39 @@ impl Rest {
         body: Option<Bytes>,
         what: &dyn Fn() -> String,
     ) -> Result<Answer> {
-        self.gate.run(self.send(method, path, headers, body, what))
+        self.gate
+            .run(self.send(method, path, headers, body, u64::MAX, what))
+    }
+
+    /// GETs an object, taking at most `max + 1` bytes of its body whatever the server states.
+    fn get(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        let what = || format!("cannot read {} {name}", t.noun());
+        let answer =
+            self.gate
+                .run(self.send(Method::GET, &path_of(t, name), &[], None, max, &what))?;
+        if answer.status != 200 {
+            return Err(Self::refused(&answer, &what));
+        }
+        if answer.body.len() as u64 > max {
+            return Err(crate::longer_than(t, name, max));
+        }
+        if let Some(expected) = answer
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        {
+            if expected != answer.body.len() {
+                return Err(error(
+                    BackendErrorKind::Transient,
+                    format!(
+                        "{}: {} of {expected} bytes arrived",
+                        what(),
+                        answer.body.len()
+                    ),
+                ));
+            }
+        }
+        Ok(answer.body.to_vec())
     }
 
     /// An answer other than `ok`, as an error naming what was asked.
@@ -314,35 +362,14 @@ impl Backend for Rest {
     }
 
     fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
-        let what = || format!("cannot read {} {name}", t.noun());
-        let answer = self.request(Method::GET, &path_of(t, name), &[], None, &what)?;
-        if answer.status != 200 {
-            return Err(Self::refused(&answer, &what));
-        }
-        if let Some(expected) = answer
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        {
-            if expected != answer.body.len() {
-                return Err(error(
-                    BackendErrorKind::Transient,
-                    format!(
-                        "{}: {} of {expected} bytes arrived",
-                        what(),
-                        answer.body.len()
-                    ),
-                ));
-            }
-        }
-        Ok(answer.body.to_vec())
+        self.get(t, name, u64::MAX)
     }
 
+    /// A HEAD first, so that a stated length over `max` fails before anything is sent; then
+    /// a GET cut off past `max`, for a server whose body does not keep to what it stated.
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         crate::check_len(t, name, self.length(t, name)?, max)?;
-        let bytes = self.read(t, name)?;
-        crate::check_len(t, name, bytes.len() as u64, max)?;
-        Ok(bytes)
+        self.get(t, name, max)
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -351,13 +378,16 @@ impl Backend for Rest {
             return Ok(Vec::new());
         }
         let range = format!("bytes={offset}-{}", offset + len - 1);
-        let answer = self.request(
+        // A server that ignores the range sends the object from its start: what is needed
+        // of it ends at `offset + len`, and nothing past that is collected.
+        let answer = self.gate.run(self.send(
             Method::GET,
             &path_of(t, name),
             &[(RANGE, range)],
             None,
+            offset + len,
             &what,
-        )?;
+        ))?;
         let body = match answer.status {
             206 => answer.body,
             // A server that ignores ranges sends the whole object.
@@ -433,5 +463,109 @@ impl Backend for Rest {
             return Err(Self::refused(&answer, &what));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    /// A server that states `stated` bytes for every object on HEAD and sends `sent` bytes of
+    /// body on a GET; it counts the body bytes the client took.
+    fn lying_server(stated: u64, sent: u64) -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let delivered = Arc::new(AtomicU64::new(0));
+        let count = delivered.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut out = conn;
+                    loop {
+                        let mut request = String::new();
+                        if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut line = String::new();
+                        while reader.read_line(&mut line).is_ok() && line != "\r\n" {
+                            line.clear();
+                        }
+                        // A GET's body runs to the end of the connection: HTTP/1.1 framing
+                        // cannot state one length and deliver another.
+                        let head = if request.starts_with("GET") {
+                            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_string()
+                        } else {
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {stated}\r\n\r\n")
+                        };
+                        if out.write_all(head.as_bytes()).is_err() {
+                            return;
+                        }
+                        if request.starts_with("GET") {
+                            let piece = [0u8; 65536];
+                            let mut left = sent;
+                            while left > 0 {
+                                let n = left.min(piece.len() as u64) as usize;
+                                if out.write_all(&piece[..n]).is_err() {
+                                    return;
+                                }
+                                count.fetch_add(n as u64, Ordering::SeqCst);
+                                left -= n as u64;
+                            }
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, delivered)
+    }
+
+    fn client(url: &str) -> Rest {
+        Rest::http(url, None, None, url.to_string(), &RemoteOptions::default()).unwrap()
+    }
+
+    // Regression: `read_at_most` checked the length a HEAD stated and then took the whole GET
+    // body, so a server stating 100 bytes and sending 256 MiB made the client hold them all.
+    #[test]
+    fn a_read_at_most_stops_past_its_limit_whatever_the_server_stated() {
+        let (url, delivered) = lying_server(100, 256 << 20);
+        let e = client(&url)
+            .read_at_most(FileType::Key, "k1", 1024)
+            .unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::TooLarge, "{}", e.message);
+        assert!(
+            e.message
+                .contains("key file k1 is longer than the 1024 bytes"),
+            "{}",
+            e.message
+        );
+        // What socket buffers hold is all the server got out before the client hung up.
+        std::thread::sleep(Duration::from_millis(200));
+        let sent = delivered.load(Ordering::SeqCst);
+        assert!(sent < 64 << 20, "the client took {sent} bytes");
+    }
+
+    // An honest server's object within the limit reads whole, and one it states as too long
+    // is refused before the GET.
+    #[test]
+    fn a_read_at_most_takes_an_honest_object_and_refuses_a_stated_long_one() {
+        let (url, _) = lying_server(100, 100);
+        assert_eq!(
+            client(&url).read_at_most(FileType::Key, "k1", 100).unwrap(),
+            vec![0u8; 100]
+        );
+        let (url, delivered) = lying_server(2000, 2000);
+        let e = client(&url)
+            .read_at_most(FileType::Key, "k1", 1024)
+            .unwrap_err();
+        assert_eq!(e.kind, BackendErrorKind::TooLarge, "{}", e.message);
+        assert_eq!(delivered.load(Ordering::SeqCst), 0);
     }
 }

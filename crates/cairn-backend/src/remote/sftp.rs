@@ -265,15 +265,33 @@ impl Backend for Sftp {
         Ok(bytes.to_vec())
     }
 
+    /// Stats first, so a stated length over `max` fails before anything is read; then reads
+    /// piece by piece and stops past `max`, so a server that states no length, or a false one,
+    /// cannot make this hold more than `max` and one piece.
     fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
         let path = self.full(&object_path(t, name));
-        let len = self.run(|| format!("cannot read {} {name}", t.noun()), async {
-            self.session.fs().metadata(&path).await
+        let what = || format!("cannot read {} {name}", t.noun());
+        let meta = self.run(what, async { self.session.fs().metadata(&path).await })?;
+        if let Some(len) = meta.len() {
+            crate::check_len(t, name, len, max)?;
+        }
+        let bytes = self.run(what, async {
+            let mut file = self.session.open(&path).await?;
+            let mut out = BytesMut::new();
+            while out.len() as u64 <= max {
+                let want = u32::try_from(max + 1 - out.len() as u64).unwrap_or(u32::MAX);
+                match file.read(want, BytesMut::new()).await? {
+                    Some(piece) => out.extend_from_slice(&piece),
+                    None => break,
+                }
+            }
+            file.close().await?;
+            Ok(out)
         })?;
-        crate::check_len(t, name, len.len().unwrap_or(0), max)?;
-        let bytes = self.read(t, name)?;
-        crate::check_len(t, name, bytes.len() as u64, max)?;
-        Ok(bytes)
+        if bytes.len() as u64 > max {
+            return Err(crate::longer_than(t, name, max));
+        }
+        Ok(bytes.to_vec())
     }
 
     fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
