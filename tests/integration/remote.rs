@@ -646,3 +646,33 @@ fn remote_copy_into_an_append_only_replica() {
     Run::of(restore).success();
     assert_same_tree(&scan(&src), &scan(&restored(&out, &src)), Compare::exact());
 }
+
+/// Regression: FTP uploads were stored under their final name before their size was checked
+/// (OpenDAL's writer renames its own temporary into place as it closes), so a server that kept
+/// an upload short while answering success held a truncated object under a final name until
+/// cairn's delete came, and for good where that delete failed. A server that loses a byte of
+/// every upload and refuses to delete shows it.
+#[test]
+fn remote_ftp_short_upload_never_takes_a_final_name() {
+    let server = servers::ftp_truncating("repo");
+    let backend = connect(&server, true);
+    let bytes = random_bytes(8, 200_000);
+    let name = cairn_crypto::file_id(&bytes).to_hex();
+    let err = backend.create(FileType::Pack, &name, &bytes).unwrap_err();
+    let below = files_below(&server.root.clone().unwrap().join("repo"));
+    let finals: Vec<_> = below
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().contains('.'))
+        })
+        .collect();
+    assert!(
+        finals.is_empty(),
+        "short uploads under final names: {finals:?}"
+    );
+    assert!(err.to_string().contains("the server stored"), "{err}");
+    // What the refused deletes left are temporaries, which no listing shows.
+    assert!(!below.is_empty());
+    assert!(backend.list(FileType::Pack).unwrap().is_empty());
+}
