@@ -821,3 +821,85 @@ fn remote_ftp_short_upload_never_takes_a_final_name() {
     assert!(!below.is_empty());
     assert!(backend.list(FileType::Pack).unwrap().is_empty());
 }
+
+/// The local cache keeps a client's reads of what it already knows off the wire: after the
+/// backups that made it, `snapshots`, `ls`, `diff`, `find` and a backup with nothing changed
+/// send no request for a pack. `--no-cache` does, which shows the proxy would have seen them.
+#[test]
+fn remote_cache_spares_data_downloads() {
+    let server = servers::rest_rclone("repo");
+    let proxy = FaultProxy::start(server.addr, Faults::default());
+    let (location, env) = server.via(proxy.addr());
+    let mut t = setup();
+    t.set_remote(&location, &env, &server.env_remove);
+    t.init_with(&["--pack-size", "1"]);
+    let src = t.join("src");
+    fill(&src, 41);
+    let first = t.backup([&src]);
+    write(src.join("a/small"), "changed");
+    let second = t.backup([&src]);
+    let data_gets = |traffic: &cairn_testkit::Traffic| -> Vec<String> {
+        traffic
+            .requests
+            .iter()
+            .filter(|(method, target)| method == "GET" && target.contains("/data/"))
+            .map(|(_, target)| target.clone())
+            .collect()
+    };
+    // Counted from here: what the backups themselves sent is not the question.
+    proxy.take_traffic();
+
+    t.ok(["snapshots"]);
+    let listed = t.ok(["ls", "latest", "--recursive"]).stdout();
+    assert!(listed.contains("medium"), "{listed}");
+    let diff = t.ok(["diff", &id(&first), &id(&second)]).stdout();
+    assert!(diff.contains("small"), "{diff}");
+    let found = t.ok(["find", "medium"]).stdout();
+    assert!(found.contains("medium"), "{found}");
+    let again = t.backup([&src]);
+    assert_eq!(num(&again, "files_unchanged"), 4, "{again}");
+    assert_eq!(num(&again, "files_changed") + num(&again, "files_new"), 0);
+    let traffic = proxy.take_traffic();
+    assert!(traffic.requests.len() > 5, "{traffic:?}");
+    assert_eq!(data_gets(&traffic), Vec::<String>::new());
+
+    t.ok(["--no-cache", "ls", "latest", "--recursive"]);
+    assert!(!data_gets(&proxy.take_traffic()).is_empty());
+}
+
+/// A pack the server no longer has is a permanent fault: the restore that needs it fails at
+/// once, naming it, without retrying a request whose answer cannot change.
+#[test]
+fn remote_missing_pack_fails_at_once_naming_it() {
+    let server = servers::rest_rclone("repo");
+    let t = At::from(&server).dir();
+    t.init();
+    let src = t.join("src");
+    fill(&src, 51);
+    t.backup([&src]);
+    // Every pack, so whichever the restore reads first is gone.
+    let packs: Vec<PathBuf> = files_below(&server.root.clone().unwrap().join("repo/data"));
+    assert!(!packs.is_empty());
+    for pack in &packs {
+        std::fs::remove_file(pack).unwrap();
+    }
+    let started = Instant::now();
+    let run = t.run([
+        "restore",
+        "latest",
+        "--target",
+        t.join("out").to_str().unwrap(),
+    ]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(!run.stderr().contains("retrying"), "{run:?}");
+    // Each file the pack held fails on its own line, which names the pack and the 404.
+    let said = run.stderr();
+    assert!(
+        packs.iter().any(|p| said.contains(&format!(
+            "pack {}: HTTP 404",
+            p.file_name().unwrap().to_string_lossy()
+        ))),
+        "{run:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{run:?}");
+}
