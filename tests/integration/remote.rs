@@ -14,7 +14,8 @@ use cairn_backend::{Backend, BackendErrorKind, FileType, LocalBackend};
 use cairn_testkit::servers::{self, GarageCluster, Server};
 use cairn_testkit::{FaultProxy, Faults};
 use serde_json::Value;
-use std::path::Path;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,11 @@ struct At {
     location: String,
     env: Vec<(String, String)>,
     remove: Vec<String>,
+    /// The directory the server keeps its repositories' files in, where it has one.
+    root: Option<PathBuf>,
+    /// Whether a killed upload may leave a partial pack under its final name for good
+    /// (repo-format.md section 3: `rclone:` with a remote rclone writes in place).
+    partial_packs_may_stay: bool,
 }
 
 impl From<&Server> for At {
@@ -43,6 +49,8 @@ impl From<&Server> for At {
             location: server.location.clone(),
             env: server.env.clone(),
             remove: server.env_remove.clone(),
+            root: server.root.clone(),
+            partial_packs_may_stay: false,
         }
     }
 }
@@ -162,15 +170,125 @@ fn user_steps(at: At) {
     t.check();
     assert_restores(&t, &id(&second), &src, "out2");
 
-    killed_mid_upload(&t, &src);
+    killed_mid_upload(&t, &at, &src);
     t.check();
     assert_restores(&t, "latest", &src, "out3");
 }
 
-/// A backup killed while its packs are on the wire leaves nothing that `check` refuses, and the
-/// next backup completes it.
-fn killed_mid_upload(t: &Dir, src: &Path) {
+/// The files below `dir` whose names have no dot (no temporary has one), found while a server
+/// renames and removes files there: what vanishes meanwhile is left out.
+fn final_files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => found.extend(final_files_below(&path)),
+            Ok(t) if t.is_file() && !entry.file_name().to_string_lossy().contains('.') => {
+                found.push(path)
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// How many packs the repository at `at` holds under their final names: counted in the
+/// server's directory where it has one (a listing over FTP is 256 requests), else listed.
+fn pack_counter(at: &At) -> impl FnMut() -> usize + '_ {
+    let mut backend = None;
+    move || match &at.root {
+        Some(root) => final_files_below(root)
+            .iter()
+            .filter(|p| {
+                p.parent()
+                    .and_then(Path::parent)
+                    .is_some_and(|d| d.ends_with("data"))
+            })
+            .count(),
+        None => backend
+            .get_or_insert_with(|| connect(at.clone(), false))
+            .list(FileType::Pack)
+            .unwrap()
+            .len(),
+    }
+}
+
+/// The objects under a final name that are named by their hash (all but `config` and
+/// `locks/`) and do not hold the bytes they are named for, as (path or name, length, whether
+/// it is a pack). Read in the server's directory where it has one (an FTPS server is trusted
+/// only by the cairn process).
+fn partial_objects(at: &At) -> Vec<(String, usize, bool)> {
+    let objects: Vec<(String, Vec<u8>, bool)> = match &at.root {
+        Some(root) => final_files_below(root)
+            .into_iter()
+            .filter_map(|p| {
+                let under = |d: &str| p.components().any(|c| c.as_os_str() == d);
+                if !["keys", "data", "index", "snapshots"]
+                    .into_iter()
+                    .any(under)
+                {
+                    return None;
+                }
+                // Gone since it was listed: a server removing what a cut upload left.
+                let bytes = std::fs::read(&p).ok()?;
+                Some((p.display().to_string(), bytes, under("data")))
+            })
+            .collect(),
+        None => {
+            let backend = connect(at.clone(), false);
+            [
+                FileType::Key,
+                FileType::Pack,
+                FileType::Index,
+                FileType::Snapshot,
+            ]
+            .into_iter()
+            .flat_map(|ft| {
+                let entries = backend.list(ft).unwrap();
+                let backend = &backend;
+                entries.into_iter().map(move |e| {
+                    let bytes = backend.read(ft, &e.name).unwrap();
+                    (e.name, bytes, ft == FileType::Pack)
+                })
+            })
+            .collect()
+        }
+    };
+    assert!(!objects.is_empty());
+    objects
+        .into_iter()
+        .filter(|(path, bytes, _)| !path.ends_with(&cairn_crypto::file_id(bytes).to_hex()))
+        .map(|(path, bytes, pack)| (path, bytes.len(), pack))
+        .collect()
+}
+
+/// Nothing partial is left under a final name, once the server has had a moment to remove
+/// what the cut connection left (rclone's REST server writes in place and removes the file
+/// when the upload breaks). Where partial packs may stay, they are packs and nothing else.
+fn assert_whole_objects(at: &At) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut partial = partial_objects(at);
+    while !partial.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        partial = partial_objects(at);
+    }
+    if at.partial_packs_may_stay {
+        partial.retain(|(_, _, pack)| !pack);
+    }
+    assert_eq!(partial, vec![], "objects that do not hold their own bytes");
+}
+
+/// A backup killed while its packs are on the wire leaves nothing partial under a final name
+/// and nothing that `check` refuses, and the next backup completes it. The kill comes as soon
+/// as the first of its dozen packs is stored, one connection at a time, so the backup is still
+/// uploading: its death by SIGKILL proves it.
+fn killed_mid_upload(t: &Dir, at: &At, src: &Path) {
     write(src.join("d/large"), random_bytes(77, 12 << 20));
+    let mut packs = pack_counter(at);
+    let before = packs();
     let mut cmd = t.command();
     cmd.args([
         "backup".as_ref(),
@@ -181,16 +299,18 @@ fn killed_mid_upload(t: &Dir, src: &Path) {
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    // Killed once it has stored something, or after a second, whichever is first.
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(1) {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while packs() == before {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the backup ended ({status}) before it stored a pack");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        assert!(Instant::now() < deadline, "no pack stored in 120 s");
+        std::thread::sleep(Duration::from_millis(2));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9), "not killed mid-upload: {status}");
+    assert_whole_objects(at);
     let report = t.ok(["check", "--json"]).json();
     assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
     let done = t.backup([src]);
@@ -199,8 +319,8 @@ fn killed_mid_upload(t: &Dir, src: &Path) {
 
 /// A repository made in a local directory, copied object by object to the server, opens and
 /// checks clean there: the format is the same everywhere.
-fn copied_from_local(server: &Server) {
-    let server = At::from(server);
+fn copied_from_local(server: impl Into<At>) {
+    let server: At = server.into();
     let t = setup();
     t.init_with(&["--pack-size", "1"]);
     let src = t.join("src");
@@ -229,6 +349,27 @@ fn copied_from_local(server: &Server) {
 fn remote_rest_via_rclone() {
     round_trip(&servers::rest_rclone("repo"));
     copied_from_local(&servers::rest_rclone("copy"));
+}
+
+/// `rclone:` runs `rclone serve restic --stdio` and speaks REST over its pipes: here on a local
+/// directory, named as an on-the-fly remote (`:local:DIR`) and as a plain path, with an empty
+/// configuration so the user's remotes play no part.
+#[test]
+fn remote_rclone_stdio() {
+    let host = setup();
+    let served = host.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let config = host.join("rclone.conf");
+    write(&config, "");
+    let at = |location: String| At {
+        location,
+        env: vec![("RCLONE_CONFIG".to_string(), config.display().to_string())],
+        remove: Vec::new(),
+        root: Some(served.clone()),
+        partial_packs_may_stay: true,
+    };
+    round_trip(at(format!("rclone::local:{}/repo", served.display())));
+    copied_from_local(at(format!("rclone:{}/copy", served.display())));
 }
 
 #[test]
@@ -426,6 +567,8 @@ fn cairn_serve(t: &Dir, args: &[&str]) -> (Serve, At) {
         location: format!("rest:{}/repo", serve.url.trim_end_matches('/')),
         env: Vec::new(),
         remove: Vec::new(),
+        root: Some(dir),
+        partial_packs_may_stay: false,
     };
     (serve, at)
 }
@@ -536,6 +679,8 @@ fn remote_s3_credentials_from_an_aws_profile() {
     );
     let with_profile = |profile: &str| At {
         location: s3.location.clone(),
+        root: None,
+        partial_packs_may_stay: false,
         env: s3
             .env
             .iter()
@@ -645,4 +790,116 @@ fn remote_copy_into_an_append_only_replica() {
         .arg(&out);
     Run::of(restore).success();
     assert_same_tree(&scan(&src), &scan(&restored(&out, &src)), Compare::exact());
+}
+
+/// Regression: FTP uploads were stored under their final name before their size was checked
+/// (OpenDAL's writer renames its own temporary into place as it closes), so a server that kept
+/// an upload short while answering success held a truncated object under a final name until
+/// cairn's delete came, and for good where that delete failed. A server that loses a byte of
+/// every upload and refuses to delete shows it.
+#[test]
+fn remote_ftp_short_upload_never_takes_a_final_name() {
+    let server = servers::ftp_truncating("repo");
+    let backend = connect(&server, true);
+    let bytes = random_bytes(8, 200_000);
+    let name = cairn_crypto::file_id(&bytes).to_hex();
+    let err = backend.create(FileType::Pack, &name, &bytes).unwrap_err();
+    let below = files_below(&server.root.clone().unwrap().join("repo"));
+    let finals: Vec<_> = below
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().contains('.'))
+        })
+        .collect();
+    assert!(
+        finals.is_empty(),
+        "short uploads under final names: {finals:?}"
+    );
+    assert!(err.to_string().contains("the server stored"), "{err}");
+    // What the refused deletes left are temporaries, which no listing shows.
+    assert!(!below.is_empty());
+    assert!(backend.list(FileType::Pack).unwrap().is_empty());
+}
+
+/// The local cache keeps a client's reads of what it already knows off the wire: after the
+/// backups that made it, `snapshots`, `ls`, `diff`, `find` and a backup with nothing changed
+/// send no request for a pack. `--no-cache` does, which shows the proxy would have seen them.
+#[test]
+fn remote_cache_spares_data_downloads() {
+    let server = servers::rest_rclone("repo");
+    let proxy = FaultProxy::start(server.addr, Faults::default());
+    let (location, env) = server.via(proxy.addr());
+    let mut t = setup();
+    t.set_remote(&location, &env, &server.env_remove);
+    t.init_with(&["--pack-size", "1"]);
+    let src = t.join("src");
+    fill(&src, 41);
+    let first = t.backup([&src]);
+    write(src.join("a/small"), "changed");
+    let second = t.backup([&src]);
+    let data_gets = |traffic: &cairn_testkit::Traffic| -> Vec<String> {
+        traffic
+            .requests
+            .iter()
+            .filter(|(method, target)| method == "GET" && target.contains("/data/"))
+            .map(|(_, target)| target.clone())
+            .collect()
+    };
+    // Counted from here: what the backups themselves sent is not the question.
+    proxy.take_traffic();
+
+    t.ok(["snapshots"]);
+    let listed = t.ok(["ls", "latest", "--recursive"]).stdout();
+    assert!(listed.contains("medium"), "{listed}");
+    let diff = t.ok(["diff", &id(&first), &id(&second)]).stdout();
+    assert!(diff.contains("small"), "{diff}");
+    let found = t.ok(["find", "medium"]).stdout();
+    assert!(found.contains("medium"), "{found}");
+    let again = t.backup([&src]);
+    assert_eq!(num(&again, "files_unchanged"), 4, "{again}");
+    assert_eq!(num(&again, "files_changed") + num(&again, "files_new"), 0);
+    let traffic = proxy.take_traffic();
+    assert!(traffic.requests.len() > 5, "{traffic:?}");
+    assert_eq!(data_gets(&traffic), Vec::<String>::new());
+
+    t.ok(["--no-cache", "ls", "latest", "--recursive"]);
+    assert!(!data_gets(&proxy.take_traffic()).is_empty());
+}
+
+/// A pack the server no longer has is a permanent fault: the restore that needs it fails at
+/// once, naming it, without retrying a request whose answer cannot change.
+#[test]
+fn remote_missing_pack_fails_at_once_naming_it() {
+    let server = servers::rest_rclone("repo");
+    let t = At::from(&server).dir();
+    t.init();
+    let src = t.join("src");
+    fill(&src, 51);
+    t.backup([&src]);
+    // Every pack, so whichever the restore reads first is gone.
+    let packs: Vec<PathBuf> = files_below(&server.root.clone().unwrap().join("repo/data"));
+    assert!(!packs.is_empty());
+    for pack in &packs {
+        std::fs::remove_file(pack).unwrap();
+    }
+    let started = Instant::now();
+    let run = t.run([
+        "restore",
+        "latest",
+        "--target",
+        t.join("out").to_str().unwrap(),
+    ]);
+    assert_ne!(run.code, Some(0), "{run:?}");
+    assert!(!run.stderr().contains("retrying"), "{run:?}");
+    // Each file the pack held fails on its own line, which names the pack and the 404.
+    let said = run.stderr();
+    assert!(
+        packs.iter().any(|p| said.contains(&format!(
+            "pack {}: HTTP 404",
+            p.file_name().unwrap().to_string_lossy()
+        ))),
+        "{run:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{run:?}");
 }

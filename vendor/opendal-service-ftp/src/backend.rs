@@ -152,6 +152,9 @@ impl Builder for FtpBuilder {
 
             delete: true,
             create_dir: true,
+            // cairn: RNFR/RNTO, so a caller can upload under a name of its own and move the
+            // object into place only after checking it.
+            rename: true,
 
             list: true,
 
@@ -291,17 +294,18 @@ impl Service for FtpBackend {
         ))
     }
 
+    /// cairn: RNFR/RNTO on one pooled connection; whether an existing `to` is replaced is the
+    /// server's choice (pyftpdlib and vsftpd replace it), so `if_not_exists` is not offered.
     async fn rename(
         &self,
         _ctx: &OperationContext,
-        _from: &str,
-        _to: &str,
+        from: &str,
+        to: &str,
         _args: OpRename,
     ) -> Result<RpRename> {
-        Err(Error::new(
-            ErrorKind::Unsupported,
-            "operation is not supported",
-        ))
+        let mut ftp_stream = self.core.ftp_connect(Operation::Rename).await?;
+        ftp_stream.rename(from, to).await.map_err(format_ftp_error)?;
+        Ok(RpRename::default())
     }
 
     async fn presign(

@@ -19,7 +19,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(docsrs, doc(auto_cfg))]
 #![deny(missing_docs)]
-// cairn vendors this crate for one fix (writer.rs, "cairn:"); its lints are upstream's concern.
+// cairn vendors this crate for two fixes (writer.rs and backend.rs, "cairn:"); its lints are upstream's concern.
 #![allow(clippy::all)]
 
 /// URI scheme used for service registration and scheme-driven construction.

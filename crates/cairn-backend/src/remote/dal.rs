@@ -3,11 +3,13 @@
 //! Invariant: an object appears under its final name only complete. On S3 a PUT is atomic and
 //! `If-None-Match: *` makes it create-only and exclusive, with a CRC32C checksum the service
 //! verifies; a service that ignores the condition (Garage) is found out by a probe, and then a
-//! look that the name is free comes first, and the create is not exclusive. WebDAV and FTP have no conditional create: the object is written under a temporary
-//! name (ours on WebDAV, then MOVE; OpenDAL's own `NAME.RANDOM` on FTP, then RNFR/RNTO), its
-//! stored size checked, after a look that the name is free; two clients racing for one name can
-//! both pass that look, so those backends state `exclusive_create: false`. Names with a dot are
-//! temporaries on every service here: no object of the layout has one.
+//! look that the name is free comes first, and the create is not exclusive. WebDAV and FTP have
+//! no conditional create: after a look that the name is free, the object is written under a
+//! temporary name of ours (`.tmp-…`; on FTP OpenDAL's writer first stores `.tmp-….RANDOM` and
+//! renames that to ours), its stored size checked, and only then moved to its name (MOVE,
+//! RNFR/RNTO). Two clients racing for one name can both pass the look, so those backends state
+//! `exclusive_create: false`. Names with a dot are temporaries on every service here: no object
+//! of the layout has one.
 
 use super::{error, object_path, temp_path, Gate, Remote, RemoteOptions, REQUEST_TIMEOUT};
 use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
@@ -30,7 +32,7 @@ enum Service {
     S3,
     /// Our temporary, then MOVE.
     WebDav,
-    /// OpenDAL's writer makes its own temporary and renames it into place.
+    /// Our temporary, then RNFR/RNTO (the vendored service's rename).
     Ftp,
 }
 
@@ -235,10 +237,10 @@ impl Dal {
         let target = object_path(t, name);
         let len = body.len() as u64;
         self.refuse_taken(t, name, &target)?;
-        let written = match self.service {
-            Service::Ftp => target.clone(),
-            _ => temp_path(t, name),
-        };
+        // Our own temporary on FTP too, although OpenDAL's FTP writer renames its own into
+        // place: a server can answer a cut upload with success and keep it truncated, which
+        // only the size check finds, and that must happen before the object has its name.
+        let written = temp_path(t, name);
         let result = (|| {
             self.run(what, self.op.write(&written, body))?;
             let stored = self.run(what, self.op.stat(&written))?.content_length();
@@ -248,10 +250,7 @@ impl Dal {
                     format!("{}: sent {len} bytes, the server stored {stored}", what()),
                 ));
             }
-            if written != target {
-                self.run(what, self.op.rename(&written, &target))?;
-            }
-            Ok(())
+            self.run(what, self.op.rename(&written, &target))
         })();
         if result.is_err() {
             let _ = self.run(what, self.op.delete(&written));
@@ -260,7 +259,8 @@ impl Dal {
     }
 }
 
-/// Whether a listed name is a temporary: ours (`.tmp-…`) or OpenDAL's (`NAME.RANDOM`).
+/// Whether a listed name is a temporary: ours (`.tmp-…`) or OpenDAL's FTP writer's
+/// (`.tmp-….RANDOM`, left by an upload cut short).
 fn is_temporary(name: &str) -> bool {
     name.contains('.')
 }

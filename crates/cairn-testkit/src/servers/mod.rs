@@ -271,6 +271,57 @@ pub fn ftps(repo: &str) -> Server {
     server(describe, addr, Some(root), process, dir)
 }
 
+/// pyftpdlib as a server that loses the last byte of every upload yet answers `226 Transfer
+/// complete` (as pyftpdlib did when a TLS client reset its data connection), and refuses DELE,
+/// so what a client leaves behind after a short upload stays for the test to see.
+const TRUNCATING_FTP_SERVER: &str = r#"
+import os, sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+host, port, user, password, root = sys.argv[1:]
+class Truncating(FTPHandler):
+    def on_file_received(self, file):
+        # Runs before the server reads the client's next command, so no command sees the
+        # whole upload.
+        with open(file, "r+b") as f:
+            f.truncate(max(0, os.path.getsize(file) - 1))
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, root, perm="elrafmwMT")
+Truncating.authorizer = authorizer
+FTPServer((host, int(port)), Truncating).serve_forever()
+"#;
+
+/// pyftpdlib (`ftp://`, as `ftp`) that stores each upload one byte short and refuses to
+/// delete: for the test that a short upload never sits under an object's final name.
+pub fn ftp_truncating(repo: &str) -> Server {
+    let python = debian_python("pyftpdlib", "python3-pyftpdlib");
+    let dir = temp_dir("ftp-truncating");
+    let root = dir.path().join("root");
+    fs::create_dir(&root).expect("create the served dir");
+    let (process, addr) = start_on_free_ports("pyftpdlib (truncating)", 1, |ports| {
+        let addr = loopback(ports[0]);
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-c",
+            TRUNCATING_FTP_SERVER,
+            "127.0.0.1",
+            &ports[0].to_string(),
+            USER,
+            PASSWORD,
+        ])
+        .arg(&root)
+        .env_remove("PYTHONPATH")
+        .env("PYTHONNOUSERSITE", "1");
+        let mut process = Process::spawn("pyftpdlib", &mut cmd, &dir.path().join("ftp.log"));
+        wait_ready(&mut process, || banner(addr, "220")).map(|()| (process, addr))
+    });
+    let repo = repo.to_string();
+    let describe: Describe =
+        Box::new(move |addr| (format!("ftp://{USER}:{PASSWORD}@{addr}/{repo}"), vec![]));
+    server(describe, addr, Some(root), process, dir)
+}
+
 /// aiosmtpd's server, which its module's command line cannot give a password or STARTTLS: every
 /// message is stored whole in `maildir` (written under a temp name, then renamed, so a reader
 /// never sees half of one); AUTH PLAIN and LOGIN take `user` and `password` and are optional,
