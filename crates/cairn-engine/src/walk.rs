@@ -112,9 +112,11 @@ impl Budget {
             };
             let mut total = 0u64;
             for &root in &self.roots {
-                total = total.saturating_add(reach.paths(root, 0)?);
+                total = total.saturating_add(reach.paths(root)?);
             }
-            let limit = MIN_BUDGET.max(reach.distinct.saturating_mul(PATHS_PER_ENTRY));
+            // Per root: a diff walks both snapshots, whose shared trees `distinct` counts once.
+            let per_root = reach.distinct.saturating_mul(PATHS_PER_ENTRY);
+            let limit = MIN_BUDGET.max(per_root.saturating_mul(self.roots.len() as u64));
             if total > limit {
                 return Err(crafted(limit, reach.distinct));
             }
@@ -139,33 +141,46 @@ struct Reach<'a> {
 }
 
 impl Reach<'_> {
-    fn paths(&mut self, id: TreeId, depth: usize) -> Result<u64> {
-        if let Some(&n) = self.paths.get(&id) {
-            return Ok(n);
-        }
-        // What lies deeper is the walk's to refuse, naming the path, as it is a lost tree's
-        // to report: the count is only a bound, and these add nothing to it.
-        if depth > MAX_TREE_DEPTH {
-            return Ok(0);
-        }
-        let tree = match self.repo.load_tree(id) {
-            Ok(tree) => tree,
-            Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {
-                self.paths.insert(id, 0);
-                return Ok(0);
+    /// The entries reachable below `root` along all paths, however deep: a count cut off at
+    /// some depth and remembered would be reused where the same tree is reached higher up, and
+    /// there it would be too small. No recursion, so a chain deeper than any walk goes costs
+    /// no stack; each distinct tree is loaded once, as a child is counted before its parent is
+    /// taken off the stack and trees cannot reach themselves (content addressing).
+    fn paths(&mut self, root: TreeId) -> Result<u64> {
+        let mut stack: Vec<(TreeId, Option<Vec<Option<TreeId>>>)> = vec![(root, None)];
+        while let Some((id, children)) = stack.pop() {
+            if self.paths.contains_key(&id) {
+                continue;
             }
-            Err(e) => return Err(e),
-        };
-        self.distinct += tree.nodes.len() as u64;
-        let mut n = 0u64;
-        for node in &tree.nodes {
-            n = n.saturating_add(1);
-            if let Some(sub) = node.subtree {
-                n = n.saturating_add(self.paths(sub, depth + 1)?);
-            }
+            let Some(children) = children else {
+                let tree = match self.repo.load_tree(id) {
+                    Ok(tree) => tree,
+                    // A lost tree is the walk's to report; it adds nothing to the bound.
+                    Err(e) if matches!(e.kind, ErrorKind::Corrupt | ErrorKind::NotFound) => {
+                        self.paths.insert(id, 0);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.distinct += tree.nodes.len() as u64;
+                let children: Vec<Option<TreeId>> = tree.nodes.iter().map(|n| n.subtree).collect();
+                let pending: Vec<TreeId> = children
+                    .iter()
+                    .flatten()
+                    .filter(|c| !self.paths.contains_key(c))
+                    .copied()
+                    .collect();
+                stack.push((id, Some(children)));
+                stack.extend(pending.into_iter().map(|c| (c, None)));
+                continue;
+            };
+            let n = children.iter().fold(0u64, |n, child| {
+                let below = child.map_or(0, |c| self.paths[&c]);
+                n.saturating_add(1).saturating_add(below)
+            });
+            self.paths.insert(id, n);
         }
-        self.paths.insert(id, n);
-        Ok(n)
+        Ok(self.paths[&root])
     }
 }
 

@@ -239,6 +239,26 @@ fn walks_that_list_paths_refuse_a_subtree_reached_along_2_to_the_64_paths() {
     assert!(!tmp.path().join("restore").exists());
 }
 
+// Regression: what a walk can reach was counted with a cut at the depth limit and remembered
+// per tree; trees counted deep below one root were then counted too small where the other root
+// of a diff reaches them higher up, and the diff went on through 2^41 paths.
+#[test]
+fn a_subtree_counted_deep_below_one_root_is_counted_whole_below_another() {
+    let (_tmp, repo) = repo();
+    let shared = diamond(&repo, 40);
+    let mut deep = shared;
+    for _ in 0..MAX_TREE_DEPTH - 22 {
+        deep = save(&repo, vec![dir("d", deep)]);
+    }
+    let a = save(&repo, vec![dir("z", deep)]);
+    let b = save(&repo, vec![dir("y", shared)]);
+    repo.flush().unwrap();
+    let e = quickly("diff", || {
+        cairn_engine::diff(&repo, a, b, &mut |_| {}).unwrap_err()
+    });
+    crafted(&e);
+}
+
 // Stats adds the files below each tree: along 2^64 paths that is more than a u64 holds, which
 // must saturate, not overflow (a panic in debug builds, a wrong count in release ones).
 #[test]

@@ -236,10 +236,17 @@ pub(crate) fn blank(a: &BackupArgs) -> serde_json::Value {
         "tags": a.tag,
         "dry_run": a.dry_run,
     });
+    // Every key `json_report` writes, less those known before the run.
     let unknown = [
         "snapshot_id",
         "snapshot_time",
         "parent_id",
+        "parent",
+        "blobs_added",
+        "bytes_added",
+        "raw_bytes_added",
+        "duration_seconds",
+        "errors",
         "kind",
         "kind_reason",
         "files_new",

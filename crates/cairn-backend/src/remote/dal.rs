@@ -5,8 +5,8 @@
 //! verifies; a service that ignores the condition (Garage) is found out by a probe, and then a
 //! look that the name is free comes first, and the create is not exclusive. WebDAV and FTP have
 //! no conditional create: after a look that the name is free, the object is written under a
-//! temporary name of ours (`.tmp-…`; on FTP OpenDAL's writer first stores `.tmp-….RANDOM` and
-//! renames that to ours), its stored size checked, and only then moved to its name (MOVE,
+//! temporary name of ours (`.tmp-…`; on FTP `tmp-….part`, as FTP servers often leave dotted names
+//! out of `LIST`, and OpenDAL's writer first stores `tmp-….part.RANDOM` and renames that to ours), its stored size checked, and only then moved to its name (MOVE,
 //! RNFR/RNTO). Two clients racing for one name can both pass the look, so those backends state
 //! `exclusive_create: false`. Names with a dot are temporaries on every service here: no object
 //! of the layout has one.
@@ -240,7 +240,10 @@ impl Dal {
         // Our own temporary on FTP too, although OpenDAL's FTP writer renames its own into
         // place: a server can answer a cut upload with success and keep it truncated, which
         // only the size check finds, and that must happen before the object has its name.
-        let written = temp_path(t, name);
+        let written = match self.service {
+            Service::Ftp => listed_temp_path(t, name),
+            _ => temp_path(t, name),
+        };
         let result = (|| {
             self.run(what, self.op.write(&written, body))?;
             let stored = self.run(what, self.op.stat(&written))?.content_length();
@@ -259,10 +262,45 @@ impl Dal {
     }
 }
 
+/// A temporary name FTP servers list: vsftpd, ProFTPD and Pure-FTPd leave names that start
+/// with a dot out of `LIST` by default, and OpenDAL's FTP `stat` (the size check) and prune's
+/// clean-up both read `LIST`. It keeps a dot, so `is_temporary` knows it.
+fn listed_temp_path(t: FileType, name: &str) -> String {
+    let path = temp_path(t, name);
+    let (dir, file) = path.rsplit_once('/').unwrap_or(("", &path));
+    let file = format!("{}.part", file.trim_start_matches('.'));
+    if dir.is_empty() {
+        file
+    } else {
+        format!("{dir}/{file}")
+    }
+}
+
 /// Whether a listed name is a temporary: ours (`.tmp-…`) or OpenDAL's FTP writer's
 /// (`.tmp-….RANDOM`, left by an upload cut short).
 fn is_temporary(name: &str) -> bool {
     name.contains('.')
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    #[test]
+    fn ftp_temporaries_are_listed_and_known_for_temporaries() {
+        let path = listed_temp_path(FileType::Pack, &"ab".repeat(32));
+        let (dir, file) = path.rsplit_once('/').unwrap();
+        assert_eq!(
+            dir,
+            object_path(FileType::Pack, &"ab".repeat(32))
+                .rsplit_once('/')
+                .unwrap()
+                .0
+        );
+        assert!(!file.starts_with('.'), "{file}");
+        assert!(is_temporary(file), "{file}");
+        assert_ne!(path, listed_temp_path(FileType::Pack, &"ab".repeat(32)));
+    }
 }
 
 impl Backend for Dal {

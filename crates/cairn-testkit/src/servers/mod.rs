@@ -165,29 +165,61 @@ fn rclone(kind: &'static str, repo: &str, prefix: fn(SocketAddr) -> String) -> S
 }
 
 /// pyftpdlib with Debian's python3 on `root`, one user (`USER`, `PASSWORD`) with write access:
-/// location `ftp://USER:PASSWORD@127.0.0.1:PORT/<repo>` (the path is relative to `root`).
+/// location `ftp://USER:PASSWORD@127.0.0.1:PORT/<repo>` (the path is relative to `root`). As
+/// vsftpd, ProFTPD and Pure-FTPd do by default, `LIST` leaves out names that start with a dot.
 pub fn ftp(repo: &str) -> Server {
+    pyftpdlib(repo, "ftp", "elradfmwMT", false)
+}
+
+/// `ftp`, but a server that loses the last byte of every upload yet answers `226 Transfer
+/// complete` (as pyftpdlib did when a TLS client reset its data connection), and refuses DELE,
+/// so what a client leaves behind after a short upload stays for the test to see.
+pub fn ftp_truncating(repo: &str) -> Server {
+    pyftpdlib(repo, "ftp-truncating", "elrafmwMT", true)
+}
+
+/// The FTP server of `ftp` and `ftp_truncating`: pyftpdlib's own classes, which its module's
+/// command line cannot set up so.
+const FTP_SERVER: &str = r#"
+import os, sys
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.filesystems import AbstractedFS
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+host, port, user, password, root, perm, truncate = sys.argv[1:]
+class HidingDotFiles(AbstractedFS):
+    def listdir(self, path):
+        return [n for n in super().listdir(path) if not n.startswith(".")]
+class Handler(FTPHandler):
+    abstracted_fs = HidingDotFiles
+    def on_file_received(self, file):
+        # Runs before the server reads the client's next command, so no command sees the
+        # whole upload.
+        if truncate == "truncate":
+            with open(file, "r+b") as f:
+                f.truncate(max(0, os.path.getsize(file) - 1))
+authorizer = DummyAuthorizer()
+authorizer.add_user(user, password, root, perm=perm)
+Handler.authorizer = authorizer
+FTPServer((host, int(port)), Handler).serve_forever()
+"#;
+
+fn pyftpdlib(repo: &str, name: &str, perm: &str, truncate: bool) -> Server {
     let python = debian_python("pyftpdlib", "python3-pyftpdlib");
-    let dir = temp_dir("ftp");
+    let dir = temp_dir(name);
     let root = dir.path().join("root");
     fs::create_dir(&root).expect("create the served dir");
     let (process, addr) = start_on_free_ports("pyftpdlib", 1, |ports| {
         let addr = loopback(ports[0]);
         let mut cmd = Command::new(&python);
-        cmd.args([
-            "-m",
-            "pyftpdlib",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &ports[0].to_string(),
-        ])
-        .args(["-u", USER, "-P", PASSWORD, "-w", "-d"])
-        .arg(&root)
-        // Debian's python3 with its own packages: a user's site-packages or PYTHONPATH
-        // could bring another pyftpdlib.
-        .env_remove("PYTHONPATH")
-        .env("PYTHONNOUSERSITE", "1");
+        cmd.args(["-c", FTP_SERVER, "127.0.0.1", &ports[0].to_string()])
+            .args([USER, PASSWORD])
+            .arg(&root)
+            .args([perm, if truncate { "truncate" } else { "keep" }])
+            // Debian's python3 with its own packages: a user's site-packages or PYTHONPATH
+            // could bring another pyftpdlib.
+            .env_remove("PYTHONPATH")
+            .env("PYTHONNOUSERSITE", "1");
         let mut process = Process::spawn("pyftpdlib", &mut cmd, &dir.path().join("ftp.log"));
         wait_ready(&mut process, || banner(addr, "220")).map(|()| (process, addr))
     });
@@ -268,57 +300,6 @@ pub fn ftps(repo: &str) -> Server {
             vec![("SSL_CERT_FILE".to_string(), cert.clone())],
         )
     });
-    server(describe, addr, Some(root), process, dir)
-}
-
-/// pyftpdlib as a server that loses the last byte of every upload yet answers `226 Transfer
-/// complete` (as pyftpdlib did when a TLS client reset its data connection), and refuses DELE,
-/// so what a client leaves behind after a short upload stays for the test to see.
-const TRUNCATING_FTP_SERVER: &str = r#"
-import os, sys
-from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler
-from pyftpdlib.servers import FTPServer
-host, port, user, password, root = sys.argv[1:]
-class Truncating(FTPHandler):
-    def on_file_received(self, file):
-        # Runs before the server reads the client's next command, so no command sees the
-        # whole upload.
-        with open(file, "r+b") as f:
-            f.truncate(max(0, os.path.getsize(file) - 1))
-authorizer = DummyAuthorizer()
-authorizer.add_user(user, password, root, perm="elrafmwMT")
-Truncating.authorizer = authorizer
-FTPServer((host, int(port)), Truncating).serve_forever()
-"#;
-
-/// pyftpdlib (`ftp://`, as `ftp`) that stores each upload one byte short and refuses to
-/// delete: for the test that a short upload never sits under an object's final name.
-pub fn ftp_truncating(repo: &str) -> Server {
-    let python = debian_python("pyftpdlib", "python3-pyftpdlib");
-    let dir = temp_dir("ftp-truncating");
-    let root = dir.path().join("root");
-    fs::create_dir(&root).expect("create the served dir");
-    let (process, addr) = start_on_free_ports("pyftpdlib (truncating)", 1, |ports| {
-        let addr = loopback(ports[0]);
-        let mut cmd = Command::new(&python);
-        cmd.args([
-            "-c",
-            TRUNCATING_FTP_SERVER,
-            "127.0.0.1",
-            &ports[0].to_string(),
-            USER,
-            PASSWORD,
-        ])
-        .arg(&root)
-        .env_remove("PYTHONPATH")
-        .env("PYTHONNOUSERSITE", "1");
-        let mut process = Process::spawn("pyftpdlib", &mut cmd, &dir.path().join("ftp.log"));
-        wait_ready(&mut process, || banner(addr, "220")).map(|()| (process, addr))
-    });
-    let repo = repo.to_string();
-    let describe: Describe =
-        Box::new(move |addr| (format!("ftp://{USER}:{PASSWORD}@{addr}/{repo}"), vec![]));
     server(describe, addr, Some(root), process, dir)
 }
 
