@@ -909,6 +909,100 @@ fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
     assert_eq!(d.snapshots().len(), 3);
 }
 
+#[test]
+fn a_run_is_mailed_over_implicit_tls_with_the_report_attached() {
+    // Port 465's way: TLS from the first byte, with a login, the certificate trusted through
+    // SSL_CERT_FILE as a host's own roots would be.
+    let d = setup();
+    let smtp = cairn_testkit::servers::smtps();
+    fs::write(d.join("smtp-password"), format!("{}\n", smtp.password)).unwrap();
+    backing_up(
+        &d,
+        "tls",
+        &format!(
+            "report-mail = [\"ops@example.com\"]\nmail-on = \"always\"\nsmtp = \"{}\"\nsmtp-user = \"{}\"\nsmtp-password-file = \"{}\"\nsmtp-tls = \"tls\"\n",
+            smtp.addr,
+            smtp.user,
+            d.join("smtp-password").display()
+        ),
+    );
+    let mut c = command(&d, &["-P", "tls", "backup"]);
+    c.env("SSL_CERT_FILE", &smtp.cert);
+    let run = Run::of(c).success();
+    assert!(
+        !run.stderr().contains("not mailed"),
+        "{}\n{}",
+        run.stderr(),
+        smtp.log_tail()
+    );
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{}", smtp.log_tail());
+    let m = &messages[0];
+    assert!(m.contains(": success"), "{m}");
+    assert!(!m.contains(&smtp.password));
+    let r = attached_report(m);
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["snapshot_id"], d.snapshots()[0]["id"]);
+    // The same server through STARTTLS: it speaks TLS first, so nothing is sent, and the
+    // backup stands.
+    let mut c = command(&d, &["-P", "tls", "backup", "--smtp-tls", "starttls"]);
+    c.env("SSL_CERT_FILE", &smtp.cert);
+    let run = Run::of(c).success();
+    assert!(
+        run.stderr().contains("the run report was not mailed"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(d.snapshots().len(), 2);
+}
+
+#[test]
+fn mail_on_warning_mails_a_warning_and_failure_does_not() {
+    let d = setup();
+    let smtp = cairn_testkit::servers::smtp();
+    let src = source(&d);
+    let missing = d.join("boot");
+    profile(
+        &d,
+        "warn",
+        &format!(
+            "[backup]\nsources = [\"{}\", \"{}\"]\nreport-mail = [\"ops@example.com\"]\nsmtp = \"{}\"\nsmtp-tls = \"none\"\n",
+            src.display(),
+            missing.display(),
+            smtp.addr
+        ),
+    );
+    init(&d, "warn");
+    let backup = |mail_on: &str| cairn(&d, &["-P", "warn", "backup", "--mail-on", mail_on]);
+    // A missing source: a warning, exit 3.
+    backup("failure").code(3);
+    assert!(smtp.messages().is_empty(), "{:?}", smtp.messages());
+    cairn(&d, &["-P", "warn", "backup"]).code(3);
+    assert!(
+        smtp.messages().is_empty(),
+        "by default only failures are mailed"
+    );
+    backup("warning").code(3);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{}", smtp.log_tail());
+    assert!(messages[0].contains(": warning"), "{}", messages[0]);
+    let r = attached_report(&messages[0]);
+    assert_eq!(r["outcome"], "warning");
+    assert_eq!(r["exit_code"], 3);
+    assert!(r["warnings"][0].as_str().unwrap().contains("boot"), "{r}");
+    // With the missing source gone from the list, the run succeeds: `warning` mails nothing,
+    // `always` mails it.
+    let src_s = src.to_str().unwrap();
+    let only = |mail_on: &str| cairn(&d, &["-P", "warn", "backup", "--mail-on", mail_on, src_s]);
+    only("warning").success();
+    assert_eq!(smtp.messages().len(), 1);
+    only("always").success();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(attached_report(&messages[1])["outcome"], "success");
+}
+
 /// Regression: a profile's `password-file` beat `--password-command` given on the command line
 /// (a file is preferred when both are set), so the command line's password was never tried.
 #[test]
