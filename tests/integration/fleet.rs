@@ -341,6 +341,51 @@ fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
     assert!(e.contains("--kind auto needs --full-every"), "{e}");
 }
 
+/// The text summary's first line names the kind `--kind auto` chose and why, as the JSON
+/// report's `kind_reason` does.
+#[test]
+fn kind_auto_says_in_the_summary_which_kind_it_chose_and_why() {
+    let d = setup();
+    let src = backing_up(&d, "say", "kind = \"auto\"\nfull-every = \"mon\"\n");
+    let night = |time: &str, more: &[&str]| {
+        fs::write(src.join("etc/hosts"), time).unwrap();
+        let mut args = vec!["-P", "say", "backup", "--time", time];
+        args.extend(more);
+        let out = cairn(&d, &args).success().stdout();
+        out.lines().next().unwrap_or_default().to_string()
+    };
+    let short = |i: usize| d.snapshots()[i]["short_id"].as_str().unwrap().to_string();
+    // 2026-11-30 is a Monday.
+    assert_eq!(
+        night("2026-11-30T02:00:00Z", &[]),
+        "full backup: no full snapshot of this host and paths yet"
+    );
+    let full = short(0);
+    assert_eq!(
+        night("2026-12-01T02:00:00Z", &[]),
+        format!("incremental backup against parent {full}: the full snapshot {full} of 2026-11-30 02:00 was made since Monday 2026-11-30 00:00")
+    );
+    // Monday 2026-12-07 missed.
+    assert_eq!(
+        night("2026-12-08T02:00:00Z", &[]),
+        format!("full backup: no full snapshot since Monday 2026-12-07 00:00 (the latest is full snapshot {full} of 2026-11-30 02:00)")
+    );
+    let full = short(2);
+    let line = night(
+        "2026-12-09T02:00:00Z",
+        &["--full-every", "7d", "--between", "differential"],
+    );
+    assert_eq!(
+        line,
+        format!("differential backup against parent {full}: the full snapshot {full} of 2026-12-08 02:00 is 24h old, less than 168h")
+    );
+    // A kind asked for outright needs no reason.
+    assert_eq!(
+        night("2026-12-10T02:00:00Z", &["--kind", "full"]),
+        "full backup"
+    );
+}
+
 #[test]
 fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
     let d = setup();
