@@ -1351,3 +1351,209 @@ fn the_readme_fleet_profile_is_accepted() {
     }
     assert!(!out.contains("CHANGE-ME"), "{out}");
 }
+
+/// README's "Fleet" section, from its first line.
+fn readme_fleet() -> String {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme.find("\n## Fleet").expect("a Fleet section");
+    let fleet = &readme[at + 1..];
+    let end = fleet[3..].find("\n## ").map_or(fleet.len(), |e| e + 3);
+    fleet[..end].to_string()
+}
+
+/// The lines of the ```sh block after the line that starts with `step`, comments removed.
+fn readme_commands(fleet: &str, step: &str) -> Vec<(String, String)> {
+    let at = fleet
+        .find(step)
+        .unwrap_or_else(|| panic!("no {step:?} in README's Fleet"));
+    let block = &fleet[at..];
+    let start = block.find("```sh\n").expect("a sh block") + 6;
+    let block = &block[start..start + block[start..].find("```").unwrap()];
+    block
+        .lines()
+        .map(|l| match l.split_once("  #") {
+            Some((command, comment)) => (command.trim().to_string(), comment.trim().to_string()),
+            None => (l.trim().to_string(), String::new()),
+        })
+        .filter(|(c, _)| !c.is_empty())
+        .collect()
+}
+
+/// `line` run by `sh -c` with `cairn` on PATH and the environment `command` gives cairn.
+fn shell(d: &Dir, line: &str) -> Run {
+    let like = command(d, &[]);
+    let mut cmd = Command::new("sh");
+    for (name, value) in like.get_envs() {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let bin = d.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cairn"), bin.join("cairn"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path)
+        .current_dir(d.path())
+        .args(["-c", line]);
+    Run::of(cmd)
+}
+
+/// README's "Fleet" walkthrough, step by step as a new user types it, on a scratch root:
+/// /etc/cairn, the sources, the repository and the metrics directory are moved below the test
+/// directory, the report goes to an API on loopback, and the schedule is written with `--root`.
+/// The scheduled commands are then run as cron (or systemd) would run them.
+#[test]
+fn the_readme_fleet_walkthrough_ends_in_a_scheduled_reported_backup() {
+    let d = setup();
+    let server = api(&[]);
+    let fleet = readme_fleet();
+    let etc_cairn = d.join("etc/cairn");
+    let metrics_dir = d.join("node-exporter");
+    let moved = |text: &str| {
+        text.replace("/etc/cairn", etc_cairn.to_str().unwrap())
+            .replace(
+                "/var/lib/prometheus/node-exporter",
+                metrics_dir.to_str().unwrap(),
+            )
+    };
+    // 1. The password and the metrics directory (cairn itself is built already).
+    for (line, _) in readme_commands(&fleet, "**1. ") {
+        if !line.starts_with("cargo build") {
+            shell(&d, &moved(&line)).success();
+        }
+    }
+    assert!(
+        fs::read_to_string(etc_cairn.join("password"))
+            .unwrap()
+            .len()
+            > 40
+    );
+    assert!(metrics_dir.is_dir());
+    // 2. The profile, its locations moved.
+    let start = fleet.find("```toml\n").expect("a TOML profile") + 8;
+    let mut toml = moved(&fleet[start..start + fleet[start..].find("```").unwrap()]);
+    let mut sources = Vec::new();
+    for dir in ["etc", "home", "root", "boot"] {
+        let src = d.join("host").join(dir);
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("file"), format!("{dir}\n")).unwrap();
+        sources.push(format!("\"{}\"", src.display()));
+    }
+    for (from, to) in [
+        (
+            "[\"/etc\", \"/home\", \"/root\", \"/boot\"]",
+            format!("[{}]", sources.join(", ")),
+        ),
+        ("\"/srv/backup\"", format!("\"{}\"", d.repo().display())),
+        (
+            "\"https://ops.example.com/api/backup-runs\"",
+            format!("\"{}\"", server.url),
+        ),
+    ] {
+        assert!(toml.contains(from), "the README's profile has no {from}");
+        toml = toml.replace(from, &to);
+    }
+    fs::create_dir_all(d.join("config/cairn")).unwrap();
+    let profile_path = d.join("config/cairn/nightly.toml");
+    fs::write(&profile_path, &toml).unwrap();
+    // The password is the README's random one, in the profile.
+    let snapshots = || {
+        let list = cairn(&d, &["-P", "nightly", "snapshots", "--json"])
+            .success()
+            .json();
+        list.as_array().unwrap().clone()
+    };
+    // 3. The repository and the first backup, with the summary the README shows.
+    for (line, comment) in readme_commands(&fleet, "**3. ") {
+        let out = shell(&d, &line).success().stdout();
+        let expected = comment.trim_matches('"');
+        if line.ends_with(" backup") {
+            assert!(out.starts_with(expected), "{line}: {out}");
+        }
+    }
+    assert_eq!(snapshots().len(), 1);
+    let r = last_report(&server);
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["kind"], "full");
+    assert_eq!(r["snapshot_id"], snapshots()[0]["id"]);
+    // Cloned: a guard kept for the rest of the test would stop the server taking more reports.
+    let head = server.requests.lock().unwrap()[0].0.clone();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer change-me"),
+        "{head}"
+    );
+    let metrics = metrics_dir.join("cairn.prom");
+    assert!(sample(&metrics, "cairn_last_success_timestamp_seconds", "backup").is_some());
+    // 4. The schedule, below a scratch root.
+    let root = d.join("image");
+    let with_root = format!(" --root {}", root.display());
+    let mut installed = 0;
+    for (line, _) in readme_commands(&fleet, "**4. ") {
+        if !line.starts_with("cairn ") {
+            continue;
+        }
+        let out = shell(&d, &format!("{line}{with_root}")).success().stdout();
+        if line.contains(" install ") {
+            installed += 1;
+        } else {
+            assert_eq!(out.lines().count(), installed, "{line}: {out}");
+        }
+    }
+    assert_eq!(installed, 3);
+    // Each entry runs this cairn with the profile by its path; run each as its scheduler would,
+    // with none of this test's environment.
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    let profile_arg = format!("-P {}", profile_path.display());
+    for command in ["backup", "forget", "check"] {
+        let unit = format!("cairn-nightly-{command}");
+        let line = if systemd {
+            let service = root.join(format!("etc/systemd/system/{unit}.service"));
+            let text = fs::read_to_string(&service).unwrap();
+            let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart="));
+            exec.unwrap().to_string()
+        } else {
+            let text = fs::read_to_string(root.join("etc/cron.d").join(&unit)).unwrap();
+            let entry = text.lines().last().unwrap();
+            let fields: Vec<&str> = entry.splitn(7, ' ').collect();
+            assert_eq!(fields[5], "root", "{entry}");
+            fields[6].to_string()
+        };
+        let expected = format!("{} {profile_arg} {command}", env!("CARGO_BIN_EXE_cairn"));
+        assert_eq!(line, expected);
+        let out = Command::new("sh")
+            .args(["-c", &line])
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", d.path())
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            sample(&metrics, "cairn_last_success_timestamp_seconds", command).is_some(),
+            "{command}"
+        );
+    }
+    assert_eq!(snapshots().len(), 2);
+    let r = last_report(&server);
+    assert_eq!(r["command"], "backup");
+    assert_eq!(r["kind"], "incremental", "{}", r["kind_reason"]);
+    assert_eq!(r["snapshot_id"], snapshots()[1]["id"]);
+    shell(&d, &format!("cairn -P nightly schedule remove{with_root}")).success();
+    let left = shell(&d, &format!("cairn schedule list{with_root}")).success();
+    assert_eq!(left.stdout().trim(), "no schedules installed");
+}

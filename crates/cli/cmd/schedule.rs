@@ -159,9 +159,8 @@ pub(crate) fn install(cli: &Cli, a: &ScheduleInstallArgs) -> Result<u8> {
             let text = format!("{MARK}\n{meta}\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{line}\n");
             let path = place.dir.join(&unit);
             write_file(&path, &text)?;
-            let daemons = ["/usr/sbin/cron", "/usr/sbin/crond", "/usr/bin/crond"];
-            if place.live && !daemons.iter().any(|d| Path::new(d).exists()) {
-                eprintln!("warning: neither systemd nor a cron daemon runs this host: the entry runs once one does (apt-get install cron)");
+            if place.live && !cron_runs() {
+                eprintln!("warning: neither systemd nor a cron daemon runs this host: the entry runs once one does (apt-get install cron && service cron start)");
             }
             vec![path]
         }
@@ -214,6 +213,18 @@ fn check_with_systemd(on_calendar: &str) -> Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Whether a cron daemon runs now. Installed is not enough: in a container nothing starts it.
+/// Where /proc cannot be read, it is taken to run (no warning rather than a false one).
+fn cron_runs() -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    processes.flatten().any(|p| {
+        std::fs::read_to_string(p.path().join("comm"))
+            .is_ok_and(|name| matches!(name.trim_end(), "cron" | "crond"))
+    })
 }
 
 fn systemctl(place: &Place, args: &[&str]) {
