@@ -1324,6 +1324,28 @@ fn on_failure_hooks_run_when_the_command_itself_fails() {
     assert!(d.snapshots().is_empty());
 }
 
+/// README's Fleet section says commands made of subcommands have no profile section.
+#[test]
+fn a_section_for_a_command_of_subcommands_is_refused_naming_them() {
+    let d = setup();
+    for (section, key, subcommands) in [
+        ("schedule", "at = \"daily 02:00\"", "install, list, remove"),
+        ("repair", "dry-run = true", "index, snapshots"),
+        ("key", "host = \"web-1\"", "list, add, remove, passwd"),
+    ] {
+        let path = profile(&d, section, &format!("[{section}]\n{key}\n"));
+        let e = cairn(&d, &["-P", section, "config", "show"])
+            .code(2)
+            .error_line();
+        let at = format!(
+            "{} line 5: [{section}]: `{section}` has no options",
+            path.display()
+        );
+        assert!(e.contains(&at), "{e}");
+        assert!(e.contains(&format!("({subcommands})")), "{e}");
+    }
+}
+
 /// README's "Fleet" section gives a whole profile: it must be one cairn accepts.
 #[test]
 fn the_readme_fleet_profile_is_accepted() {
