@@ -255,7 +255,18 @@ fn section_command<'a>(root: &'a Command, section: &str) -> Result<&'a Command, 
     }
     match root.find_subcommand(section) {
         Some(c) if !c.has_subcommands() => Ok(c),
-        Some(_) => Err(format!("`{section}` has no options of its own")),
+        Some(c) => {
+            let subcommands: Vec<&str> = c
+                .get_subcommands()
+                .map(Command::get_name)
+                .filter(|n| *n != "help")
+                .collect();
+            Err(format!(
+                "`{section}` has no options of its own, and its subcommands ({}) take theirs on \
+                 the command line only",
+                subcommands.join(", ")
+            ))
+        }
         None => Err("unknown section: use [global] or a command's name, like [backup]".into()),
     }
 }

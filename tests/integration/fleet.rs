@@ -341,6 +341,51 @@ fn kind_auto_makes_a_full_backup_each_monday_and_after_a_missed_one() {
     assert!(e.contains("--kind auto needs --full-every"), "{e}");
 }
 
+/// The text summary's first line names the kind `--kind auto` chose and why, as the JSON
+/// report's `kind_reason` does.
+#[test]
+fn kind_auto_says_in_the_summary_which_kind_it_chose_and_why() {
+    let d = setup();
+    let src = backing_up(&d, "say", "kind = \"auto\"\nfull-every = \"mon\"\n");
+    let night = |time: &str, more: &[&str]| {
+        fs::write(src.join("etc/hosts"), time).unwrap();
+        let mut args = vec!["-P", "say", "backup", "--time", time];
+        args.extend(more);
+        let out = cairn(&d, &args).success().stdout();
+        out.lines().next().unwrap_or_default().to_string()
+    };
+    let short = |i: usize| d.snapshots()[i]["short_id"].as_str().unwrap().to_string();
+    // 2026-11-30 is a Monday.
+    assert_eq!(
+        night("2026-11-30T02:00:00Z", &[]),
+        "full backup: no full snapshot of this host and paths yet"
+    );
+    let full = short(0);
+    assert_eq!(
+        night("2026-12-01T02:00:00Z", &[]),
+        format!("incremental backup against parent {full}: the full snapshot {full} of 2026-11-30 02:00 was made since Monday 2026-11-30 00:00")
+    );
+    // Monday 2026-12-07 missed.
+    assert_eq!(
+        night("2026-12-08T02:00:00Z", &[]),
+        format!("full backup: no full snapshot since Monday 2026-12-07 00:00 (the latest is full snapshot {full} of 2026-11-30 02:00)")
+    );
+    let full = short(2);
+    let line = night(
+        "2026-12-09T02:00:00Z",
+        &["--full-every", "7d", "--between", "differential"],
+    );
+    assert_eq!(
+        line,
+        format!("differential backup against parent {full}: the full snapshot {full} of 2026-12-08 02:00 is 24h old, less than 168h")
+    );
+    // A kind asked for outright needs no reason.
+    assert_eq!(
+        night("2026-12-10T02:00:00Z", &["--kind", "full"]),
+        "full backup"
+    );
+}
+
 #[test]
 fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
     let d = setup();
@@ -418,13 +463,30 @@ fn schedule_writes_units_and_cron_entries_under_root_and_removes_them() {
             .trim(),
         "no schedules installed"
     );
-    let e = install(&["--at", "sometimes"], "systemd");
-    if Command::new("systemd-analyze")
-        .arg("--version")
-        .output()
-        .is_ok()
-    {
-        assert!(e.code(2).error_line().contains("sometimes"));
+    let e = install(&["--at", "sometimes"], "systemd")
+        .code(2)
+        .error_line();
+    assert!(e.contains("\"sometimes\" is not a weekday"), "{e}");
+    // Refused as well where systemd-analyze is not there to ask: cairn checks the shape itself.
+    for scheduler in ["systemd", "cron"] {
+        let mut c = command(
+            &d,
+            &[
+                "-P",
+                "nightly",
+                "schedule",
+                "install",
+                "--at",
+                "02:00 Mon",
+                "--root",
+                root_s,
+                "--with",
+                scheduler,
+            ],
+        );
+        c.env("PATH", d.join("no-programs"));
+        let e = Run::of(c).code(2).error_line();
+        assert!(e.contains("\"Mon\" is not a weekday"), "{scheduler}: {e}");
     }
     let e = install(&["--at", "*-*-01 02:00"], "cron").code(2);
     assert!(e.error_line().contains("no cron equivalent"));
@@ -909,6 +971,100 @@ fn a_failed_run_is_mailed_over_starttls_with_the_report_attached() {
     assert_eq!(d.snapshots().len(), 3);
 }
 
+#[test]
+fn a_run_is_mailed_over_implicit_tls_with_the_report_attached() {
+    // Port 465's way: TLS from the first byte, with a login, the certificate trusted through
+    // SSL_CERT_FILE as a host's own roots would be.
+    let d = setup();
+    let smtp = cairn_testkit::servers::smtps();
+    fs::write(d.join("smtp-password"), format!("{}\n", smtp.password)).unwrap();
+    backing_up(
+        &d,
+        "tls",
+        &format!(
+            "report-mail = [\"ops@example.com\"]\nmail-on = \"always\"\nsmtp = \"{}\"\nsmtp-user = \"{}\"\nsmtp-password-file = \"{}\"\nsmtp-tls = \"tls\"\n",
+            smtp.addr,
+            smtp.user,
+            d.join("smtp-password").display()
+        ),
+    );
+    let mut c = command(&d, &["-P", "tls", "backup"]);
+    c.env("SSL_CERT_FILE", &smtp.cert);
+    let run = Run::of(c).success();
+    assert!(
+        !run.stderr().contains("not mailed"),
+        "{}\n{}",
+        run.stderr(),
+        smtp.log_tail()
+    );
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{}", smtp.log_tail());
+    let m = &messages[0];
+    assert!(m.contains(": success"), "{m}");
+    assert!(!m.contains(&smtp.password));
+    let r = attached_report(m);
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["snapshot_id"], d.snapshots()[0]["id"]);
+    // The same server through STARTTLS: it speaks TLS first, so nothing is sent, and the
+    // backup stands.
+    let mut c = command(&d, &["-P", "tls", "backup", "--smtp-tls", "starttls"]);
+    c.env("SSL_CERT_FILE", &smtp.cert);
+    let run = Run::of(c).success();
+    assert!(
+        run.stderr().contains("the run report was not mailed"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(smtp.messages().len(), 1);
+    assert_eq!(d.snapshots().len(), 2);
+}
+
+#[test]
+fn mail_on_warning_mails_a_warning_and_failure_does_not() {
+    let d = setup();
+    let smtp = cairn_testkit::servers::smtp();
+    let src = source(&d);
+    let missing = d.join("boot");
+    profile(
+        &d,
+        "warn",
+        &format!(
+            "[backup]\nsources = [\"{}\", \"{}\"]\nreport-mail = [\"ops@example.com\"]\nsmtp = \"{}\"\nsmtp-tls = \"none\"\n",
+            src.display(),
+            missing.display(),
+            smtp.addr
+        ),
+    );
+    init(&d, "warn");
+    let backup = |mail_on: &str| cairn(&d, &["-P", "warn", "backup", "--mail-on", mail_on]);
+    // A missing source: a warning, exit 3.
+    backup("failure").code(3);
+    assert!(smtp.messages().is_empty(), "{:?}", smtp.messages());
+    cairn(&d, &["-P", "warn", "backup"]).code(3);
+    assert!(
+        smtp.messages().is_empty(),
+        "by default only failures are mailed"
+    );
+    backup("warning").code(3);
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "{}", smtp.log_tail());
+    assert!(messages[0].contains(": warning"), "{}", messages[0]);
+    let r = attached_report(&messages[0]);
+    assert_eq!(r["outcome"], "warning");
+    assert_eq!(r["exit_code"], 3);
+    assert!(r["warnings"][0].as_str().unwrap().contains("boot"), "{r}");
+    // With the missing source gone from the list, the run succeeds: `warning` mails nothing,
+    // `always` mails it.
+    let src_s = src.to_str().unwrap();
+    let only = |mail_on: &str| cairn(&d, &["-P", "warn", "backup", "--mail-on", mail_on, src_s]);
+    only("warning").success();
+    assert_eq!(smtp.messages().len(), 1);
+    only("always").success();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(attached_report(&messages[1])["outcome"], "success");
+}
+
 /// Regression: a profile's `password-file` beat `--password-command` given on the command line
 /// (a file is preferred when both are set), so the command line's password was never tried.
 #[test]
@@ -1168,6 +1324,28 @@ fn on_failure_hooks_run_when_the_command_itself_fails() {
     assert!(d.snapshots().is_empty());
 }
 
+/// README's Fleet section says commands made of subcommands have no profile section.
+#[test]
+fn a_section_for_a_command_of_subcommands_is_refused_naming_them() {
+    let d = setup();
+    for (section, key, subcommands) in [
+        ("schedule", "at = \"daily 02:00\"", "install, list, remove"),
+        ("repair", "dry-run = true", "index, snapshots"),
+        ("key", "host = \"web-1\"", "list, add, remove, passwd"),
+    ] {
+        let path = profile(&d, section, &format!("[{section}]\n{key}\n"));
+        let e = cairn(&d, &["-P", section, "config", "show"])
+            .code(2)
+            .error_line();
+        let at = format!(
+            "{} line 5: [{section}]: `{section}` has no options",
+            path.display()
+        );
+        assert!(e.contains(&at), "{e}");
+        assert!(e.contains(&format!("({subcommands})")), "{e}");
+    }
+}
+
 /// README's "Fleet" section gives a whole profile: it must be one cairn accepts.
 #[test]
 fn the_readme_fleet_profile_is_accepted() {
@@ -1194,4 +1372,210 @@ fn the_readme_fleet_profile_is_accepted() {
         assert!(out.contains(line), "{line}:\n{out}");
     }
     assert!(!out.contains("CHANGE-ME"), "{out}");
+}
+
+/// README's "Fleet" section, from its first line.
+fn readme_fleet() -> String {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme.find("\n## Fleet").expect("a Fleet section");
+    let fleet = &readme[at + 1..];
+    let end = fleet[3..].find("\n## ").map_or(fleet.len(), |e| e + 3);
+    fleet[..end].to_string()
+}
+
+/// The lines of the ```sh block after the line that starts with `step`, comments removed.
+fn readme_commands(fleet: &str, step: &str) -> Vec<(String, String)> {
+    let at = fleet
+        .find(step)
+        .unwrap_or_else(|| panic!("no {step:?} in README's Fleet"));
+    let block = &fleet[at..];
+    let start = block.find("```sh\n").expect("a sh block") + 6;
+    let block = &block[start..start + block[start..].find("```").unwrap()];
+    block
+        .lines()
+        .map(|l| match l.split_once("  #") {
+            Some((command, comment)) => (command.trim().to_string(), comment.trim().to_string()),
+            None => (l.trim().to_string(), String::new()),
+        })
+        .filter(|(c, _)| !c.is_empty())
+        .collect()
+}
+
+/// `line` run by `sh -c` with `cairn` on PATH and the environment `command` gives cairn.
+fn shell(d: &Dir, line: &str) -> Run {
+    let like = command(d, &[]);
+    let mut cmd = Command::new("sh");
+    for (name, value) in like.get_envs() {
+        match value {
+            Some(v) => cmd.env(name, v),
+            None => cmd.env_remove(name),
+        };
+    }
+    let bin = d.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_cairn"), bin.join("cairn"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd.env("PATH", path)
+        .current_dir(d.path())
+        .args(["-c", line]);
+    Run::of(cmd)
+}
+
+/// README's "Fleet" walkthrough, step by step as a new user types it, on a scratch root:
+/// /etc/cairn, the sources, the repository and the metrics directory are moved below the test
+/// directory, the report goes to an API on loopback, and the schedule is written with `--root`.
+/// The scheduled commands are then run as cron (or systemd) would run them.
+#[test]
+fn the_readme_fleet_walkthrough_ends_in_a_scheduled_reported_backup() {
+    let d = setup();
+    let server = api(&[]);
+    let fleet = readme_fleet();
+    let etc_cairn = d.join("etc/cairn");
+    let metrics_dir = d.join("node-exporter");
+    let moved = |text: &str| {
+        text.replace("/etc/cairn", etc_cairn.to_str().unwrap())
+            .replace(
+                "/var/lib/prometheus/node-exporter",
+                metrics_dir.to_str().unwrap(),
+            )
+    };
+    // 1. The password and the metrics directory (cairn itself is built already).
+    for (line, _) in readme_commands(&fleet, "**1. ") {
+        if !line.starts_with("cargo build") {
+            shell(&d, &moved(&line)).success();
+        }
+    }
+    assert!(
+        fs::read_to_string(etc_cairn.join("password"))
+            .unwrap()
+            .len()
+            > 40
+    );
+    assert!(metrics_dir.is_dir());
+    // 2. The profile, its locations moved.
+    let start = fleet.find("```toml\n").expect("a TOML profile") + 8;
+    let mut toml = moved(&fleet[start..start + fleet[start..].find("```").unwrap()]);
+    let mut sources = Vec::new();
+    for dir in ["etc", "home", "root", "boot"] {
+        let src = d.join("host").join(dir);
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("file"), format!("{dir}\n")).unwrap();
+        sources.push(format!("\"{}\"", src.display()));
+    }
+    for (from, to) in [
+        (
+            "[\"/etc\", \"/home\", \"/root\", \"/boot\"]",
+            format!("[{}]", sources.join(", ")),
+        ),
+        ("\"/srv/backup\"", format!("\"{}\"", d.repo().display())),
+        (
+            "\"https://ops.example.com/api/backup-runs\"",
+            format!("\"{}\"", server.url),
+        ),
+    ] {
+        assert!(toml.contains(from), "the README's profile has no {from}");
+        toml = toml.replace(from, &to);
+    }
+    fs::create_dir_all(d.join("config/cairn")).unwrap();
+    let profile_path = d.join("config/cairn/nightly.toml");
+    fs::write(&profile_path, &toml).unwrap();
+    // The password is the README's random one, in the profile.
+    let snapshots = || {
+        let list = cairn(&d, &["-P", "nightly", "snapshots", "--json"])
+            .success()
+            .json();
+        list.as_array().unwrap().clone()
+    };
+    // 3. The repository and the first backup, with the summary the README shows.
+    for (line, comment) in readme_commands(&fleet, "**3. ") {
+        let out = shell(&d, &line).success().stdout();
+        let expected = comment.trim_matches('"');
+        if line.ends_with(" backup") {
+            assert!(out.starts_with(expected), "{line}: {out}");
+        }
+    }
+    assert_eq!(snapshots().len(), 1);
+    let r = last_report(&server);
+    assert_eq!(r["outcome"], "success");
+    assert_eq!(r["kind"], "full");
+    assert_eq!(r["snapshot_id"], snapshots()[0]["id"]);
+    // Cloned: a guard kept for the rest of the test would stop the server taking more reports.
+    let head = server.requests.lock().unwrap()[0].0.clone();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer change-me"),
+        "{head}"
+    );
+    let metrics = metrics_dir.join("cairn.prom");
+    assert!(sample(&metrics, "cairn_last_success_timestamp_seconds", "backup").is_some());
+    // 4. The schedule, below a scratch root.
+    let root = d.join("image");
+    let with_root = format!(" --root {}", root.display());
+    let mut installed = 0;
+    for (line, _) in readme_commands(&fleet, "**4. ") {
+        if !line.starts_with("cairn ") {
+            continue;
+        }
+        let out = shell(&d, &format!("{line}{with_root}")).success().stdout();
+        if line.contains(" install ") {
+            installed += 1;
+        } else {
+            assert_eq!(out.lines().count(), installed, "{line}: {out}");
+        }
+    }
+    assert_eq!(installed, 3);
+    // Each entry runs this cairn with the profile by its path; run each as its scheduler would,
+    // with none of this test's environment.
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    let profile_arg = format!("-P {}", profile_path.display());
+    for command in ["backup", "forget", "check"] {
+        let unit = format!("cairn-nightly-{command}");
+        let line = if systemd {
+            let service = root.join(format!("etc/systemd/system/{unit}.service"));
+            let text = fs::read_to_string(&service).unwrap();
+            let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart="));
+            exec.unwrap().to_string()
+        } else {
+            let text = fs::read_to_string(root.join("etc/cron.d").join(&unit)).unwrap();
+            let entry = text.lines().last().unwrap();
+            let fields: Vec<&str> = entry.splitn(7, ' ').collect();
+            assert_eq!(fields[5], "root", "{entry}");
+            fields[6].to_string()
+        };
+        let expected = format!("{} {profile_arg} {command}", env!("CARGO_BIN_EXE_cairn"));
+        assert_eq!(line, expected);
+        let out = Command::new("sh")
+            .args(["-c", &line])
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("HOME", d.path())
+            .current_dir("/")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            sample(&metrics, "cairn_last_success_timestamp_seconds", command).is_some(),
+            "{command}"
+        );
+    }
+    assert_eq!(snapshots().len(), 2);
+    let r = last_report(&server);
+    assert_eq!(r["command"], "backup");
+    assert_eq!(r["kind"], "incremental", "{}", r["kind_reason"]);
+    assert_eq!(r["snapshot_id"], snapshots()[1]["id"]);
+    shell(&d, &format!("cairn -P nightly schedule remove{with_root}")).success();
+    let left = shell(&d, &format!("cairn schedule list{with_root}")).success();
+    assert_eq!(left.stdout().trim(), "no schedules installed");
 }

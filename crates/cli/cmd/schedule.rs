@@ -159,9 +159,8 @@ pub(crate) fn install(cli: &Cli, a: &ScheduleInstallArgs) -> Result<u8> {
             let text = format!("{MARK}\n{meta}\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{line}\n");
             let path = place.dir.join(&unit);
             write_file(&path, &text)?;
-            let daemons = ["/usr/sbin/cron", "/usr/sbin/crond", "/usr/bin/crond"];
-            if place.live && !daemons.iter().any(|d| Path::new(d).exists()) {
-                eprintln!("warning: neither systemd nor a cron daemon runs this host: the entry runs once one does (apt-get install cron)");
+            if place.live && !cron_runs() {
+                eprintln!("warning: neither systemd nor a cron daemon runs this host: the entry runs once one does (apt-get install cron && service cron start)");
             }
             vec![path]
         }
@@ -214,6 +213,18 @@ fn check_with_systemd(on_calendar: &str) -> Result<()> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Whether a cron daemon runs now. Installed is not enough: in a container nothing starts it.
+/// Where /proc cannot be read, it is taken to run (no warning rather than a false one).
+fn cron_runs() -> bool {
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    processes.flatten().any(|p| {
+        std::fs::read_to_string(p.path().join("comm"))
+            .is_ok_and(|name| matches!(name.trim_end(), "cron" | "crond"))
+    })
 }
 
 fn systemctl(place: &Place, args: &[&str]) {
@@ -399,6 +410,7 @@ impl Calendar {
         if systemd.is_empty() {
             return Err("give a time, like \"daily 02:00\"".into());
         }
+        check_syntax(&words)?;
         let cron = match words.as_slice() {
             ["hourly"] => Some(("0".into(), "*".into(), "*".into())),
             ["daily"] => Some(("0".into(), "0".into(), "*".into())),
@@ -411,6 +423,96 @@ impl Calendar {
         };
         Ok(Calendar { systemd, cron })
     }
+}
+
+/// systemd's calendar shortcuts, each a whole calendar.
+const SHORTCUTS: [&str; 9] = [
+    "minutely",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "quarterly",
+    "semiannually",
+    "yearly",
+    "annually",
+];
+
+/// The shape of systemd's calendar syntax, checked here so that a typo is refused where
+/// systemd-analyze is not there to ask (a host without systemd, an image under `--root`):
+/// `[WEEKDAYS] [DATE] [TIME] [TIME ZONE]` with at least one of the first three, a shortcut, or
+/// `@SECONDS`. Inside a date or time only the characters are checked; systemd-analyze, where it
+/// runs, checks the values.
+fn check_syntax(words: &[&str]) -> Result<(), String> {
+    if let [one] = words {
+        let epoch = one
+            .strip_prefix('@')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if SHORTCUTS.contains(one) || epoch {
+            return Ok(());
+        }
+    }
+    let mut rest = words;
+    let mut fields = 0;
+    for is_field in [is_weekdays, is_date, is_time] {
+        if let [first, tail @ ..] = rest {
+            if is_field(first) {
+                rest = tail;
+                fields += 1;
+            }
+        }
+    }
+    match rest {
+        [] => Ok(()),
+        [zone] if fields > 0 && (*zone == "UTC" || jiff::tz::TimeZone::get(zone).is_ok()) => Ok(()),
+        [word, ..] => Err(format!(
+            "{word:?} is not a weekday (Mon, Mon..Fri), a date (*-*-01), a time (02:00) or a time \
+             zone in that place; the order is WEEKDAYS DATE TIME [ZONE], or one of {}",
+            SHORTCUTS.join(", ")
+        )),
+    }
+}
+
+/// `Mon`, `Monday`, `Mon,Thu`, `Mon..Fri`, in any case.
+fn is_weekdays(word: &str) -> bool {
+    const DAYS: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let day = |d: &str| {
+        let d = d.to_ascii_lowercase();
+        DAYS.iter().any(|n| *n == d || n[..3] == d)
+    };
+    word.split(',').all(|part| match part.split_once("..") {
+        Some((a, b)) => day(a) && day(b),
+        None => day(part),
+    })
+}
+
+/// Fields of values: digits and `*`, with `,` lists, `..` ranges, `/` repetitions, and, in
+/// `extra`, what else the field allows.
+fn is_values(field: &str, extra: &str) -> bool {
+    !field.is_empty()
+        && field
+            .chars()
+            .all(|c| c.is_ascii_digit() || "*,./".contains(c) || extra.contains(c))
+}
+
+/// `[YEAR-]MONTH-DAY`, the day perhaps counted from the month's end (`~`).
+fn is_date(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('-').collect();
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| is_values(p, "~"))
+}
+
+/// `HOUR:MINUTE[:SECOND]`.
+fn is_time(word: &str) -> bool {
+    let parts: Vec<&str> = word.split(':').collect();
+    (2..=3).contains(&parts.len()) && parts.iter().all(|p| is_values(p, ""))
 }
 
 /// `HH:MM` or `HH:MM:00` (HH may be `*`) as cron's minute and hour.
@@ -466,8 +568,44 @@ mod tests {
         assert_eq!(cron("hourly"), c("0", "*", "*"));
         assert_eq!(cron("*-*-01 02:00"), None);
         assert_eq!(cron("Mon 25:00"), None);
-        assert_eq!(cron("Moon 02:00"), None);
         assert!(Calendar::parse(" ").is_err());
+    }
+
+    #[test]
+    fn calendars_systemd_would_refuse_are_refused_without_asking_it() {
+        for good in [
+            "daily 02:00",
+            "weekly Mon 02:00",
+            "02:00",
+            "Mon..Fri 22:30",
+            "Sat,sunday *-*-* 04:05:00",
+            "*-*-01 02:00",
+            "2026-*-01/2 4,8:00:00.5",
+            "*-02~03",
+            "Mon",
+            "Mon 02:00 UTC",
+            "Mon 02:00 Europe/Berlin",
+            "quarterly",
+            "@1700000000",
+        ] {
+            assert!(Calendar::parse(good).is_ok(), "{good}");
+        }
+        for (bad, named) in [
+            ("sometimes", "sometimes"),
+            ("daily sometimes", "sometimes"),
+            ("Moon 02:00", "Moon"),
+            ("02:00 Mon", "Mon"),
+            ("Mon 2am", "2am"),
+            ("Mon 02:00 Mars/Olympus", "Mars/Olympus"),
+            ("UTC", "UTC"),
+            ("02:00:00:00", "02:00:00:00"),
+            ("hourly daily", "hourly"),
+        ] {
+            let why = Calendar::parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad}"));
+            assert!(why.contains(&format!("{named:?}")), "{bad}: {why}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::*;
 use base64::Engine;
-use cairn_testkit::servers::{smtp, Smtp as Server};
+use cairn_testkit::servers::{smtp, smtps, Smtp as Server};
 
 fn report() -> serde_json::Value {
     serde_json::json!({
@@ -180,6 +180,40 @@ fn starttls_checks_the_certificate() {
     let err = send(&smtp, &report_mail(&["ops@example.com"])).unwrap_err();
     assert!(err.contains(&server.addr.to_string()), "{err}");
     assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(&server.password), "{err}");
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn implicit_tls_checks_the_certificate() {
+    // As STARTTLS: an untrusted certificate fails the send before a word of SMTP.
+    let server = smtps();
+    let smtp = through(
+        &server,
+        Some(&server.user),
+        Some(&server.password),
+        Tls::Tls,
+    );
+    let err = send(&smtp, &report_mail(&["ops@example.com"])).unwrap_err();
+    assert!(err.contains(&server.addr.to_string()), "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(&server.password), "{err}");
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn implicit_tls_to_a_plain_server_fails_rather_than_falling_back() {
+    // The server greets in plain text; a client asked for TLS from the first byte must not
+    // carry on in the clear (or try STARTTLS, which this server offers).
+    let server = smtp();
+    let smtp = through(
+        &server,
+        Some(&server.user),
+        Some(&server.password),
+        Tls::Tls,
+    );
+    let err = send(&smtp, &report_mail(&["ops@example.com"])).unwrap_err();
+    assert!(err.contains(&server.addr.to_string()), "{err}");
     assert!(!err.contains(&server.password), "{err}");
     assert!(server.messages().is_empty());
 }

@@ -303,15 +303,16 @@ pub fn ftps(repo: &str) -> Server {
     server(describe, addr, Some(root), process, dir)
 }
 
-/// aiosmtpd's server, which its module's command line cannot give a password or STARTTLS: every
+/// aiosmtpd's server, which its module's command line cannot give a password or TLS: every
 /// message is stored whole in `maildir` (written under a temp name, then renamed, so a reader
 /// never sees half of one); AUTH PLAIN and LOGIN take `user` and `password` and are optional,
-/// over TLS or not; STARTTLS is offered with `cert`.
+/// over TLS or not. `mode` "starttls" offers STARTTLS with `cert`; "tls" speaks TLS with `cert`
+/// from the first byte (port 465's way) and offers no STARTTLS.
 const SMTP_SERVER: &str = r#"
 import itertools, os, ssl, sys, time
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-port, user, password, maildir, cert, key = sys.argv[1:]
+port, user, password, maildir, cert, key, mode = sys.argv[1:]
 numbers = itertools.count(1)
 class Store:
     async def handle_DATA(self, server, session, envelope):
@@ -327,9 +328,11 @@ def authenticate(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
 tls.load_cert_chain(cert, key)
+wrap = {"starttls": {"tls_context": tls}, "tls": {"ssl_context": tls}}[mode]
 Controller(Store(), hostname="127.0.0.1", port=int(port), server_hostname="cairn-test-smtp",
            authenticator=authenticate, auth_require_tls=False, auth_required=False,
-           tls_context=tls).start()
+           **wrap).start()
+print("ready", flush=True)
 while True:
     time.sleep(3600)
 "#;
@@ -340,8 +343,8 @@ pub struct Smtp {
     /// The account AUTH accepts (`USER`, `PASSWORD`); AUTH is optional.
     pub user: String,
     pub password: String,
-    /// The server's self-signed certificate for 127.0.0.1 (PEM), offered by STARTTLS: trust it
-    /// through `SSL_CERT_FILE`.
+    /// The server's self-signed certificate for 127.0.0.1 (PEM), offered by STARTTLS (or from
+    /// the first byte, `smtps`): trust it through `SSL_CERT_FILE`.
     pub cert: PathBuf,
     maildir: PathBuf,
     // Dropped in this order: the process is killed before its directory goes.
@@ -373,6 +376,16 @@ impl Smtp {
 /// aiosmtpd (Debian's python3-aiosmtpd) on a loopback port: plain SMTP, STARTTLS offered,
 /// optional AUTH with `USER` and `PASSWORD`.
 pub fn smtp() -> Smtp {
+    start_smtp(false)
+}
+
+/// aiosmtpd as `smtp`, but speaking TLS from the first byte (implicit TLS, port 465's way) and
+/// offering no STARTTLS; its certificate is `Smtp::cert`.
+pub fn smtps() -> Smtp {
+    start_smtp(true)
+}
+
+fn start_smtp(implicit_tls: bool) -> Smtp {
     let python = debian_python("aiosmtpd", "python3-aiosmtpd");
     let dir = temp_dir("smtp");
     let maildir = dir.path().join("mail");
@@ -385,10 +398,21 @@ pub fn smtp() -> Smtp {
             .arg(&maildir)
             .arg(&cert)
             .arg(&key)
+            .arg(if implicit_tls { "tls" } else { "starttls" })
             .env_remove("PYTHONPATH")
             .env("PYTHONNOUSERSITE", "1");
         let mut process = Process::spawn("aiosmtpd", &mut cmd, &dir.path().join("smtp.log"));
-        wait_ready(&mut process, || banner(addr, "220")).map(|()| (process, addr))
+        // The banner comes only after a TLS handshake this crate cannot make; Controller.start()
+        // has itself connected (over TLS) and read it before the script goes on to log "ready".
+        let ready = dir.path().join("smtp.log");
+        wait_ready(&mut process, || {
+            if implicit_tls {
+                logged(&ready, "ready")
+            } else {
+                banner(addr, "220")
+            }
+        })
+        .map(|()| (process, addr))
     });
     Smtp {
         addr,
@@ -595,6 +619,16 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     let _ = stream.set_read_timeout(timeout);
     let _ = stream.set_write_timeout(timeout);
     Ok(stream)
+}
+
+/// A line of the server's log at `log` is `line`.
+fn logged(log: &Path, line: &str) -> Result<(), String> {
+    let text = fs::read_to_string(log).map_err(|e| format!("read {}: {e}", log.display()))?;
+    if text.lines().any(|l| l == line) {
+        Ok(())
+    } else {
+        Err(format!("no {line:?} in {} yet", log.display()))
+    }
 }
 
 /// The server at `addr` speaks first with a line starting `prefix` (FTP's 220, SSH's banner).
