@@ -282,27 +282,6 @@ fn is_temporary(name: &str) -> bool {
     name.contains('.')
 }
 
-#[cfg(test)]
-mod temp_tests {
-    use super::*;
-
-    #[test]
-    fn ftp_temporaries_are_listed_and_known_for_temporaries() {
-        let path = listed_temp_path(FileType::Pack, &"ab".repeat(32));
-        let (dir, file) = path.rsplit_once('/').unwrap();
-        assert_eq!(
-            dir,
-            object_path(FileType::Pack, &"ab".repeat(32))
-                .rsplit_once('/')
-                .unwrap()
-                .0
-        );
-        assert!(!file.starts_with('.'), "{file}");
-        assert!(is_temporary(file), "{file}");
-        assert_ne!(path, listed_temp_path(FileType::Pack, &"ab".repeat(32)));
-    }
-}
-
 impl Backend for Dal {
     fn location(&self) -> String {
         self.location.clone()
@@ -515,4 +494,25 @@ pub(crate) fn create_layout(dal: &Dal) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    #[test]
+    fn ftp_temporaries_are_listed_and_known_for_temporaries() {
+        let path = listed_temp_path(FileType::Pack, &"ab".repeat(32));
+        let (dir, file) = path.rsplit_once('/').unwrap();
+        assert_eq!(
+            dir,
+            object_path(FileType::Pack, &"ab".repeat(32))
+                .rsplit_once('/')
+                .unwrap()
+                .0
+        );
+        assert!(!file.starts_with('.'), "{file}");
+        assert!(is_temporary(file), "{file}");
+        assert_ne!(path, listed_temp_path(FileType::Pack, &"ab".repeat(32)));
+    }
 }
