@@ -860,7 +860,7 @@ fn two_runs_of_one_profile_never_overlap_and_a_killed_run_leaves_no_lock() {
     assert_eq!(d.snapshots().len(), 2);
 }
 
-/// The JSON attachment of a received mail (7bit or base64, as lettre chose).
+/// The JSON attachment of a received mail (base64, in lines of 76).
 fn attached_report(message: &str) -> Value {
     use base64::Engine;
     let at = message
@@ -876,7 +876,7 @@ fn attached_report(message: &str) -> Value {
     let head = &part[..body_start];
     if head.contains("Content-Transfer-Encoding: base64") {
         let bytes = base64::engine::general_purpose::STANDARD
-            .decode(body.trim())
+            .decode(body.split_whitespace().collect::<String>())
             .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     } else if head.contains("quoted-printable") {

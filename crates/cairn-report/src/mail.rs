@@ -5,8 +5,8 @@
 //! names the password.
 
 use crate::{chain, scrub};
-use lettre::message::header::ContentType;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls as LettreTls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
@@ -106,8 +106,16 @@ fn compose(mail: &Mail) -> Result<Message, String> {
             MultiPart::mixed()
                 .singlepart(SinglePart::plain(mail.text.clone()))
                 .singlepart(
-                    Attachment::new(mail.attachment_name.clone())
-                        .body(mail.attachment.clone(), json),
+                    // Base64 whatever the report holds: a one-line JSON report can outgrow
+                    // the 1,000 characters a mail line may have (RFC 5321 4.5.3.1.6).
+                    Attachment::new(mail.attachment_name.clone()).body(
+                        Body::new_with_encoding(
+                            mail.attachment.clone(),
+                            ContentTransferEncoding::Base64,
+                        )
+                        .expect("base64 carries any bytes"),
+                        json,
+                    ),
                 ),
         )
         .map_err(|e| format!("cannot compose the report mail: {e}"))
