@@ -43,6 +43,13 @@ const FOUND_DEFECTS: &[(u64, &str)] = &[
     ),
 ];
 
+/// Seeds that found a defect only in a longer run, with the steps that run took.
+const FOUND_IN_LONG_RUNS: &[(u64, usize, &str)] = &[(
+    1014,
+    4000,
+    "a prune adopted a pack a fenced-off, stopped backup had yet to index; another repacked and deleted it; waking, the backup named it in an index file and readers looked for a blob there",
+)];
+
 /// More seeds, enough to cover every kind of fault a few times in a few seconds.
 const MORE: std::ops::Range<u64> = 0..3;
 
@@ -53,10 +60,18 @@ fn every_snapshot_stays_restorable_and_check_clean_under_every_injected_fault() 
         steps: 800,
         ..cairn_sim::Options::default()
     };
-    let seeds = FOUND_DEFECTS.iter().map(|(s, _)| *s).chain(MORE);
+    let runs = FOUND_DEFECTS
+        .iter()
+        .map(|(s, _)| (*s, opts.steps))
+        .chain(MORE.map(|s| (s, opts.steps)))
+        .chain(FOUND_IN_LONG_RUNS.iter().map(|(s, steps, _)| (*s, *steps)));
     let mut failures = Vec::new();
     let mut faults = std::collections::BTreeMap::new();
-    for seed in seeds {
+    for (seed, steps) in runs {
+        let opts = cairn_sim::Options {
+            steps,
+            ..opts.clone()
+        };
         match cairn_sim::run(seed, &opts) {
             Ok(report) => {
                 assert!(

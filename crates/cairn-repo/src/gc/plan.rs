@@ -94,7 +94,7 @@ impl<'r> Survey<'r> {
         let revive = self.settle_claims(&stored, &mut packs)?;
 
         // Classify the packs: used, adopted, young, unused, partly used and repacked.
-        let adopted = adopt(&mut unindexed, &packs);
+        let adopted = adopt(&mut unindexed, &packs, &theirs);
         if self.first_live().is_none() {
             young.clear();
         }
@@ -406,11 +406,19 @@ impl<'r> Survey<'r> {
 }
 
 /// Takes the packs that hold used blobs out of `unindexed`, packs no index names: they are
-/// adopted into the index, for a snapshot may need them there.
-fn adopt(unindexed: &mut BTreeMap<PackId, IndexPack>, packs: &Packs) -> Vec<IndexPack> {
+/// adopted into the index, for a snapshot may need them there. Not `theirs`: a process that
+/// may still write an index file (one fenced off but perhaps only stopped) names them itself,
+/// and an adopted pack could be repacked and deleted before that late file names it again
+/// (simulation seed 1014). A used blob they hold stays theirs meanwhile: a committed snapshot's
+/// blobs are in packs its session indexed before it committed.
+fn adopt(
+    unindexed: &mut BTreeMap<PackId, IndexPack>,
+    packs: &Packs,
+    theirs: &HashSet<PackId>,
+) -> Vec<IndexPack> {
     let adopted: Vec<IndexPack> = unindexed
         .iter()
-        .filter(|(p, _)| packs.get(p).is_some_and(|u| u.used_blobs > 0))
+        .filter(|(p, _)| !theirs.contains(*p) && packs.get(p).is_some_and(|u| u.used_blobs > 0))
         .map(|(_, entries)| entries.clone())
         .collect();
     unindexed.retain(|p, _| !adopted.iter().any(|a| a.id == *p));
