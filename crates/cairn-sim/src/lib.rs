@@ -72,6 +72,8 @@ pub struct Report {
 #[derive(Debug)]
 pub struct SeedFailure {
     pub seed: u64,
+    /// The steps the run was asked for, which the replay must ask for too.
+    pub steps: usize,
     pub step: usize,
     pub what: String,
     pub log: Vec<String>,
@@ -85,9 +87,14 @@ impl std::fmt::Display for SeedFailure {
             "seed {} failed at step {}: {}",
             self.seed, self.step, self.what
         )?;
+        let steps = if self.steps == Options::default().steps {
+            String::new()
+        } else {
+            format!(" --steps {}", self.steps)
+        };
         writeln!(
             f,
-            "replay it alone: cargo xtask simulate --seed {}",
+            "replay it alone: cargo xtask simulate --seed {}{steps}",
             self.seed
         )?;
         writeln!(f, "last {} events:", tail.len())?;
@@ -253,6 +260,7 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, SeedFailure> {
         }
         Err((step, what)) => Err(SeedFailure {
             seed,
+            steps: opts.steps,
             step,
             what,
             log,
