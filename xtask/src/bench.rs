@@ -37,6 +37,8 @@ Options:
   --quick          small C2 (3,000 files) and C3 (12 MiB) corpora, for a trial of the harness
   --prepare        prepare the corpora for these options, then stop
   --out FILE       write the report to FILE instead of BENCHMARKS.md
+  --cairn BIN      time this cairn binary instead of building the release one (another
+                   commit's build, to compare before and after a change)
 
 Steps:";
 
@@ -129,6 +131,8 @@ pub struct Options {
     /// Prepare the corpora, then stop.
     pub prepare: bool,
     pub out: PathBuf,
+    /// A cairn binary to time instead of this tree's release build.
+    pub cairn: Option<PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Option<Options>> {
@@ -140,6 +144,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
         quick: false,
         prepare: false,
         out: crate::root().join("BENCHMARKS.md"),
+        cairn: None,
     };
     let mut it = args.iter();
     let list = |v: Option<&String>, what: &str| -> Result<Vec<String>> {
@@ -199,6 +204,13 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
             "--quick" => opts.quick = true,
             "--prepare" => opts.prepare = true,
             "--out" => opts.out = PathBuf::from(it.next().ok_or("--out needs a file")?),
+            "--cairn" => {
+                let bin = PathBuf::from(it.next().ok_or("--cairn needs a binary")?);
+                if !bin.is_file() {
+                    return Err(format!("--cairn {}: no such file", bin.display()));
+                }
+                opts.cairn = Some(bin)
+            }
             "--help" | "-h" => {
                 println!("{HELP}");
                 for s in Step::ALL {
@@ -509,7 +521,10 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
         eprintln!("bench: corpora ready; --prepare stops here");
         return Ok(None);
     }
-    let cairn = crate::build_release()?;
+    let cairn = match &opts.cairn {
+        Some(bin) => bin.clone(),
+        None => crate::build_release()?,
+    };
     let mut apt_updated = false;
     if !Path::new("/usr/bin/time").is_file() {
         eprintln!("bench: /usr/bin/time is missing; installing the Debian package time");
