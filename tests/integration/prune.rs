@@ -797,3 +797,42 @@ fn prune_removes_temporaries_older_than_the_grace_period() {
     );
     check_clean(&t);
 }
+
+/// A pack cut short under its final name, as an upload killed where the store writes in place
+/// leaves it (rclone 1.60 with a local or SFTP remote), that no index names: `check` only warns;
+/// prune leaves it while another process may still index it, then deletes it, and nothing a
+/// snapshot needs goes with it.
+#[test]
+fn prune_deletes_a_torn_pack_once_no_process_may_still_index_it() {
+    let t = setup();
+    init_small_packs(&t);
+    let (src, states) = daily_snapshots(&t, 2);
+    let repo = t.repo();
+    let pack = files_below(&repo.join("data"))
+        .into_iter()
+        .max_by_key(|f| fs::metadata(f).unwrap().len())
+        .unwrap();
+    let bytes = fs::read(&pack).unwrap();
+    let torn = repo.join("data/ab").join("ab".repeat(32));
+    write(&torn, &bytes[..bytes.len() / 2]);
+
+    let report = t.ok(["check", "--json"]).json();
+    assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
+    assert!(report["warnings"].to_string().contains("not_indexed"), "{report}");
+
+    // A marker this machine cannot tell the state of: a backup running on another host, whose
+    // upload the torn pack may be.
+    let elsewhere = repo.join("locks").join("ff".repeat(32));
+    write(&elsewhere, "a backup running on another host");
+    let report = gc_json(&t, &[&"prune"]);
+    assert!(torn.exists(), "a running backup's pack was deleted: {report}");
+    fs::remove_file(&elsewhere).unwrap();
+
+    let report = gc_json(&t, &[&"prune"]);
+    assert!(!torn.exists(), "the torn pack outlived the prune: {report}");
+    assert_eq!(num(prune_part(&report), "packs_deleted"), 1, "{report}");
+    check_clean(&t);
+    for (snap, tree) in &states {
+        assert_restores(&t, snap, &src, tree);
+    }
+}

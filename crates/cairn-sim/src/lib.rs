@@ -9,7 +9,8 @@
 //!   (which counts suspended time and restarts at a reboot);
 //! - processes stopped for any length of time (SIGSTOP, a sleeping laptop) and hosts suspended
 //!   or rebooted;
-//! - crashes at any write, before or after it takes effect;
+//! - crashes at any write, before or after it takes effect, or, on a store that writes in place,
+//!   midway through a pack's create, leaving half of it under its final name;
 //! - listings that lag behind creates and removes, and whether creates are exclusive;
 //! - hosts with caches of their own or one shared cache.
 //!
@@ -191,14 +192,19 @@ pub fn run(seed: u64, opts: &Options) -> Result<Report, SeedFailure> {
         }
     }
     let setting = format!(
-        "{n_hosts} hosts{}, exclusive create {}, listing lag up to {:?}",
+        "{n_hosts} hosts{}, exclusive create {}, listing lag up to {:?}{}",
         if shared_cache {
             " (two share a cache)"
         } else {
             ""
         },
         guarantees.exclusive_create,
-        guarantees.listing_lag
+        guarantees.listing_lag,
+        if world.lock().tears {
+            ", a killed create leaves a torn object"
+        } else {
+            ""
+        }
     );
     cairn_repo::init(
         &SimBackend {
@@ -367,6 +373,12 @@ impl Sim {
             if !draining && op.is_write() && self.rng.gen_bool(0.03) {
                 let when = if self.rng.gen_bool(0.5) {
                     Crash::Before
+                } else if st.tears
+                    && op.kind == world::OpKind::Create
+                    && op.t == cairn_backend::FileType::Pack
+                {
+                    *self.report.faults.entry("pack torn by a crash").or_default() += 1;
+                    Crash::Torn
                 } else {
                     Crash::After
                 };

@@ -67,6 +67,9 @@ pub enum Crash {
     Before,
     /// Dies once the write has taken effect, before it hears so.
     After,
+    /// Dies in the middle of a create on a store that writes in place: a prefix of the bytes
+    /// stays under the final name (rclone 1.60 serving a local or SFTP remote).
+    Torn,
     Dead,
 }
 
@@ -109,6 +112,10 @@ pub struct State {
     pub hosts: Vec<HostState>,
     grant: Option<usize>,
     pub guarantees: Guarantees,
+    /// Whether a create killed midway leaves a prefix under its final name.
+    pub tears: bool,
+    /// Set while the create of a process dying with `Crash::Torn` takes effect.
+    tearing: bool,
     rng: StdRng,
     /// Storage writes so far.
     pub writes: u64,
@@ -184,6 +191,10 @@ impl State {
             ));
         }
         self.writes += 1;
+        let mut bytes = bytes;
+        if self.tearing {
+            bytes.truncate(bytes.len() / 2);
+        }
         let listed_from = self.now + self.lag();
         self.objects.insert(
             key,
@@ -269,6 +280,10 @@ impl World {
                 hosts: Vec::new(),
                 grant: None,
                 guarantees,
+                // A stream of its own, so that the choice leaves every other draw of the seed
+                // as it was.
+                tears: StdRng::seed_from_u64(seed ^ 0x7465_6172).gen_bool(0.3),
+                tearing: false,
                 rng: StdRng::seed_from_u64(seed ^ 0x6c69_7374),
                 writes: 0,
                 log: Vec::new(),
@@ -340,6 +355,13 @@ impl World {
             }
             Crash::After => {
                 let _ = f(&mut st);
+                st.procs[i].crash = Crash::Dead;
+                Err(crashed())
+            }
+            Crash::Torn => {
+                st.tearing = true;
+                let _ = f(&mut st);
+                st.tearing = false;
                 st.procs[i].crash = Crash::Dead;
                 Err(crashed())
             }

@@ -38,6 +38,10 @@ const FOUND_DEFECTS: &[(u64, &str)] = &[
         "repair index replaced the index files a prune was reading; the prune condemned a pack without its records, and a running backup's blob left the index",
     ),
     (
+        3,
+        "a pack torn by a killed upload (a store that writes in place) was left for ever: prune left every pack whose header it could not read",
+    ),
+    (
         100330,
         "repair index listed data/ before a pack a backup had just written showed, and removed the old index file that alone named it",
     ),

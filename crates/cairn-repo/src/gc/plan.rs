@@ -62,7 +62,8 @@ struct Indexed {
 struct Unindexed {
     /// Those whose headers could be read, with what each holds.
     headers: BTreeMap<PackId, IndexPack>,
-    /// Those whose headers could not be read: left alone.
+    /// Those whose headers could not be read, but for damaged ones no process may still name
+    /// (condemned, as holding nothing): left alone.
     unreadable: HashSet<PackId>,
     /// All of them, while another process may still name them in an index file: young.
     theirs: HashSet<PackId>,
@@ -241,13 +242,24 @@ impl<'r> Survey<'r> {
             if others_index {
                 theirs.insert(pack);
             }
-            let Ok(header) = repo.read_pack_header(&pack, size) else {
-                // Damage is for `check` to report, and a pack removed since the listing is no
-                // concern: prune leaves what it cannot read alone.
-                unreadable.insert(pack);
-                continue;
+            let entries = match repo.read_pack_header(&pack, size) {
+                Ok(header) => IndexPack::from_header(pack, size, &header),
+                // No process may still name it and its header fails authentication: an upload
+                // killed where the store writes in place (rclone 1.60), garbage like a loose
+                // pack holding no used blob. None of its blobs counts as a copy, so if a
+                // snapshot needs one, prune refuses before it condemns anything.
+                Err(e) if e.kind == ErrorKind::Corrupt && !others_index => IndexPack {
+                    id: pack,
+                    size,
+                    blobs: Vec::new(),
+                },
+                // A pack removed since the listing is no concern, and one that may still be
+                // written is its writer's: prune leaves what it cannot read alone.
+                Err(_) => {
+                    unreadable.insert(pack);
+                    continue;
+                }
             };
-            let entries = IndexPack::from_header(pack, size, &header);
             let number = packs.add(&entries).expect("a pack is listed once");
             self.claims.offer(&entries, number)?;
             headers.insert(pack, entries);
