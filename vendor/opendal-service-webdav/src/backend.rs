@@ -224,6 +224,8 @@ impl Builder for WebdavBuilder {
                 copy: true,
 
                 rename: true,
+                // cairn: MOVE sends `Overwrite: F` when asked (RFC 4918 section 10.6).
+                rename_with_if_not_exists: true,
 
                 list: true,
 
@@ -388,9 +390,13 @@ impl Service for WebdavBackend {
         ctx: &OperationContext,
         from: &str,
         to: &str,
-        _args: OpRename,
+        args: OpRename,
     ) -> Result<RpRename> {
-        let resp = self.core.webdav_move(ctx, from, to).await?;
+        // cairn: pass the condition on; a 412 answer becomes ConditionNotMatch below.
+        let resp = self
+            .core
+            .webdav_move(ctx, from, to, args.if_not_exists())
+            .await?;
 
         let status = resp.status();
         match status {

@@ -359,6 +359,8 @@ impl WebdavCore {
         ctx: &OperationContext,
         from: &str,
         to: &str,
+        // cairn: whether an existing destination must be kept (`Overwrite: F`).
+        if_not_exists: bool,
     ) -> Result<Response<Buffer>> {
         // Check if source file exists.
         let _ = self.webdav_stat(ctx, from).await?;
@@ -378,7 +380,9 @@ impl WebdavCore {
         }
 
         req = req.header(HEADER_DESTINATION, target_uri);
-        req = req.header(HEADER_OVERWRITE, "T");
+        // cairn: "F" asks the server to refuse an existing destination with 412 Precondition
+        // Failed, which parse_error maps to ConditionNotMatch.
+        req = req.header(HEADER_OVERWRITE, if if_not_exists { "F" } else { "T" });
 
         let req = req
             .extension(Operation::Rename)
