@@ -378,6 +378,66 @@ fn remote_webdav_via_rclone() {
     copied_from_local(&servers::webdav_rclone("copy"));
 }
 
+/// Clients racing to create one name over WebDAV, each with bytes of its own. rclone's server
+/// refuses a MOVE with `Overwrite: F` onto a name that exists (RFC 4918 section 10.6), so the
+/// backend states exclusive creates, exactly one client wins, every other is told the name
+/// exists, the object is the winner's bytes whole, and no temporary stays. Guards against the
+/// MOVE with `Overwrite: T` that upstream OpenDAL sends, with which several clients could win
+/// and the last move's bytes stayed.
+#[test]
+fn remote_webdav_racing_creates_exactly_one_wins() {
+    const LEN: usize = 300_000;
+    let server = servers::webdav_rclone("race");
+    drop(connect(&server, true));
+    // One backend each, as separate processes have: each probes the server on its own.
+    let clients: Vec<Box<dyn Backend>> = (0..8).map(|_| connect(&server, false)).collect();
+    for client in &clients {
+        assert!(client.guarantees().exclusive_create);
+    }
+    let start = std::sync::Barrier::new(clients.len());
+    let outcomes: Vec<_> = std::thread::scope(|s| {
+        let tries: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, client)| {
+                let start = &start;
+                s.spawn(move || {
+                    let mine = random_bytes(i as u64, LEN);
+                    start.wait();
+                    client.create(FileType::Lock, "verdict", &mine)
+                })
+            })
+            .collect();
+        tries.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<usize> = (0..outcomes.len())
+        .filter(|i| outcomes[*i].is_ok())
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    for e in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+        assert_eq!(e.kind, BackendErrorKind::AlreadyExists, "{e}");
+    }
+    let stored = clients[0].read(FileType::Lock, "verdict").unwrap();
+    assert!(
+        stored == random_bytes(winners[0] as u64, LEN),
+        "not the winner's bytes"
+    );
+    let late = clients[1]
+        .create(FileType::Lock, "verdict", b"late")
+        .unwrap_err();
+    assert_eq!(late.kind, BackendErrorKind::AlreadyExists, "{late}");
+    assert!(late.to_string().contains("exists already"), "{late}");
+    let below = files_below(&server.root.clone().unwrap().join("race"));
+    let dotted: Vec<_> = below
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains('.'))
+        })
+        .collect();
+    assert!(dotted.is_empty(), "temporaries left: {dotted:?}");
+}
+
 #[test]
 fn remote_ftp() {
     round_trip(&servers::ftp("repo"));
@@ -519,6 +579,13 @@ fn remote_rest_through_faults() {
 #[test]
 fn remote_s3_through_faults() {
     through_faults(&servers::s3_garage("faults"), 12);
+}
+
+/// WebDAV's exclusive create (a MOVE that refuses a taken name) under lost answers: a retried
+/// create that finds its own first try stored counts as done.
+#[test]
+fn remote_webdav_through_faults() {
+    through_faults(&servers::webdav_rclone("faults"), 13);
 }
 
 /// A 3-node Garage cluster with replication factor 3 loses a node during a backup: the backup

@@ -3,13 +3,16 @@
 //! Invariant: an object appears under its final name only complete. On S3 a PUT is atomic and
 //! `If-None-Match: *` makes it create-only and exclusive, with a CRC32C checksum the service
 //! verifies; a service that ignores the condition (Garage) is found out by a probe, and then a
-//! look that the name is free comes first, and the create is not exclusive. WebDAV and FTP have
-//! no conditional create: after a look that the name is free, the object is written under a
-//! temporary name of ours (`.tmp-…`; on FTP `tmp-….part`, as FTP servers often leave dotted names
-//! out of `LIST`, and OpenDAL's writer first stores `tmp-….part.RANDOM` and renames that to ours), its stored size checked, and only then moved to its name (MOVE,
-//! RNFR/RNTO). Two clients racing for one name can both pass the look, so those backends state
-//! `exclusive_create: false`. Names with a dot are temporaries on every service here: no object
-//! of the layout has one.
+//! look that the name is free comes first, and the create is not exclusive. WebDAV and FTP
+//! write the object under a temporary name of ours (`.tmp-…`; on FTP `tmp-….part`, as FTP
+//! servers often leave dotted names out of `LIST`, and OpenDAL's writer first stores
+//! `tmp-….part.RANDOM` and renames that to ours), check its stored size, and only then move it
+//! to its name (MOVE, RNFR/RNTO). A WebDAV MOVE asks with `Overwrite: F` (the vendored OpenDAL
+//! service) that an existing name be refused, as RFC 4918 says it must be; a probe finds out
+//! whether the server does, and where it does the create is exclusive. Where it does not, and
+//! always on FTP, which cannot refuse, a look that the name is free comes first, and two clients
+//! racing for one name can both pass it: those state `exclusive_create: false`. Names with a dot
+//! are temporaries on every service here: no object of the layout has one.
 
 use super::{error, object_path, temp_path, Gate, Remote, RemoteOptions, REQUEST_TIMEOUT};
 use crate::{Backend, BackendError, BackendErrorKind, Entry, FileType, Guarantees, Result};
@@ -20,8 +23,9 @@ pub(crate) struct Dal {
     op: Operator,
     gate: Gate,
     location: String,
-    /// Whether this S3 service refuses a conditional PUT over an existing name: AWS S3 does,
-    /// Garage ignores the condition. Learnt once, by trying.
+    /// Whether this service refuses a create over an existing name: on S3 a conditional PUT
+    /// (AWS S3 refuses it, Garage ignores the condition), on WebDAV a MOVE with `Overwrite: F`
+    /// (rclone's server refuses it). Learnt once, by trying; FTP never does.
     exclusive: std::sync::OnceLock<bool>,
     service: Service,
 }
@@ -30,7 +34,7 @@ pub(crate) struct Dal {
 enum Service {
     /// Conditional, atomic PUTs; listings of a whole prefix.
     S3,
-    /// Our temporary, then MOVE.
+    /// Our temporary, then MOVE with `Overwrite: F`.
     WebDav,
     /// Our temporary, then RNFR/RNTO (the vendored service's rename).
     Ftp,
@@ -137,8 +141,9 @@ impl Dal {
         })
     }
 
-    /// Puts a probe object twice with `If-None-Match: *` and removes it: the service honours
-    /// the condition when the second put is refused. A dotted name, so no listing shows it.
+    /// Creates a probe object twice and removes it: on S3 a put with `If-None-Match: *`, on
+    /// WebDAV a temporary moved onto it with `Overwrite: F`. The service honours the condition
+    /// when the second create is refused. A dotted name, so no listing shows it.
     fn probe_exclusive(&self) -> Result<bool> {
         use rand::RngCore;
         let mut suffix = [0u8; 8];
@@ -146,9 +151,18 @@ impl Dal {
         let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
         let probe = format!("locks/.probe-{hex}");
         let what = || format!("cannot probe {}", self.location);
-        let put = || self.op.write_with(&probe, vec![0u8]).if_not_exists(true);
-        self.run(what, put())?;
-        let second = self.run(what, put());
+        let second = if self.service == Service::S3 {
+            let put = || self.op.write_with(&probe, vec![0u8]).if_not_exists(true);
+            self.run(what, put())?;
+            self.run(what, put()).map(|_| ())
+        } else {
+            let put = |byte: u8| {
+                let written = temp_path(FileType::Lock, "probe");
+                self.store_and_move(what, &written, &probe, vec![byte].into())
+            };
+            put(0)?;
+            put(1)
+        };
         let _ = self.run(what, self.op.delete(&probe));
         match second {
             Ok(_) => Ok(false),
@@ -231,12 +245,14 @@ impl Dal {
         Ok(())
     }
 
-    /// Creates on services without a conditional write: look, temporary, size check, move.
+    /// Creates on services without a conditional write: temporary, size check, move. A look
+    /// that the name is free comes first unless the move itself refuses a taken name.
     fn create_unconditional(&self, t: FileType, name: &str, body: opendal::Buffer) -> Result<()> {
         let what = || format!("cannot store {} {name}", t.noun());
         let target = object_path(t, name);
-        let len = body.len() as u64;
-        self.refuse_taken(t, name, &target)?;
+        if !self.guarantees().exclusive_create {
+            self.refuse_taken(t, name, &target)?;
+        }
         // Our own temporary on FTP too, although OpenDAL's FTP writer renames its own into
         // place: a server can answer a cut upload with success and keep it truncated, which
         // only the size check finds, and that must happen before the object has its name.
@@ -244,19 +260,52 @@ impl Dal {
             Service::Ftp => listed_temp_path(t, name),
             _ => temp_path(t, name),
         };
+        self.store_and_move(what, &written, &target, body)
+            .map_err(|e| match e.kind {
+                // The look's answer: a refused MOVE's own message is only its status.
+                BackendErrorKind::AlreadyExists => error(
+                    BackendErrorKind::AlreadyExists,
+                    format!("{} {name} exists already", t.noun()),
+                ),
+                _ => e,
+            })
+    }
+
+    /// Writes `body` to the temporary `written`, checks its stored size and moves it to
+    /// `target`, removing the temporary when any step fails. A WebDAV MOVE sends
+    /// `Overwrite: F`, so a server that honours it refuses a taken `target` (`AlreadyExists`);
+    /// sent also where the probe did not find that, as it costs nothing. rclone's server
+    /// answers a MOVE onto a name another MOVE holds at that moment with 423 Locked, which
+    /// OpenDAL marks temporary: the retry stores a new temporary and its MOVE finds the name
+    /// taken, or free if the other move failed.
+    fn store_and_move(
+        &self,
+        what: impl Fn() -> String + Copy,
+        written: &str,
+        target: &str,
+        body: opendal::Buffer,
+    ) -> Result<()> {
+        let len = body.len() as u64;
         let result = (|| {
-            self.run(what, self.op.write(&written, body))?;
-            let stored = self.run(what, self.op.stat(&written))?.content_length();
+            self.run(what, self.op.write(written, body))?;
+            let stored = self.run(what, self.op.stat(written))?.content_length();
             if stored != len {
                 return Err(error(
                     BackendErrorKind::Transient,
                     format!("{}: sent {len} bytes, the server stored {stored}", what()),
                 ));
             }
-            self.run(what, self.op.rename(&written, &target))
+            match self.service {
+                Service::WebDav => self.run(
+                    what,
+                    self.op.rename_with(written, target).if_not_exists(true),
+                ),
+                // RNFR/RNTO has no condition; OpenDAL refuses `if_not_exists` there.
+                _ => self.run(what, self.op.rename(written, target)),
+            }
         })();
         if result.is_err() {
-            let _ = self.run(what, self.op.delete(&written));
+            let _ = self.run(what, self.op.delete(written));
         }
         result
     }
@@ -292,10 +341,11 @@ impl Backend for Dal {
     }
 
     /// S3 (AWS since 2020, Garage by its quorums) lists every object whose PUT returned.
-    /// WebDAV and FTP servers store plain files, listed as written. A probe that fails leaves
-    /// the weaker promise.
+    /// WebDAV and FTP servers store plain files, listed as written. Creates on S3 and WebDAV
+    /// are exclusive where a probe finds the service refusing a taken name; a probe that fails
+    /// leaves the weaker promise.
     fn guarantees(&self) -> Guarantees {
-        let exclusive = self.service == Service::S3
+        let exclusive = self.service != Service::Ftp
             && *self
                 .exclusive
                 .get_or_init(|| self.probe_exclusive().unwrap_or(false));
@@ -514,5 +564,14 @@ mod temp_tests {
         assert!(!file.starts_with('.'), "{file}");
         assert!(is_temporary(file), "{file}");
         assert_ne!(path, listed_temp_path(FileType::Pack, &"ab".repeat(32)));
+    }
+
+    /// The vendored WebDAV service is the one built in (root `Cargo.toml`, `[patch.crates-io]`):
+    /// upstream's does not state `rename_with_if_not_exists`, so OpenDAL would refuse every
+    /// move of a WebDAV create as unsupported.
+    #[test]
+    fn webdav_moves_can_keep_a_taken_name() {
+        let op = Operator::new(services::Webdav::default().endpoint("http://127.0.0.1:9")).unwrap();
+        assert!(op.info().capability().rename_with_if_not_exists);
     }
 }
