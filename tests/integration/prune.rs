@@ -818,7 +818,11 @@ fn prune_deletes_a_torn_pack_once_no_process_may_still_index_it() {
 
     let report = t.ok(["check", "--json"]).json();
     assert_eq!(report["errors"], Value::Array(vec![]), "{report}");
-    assert!(report["warnings"].to_string().contains("not_indexed"), "{report}");
+    assert_eq!(report["outcome"], "warning", "{report}");
+    assert!(
+        report["problems"].to_string().contains("packs_not_indexed"),
+        "{report}"
+    );
 
     // A marker this machine cannot tell the state of: a backup running on another host, whose
     // upload the torn pack may be.
