@@ -829,7 +829,10 @@ fn prune_deletes_a_torn_pack_once_no_process_may_still_index_it() {
     let elsewhere = repo.join("locks").join("ff".repeat(32));
     write(&elsewhere, "a backup running on another host");
     let report = gc_json(&t, &[&"prune"]);
-    assert!(torn.exists(), "a running backup's pack was deleted: {report}");
+    assert!(
+        torn.exists(),
+        "a running backup's pack was deleted: {report}"
+    );
     fs::remove_file(&elsewhere).unwrap();
 
     let report = gc_json(&t, &[&"prune"]);

@@ -377,7 +377,11 @@ impl Sim {
                     && op.kind == world::OpKind::Create
                     && op.t == cairn_backend::FileType::Pack
                 {
-                    *self.report.faults.entry("pack torn by a crash").or_default() += 1;
+                    *self
+                        .report
+                        .faults
+                        .entry("pack torn by a crash")
+                        .or_default() += 1;
                     Crash::Torn
                 } else {
                     Crash::After

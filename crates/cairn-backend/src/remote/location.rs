@@ -197,12 +197,18 @@ impl Remote {
     }
 
     fn parse_sftp(given: &str, rest: &str, command: Option<String>) -> Result<Remote> {
+        // ssh would take such a host for an option (`-oProxyCommand=…` runs a command).
+        let no_option = |host: &str| match host.starts_with('-') {
+            true => Err(invalid(given, "a host name cannot start with '-'")),
+            false => Ok(()),
+        };
         if rest.starts_with("//") {
             let url = Url::parse(given).map_err(|e| invalid(given, e))?;
             let host = url.host_str().unwrap_or_default();
             if host.is_empty() || url.path().len() <= 1 {
                 return Err(invalid(given, "expected sftp://[USER@]HOST[:PORT]/PATH"));
             }
+            no_option(host)?;
             return Ok(Remote::Sftp {
                 user: (!url.username().is_empty()).then(|| decoded(url.username())),
                 host: host.to_string(),
@@ -220,6 +226,7 @@ impl Remote {
             Some((u, h)) => (Some(u.to_string()), h),
             None => (None, userhost),
         };
+        no_option(host)?;
         Ok(Remote::Sftp {
             user,
             host: host.to_string(),
@@ -465,6 +472,11 @@ mod tests {
             ("sftp:host", "sftp:[USER@]HOST:/PATH"),
             ("rest:ftp://host/", "http"),
             ("rclone:", "rclone:REMOTE:PATH"),
+            (
+                "sftp:-oProxyCommand=touch${IFS}x:/p",
+                "cannot start with '-'",
+            ),
+            ("sftp:u@-oProxyCommand=x:/p", "cannot start with '-'"),
         ] {
             let e = Remote::parse(given).unwrap().unwrap_err();
             assert_eq!(e.kind, BackendErrorKind::InvalidLocation);

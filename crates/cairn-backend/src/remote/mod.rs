@@ -138,3 +138,38 @@ pub(crate) fn status_kind(status: u16) -> BackendErrorKind {
 /// A request may take this long before it counts as a transient failure: long enough for a
 /// whole pack over a slow link, short enough that a dead connection does not hang a backup.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// `--connections N`: however many threads send at once, at most N requests are in flight,
+    /// and N are reached.
+    #[test]
+    fn the_gate_lets_as_many_requests_through_at_once_as_connections_and_no_more() {
+        for connections in [1, 3] {
+            let gate = Arc::new(Gate::new(connections));
+            let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (gate, now, peak) = (gate.clone(), now.clone(), peak.clone());
+                    std::thread::spawn(move || {
+                        gate.run(async {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(n, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            now.fetch_sub(1, Ordering::SeqCst);
+                        })
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(peak.load(Ordering::SeqCst), connections);
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! SFTP over the user's own `ssh`, as restic does: `ssh [-p PORT] [-l USER] HOST -s sftp`, or the
+//! SFTP over the user's own `ssh`, as restic does: `ssh [-p PORT] [-l USER] -s -- HOST sftp`, or the
 //! command in `CAIRN_SFTP_COMMAND`, so `~/.ssh/config`, the agent and known hosts all apply.
 //!
 //! Invariant: an object appears under its final name only complete and synced. It is written
@@ -60,8 +60,41 @@ pub(crate) fn ssh_command(remote: &super::Remote) -> Vec<String> {
     if let Some(user) = user {
         args.extend(["-l".to_string(), user.clone()]);
     }
-    args.extend([host.to_string(), "-s".to_string(), "sftp".to_string()]);
+    // `--` ends the options, so that no host is ever read as one.
+    args.extend(["-s", "--", host, "sftp"].map(str::to_string));
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Remote;
+    use super::ssh_command;
+
+    fn command(location: &str) -> Vec<String> {
+        ssh_command(&Remote::parse_with(location, &|_| None).unwrap().unwrap())
+    }
+
+    #[test]
+    fn ssh_is_asked_for_the_sftp_subsystem_of_the_host_with_its_port_and_user() {
+        assert_eq!(
+            command("sftp://backup@example.org:2222/srv/repo"),
+            [
+                "ssh",
+                "-p",
+                "2222",
+                "-l",
+                "backup",
+                "-s",
+                "--",
+                "example.org",
+                "sftp"
+            ]
+        );
+        assert_eq!(
+            command("sftp:example.org:repo"),
+            ["ssh", "-s", "--", "example.org", "sftp"]
+        );
+    }
 }
 
 impl Sftp {
