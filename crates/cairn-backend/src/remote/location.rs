@@ -167,6 +167,10 @@ impl Remote {
                 }
             }),
             "rclone" if rest.is_empty() => Err(invalid(given, "expected rclone:REMOTE:PATH")),
+            // rclone would take it for one of its flags, or for a local path.
+            "rclone" if rest.starts_with('-') => {
+                Err(invalid(given, "a remote cannot start with '-'"))
+            }
             "rclone" => Ok(Remote::Rclone {
                 remote: rest.to_string(),
             }),
@@ -477,6 +481,7 @@ mod tests {
                 "cannot start with '-'",
             ),
             ("sftp:u@-oProxyCommand=x:/p", "cannot start with '-'"),
+            ("rclone:--config=/tmp/x:repo", "cannot start with '-'"),
         ] {
             let e = Remote::parse(given).unwrap().unwrap_err();
             assert_eq!(e.kind, BackendErrorKind::InvalidLocation);

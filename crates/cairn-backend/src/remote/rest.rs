@@ -102,7 +102,8 @@ impl Rest {
         let gate = Gate::new(options.connections);
         let transport = gate.run(async {
             let mut rclone = tokio::process::Command::new("rclone")
-                .args(["serve", "restic", "--stdio", "--quiet", remote])
+                // `--`: a remote is never read as one of rclone's flags (`--config=…`).
+                .args(["serve", "restic", "--stdio", "--quiet", "--", remote])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .kill_on_drop(true)
