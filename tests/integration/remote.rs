@@ -38,8 +38,8 @@ struct At {
     remove: Vec<String>,
     /// The directory the server keeps its repositories' files in, where it has one.
     root: Option<PathBuf>,
-    /// Whether a killed upload may leave a partial pack under its final name for good
-    /// (repo-format.md section 3: `rclone:` with a remote rclone writes in place).
+    /// Whether a killed upload may leave a partial pack under its final name until the next
+    /// prune (repo-format.md section 3: `rclone:` with a remote rclone writes in place).
     partial_packs_may_stay: bool,
 }
 
@@ -173,6 +173,17 @@ fn user_steps(at: At) {
     killed_mid_upload(&t, &at, &src);
     t.check();
     assert_restores(&t, "latest", &src, "out3");
+
+    // With nothing else at work, a prune reclaims whatever the kill left, a pack torn where the
+    // remote writes in place included.
+    t.ok(["prune"]);
+    assert_eq!(
+        partial_objects(&at),
+        vec![],
+        "partial objects after a prune"
+    );
+    let report = t.check();
+    assert_eq!(report["warnings"], Value::Array(vec![]), "{report}");
 }
 
 /// The files below `dir` whose names have no dot (no temporary has one), found while a server

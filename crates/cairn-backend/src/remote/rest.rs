@@ -106,6 +106,10 @@ impl Rest {
                 .args(["serve", "restic", "--stdio", "--quiet", "--", remote])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
+                // A group of its own: the terminal's Ctrl-C stops cairn alone, and rclone,
+                // reading the end of its input, removes an upload cut short rather than die
+                // with it and leave the upload under its final name.
+                .process_group(0)
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| cant(format!("cannot run rclone: {e}")))?;
