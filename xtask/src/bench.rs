@@ -31,7 +31,7 @@ hand-written marker of BENCHMARKS.md and can also be run alone.
 
 Options:
   --runs N         rounds per tool; the table shows medians [default: 3]
-  --steps LIST     comma-separated steps or groups (c1, c2, c3) to run [default: all]
+  --steps LIST     comma-separated steps or groups (c1, c2, c3, st) to run [default: all]
   --skip LIST      comma-separated tools to leave out: restic, borg, rustic
   --size-mib N     size of corpus C1 in MiB [default: 1024]
   --quick          small C2 (3,000 files) and C3 (12 MiB) corpora, for a trial of the harness
@@ -56,6 +56,11 @@ pub enum Step {
     C2NoChange,
     C3Versions,
     C3Prune,
+    /// A tiny repository, where a command's time is its fixed cost: start-up, the key
+    /// derivation, opening the repository and the cache.
+    StartSnapshots,
+    StartNoChange,
+    StartCheck,
     /// Not a step of the tools: the ceiling bench on C1, which also runs whenever any C1 step
     /// does.
     Ceiling,
@@ -65,7 +70,7 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 13] = [
+    pub const ALL: [Step; 16] = [
         Step::C1Backup,
         Step::C1NoChange,
         Step::C1Changed,
@@ -77,6 +82,9 @@ impl Step {
         Step::C2NoChange,
         Step::C3Versions,
         Step::C3Prune,
+        Step::StartSnapshots,
+        Step::StartNoChange,
+        Step::StartCheck,
         Step::Ceiling,
         Step::Remote,
     ];
@@ -94,6 +102,9 @@ impl Step {
             Step::C2NoChange => "c2-nochange",
             Step::C3Versions => "c3-size",
             Step::C3Prune => "c3-prune",
+            Step::StartSnapshots => "st-snapshots",
+            Step::StartNoChange => "st-nochange",
+            Step::StartCheck => "st-check",
             Step::Ceiling => "ceiling",
             Step::Remote => "remote",
         }
@@ -112,6 +123,9 @@ impl Step {
             Step::C2NoChange => "C2 re-backup, nothing changed",
             Step::C3Versions => "C3 backups of 8 versions (total)",
             Step::C3Prune => "C3 forget all but 2, prune",
+            Step::StartSnapshots => "Start-up: snapshots of a tiny repository",
+            Step::StartNoChange => "Start-up: tiny re-backup, nothing changed",
+            Step::StartCheck => "Start-up: check of a tiny repository",
             Step::Ceiling => "the ceiling: each primitive on one core, on C1's bytes",
             Step::Remote => "C1 through S3 on Garage: first backup, no change, restore, requests",
         }
@@ -179,7 +193,7 @@ fn parse(args: &[String]) -> Result<Option<Options>> {
                         .collect();
                     if matched.is_empty() {
                         return Err(format!(
-                            "unknown step {name}; steps are c1, c2, c3 or one of {}",
+                            "unknown step {name}; steps are c1, c2, c3, st or one of {}",
                             Step::ALL.map(Step::id).join(", ")
                         ));
                     }
@@ -399,6 +413,8 @@ pub struct Corpora {
     pub c3_last: (u64, u64),
     /// What each C3 release after the first changed.
     pub c3_releases: Vec<corpus::Release>,
+    /// The tree of the start-up steps.
+    pub tiny: Option<Corpus>,
 }
 
 /// Medians and everything else the report needs.
@@ -460,7 +476,11 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
         c3: None,
         c3_last: (0, 0),
         c3_releases: Vec::new(),
+        tiny: None,
     };
+    if wants("st") {
+        corpora.tiny = Some(corpus::tiny(&work.join("src/tiny"))?);
+    }
     let mut c1_cached = None;
     // C1 is wanted by its steps, by the ceiling and by the remote steps.
     if wants_c1 {
@@ -684,6 +704,20 @@ pub fn bench(args: &[String]) -> Result<Option<Results>> {
                 }
                 let files = corpus::list_files(&c3_work);
                 corpora.c3_last = (files.len() as u64, corpus::du(&c3_work));
+            }
+
+            if let Some(tiny) = &corpora.tiny {
+                let mut s = Session::new(tool, repo.clone(), &logs)?;
+                s.backup(&tiny.path)?;
+                if on(Step::StartSnapshots) {
+                    record(Step::StartSnapshots, s.timed(Action::Snapshots)?);
+                }
+                if on(Step::StartNoChange) {
+                    record(Step::StartNoChange, s.backup(&tiny.path)?);
+                }
+                if on(Step::StartCheck) {
+                    record(Step::StartCheck, s.timed(Action::Check)?);
+                }
             }
         }
     }

@@ -148,6 +148,25 @@ pub fn working_copy(corpus: &Corpus, dest: &Path) -> Result<Corpus> {
     })
 }
 
+/// The tree of the start-up steps: 32 files of 2 KiB in 4 directories, the same bytes on
+/// every run, so small that what a command costs is what it costs to start.
+pub fn tiny(dest: &Path) -> Result<Corpus> {
+    let _ = fs::remove_dir_all(dest);
+    for i in 0..32u64 {
+        let dir = dest.join(format!("d{}", i % 4));
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let line = format!("file {i}: a line of the tiny tree the start-up steps back up\n");
+        let body = line.repeat(2048 / line.len() + 1);
+        fs::write(dir.join(format!("f{i}.txt")), &body.as_bytes()[..2048])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Corpus {
+        path: dest.to_path_buf(),
+        bytes: 32 * 2048,
+        files: 32,
+    })
+}
+
 pub fn set_pristine(copy: &Corpus, original: &Corpus, pristine: bool) -> Result<()> {
     let marker = PathBuf::from(format!("{}.pristine", copy.path.display()));
     if pristine {

@@ -390,6 +390,26 @@ fn targets(m: &Medians) -> Vec<Judged> {
         )
         .1,
     );
+
+    let start_target = "Fixed cost of a command, on a tiny repository: at most 0.15 s (issue 18)";
+    let starts: Vec<(Step, Sample)> = [Step::StartSnapshots, Step::StartNoChange, Step::StartCheck]
+        .into_iter()
+        .filter_map(|step| Some((step, m.get(step, Kind::Cairn)?)))
+        .collect();
+    out.push(if starts.is_empty() {
+        not_measured(start_target, "the start-up steps not run".into())
+    } else {
+        let worst = starts.iter().map(|(_, s)| s.wall).fold(0.0, f64::max);
+        Judged {
+            target: start_target,
+            measured: starts
+                .iter()
+                .map(|(step, s)| format!("{}: {}", step.id(), secs(s.wall)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            verdict: verdict(worst <= 0.15),
+        }
+    });
     out
 }
 
@@ -469,6 +489,15 @@ pub fn markdown(r: &Results) -> String {
              up to 100,000 files or 1 GB.",
             mb(c2.bytes as f64),
             c2.files
+        );
+    }
+    if let Some(tiny) = &r.corpora.tiny {
+        let _ = writeln!(
+            w,
+            "- **Tiny**, for the start-up steps: {} files of 2 KiB of text in 4 directories, \
+             backed up once before the steps, so that a command's time is its fixed cost \
+             (start, key derivation, opening the repository and the cache).",
+            tiny.files
         );
     }
     if let Some(c3) = &r.corpora.c3 {
@@ -590,7 +619,7 @@ pub fn markdown(r: &Results) -> String {
         write_ceiling(w, ceiling, &m);
     }
 
-    let _ = writeln!(w, "\n## Targets (issue 6)\n");
+    let _ = writeln!(w, "\n## Targets (issues 6 and 18)\n");
     let _ = writeln!(
         w,
         "Judged from the medians above; the anchors are restic, borg and rustic.\n"

@@ -57,6 +57,8 @@ pub enum Action<'a> {
         target: &'a Path,
         n: usize,
     },
+    /// Lists the snapshots.
+    Snapshots,
     Check,
     CheckData,
     /// Forgets all but the 2 newest snapshots and deletes what they do not need.
@@ -127,6 +129,7 @@ impl Tool {
                 vec![vec!["extract".into(), format!("{r}::s{n}")]]
             }
             (Kind::Borg, Action::Check) => vec![vec!["check".into(), r]],
+            (Kind::Borg, Action::Snapshots) => vec![vec!["list".into(), r]],
             (Kind::Borg, Action::CheckData) => {
                 vec![vec!["check".into(), "--verify-data".into(), r]]
             }
@@ -148,6 +151,7 @@ impl Tool {
                         argv.push(s(target));
                     }
                     Action::Check => argv.push("check".into()),
+                    Action::Snapshots => argv.push("snapshots".into()),
                     Action::CheckData => argv.extend(["check".into(), "--read-data".into()]),
                     Action::ForgetPrune => {
                         if kind == Kind::Cairn {
