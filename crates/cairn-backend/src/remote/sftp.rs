@@ -65,38 +65,6 @@ pub(crate) fn ssh_command(remote: &super::Remote) -> Vec<String> {
     args
 }
 
-#[cfg(test)]
-mod tests {
-    use super::super::Remote;
-    use super::ssh_command;
-
-    fn command(location: &str) -> Vec<String> {
-        ssh_command(&Remote::parse_with(location, &|_| None).unwrap().unwrap())
-    }
-
-    #[test]
-    fn ssh_is_asked_for_the_sftp_subsystem_of_the_host_with_its_port_and_user() {
-        assert_eq!(
-            command("sftp://backup@example.org:2222/srv/repo"),
-            [
-                "ssh",
-                "-p",
-                "2222",
-                "-l",
-                "backup",
-                "-s",
-                "--",
-                "example.org",
-                "sftp"
-            ]
-        );
-        assert_eq!(
-            command("sftp:example.org:repo"),
-            ["ssh", "-s", "--", "example.org", "sftp"]
-        );
-    }
-}
-
 impl Sftp {
     pub(crate) fn connect(
         args: Vec<String>,
@@ -447,4 +415,36 @@ pub(crate) fn create_layout(sftp: &Sftp) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Remote;
+    use super::ssh_command;
+
+    fn command(location: &str) -> Vec<String> {
+        ssh_command(&Remote::parse_with(location, &|_| None).unwrap().unwrap())
+    }
+
+    #[test]
+    fn ssh_is_asked_for_the_sftp_subsystem_of_the_host_with_its_port_and_user() {
+        assert_eq!(
+            command("sftp://backup@example.org:2222/srv/repo"),
+            [
+                "ssh",
+                "-p",
+                "2222",
+                "-l",
+                "backup",
+                "-s",
+                "--",
+                "example.org",
+                "sftp"
+            ]
+        );
+        assert_eq!(
+            command("sftp:example.org:repo"),
+            ["ssh", "-s", "--", "example.org", "sftp"]
+        );
+    }
 }
