@@ -9,8 +9,10 @@
 //!
 //! Each finding is a `Problem` in the report (problem.rs). What is found damaged becomes a
 //! damage report: which snapshots, and which paths in them, cannot be restored. `check` runs
-//! these as phases, one function each, in the order it names them. Memory stays bounded: index entries are looked up in the index cache,
-//! and only the set of tree ids already checked is kept.
+//! these as phases, one function each, in the order it names them. Memory stays bounded: the
+//! blobs trees reach go to scratch files and are located together, in key order against the
+//! index cache, once the trees are walked (`BlobsToLocate`); only the set of tree ids already
+//! checked is kept.
 
 mod problem;
 
@@ -21,7 +23,7 @@ use cairn_format::index::{IndexEntry, IndexPack};
 use cairn_format::snapshot::Snapshot;
 use cairn_format::tree::{NodeKind, Tree};
 use cairn_format::{BlobId, IndexId, PackId, SnapshotId, TreeId};
-use cairn_repo::{ErrorKind, Repository};
+use cairn_repo::{BlobsToLocate, ErrorKind, Repository};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
@@ -169,7 +171,8 @@ pub fn check(
     let indexed = index(repo, &condemned, &mut report)?;
     let packs = packs(repo, indexed, condemned, &mut report)?;
     let (lost, salvage) = read_data(repo, &packs, to_read, progress, &mut report);
-    let mut walker = Walker::new(repo, lost, &packs.bad);
+    let reached = BlobsToLocate::new(repo.scratch_dir(), repo.indexed_blob_count()?);
+    let mut walker = Walker::new(repo, lost, &packs.bad, reached);
     let snapshots = trees(&mut walker, &mut report)?;
     report.damage = damage_report(&mut walker, &snapshots);
     report.in_damaged_packs = in_damaged_packs(repo, &salvage, &snapshots);
@@ -356,6 +359,14 @@ fn trees(walker: &mut Walker, report: &mut CheckReport) -> Result<Vec<(SnapshotI
                 snapshot: id,
                 message: e.message,
             }),
+        }
+    }
+    if walker.locate_reached()? {
+        // Content found lost only now: walk again, so that every path that needs it is named.
+        walker.damaged.clear();
+        walker.problems.clear();
+        for (id, s) in &snapshots {
+            walker.tree(s.tree, *id, Path::new("/"), 0)?;
         }
     }
     report.trees = walker.damaged.len() as u64;
@@ -605,56 +616,73 @@ struct Walker<'a> {
     /// of trees below it), so that a tree reached again along another path is not walked again.
     damaged: HashMap<TreeId, (bool, usize)>,
     problems: Vec<Problem>,
+    /// The content blobs of the trees walked, until they are located.
+    reached: Option<BlobsToLocate>,
 }
 
 impl<'a> Walker<'a> {
-    fn new(repo: &'a Repository, lost: Lost, bad_packs: &'a HashMap<PackId, BadPack>) -> Self {
+    fn new(
+        repo: &'a Repository,
+        lost: Lost,
+        bad_packs: &'a HashMap<PackId, BadPack>,
+        reached: BlobsToLocate,
+    ) -> Self {
         Walker {
             repo,
             lost,
             bad_packs,
             damaged: HashMap::new(),
             problems: Vec::new(),
+            reached: Some(reached),
         }
+    }
+
+    /// Locates the content blobs reached, and records those that cannot be read. Returns
+    /// whether any was found lost that was not known to be before.
+    fn locate_reached(&mut self) -> Result<bool> {
+        let Some(reached) = self.reached.take() else {
+            return Ok(false);
+        };
+        let (lost, bad_packs) = (&self.lost, self.bad_packs);
+        let found = reached.locate(self.repo, |blob, at| {
+            if lost.contains_key(&blob) {
+                return None;
+            }
+            let why = match at {
+                Some(loc) => bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
+                    blob,
+                    pack: loc.pack,
+                    why: *why,
+                })?,
+                None => Loss::NotIndexed { blob },
+            };
+            Some((blob, why))
+        })?;
+        let news = !found.is_empty();
+        self.lost.extend(found);
+        Ok(news)
     }
 
     /// Why a blob cannot be read, if it cannot.
     fn blob_problem(&mut self, blob: BlobId) -> Option<Loss> {
-        self.resolve(vec![blob]);
+        if !self.lost.contains_key(&blob) {
+            let why = match self.repo.lookup_many(&[blob]) {
+                Ok(found) => match found[0] {
+                    Some(loc) => self.bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
+                        blob,
+                        pack: loc.pack,
+                        why: *why,
+                    }),
+                    None => Some(Loss::NotIndexed { blob }),
+                },
+                Err(e) => Some(Loss::LookupFailed {
+                    blob,
+                    message: e.message,
+                }),
+            };
+            self.lost.extend(why.map(|why| (blob, why)));
+        }
         self.lost.get(&blob).cloned()
-    }
-
-    /// Looks up the blobs not known to be lost yet, in batches spread over the cores, and
-    /// records those that cannot be read.
-    fn resolve(&mut self, mut blobs: Vec<BlobId>) {
-        const BATCH: usize = 1024;
-        blobs.retain(|b| !self.lost.contains_key(b));
-        let (repo, bad_packs) = (self.repo, self.bad_packs);
-        let problems: Vec<(BlobId, Loss)> = blobs
-            .par_chunks(BATCH)
-            .flat_map_iter(|batch| {
-                let found = repo.lookup_many(batch);
-                batch.iter().enumerate().filter_map(move |(i, blob)| {
-                    let blob = *blob;
-                    let why = match &found {
-                        Ok(found) => match found[i] {
-                            Some(loc) => bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
-                                blob,
-                                pack: loc.pack,
-                                why: *why,
-                            }),
-                            None => Some(Loss::NotIndexed { blob }),
-                        },
-                        Err(e) => Some(Loss::LookupFailed {
-                            blob,
-                            message: e.message.clone(),
-                        }),
-                    }?;
-                    Some((blob, why))
-                })
-            })
-            .collect();
-        self.lost.extend(problems);
     }
 
     /// Checks a tree and everything below it once; returns whether anything is lost. The tree
@@ -677,13 +705,13 @@ impl<'a> Walker<'a> {
         let Some(tree) = self.load(id, snapshot, path) else {
             return Ok(true);
         };
-        self.resolve(
-            tree.nodes
-                .iter()
-                .filter(|n| n.kind == NodeKind::File)
-                .flat_map(|n| n.content.iter().map(|c| BlobId::from(*c)))
-                .collect(),
-        );
+        if let Some(reached) = &mut self.reached {
+            for node in tree.nodes.iter().filter(|n| n.kind == NodeKind::File) {
+                for c in &node.content {
+                    reached.push(BlobId::from(*c))?;
+                }
+            }
+        }
         let mut damaged = false;
         let mut height = 0;
         for node in &tree.nodes {

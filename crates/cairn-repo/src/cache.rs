@@ -518,6 +518,67 @@ impl IndexCache {
         self.get_many_in(BLOBS, blobs)
     }
 
+    /// `get_many` of blobs in ascending key order, by one walk in key order over the table:
+    /// where the blobs are dense in it, each costs a step of the walk rather than a descent
+    /// from the root; past a wide gap the walk starts again at the next blob.
+    pub fn get_sorted(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
+        /// Keys stepped over before the walk starts again at the one asked for.
+        const MAX_SKIP: usize = 32;
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![None; blobs.len()]),
+            Err(e) => return Err(e.into()),
+        };
+        type Walk = redb::Range<'static, &'static [u8; 33], &'static [u8; 44]>;
+        type Entry = ([u8; 33], Location);
+        let step = |walk: &mut Walk| -> Result<Option<Entry>> {
+            Ok(walk
+                .next()
+                .transpose()?
+                .map(|(k, v)| (*k.value(), decode_location(v.value()))))
+        };
+        let mut out = Vec::with_capacity(blobs.len());
+        // The walk, and the entry it stands on (`None` past the table's end).
+        let mut walk: Option<(Walk, Option<Entry>)> = None;
+        for blob in blobs {
+            let key = blob.to_bytes();
+            debug_assert!(out.is_empty() || key > blobs[out.len() - 1].to_bytes());
+            let mut skipped = 0;
+            let found = loop {
+                if let Some((w, at)) = &mut walk {
+                    match at {
+                        // The walk began at or below this key and found nothing above.
+                        None => break None,
+                        Some((k, loc)) if *k >= key => break (*k == key).then_some(*loc),
+                        Some(_) if skipped < MAX_SKIP => {
+                            skipped += 1;
+                            *at = step(w)?;
+                            continue;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                let mut w = table.range::<&[u8; 33]>(&key..)?;
+                let first = step(&mut w)?;
+                walk = Some((w, first));
+                skipped = 0;
+            };
+            out.push(found);
+        }
+        Ok(out)
+    }
+
+    /// How many blobs the index places in packs no condemnation names.
+    pub fn blob_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(BLOBS) {
+            Ok(t) => Ok(redb::ReadableTableMetadata::len(&t)?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Where blobs are in condemned packs, for reading them until the packs are deleted.
     pub fn get_many_condemned(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
         self.get_many_in(CONDEMNED_BLOBS, blobs)
@@ -576,6 +637,63 @@ impl IndexCache {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// The walk in key order answers as a lookup of each blob does: blobs present and absent,
+    /// of both types, in runs and across gaps wider than it steps over, past both ends.
+    #[test]
+    fn a_sorted_walk_finds_what_lookups_find() {
+        use cairn_format::index::{IndexEntry, IndexPack};
+        use cairn_format::BlobType;
+        let blob = |kind, i: u32| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            BlobId { kind, id: Id(id) }
+        };
+        let pack = PackId(Id([7; 32]));
+        let indexed: Vec<BlobId> = (0..3000)
+            .filter(|i| i % 3 != 0 && !(1000..1400).contains(i))
+            .flat_map(|i| [blob(BlobType::Data, i), blob(BlobType::Tree, i * 2)])
+            .collect();
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: pack,
+                size: 1 << 20,
+                blobs: indexed
+                    .iter()
+                    .enumerate()
+                    .map(|(n, b)| IndexEntry {
+                        blob: *b,
+                        offset: n as u32,
+                        stored_len: 10,
+                        raw_len: 9,
+                    })
+                    .collect(),
+            }],
+            condemned: Vec::new(),
+        };
+        let cache = IndexCache::open(None).unwrap();
+        cache
+            .merge(IndexId(Id([1; 32])), &file, &HashSet::new())
+            .unwrap();
+        assert_eq!(cache.blob_count().unwrap(), indexed.len() as u64);
+        let mut asked: Vec<BlobId> = (0..3100)
+            .flat_map(|i| [blob(BlobType::Data, i), blob(BlobType::Tree, i)])
+            .filter(|b| b.id.0[3] % 5 != 1)
+            .collect();
+        asked.sort_by_key(BlobId::to_bytes);
+        let walked = cache.get_sorted(&asked).unwrap();
+        assert_eq!(walked, cache.get_many(&asked).unwrap());
+        assert!(walked.iter().filter(|l| l.is_some()).count() > 1000);
+        assert!(walked.iter().filter(|l| l.is_none()).count() > 1000);
+        // Far apart: the walk starts again at each.
+        let sparse: Vec<BlobId> = asked.iter().step_by(97).copied().collect();
+        assert_eq!(
+            cache.get_sorted(&sparse).unwrap(),
+            cache.get_many(&sparse).unwrap()
+        );
+        assert_eq!(cache.get_sorted(&[]).unwrap(), vec![]);
+    }
 
     // The temporary fallback cache holds decrypted index entries like the real one: it must be
     // this user's alone (0600), whatever the umask lets a plain create make.

@@ -386,3 +386,50 @@ fn snapshot_of(tree: cairn_format::TreeId) -> Snapshot {
         program: b"test".to_vec(),
     }
 }
+
+/// `BlobsToLocate` (check's way through every blob the trees reach) answers for each blob once
+/// however often it was pushed, across partitions, as `lookup_many` does.
+#[test]
+fn blobs_located_together_are_where_lookups_place_them() {
+    let b = MemBackend::default();
+    cairn_repo::init(&b, b"pw", &fast_init()).unwrap();
+    let repo = open(&b);
+    let mut saved = Vec::new();
+    for i in 0..300u32 {
+        let data = format!("blob number {i}").into_bytes();
+        let id = repo.blob_id(&data);
+        repo.save_blob(BlobType::Data, id, &data).unwrap();
+        saved.push(BlobId {
+            kind: BlobType::Data,
+            id,
+        });
+    }
+    repo.flush().unwrap();
+    drop(repo);
+    let repo = open(&b);
+    let unknown: Vec<BlobId> = (0..50u32)
+        .map(|i| BlobId {
+            kind: BlobType::Data,
+            id: repo.blob_id(format!("never stored {i}").as_bytes()),
+        })
+        .collect();
+    let scratch = tempfile::tempdir().unwrap();
+    // Expecting millions: eight partitions for a few hundred blobs.
+    let mut reached = cairn_repo::BlobsToLocate::new(scratch.path(), 4 << 20);
+    for _ in 0..3 {
+        for blob in saved.iter().chain(&unknown) {
+            reached.push(*blob).unwrap();
+        }
+    }
+    let mut found = reached.locate(&repo, |blob, at| Some((blob, at))).unwrap();
+    found.sort_by_key(|(blob, _)| blob.to_bytes());
+    let mut all: Vec<BlobId> = saved.iter().chain(&unknown).copied().collect();
+    all.sort_by_key(BlobId::to_bytes);
+    assert_eq!(found.iter().map(|(b, _)| *b).collect::<Vec<_>>(), all);
+    let expected = repo.lookup_many(&all).unwrap();
+    assert_eq!(
+        found.iter().map(|(_, at)| *at).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(expected.iter().filter(|at| at.is_none()).count(), 50);
+}

@@ -20,7 +20,7 @@ mod execute;
 mod index_batch;
 mod plan;
 mod session;
-mod spill;
+pub(crate) mod spill;
 mod survey;
 
 pub use index_batch::IndexBatch;
