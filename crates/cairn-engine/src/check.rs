@@ -606,6 +606,22 @@ fn pack_bytes(
     }
 }
 
+/// Why a blob the index places `at` cannot be read, if it cannot.
+fn loss_at(
+    blob: BlobId,
+    at: Option<cairn_repo::Location>,
+    bad_packs: &HashMap<PackId, BadPack>,
+) -> Option<Loss> {
+    match at {
+        Some(loc) => bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
+            blob,
+            pack: loc.pack,
+            why: *why,
+        }),
+        None => Some(Loss::NotIndexed { blob }),
+    }
+}
+
 /// Checks the trees of snapshots, each tree once however many paths reach it, and keeps what
 /// it found for the damage report.
 struct Walker<'a> {
@@ -648,15 +664,7 @@ impl<'a> Walker<'a> {
             if lost.contains_key(&blob) {
                 return None;
             }
-            let why = match at {
-                Some(loc) => bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
-                    blob,
-                    pack: loc.pack,
-                    why: *why,
-                })?,
-                None => Loss::NotIndexed { blob },
-            };
-            Some((blob, why))
+            Some((blob, loss_at(blob, at, bad_packs)?))
         })?;
         let news = !found.is_empty();
         self.lost.extend(found);
@@ -667,14 +675,7 @@ impl<'a> Walker<'a> {
     fn blob_problem(&mut self, blob: BlobId) -> Option<Loss> {
         if !self.lost.contains_key(&blob) {
             let why = match self.repo.lookup_many(&[blob]) {
-                Ok(found) => match found[0] {
-                    Some(loc) => self.bad_packs.get(&loc.pack).map(|why| Loss::InBadPack {
-                        blob,
-                        pack: loc.pack,
-                        why: *why,
-                    }),
-                    None => Some(Loss::NotIndexed { blob }),
-                },
+                Ok(found) => loss_at(blob, found[0], self.bad_packs),
                 Err(e) => Some(Loss::LookupFailed {
                     blob,
                     message: e.message,
