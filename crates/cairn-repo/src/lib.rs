@@ -655,13 +655,13 @@ impl Repository {
 
     /// `lookup` of many blobs at once, for readers of large trees.
     pub fn lookup_many(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
-        self.lookup_with(blobs, self.cache.get_many(blobs)?)
+        self.lookup_with(blobs, |b| self.cache.get_many(b))
     }
 
     /// `lookup_many` of blobs in ascending key order (`BlobId::to_bytes`), by one walk in key
     /// order over the index: far cheaper where they are dense in it.
     pub fn lookup_sorted(&self, blobs: &[BlobId]) -> Result<Vec<Option<Location>>> {
-        self.lookup_with(blobs, self.cache.get_sorted(blobs)?)
+        self.lookup_with(blobs, |b| self.cache.get_sorted(b))
     }
 
     /// How many blobs the index holds, condemned packs' apart.
@@ -669,14 +669,15 @@ impl Repository {
         self.cache.blob_count()
     }
 
-    /// Completes what the index's live packs answered for `blobs` with this process's own
-    /// blobs and the condemned packs.
+    /// Asks `live` where the index's live packs place `blobs`, then completes its answer with
+    /// this process's own blobs and the condemned packs.
     fn lookup_with(
         &self,
         blobs: &[BlobId],
-        mut found: Vec<Option<Location>>,
+        live: impl FnOnce(&[BlobId]) -> Result<Vec<Option<Location>>>,
     ) -> Result<Vec<Option<Location>>> {
         self.renew_marker()?;
+        let mut found = live(blobs)?;
         {
             let own = self.own_blobs.lock().unwrap();
             for (blob, loc) in blobs.iter().zip(found.iter_mut()) {

@@ -11,7 +11,6 @@ use crate::gc::spill::Spill;
 use crate::{Repository, Result};
 use cairn_format::BlobId;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Blobs per partition the index's size leads to expect: 16 MiB of keys.
@@ -48,15 +47,12 @@ impl BlobsToLocate {
         repo: &Repository,
         f: impl Fn(BlobId, Option<Location>) -> Option<T> + Sync,
     ) -> Result<Vec<T>> {
-        let parts: Mutex<Vec<Option<Spill>>> =
-            Mutex::new(self.parts.into_iter().map(Some).collect());
-        let next = AtomicUsize::new(0);
+        let parts = Mutex::new(self.parts);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let kept: Mutex<Vec<T>> = Mutex::new(Vec::new());
         let work = || -> Result<()> {
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let part = parts.lock().unwrap().get_mut(i).and_then(Option::take);
+                let part = parts.lock().unwrap().pop();
                 let Some(mut part) = part else {
                     return Ok(());
                 };
