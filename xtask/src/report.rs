@@ -410,6 +410,49 @@ fn targets(m: &Medians) -> Vec<Judged> {
             verdict: verdict(worst <= 0.15),
         }
     });
+
+    // Against the machine rather than the anchors: the file system and the primitives.
+    let c1_bytes = m.r.corpora.c1.as_ref().map_or(0.0, |c| c.bytes as f64);
+    let ceiling = m.r.ceiling.as_ref().and_then(|c| c.as_ref().ok());
+    let floors = ceiling.and_then(|c| Some((c, c.floors.as_ref()?)));
+    let restore_target = "C1 restore: no slower than `cp -a` of C1 (issue 18)";
+    out.push(match (m.get(Step::C1Restore, Kind::Cairn), floors) {
+        (Some(s), Some((_, f))) => Judged {
+            target: restore_target,
+            measured: format!(
+                "cairn {}, `cp -a` {}: {:.2}x its time",
+                secs(s.wall),
+                secs(f.write.0),
+                s.wall / f.write.0.max(1e-9)
+            ),
+            verdict: verdict(s.wall <= f.write.0),
+        },
+        _ => not_measured(
+            restore_target,
+            "C1 restore or the floors not measured".into(),
+        ),
+    });
+    let backup_target = "C1 first backup: at least 90% of the ceiling, with reading the files and the key derivation (issue 18)";
+    out.push(match (m.get(Step::C1Backup, Kind::Cairn), floors) {
+        (Some(s), Some((c, f))) => {
+            let p = with_fs(c, &c.backup, f.read.1, c1_bytes);
+            let share = p.seconds_with_kdf / s.wall.max(1e-9);
+            Judged {
+                target: backup_target,
+                measured: format!(
+                    "cairn {}, ceiling {}: {:.0}%",
+                    secs(s.wall),
+                    secs(p.seconds_with_kdf),
+                    share * 100.0
+                ),
+                verdict: verdict(share >= 0.9),
+            }
+        }
+        _ => not_measured(
+            backup_target,
+            "C1 first backup or the ceiling not measured".into(),
+        ),
+    });
     out
 }
 
@@ -758,17 +801,7 @@ fn write_ceiling(w: &mut String, ceiling: &Result<Ceiling>, m: &Medians) {
          with the key derivation | cairn (median) | cairn's share of the ceiling | \
          counting the key derivation |\n|---|---|---|---|---|---|---|---|"
     );
-    // With the file system: the kernel's CPU for reading or writing C1, spread over the cores
-    // like the primitives' (the floors were measured on the whole corpus).
-    let with_fs = |p: &Pipeline, fs_cpu: f64| {
-        let seconds = (p.ns_per_byte * 1e-9 * c1_bytes + fs_cpu) / cores;
-        Pipeline {
-            ns_per_byte: p.ns_per_byte + fs_cpu / c1_bytes * 1e9,
-            mbps: c1_bytes / seconds / 1e6,
-            seconds,
-            seconds_with_kdf: seconds + c.kdf_seconds,
-        }
-    };
+    let with_fs = |p: &Pipeline, fs_cpu: f64| with_fs(c, p, fs_cpu, c1_bytes);
     let mut rows = vec![
         (Step::C1Backup, "", c.backup.clone()),
         (Step::C1Restore, "", c.restore.clone()),
@@ -815,6 +848,18 @@ fn write_ceiling(w: &mut String, ceiling: &Result<Ceiling>, m: &Medians) {
             secs(p.seconds),
             secs(p.seconds_with_kdf)
         );
+    }
+}
+
+/// A pipeline with the file system's part added: the kernel's CPU for reading or writing C1,
+/// spread over the cores like the primitives' (the floors were measured on the whole corpus).
+fn with_fs(c: &Ceiling, p: &Pipeline, fs_cpu: f64, c1_bytes: f64) -> Pipeline {
+    let seconds = (p.ns_per_byte * 1e-9 * c1_bytes + fs_cpu) / c.cores;
+    Pipeline {
+        ns_per_byte: p.ns_per_byte + fs_cpu / c1_bytes * 1e9,
+        mbps: c1_bytes / seconds / 1e6,
+        seconds,
+        seconds_with_kdf: seconds + c.kdf_seconds,
     }
 }
 
