@@ -214,11 +214,6 @@ impl Claims {
         Ok(())
     }
 
-    /// The used keys of partition `p`.
-    fn used_in(&mut self, p: usize) -> Result<KeySet> {
-        used_keys(&mut self.used[p])
-    }
-
     /// Gives each used blob to the first entry offered for it, counting it in that entry's
     /// pack; returns how many blobs are used and how many of them no entry holds. Settling
     /// again, after more offers, starts over. Partitions are settled on every core.
@@ -286,7 +281,7 @@ impl Claims {
     ) -> Result<Vec<(Key, BlobCopy, BlobCopy)>> {
         let mut out = Vec::new();
         for p in 0..self.used.len() {
-            let used = self.used_in(p)?;
+            let used = used_keys(&mut self.used[p])?;
             let kept = &self.kept[p];
             let mut extra: HashMap<Key, BlobCopy> = HashMap::new();
             let mut i = 0;
