@@ -620,6 +620,82 @@ fn snapshot_committed_after_a_prune_condemned_its_packs_stays_usable() {
     assert_restores(&t, &id(&next), &src, &next_tree);
 }
 
+/// Regression (simulation seed 2000170): a snapshot's blobs were indexed only in packs a
+/// condemnation names, and another copy of them was in a pack no index file names, left by a
+/// backup killed on another host (its verdict *fenced* waits: that process may wake and index
+/// the pack). Prune kept that copy instead of reviving one, then carried out the condemnation:
+/// the blobs left the index, and the snapshot did not restore ("data blob ... is lost: in no
+/// pack"), for good if that process never woke.
+#[test]
+fn a_condemned_blob_is_revived_though_a_pack_another_process_may_index_holds_it() {
+    let t = setup();
+    init_small_packs(&t);
+    let src = t.join("src");
+    write(src.join("f.bin"), random_bytes(7, 300_000));
+    let first = id(&t.backup(args(&[&src, &"--time", &day(1)])));
+    let late = id(&t.backup(args(&[&src, &"--time", &day(2)])));
+    let tree = scan(&src);
+    // This client sees the index files before the second backup's marker below: they are not
+    // the work of a session it saw running.
+    gc_json(&t, &[&"prune"]);
+
+    // The second backup is still committing (its snapshot file held back, its marker listed)
+    // when the first snapshot is forgotten: the prune condemns the packs of both.
+    let snapshot_file = t.repo().join("snapshots").join(&late);
+    let held_back = t.join("held-back-snapshot");
+    fs::rename(&snapshot_file, &held_back).unwrap();
+    let marker = t.repo().join("locks").join("00".repeat(32));
+    write(&marker, "the late backup's marker");
+    t.ok(["forget", &first]);
+    let report = gc_json(&t, &[&"prune"]);
+    let p = prune_part(&report);
+    assert!(num(p, "packs_unused") > 0, "{report}");
+    assert_eq!(num(p, "packs_deleted"), 0, "{report}");
+    fs::rename(&held_back, &snapshot_file).unwrap();
+    fs::remove_file(&marker).unwrap();
+
+    // A backup of the same files stores the blobs again (condemned packs are not in the index)
+    // and is killed before an index file names its packs.
+    let index_files = files_below(&t.repo().join("index")).len();
+    let packs_before = files_below(&t.repo().join("data")).len();
+    let base = t.join("base");
+    copy_dir(&t.repo(), &base);
+    let killed = (1..40).find(|&n| {
+        copy_dir(&base, &t.repo());
+        let _ = fs::remove_dir_all(t.cache());
+        let run = run_crashing(&t, n, &[&"backup", &"--json", &src]);
+        assert!(crashed(&run), "the backup finished before it wrote an index file");
+        files_below(&t.repo().join("data")).len() > packs_before
+            && files_below(&t.repo().join("index")).len() == index_files
+    });
+    assert!(killed.is_some(), "no crash left a pack unindexed");
+    // It ran on another host, fenced off there: it may still wake and index its pack.
+    let session = [7u8; 16];
+    let name = cairn_crypto::file_id_of_parts(&[b"cairn verdict ", &session]).to_hex();
+    let mut fenced = b"cairnvd1\0".to_vec();
+    fenced.extend(4242u32.to_le_bytes());
+    fenced.extend(0u32.to_le_bytes());
+    for m in markers(&t.repo()) {
+        fs::remove_file(m).unwrap();
+    }
+    let verdict = t.repo().join("locks").join(name);
+    write(&verdict, fenced);
+
+    let report = gc_json(&t, &[&"prune"]);
+    let p = prune_part(&report);
+    assert!(num(p, "blobs_revived") > 0, "{report}");
+    assert!(num(p, "packs_deleted") > 0, "{report}");
+    assert_restores(&t, &late, &src, &tree);
+    t.check();
+
+    // Once that process is known gone, its pack is one more copy, and goes.
+    fs::remove_file(&verdict).unwrap();
+    let report = gc_json(&t, &[&"prune"]);
+    assert!(num(prune_part(&report), "packs_deleted") > 0, "{report}");
+    check_clean(&t);
+    assert_restores(&t, &late, &src, &tree);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Concurrency
 

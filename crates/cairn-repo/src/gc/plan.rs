@@ -80,7 +80,8 @@ impl<'r> Survey<'r> {
         self.report.packs = stored.len() as u64;
 
         // Each used blob keeps one copy: the first in the packs index files name, then in
-        // packs no index file names, then in condemned packs (revived from there).
+        // packs no index file names that may join the index, then in condemned packs (revived
+        // from there), then in packs another process may still index.
         let mut packs = Packs::default();
         let Indexed {
             rewrite,
@@ -92,7 +93,7 @@ impl<'r> Survey<'r> {
             unreadable,
             theirs,
         } = self.claim_unindexed(&stored, &mut packs)?;
-        let revive = self.settle_claims(&stored, &mut packs)?;
+        let revive = self.settle_claims(&stored, &mut packs, &unindexed, &theirs)?;
 
         // Classify the packs: used, adopted, young, unused, partly used and repacked.
         let adopted = adopt(&mut unindexed, &packs, &theirs);
@@ -219,9 +220,9 @@ impl<'r> Survey<'r> {
 
     /// Offers the packs no index file names: a running session's not yet indexed, a killed
     /// one's, or a concurrent prune's copies. Their headers say what they hold; used ones join
-    /// the index, for a snapshot may need them there. Unused ones, while another process may
-    /// still name them in an index file (one running, or fenced off and perhaps only stopped),
-    /// are its: kept and left for it to index.
+    /// the index, for a snapshot may need them there. While another process may still name
+    /// them in an index file (one running, or fenced off and perhaps only stopped), they are
+    /// its: kept, left for it to index, and not offered here (`settle_claims` offers them last).
     fn claim_unindexed(
         &mut self,
         stored: &BTreeMap<PackId, u64>,
@@ -260,8 +261,10 @@ impl<'r> Survey<'r> {
                     continue;
                 }
             };
-            let number = packs.add(&entries).expect("a pack is listed once");
-            self.claims.offer(&entries, number)?;
+            if !others_index {
+                let number = packs.add(&entries).expect("a pack is listed once");
+                self.claims.offer(&entries, number)?;
+            }
             headers.insert(pack, entries);
         }
         Ok(Unindexed {
@@ -272,12 +275,21 @@ impl<'r> Survey<'r> {
     }
 
     /// Settles which copy of each used blob is kept. Blobs a snapshot reaches that no other
-    /// pack holds are copied out of condemned packs, which are read only then and offered
-    /// last; returns those that hold used blobs. Refuses if a used blob is in no intact pack.
+    /// pack holds are copied out of condemned packs, which are read only then; returns those
+    /// that hold used blobs. Refuses if a used blob is in no intact pack.
+    ///
+    /// Packs another process may still index (`theirs`, of `unindexed`) come after the
+    /// condemned ones: a copy kept there is in no index file until that process names it, and
+    /// it may never do so (killed, or fenced off for good). Kept there, a blob whose indexed
+    /// copy was in a condemned pack left the index when the condemnation was carried out
+    /// (simulation seed 2000170). They still count for a snapshot whose session committed
+    /// after step 1 listed the index files, whose packs only its own late index file names.
     fn settle_claims(
         &mut self,
         stored: &BTreeMap<PackId, u64>,
         packs: &mut Packs,
+        unindexed: &BTreeMap<PackId, IndexPack>,
+        theirs: &HashSet<PackId>,
     ) -> Result<Vec<PackId>> {
         let repo = self.repo;
         let (mut blobs_used, mut missing) = self.claims.settle(packs)?;
@@ -305,6 +317,13 @@ impl<'r> Survey<'r> {
                     self.claims.offer(&entries, number)?;
                     revive.push(*pack);
                 }
+            }
+            (blobs_used, missing) = self.claims.settle(packs)?;
+        }
+        if missing > 0 {
+            for entries in unindexed.values().filter(|p| theirs.contains(&p.id)) {
+                let number = packs.add(entries).expect("a pack is listed once");
+                self.claims.offer(entries, number)?;
             }
             (blobs_used, missing) = self.claims.settle(packs)?;
         }
@@ -422,7 +441,8 @@ impl<'r> Survey<'r> {
 /// may still write an index file (one fenced off but perhaps only stopped) names them itself,
 /// and an adopted pack could be repacked and deleted before that late file names it again
 /// (simulation seed 1014). A used blob they hold stays theirs meanwhile: a committed snapshot's
-/// blobs are in packs its session indexed before it committed.
+/// blobs are in packs its session indexed before it committed, and a blob whose pack was
+/// condemned since is revived from it (`settle_claims`).
 fn adopt(
     unindexed: &mut BTreeMap<PackId, IndexPack>,
     packs: &Packs,
