@@ -664,7 +664,10 @@ fn a_condemned_blob_is_revived_though_a_pack_another_process_may_index_holds_it(
         copy_dir(&base, &t.repo());
         let _ = fs::remove_dir_all(t.cache());
         let run = run_crashing(&t, n, &[&"backup", &"--json", &src]);
-        assert!(crashed(&run), "the backup finished before it wrote an index file");
+        assert!(
+            crashed(&run),
+            "the backup finished before it wrote an index file"
+        );
         files_below(&t.repo().join("data")).len() > packs_before
             && files_below(&t.repo().join("index")).len() == index_files
     });

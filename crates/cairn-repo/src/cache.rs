@@ -46,6 +46,10 @@ fn first_seen(
 /// Type byte + id -> pack id, offset, stored length, raw length.
 const BLOBS: TableDefinition<&[u8; 33], &[u8; 44]> = TableDefinition::new("blobs");
 const INDEX_FILES: TableDefinition<&[u8; 32], ()> = TableDefinition::new("index_files");
+/// Index file id -> what prune's survey needs of it (`IndexSummary`), so that it reads no file
+/// it has seen before: at 10 million blobs, reading them all took 1.7 s of 9.3. A name is the
+/// hash of the contents, so a summary never goes stale.
+const INDEX_SUMMARIES: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("index_summaries");
 /// Packs condemned by a merged index file; their entries go to `condemned_blobs`, not `blobs`.
 const CONDEMNED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("condemned");
 /// Where blobs of condemned packs are: readable until prune deletes the packs, never reused.
@@ -83,6 +87,45 @@ const SESSIONS_OBSERVED: TableDefinition<&[u8], u64> = TableDefinition::new("ses
 /// When a prune of this client first saw each marker: marker id ‖ machine -> boot clock in ns
 /// of that machine, so that no reading is compared with another machine's or another boot's.
 const MARKERS_SEEN: TableDefinition<&[u8], u64> = TableDefinition::new("markers_seen");
+
+/// What prune's survey needs of an index file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexSummary {
+    pub blobs: u64,
+    pub condemned: Vec<PackId>,
+}
+
+impl IndexSummary {
+    pub fn of(index: &IndexFile) -> IndexSummary {
+        IndexSummary {
+            blobs: index.packs.iter().map(|p| p.blobs.len() as u64).sum(),
+            condemned: index.condemned.clone(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.blobs.to_le_bytes().to_vec();
+        for pack in &self.condemned {
+            v.extend_from_slice(pack.as_bytes());
+        }
+        v
+    }
+
+    /// `None` for bytes no `encode` made: the file is read instead.
+    fn decode(v: &[u8]) -> Option<IndexSummary> {
+        let (blobs, packs) = v.split_first_chunk::<8>()?;
+        if packs.len() % 32 != 0 {
+            return None;
+        }
+        Some(IndexSummary {
+            blobs: u64::from_le_bytes(*blobs),
+            condemned: packs
+                .chunks_exact(32)
+                .map(|c| PackId(Id(c.try_into().unwrap())))
+                .collect(),
+        })
+    }
+}
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -311,6 +354,7 @@ impl IndexCache {
         let txn = self.db.begin_write()?;
         txn.delete_table(BLOBS)?;
         txn.delete_table(INDEX_FILES)?;
+        txn.delete_table(INDEX_SUMMARIES)?;
         txn.delete_table(CONDEMNED)?;
         txn.delete_table(CONDEMNED_BLOBS)?;
         txn.commit()?;
@@ -409,7 +453,32 @@ impl IndexCache {
                 table.insert(pack.as_bytes(), ())?;
             }
             txn.open_table(INDEX_FILES)?.insert(id.as_bytes(), ())?;
+            txn.open_table(INDEX_SUMMARIES)?
+                .insert(id.as_bytes(), IndexSummary::of(index).encode().as_slice())?;
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// What an index file read before holds, if the cache knows.
+    pub fn index_summary(&self, id: &IndexId) -> Result<Option<IndexSummary>> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(INDEX_SUMMARIES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table
+            .get(id.as_bytes())?
+            .and_then(|v| IndexSummary::decode(v.value())))
+    }
+
+    /// Records what an index file holds, read for another purpose than merging it.
+    pub fn keep_index_summary(&self, id: &IndexId, summary: &IndexSummary) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Eventual);
+        txn.open_table(INDEX_SUMMARIES)?
+            .insert(id.as_bytes(), summary.encode().as_slice())?;
         txn.commit()?;
         Ok(())
     }
@@ -693,6 +762,55 @@ mod tests {
             cache.get_many(&sparse).unwrap()
         );
         assert_eq!(cache.get_sorted(&[]).unwrap(), vec![]);
+    }
+
+    /// What prune's survey takes from the cache instead of the file: the blobs it holds and the
+    /// packs it condemns, for merged files and for those only read; gone with the index.
+    #[test]
+    fn an_index_file_s_summary_is_kept_until_the_cache_is_cleared() {
+        use cairn_format::index::{IndexEntry, IndexPack};
+        use cairn_format::BlobType;
+        let blob = |i: u8| BlobId {
+            kind: BlobType::Data,
+            id: Id([i; 32]),
+        };
+        let doomed = vec![PackId(Id([8; 32])), PackId(Id([9; 32]))];
+        let file = IndexFile {
+            supersedes: Vec::new(),
+            packs: vec![IndexPack {
+                id: PackId(Id([7; 32])),
+                size: 1 << 20,
+                blobs: (1..=5)
+                    .map(|i| IndexEntry {
+                        blob: blob(i),
+                        offset: u32::from(i) * 10,
+                        stored_len: 10,
+                        raw_len: 9,
+                    })
+                    .collect(),
+            }],
+            condemned: doomed.clone(),
+        };
+        let cache = IndexCache::open(None).unwrap();
+        let (merged, read) = (IndexId(Id([1; 32])), IndexId(Id([2; 32])));
+        assert_eq!(cache.index_summary(&merged).unwrap(), None);
+        cache.merge(merged, &file, &HashSet::new()).unwrap();
+        let want = IndexSummary {
+            blobs: 5,
+            condemned: doomed,
+        };
+        assert_eq!(cache.index_summary(&merged).unwrap(), Some(want.clone()));
+        let empty = IndexSummary {
+            blobs: 0,
+            condemned: Vec::new(),
+        };
+        cache.keep_index_summary(&read, &empty).unwrap();
+        assert_eq!(cache.index_summary(&read).unwrap(), Some(empty));
+        assert_eq!(IndexSummary::decode(&[1, 2, 3]), None);
+        assert_eq!(IndexSummary::decode(&[0; 8 + 31]), None);
+        cache.clear().unwrap();
+        assert_eq!(cache.index_summary(&merged).unwrap(), None);
+        assert_eq!(cache.index_summary(&read).unwrap(), None);
     }
 
     // The temporary fallback cache holds decrypted index entries like the real one: it must be

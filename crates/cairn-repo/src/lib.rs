@@ -6,6 +6,7 @@
 //! index names yet; they waste space until pruned but never make a snapshot unreadable.
 
 mod cache;
+mod cores;
 mod error;
 mod gc;
 mod host;

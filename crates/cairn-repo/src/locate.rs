@@ -7,11 +7,11 @@
 //! `PER_PARTITION` when the index's size was a fair guess of how many blobs come.
 
 use crate::cache::Location;
+use crate::cores::on_every_core;
 use crate::gc::spill::Spill;
 use crate::{Repository, Result};
 use cairn_format::BlobId;
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Blobs per partition the index's size leads to expect: 16 MiB of keys.
 const PER_PARTITION: u64 = 1 << 19;
@@ -28,7 +28,7 @@ impl BlobsToLocate {
         let partitions = expected.div_ceil(PER_PARTITION).max(1).next_power_of_two();
         BlobsToLocate {
             bits: partitions.trailing_zeros(),
-            parts: (0..partitions).map(|_| Spill::new(dir, 33)).collect(),
+            parts: Spill::partitions(dir, 33, partitions),
         }
     }
 
@@ -47,39 +47,26 @@ impl BlobsToLocate {
         repo: &Repository,
         f: impl Fn(BlobId, Option<Location>) -> Option<T> + Sync,
     ) -> Result<Vec<T>> {
-        let parts = Mutex::new(self.parts);
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let kept: Mutex<Vec<T>> = Mutex::new(Vec::new());
-        let work = || -> Result<()> {
-            loop {
-                let part = parts.lock().unwrap().pop();
-                let Some(mut part) = part else {
-                    return Ok(());
-                };
-                let mut keys: Vec<[u8; 33]> = Vec::with_capacity(part.len() as usize);
-                part.for_each(|r| keys.push(r.try_into().unwrap()))?;
-                drop(part);
-                keys.sort_unstable();
-                keys.dedup();
-                // A walk per slice: each starts with one descent, and what it answers stays small.
-                for slice in keys.chunks(1 << 16) {
-                    let blobs: Vec<BlobId> = slice.iter().filter_map(BlobId::from_bytes).collect();
-                    let found = repo.lookup_sorted(&blobs)?;
-                    let mine: Vec<T> = blobs
+        let kept = on_every_core(self.parts, |mut part| {
+            let mut keys: Vec<[u8; 33]> = Vec::with_capacity(part.len() as usize);
+            part.for_each(|r| keys.push(r.try_into().unwrap()))?;
+            drop(part);
+            keys.sort_unstable();
+            keys.dedup();
+            let mut mine = Vec::new();
+            // A walk per slice: each starts with one descent, and what it answers stays small.
+            for slice in keys.chunks(1 << 16) {
+                let blobs: Vec<BlobId> = slice.iter().filter_map(BlobId::from_bytes).collect();
+                let found = repo.lookup_sorted(&blobs)?;
+                mine.extend(
+                    blobs
                         .into_iter()
                         .zip(found)
-                        .filter_map(|(blob, loc)| f(blob, loc))
-                        .collect();
-                    kept.lock().unwrap().extend(mine);
-                }
+                        .filter_map(|(blob, loc)| f(blob, loc)),
+                );
             }
-        };
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
-            handles
-                .into_iter()
-                .try_for_each(|h| h.join().expect("a locating thread panicked"))
+            Ok(mine)
         })?;
-        Ok(kept.into_inner().unwrap())
+        Ok(kept.into_iter().flatten().collect())
     }
 }

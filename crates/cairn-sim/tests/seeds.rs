@@ -48,11 +48,18 @@ const FOUND_DEFECTS: &[(u64, &str)] = &[
 ];
 
 /// Seeds that found a defect only in a longer run, with the steps that run took.
-const FOUND_IN_LONG_RUNS: &[(u64, usize, &str)] = &[(
-    1014,
-    4000,
-    "a prune adopted a pack a fenced-off, stopped backup had yet to index; another repacked and deleted it; waking, the backup named it in an index file and readers looked for a blob there",
-)];
+const FOUND_IN_LONG_RUNS: &[(u64, usize, &str)] = &[
+    (
+        1014,
+        4000,
+        "a prune adopted a pack a fenced-off, stopped backup had yet to index; another repacked and deleted it; waking, the backup named it in an index file and readers looked for a blob there",
+    ),
+    (
+        2000170,
+        1500,
+        "a prune kept a used blob's copy in a killed backup's pack that backup might still index, revived none from the condemned pack that alone indexed it, and carried out the condemnation: the blob left the index",
+    ),
+];
 
 /// More seeds, enough to cover every kind of fault a few times in a few seconds.
 const MORE: std::ops::Range<u64> = 0..3;

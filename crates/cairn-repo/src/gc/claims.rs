@@ -5,11 +5,14 @@
 //! partition at a time, so memory stays flat however large the index grows.
 
 use super::spill::Spill;
+use crate::cores::on_every_core;
 use crate::Result;
 use cairn_format::index::IndexPack;
 use cairn_format::{BlobId, PackId};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A pack prune has looked at: what it holds and how much of that is used.
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,6 +74,74 @@ pub(crate) struct BlobCopy {
     pub raw_len: u32,
 }
 
+/// A set of keys hashed by `IdHasher`.
+type KeySet = HashSet<SetKey, BuildHasherDefault<IdHasher>>;
+
+/// A key as the sets hold it: two keys compare in a few instructions, where `[u8; 33]` calls
+/// `memcmp`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SetKey {
+    /// Bytes 1 to 16 of the key: the first half of the id.
+    head: u128,
+    tail: u128,
+    kind: u8,
+}
+
+impl SetKey {
+    fn of(key: &[u8]) -> SetKey {
+        SetKey {
+            kind: key[0],
+            head: u128::from_le_bytes(key[1..17].try_into().unwrap()),
+            tail: u128::from_le_bytes(key[17..33].try_into().unwrap()),
+        }
+    }
+}
+
+impl Hash for SetKey {
+    /// Blob ids are keyed hashes, so eight bytes of one are a hash already: hashing them again
+    /// with SipHash was an eighth of a prune at 10 million blobs. The bytes taken (9 to 16 of
+    /// the key) lie past those that choose the partition, which are alike within one.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64((self.head >> 64) as u64);
+    }
+}
+
+/// Takes a `SetKey`'s hash as it is.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+
+    /// Nothing but `SetKey` is hashed here, but a `Hasher` must take any bytes.
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        // One multiplication spreads ids that are not hashes (in tests) into the high bits,
+        // which the hash table reads too.
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// The keys in a spill of used blobs, once each.
+fn used_keys(used: &mut Spill) -> Result<KeySet> {
+    // Sized once, not grown by rehashing; repeats make the spill longer than the set.
+    let mut set = KeySet::with_capacity_and_hasher(
+        used.len().min(USED_PER_PARTITION) as usize,
+        Default::default(),
+    );
+    used.for_each(|key| {
+        set.insert(SetKey::of(key));
+    })?;
+    Ok(set)
+}
+
 fn decode(entry: &[u8]) -> (Key, BlobCopy) {
     let u32_at = |i: usize| u32::from_le_bytes(entry[i..i + 4].try_into().unwrap());
     (
@@ -110,8 +181,8 @@ impl Claims {
         debug_assert!(partitions.is_power_of_two());
         Claims {
             bits: partitions.trailing_zeros(),
-            used: (0..partitions).map(|_| Spill::new(dir, 33)).collect(),
-            entries: (0..partitions).map(|_| Spill::new(dir, ENTRY)).collect(),
+            used: Spill::partitions(dir, 33, partitions),
+            entries: Spill::partitions(dir, ENTRY, partitions),
             kept: Vec::new(),
         }
     }
@@ -143,43 +214,45 @@ impl Claims {
         Ok(())
     }
 
-    /// The used keys of partition `p`.
-    fn used_in(&mut self, p: usize) -> Result<HashSet<Key>> {
-        let mut set = HashSet::new();
-        self.used[p].for_each(|key| {
-            set.insert(key.try_into().unwrap());
-        })?;
-        Ok(set)
-    }
-
     /// Gives each used blob to the first entry offered for it, counting it in that entry's
     /// pack; returns how many blobs are used and how many of them no entry holds. Settling
-    /// again, after more offers, starts over.
+    /// again, after more offers, starts over. Partitions are settled on every core.
     pub fn settle(&mut self, packs: &mut Packs) -> Result<(u64, u64)> {
-        let (mut used, mut missing) = (0, 0);
-        self.kept.clear();
-        for (_, u) in &mut packs.list {
-            u.used_blobs = 0;
-            u.used_bytes = 0;
-        }
-        for p in 0..self.used.len() {
-            let mut unclaimed = self.used_in(p)?;
-            used += unclaimed.len() as u64;
-            let mut kept = vec![0u64; self.entries[p].len().div_ceil(64) as usize];
+        let uses: Vec<(AtomicU64, AtomicU64)> = packs
+            .list
+            .iter()
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            .collect();
+        let parts: Vec<_> = self
+            .used
+            .iter_mut()
+            .zip(&mut self.entries)
+            .enumerate()
+            .collect();
+        let mut settled = on_every_core(parts, |(p, (used, entries))| {
+            let mut unclaimed = used_keys(used)?;
+            let used = unclaimed.len() as u64;
+            let mut kept = vec![0u64; entries.len().div_ceil(64) as usize];
             let mut i = 0;
-            self.entries[p].for_each(|entry| {
+            entries.for_each(|entry| {
                 let (key, copy) = decode(entry);
-                if unclaimed.remove(&key) {
+                if unclaimed.remove(&SetKey::of(&key)) {
                     kept[i / 64] |= 1 << (i % 64);
-                    let u = &mut packs.list[copy.pack as usize].1;
-                    u.used_blobs += 1;
-                    u.used_bytes += u64::from(copy.stored_len);
+                    let (blobs, bytes) = &uses[copy.pack as usize];
+                    blobs.fetch_add(1, Relaxed);
+                    bytes.fetch_add(u64::from(copy.stored_len), Relaxed);
                 }
                 i += 1;
             })?;
-            missing += unclaimed.len() as u64;
-            self.kept.push(kept);
+            Ok((p, used, unclaimed.len() as u64, kept))
+        })?;
+        settled.sort_unstable_by_key(|(p, ..)| *p);
+        for ((_, u), (blobs, bytes)) in packs.list.iter_mut().zip(uses) {
+            u.used_blobs = blobs.into_inner();
+            u.used_bytes = bytes.into_inner();
         }
+        let (used, missing) = settled.iter().fold((0, 0), |(u, m), s| (u + s.1, m + s.2));
+        self.kept = settled.into_iter().map(|(.., kept)| kept).collect();
         Ok((used, missing))
     }
 
@@ -208,14 +281,14 @@ impl Claims {
     ) -> Result<Vec<(Key, BlobCopy, BlobCopy)>> {
         let mut out = Vec::new();
         for p in 0..self.used.len() {
-            let used = self.used_in(p)?;
+            let used = used_keys(&mut self.used[p])?;
             let kept = &self.kept[p];
             let mut extra: HashMap<Key, BlobCopy> = HashMap::new();
             let mut i = 0;
             self.entries[p].for_each(|entry| {
                 let (key, copy) = decode(entry);
                 let keeps = kept[i / 64] & (1 << (i % 64)) != 0;
-                if !keeps && going.contains(&copy.pack) && used.contains(&key) {
+                if !keeps && going.contains(&copy.pack) && used.contains(&SetKey::of(&key)) {
                     extra.insert(key, copy);
                 }
                 i += 1;

@@ -139,11 +139,8 @@ impl PrunePlan<'_> {
             batch.push(repo, pack)?;
         }
         let mut seen = adopted_ids.clone();
-        for id in &self.rewrite {
-            let Some(file) = repo.read_index_if_listed(*id)? else {
-                continue;
-            };
-            for mut pack in file.packs {
+        repo.for_each_index_file(&self.rewrite, |_, file| {
+            for mut pack in file.map(|f| f.packs).unwrap_or_default() {
                 if seen.insert(pack.id)
                     && present.contains(&pack.id)
                     && !all_condemned.contains(&pack.id)
@@ -153,7 +150,8 @@ impl PrunePlan<'_> {
                     batch.push(repo, pack)?;
                 }
             }
-        }
+            Ok(())
+        })?;
         let files = batch.finish(repo)?;
         written.extend(files.iter().map(|(id, _)| *id));
         self.report.index_files_written += files.len() as u64;
@@ -178,16 +176,14 @@ impl PrunePlan<'_> {
         // memory.
         let newly: HashSet<PackId> = newly_condemned.iter().copied().collect();
         let mut batch = IndexBatch::condemning(newly_condemned);
-        for id in &self.rewrite {
-            let Some(file) = repo.read_index_if_listed(*id)? else {
-                continue;
-            };
-            for pack in file.packs {
+        repo.for_each_index_file(&self.rewrite, |_, file| {
+            for pack in file.map(|f| f.packs).unwrap_or_default() {
                 if newly.contains(&pack.id) && seen.insert(pack.id) && present.contains(&pack.id) {
                     batch.push(repo, pack)?;
                 }
             }
-        }
+            Ok(())
+        })?;
         for (pack, record) in std::mem::take(&mut self.unindexed) {
             if newly.contains(&pack) && seen.insert(pack) {
                 batch.push(repo, record)?;

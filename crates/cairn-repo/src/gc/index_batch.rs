@@ -16,6 +16,13 @@ use std::collections::HashSet;
 /// About 4 MiB of index entries at 16 MiB packs of 1 MiB blobs.
 const PACKS_PER_FILE: usize = 4096;
 
+/// Whether an index file holds less than half of what a file written here may hold: merging
+/// such files makes fewer, merging full ones makes as many again.
+pub(crate) fn is_small(file: &IndexFile) -> bool {
+    let blobs: usize = file.packs.iter().map(|p| p.blobs.len()).sum();
+    blobs < BLOBS_PER_INDEX / 2 && file.packs.len() < PACKS_PER_FILE / 2
+}
+
 #[derive(Default)]
 pub struct IndexBatch {
     packs: Vec<IndexPack>,
@@ -131,6 +138,25 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// Prune merges small index files only: merging full ones would make as many again.
+    #[test]
+    fn a_file_is_small_below_half_of_either_limit() {
+        let file = |packs: Vec<IndexPack>| IndexFile {
+            supersedes: Vec::new(),
+            packs,
+            condemned: Vec::new(),
+        };
+        // A backup's file: 8 packs of 16 blobs.
+        assert!(is_small(&file((0..8).map(|n| pack(n, 16)).collect())));
+        assert!(is_small(&file(vec![pack(0, BLOBS_PER_INDEX / 2 - 1)])));
+        assert!(!is_small(&file(vec![pack(0, BLOBS_PER_INDEX / 2)])));
+        // One pack of tiny blobs, beyond the limit: what a file may hold past its first pack.
+        assert!(!is_small(&file(vec![pack(0, 4 * BLOBS_PER_INDEX)])));
+        let packs = PACKS_PER_FILE as u32 / 2;
+        assert!(!is_small(&file((0..packs).map(|n| pack(n, 1)).collect())));
+        assert!(is_small(&file((1..packs).map(|n| pack(n, 1)).collect())));
     }
 
     fn repository(dir: &std::path::Path) -> Repository {

@@ -4,12 +4,13 @@
 //! Invariant: nothing here writes; a dry run is "stop after the plan".
 
 use super::claims::{Claims, PackUse, Packs};
+use super::index_batch::is_small;
 use super::survey::Survey;
 use super::{humanize, PruneReport};
 use crate::{Error, ErrorKind, Repository, Result};
 use cairn_format::index::IndexPack;
 use cairn_format::{IndexId, PackId, SnapshotId};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What a prune will do, computed by `Survey::plan`.
 pub struct PrunePlan<'r> {
@@ -25,6 +26,8 @@ pub struct PrunePlan<'r> {
     pub(crate) pending: Vec<(IndexId, Vec<PackId>, bool)>,
     /// Index files that are not condemnations: rewritten when the index changes.
     pub(crate) rewrite: Vec<IndexId>,
+    /// How many of them are small (`index_batch::is_small`): many are merged into fewer.
+    pub(crate) small_index_files: usize,
     /// Packs no index file names whose blobs the snapshots use: they join the index.
     pub(crate) adopted: Vec<IndexPack>,
     /// Packs no index file names, by their headers.
@@ -44,13 +47,17 @@ pub struct PrunePlan<'r> {
     pub(crate) report: PruneReport,
 }
 
-/// Index files prune may leave as they are; more are merged into fewer by a rewrite.
-const MAX_INDEX_FILES_KEPT: usize = 64;
+/// Small index files prune may leave as they are; more are merged into fewer by a rewrite.
+/// Full ones are not counted: merging them makes as many again, and at 10 million blobs
+/// rewriting 450 MB of them was most of a prune that had nothing to delete.
+const MAX_SMALL_INDEX_FILES: usize = 64;
 
 /// What the index files listed in step 1 say of the packs.
 struct Indexed {
     /// Index files that are not condemnations.
     rewrite: Vec<IndexId>,
+    /// How many of those are small (`index_batch::is_small`).
+    small: usize,
     /// An index file names a condemned pack (`PrunePlan::stale_records`).
     stale_records: bool,
     /// Packs a running session may still be filling: named only by index files it may have
@@ -85,6 +92,7 @@ impl<'r> Survey<'r> {
         let mut packs = Packs::default();
         let Indexed {
             rewrite,
+            small,
             stale_records,
             mut young,
         } = self.claim_indexed(&stored, &mut packs)?;
@@ -135,6 +143,7 @@ impl<'r> Survey<'r> {
             condemned,
             pending,
             rewrite,
+            small_index_files: small,
             adopted,
             unindexed,
             revive,
@@ -175,11 +184,19 @@ impl<'r> Survey<'r> {
         let mut settled: HashSet<PackId> = HashSet::new();
         let mut stale_records = false;
         let mut rewrite = Vec::new();
-        for (id, seen) in &self.index {
+        let mut small = 0;
+        let ids: Vec<IndexId> = self.index.iter().map(|(id, _)| *id).collect();
+        let concerns: HashMap<IndexId, bool> = self
+            .index
+            .iter()
+            .map(|(id, seen)| (*id, self.concerns(*seen)))
+            .collect();
+        let (condemned, claims) = (&self.condemned, &mut self.claims);
+        self.repo.for_each_index_file(&ids, |id, file| {
             // A file gone since step 1 was replaced by another prune or `repair index`, whose
             // files this view lacks: its packs would look unindexed, and a writer's pack among
             // them adopted, then deleted before a late index file names it (seed 40104).
-            let Some(file) = self.repo.read_index_if_listed(*id)? else {
+            let Some(file) = file else {
                 return Err(Error::new(
                     ErrorKind::Locked,
                     format!(
@@ -189,30 +206,29 @@ impl<'r> Survey<'r> {
                 ));
             };
             if file.condemned.is_empty() {
-                rewrite.push(*id);
-                stale_records |= file.packs.iter().any(|p| self.condemned.contains(&p.id));
+                rewrite.push(id);
+                small += usize::from(is_small(&file));
+                stale_records |= file.packs.iter().any(|p| condemned.contains(&p.id));
             }
-            let named = if self.concerns(*seen) {
+            let named = if concerns[&id] {
                 &mut young
             } else {
                 &mut settled
             };
             named.extend(file.packs.iter().map(|p| p.id));
-            for pack in file
-                .packs
-                .iter()
-                .filter(|p| !self.condemned.contains(&p.id))
-            {
+            for pack in file.packs.iter().filter(|p| !condemned.contains(&p.id)) {
                 if let Some(number) = packs.add(pack) {
                     if stored.get(&pack.id) == Some(&pack.size) {
-                        self.claims.offer(pack, number)?;
+                        claims.offer(pack, number)?;
                     }
                 }
             }
-        }
+            Ok(())
+        })?;
         young.retain(|p| !settled.contains(p));
         Ok(Indexed {
             rewrite,
+            small,
             stale_records,
             young,
         })
@@ -311,7 +327,11 @@ impl<'r> Survey<'r> {
                         size: stored[pack],
                         blobs: repo.blobs_in_pack(pack)?,
                     },
-                    Err(_) => continue,
+                    // Deleted since the listing: its condemnation was carried out.
+                    Err(e) if e.kind == ErrorKind::NotFound => continue,
+                    // Skipped, its blobs could be kept in a pack only another process may
+                    // index, and would leave the index with this pack's condemnation.
+                    Err(e) => return Err(e),
                 };
                 if let Some(number) = packs.add(&entries) {
                     self.claims.offer(&entries, number)?;
@@ -473,7 +493,7 @@ impl PrunePlan<'_> {
             || !self.repack.is_empty()
             || !self.adopted.is_empty()
             || self.stale_records
-            || self.rewrite.len() > MAX_INDEX_FILES_KEPT
+            || self.small_index_files > MAX_SMALL_INDEX_FILES
     }
 
     pub(crate) fn has_work(&self) -> bool {

@@ -16,6 +16,7 @@
 use super::claims::Claims;
 use super::session::{remove_lock, settle, verdict_name, SessionId};
 use super::PruneReport;
+use crate::cache::IndexSummary;
 use crate::{Error, ErrorKind, Host, Repository, Result};
 use cairn_backend::FileType;
 use cairn_crypto::file_id;
@@ -167,8 +168,8 @@ impl Repository {
         }
 
         // 1. Index files, and every condemnation, including those written since the sync: a
-        // pack one names must neither claim blobs nor be classified. Files are read one at a
-        // time, and read again when the plan is made, so that memory holds one at a time.
+        // pack one names must neither claim blobs nor be classified. What the cache does not
+        // know of a file is read, one file at a time; the plan reads them all again.
         let mut index = self.index_ids()?;
         index.sort();
         let mut condemned = self.condemned_packs();
@@ -176,14 +177,22 @@ impl Repository {
         let mut n_indexed: u64 = 0;
         let mut listed = Vec::new();
         for id in index {
-            let Some(file) = self.read_index_if_listed(id)? else {
-                continue;
+            let summary = match self.cache.index_summary(&id)? {
+                Some(s) => s,
+                None => {
+                    let Some(file) = self.read_index_if_listed(id)? else {
+                        continue;
+                    };
+                    let s = IndexSummary::of(&file);
+                    self.cache.keep_index_summary(&id, &s)?;
+                    s
+                }
             };
             listed.push(id);
-            n_indexed += file.packs.iter().map(|p| p.blobs.len() as u64).sum::<u64>();
-            if !file.condemned.is_empty() {
-                condemned.extend(file.condemned.iter().copied());
-                condemnations.push((id, file.condemned));
+            n_indexed += summary.blobs;
+            if !summary.condemned.is_empty() {
+                condemned.extend(summary.condemned.iter().copied());
+                condemnations.push((id, summary.condemned));
             }
         }
 
@@ -379,6 +388,33 @@ impl Repository {
             Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Calls `f` with each of `ids` in order and the index file, as `read_index_if_listed`
+    /// gives it. A second thread reads and decodes the next files meanwhile: reading is most of
+    /// a pass over a large index, and `f` must see the files in order.
+    pub(crate) fn for_each_index_file(
+        &self,
+        ids: &[IndexId],
+        mut f: impl FnMut(IndexId, Option<IndexFile>) -> Result<()>,
+    ) -> Result<()> {
+        std::thread::scope(|s| {
+            // Two files ahead at most: each may be some MiB decoded.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            s.spawn(move || {
+                for id in ids {
+                    let read = self.read_index_if_listed(*id);
+                    let failed = read.is_err();
+                    if tx.send((*id, read)).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            for (id, read) in rx {
+                f(id, read?)?;
+            }
+            Ok(())
+        })
     }
 }
 
