@@ -606,3 +606,55 @@ fn source_below_a_symlinked_directory() {
         "the next backup of the same path fails:\n{again:?}"
     );
 }
+
+/// Restore into an empty target creates each file once and writes its content and metadata
+/// through that one descriptor, as `cp -a` does: no other open names the file (issue 18; it
+/// was opened twice, once to look for a file an earlier restore had left).
+#[test]
+fn restore_into_an_empty_target_opens_each_file_once() {
+    let t = setup();
+    t.init();
+    let src = t.join("src");
+    let names: Vec<String> = (0..40).map(|i| format!("file-{i:02}.txt")).collect();
+    for (i, name) in names.iter().enumerate() {
+        write(src.join(name), "x".repeat(i * 100));
+    }
+    let snapshot = id(&t.backup([&src]));
+    let tree = scan(&src);
+
+    let target = t.join("target");
+    let trace = t.join("openat.trace");
+    let cairn = t.command();
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=open,openat,openat2,creat", "-o"])
+        .arg(&trace)
+        .arg(cairn.get_program())
+        .args(["restore", &snapshot, "--target"])
+        .arg(&target);
+    if let Some(dir) = cairn.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    for (k, v) in cairn.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd
+        .output()
+        .expect("run strace (installed by `cargo xtask servers`)");
+    assert!(out.status.success(), "{out:?}");
+    let log = fs::read_to_string(&trace).unwrap();
+    for name in &names {
+        let quoted = format!("\"{name}\"");
+        let opens: Vec<&str> = log.lines().filter(|l| l.contains(&quoted)).collect();
+        assert_eq!(
+            opens.len(),
+            1,
+            "{name} opened other than once:\n{}",
+            opens.join("\n")
+        );
+        assert!(opens[0].contains("O_CREAT"), "{}", opens[0]);
+    }
+    assert_restores(&t, &snapshot, &src, &tree);
+}

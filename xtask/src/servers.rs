@@ -14,7 +14,8 @@ use std::process::Command;
 /// The Debian packages the tests need: rclone (REST and WebDAV servers, and the tests' S3
 /// client), sshd and ssh/sftp/ssh-keygen, pyftpdlib and pyOpenSSL (FTPS) and aiosmtpd (SMTP, for
 /// cairn-report's mail tests) for Debian's python3, restic, and dpkg-dev (dpkg-shlibdeps, for
-/// the package `cargo xtask deb` builds in tests/integration/install.rs).
+/// the package `cargo xtask deb` builds in tests/integration/install.rs), and strace (the system
+/// calls of a restore, in tests/integration/roundtrip.rs).
 const PACKAGES: &[&str] = &[
     "rclone",
     "openssh-server",
@@ -24,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "python3-aiosmtpd",
     "restic",
     "dpkg-dev",
+    "strace",
 ];
 
 /// The Garage release the tests run; cairn-testkit's servers/garage.rs looks for it at the same

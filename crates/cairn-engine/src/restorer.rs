@@ -373,9 +373,13 @@ pub fn execute_restore(
         unsure,
         ..
     } = plan;
+    let root = open_target(&opts.target)?;
+    // Into an empty target no earlier restore left a file to keep: looking for each one would
+    // cost a failed open per file.
+    let fresh = dir_names(root.as_fd()).is_ok_and(|names| names.is_empty());
     let dirs = Dirs {
         places: &plan_dirs,
-        root: Arc::new(open_target(&opts.target)?),
+        root: Arc::new(root),
         ids: plan_dirs.iter().map(|_| OnceLock::new()).collect(),
         open: Mutex::default(),
     };
@@ -399,7 +403,11 @@ pub fn execute_restore(
         warnings: Mutex::default(),
     };
     run.resolve()?;
-    let kept = run.keep_complete_files();
+    let kept = if fresh {
+        std::collections::HashSet::new()
+    } else {
+        run.keep_complete_files()
+    };
     outcome.files_kept = kept.len() as u64;
     let packs = run.plan_writes(&kept);
     packs
@@ -986,8 +994,6 @@ impl Run<'_> {
     }
 }
 
-/// Removes `name` from `dir` unless it is a directory (`unlinkat` without `AT_REMOVEDIR` never
-/// removes one); a missing entry is fine.
 /// The names in a directory, `.` and `..` left out.
 fn dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
@@ -1016,6 +1022,8 @@ fn remove_tree_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     }
 }
 
+/// Removes `name` from `dir` unless it is a directory (`unlinkat` without `AT_REMOVEDIR` never
+/// removes one); a missing entry is fine.
 fn remove_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
