@@ -1,7 +1,8 @@
 //! `check` against damaged repositories, judged by the `Problem`s it returns rather than by
-//! their text (the CLI's tests hold the text).
+//! their text (the CLI's tests hold the text); and prune after it, when the pack it recorded
+//! cannot be read.
 
-use cairn_backend::LocalBackend;
+use cairn_backend::{Backend, BackendError, BackendErrorKind, FileType, LocalBackend};
 use cairn_engine::{
     BackupOptions, BackupProgress, BadPack, CheckProgress, CheckReport, Filter, Loss, Problem,
     ReadData,
@@ -181,6 +182,92 @@ fn a_flipped_byte_is_a_damaged_blob_and_the_pack_is_recorded() {
     assert_eq!(path.file_name().unwrap(), "f");
     assert_eq!(*loss, Loss::Damaged { blob: *blob, pack });
     assert_eq!(report.recorded, [pack]);
+}
+
+/// A local repository whose reads of one pack are refused, as a store denying one object would.
+struct RefusesPack {
+    inner: LocalBackend,
+    pack: String,
+}
+
+impl Backend for RefusesPack {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn guarantees(&self) -> cairn_backend::Guarantees {
+        self.inner.guarantees()
+    }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
+    }
+    fn list(&self, t: FileType) -> cairn_backend::Result<Vec<cairn_backend::Entry>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
+        self.inner.read(t, name)
+    }
+    fn read_range(
+        &self,
+        t: FileType,
+        name: &str,
+        offset: u64,
+        len: u64,
+    ) -> cairn_backend::Result<Vec<u8>> {
+        if t == FileType::Pack && name == self.pack {
+            return Err(BackendError {
+                kind: BackendErrorKind::Denied,
+                message: format!("cannot read pack {name}: access denied"),
+            });
+        }
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> cairn_backend::Result<()> {
+        self.inner.create(t, name, bytes)
+    }
+    fn remove(&self, t: FileType, name: &str) -> cairn_backend::Result<()> {
+        self.inner.remove(t, name)
+    }
+}
+
+/// A pack `check` recorded (condemned) holds the only copies of blobs a snapshot uses, so prune
+/// must read its header to revive them. When that read fails for any reason but damage, prune
+/// stops with the store's error, naming the pack, and deletes nothing: skipping the pack could
+/// keep those blobs in a pack no index file names, and the condemnation would then take them
+/// out of the index.
+#[test]
+fn prune_stops_when_it_cannot_read_a_condemned_pack_it_must_revive_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repository(dir.path());
+    let (pack, path) = data_pack(&root);
+    let mut bytes = fs::read(&path).unwrap();
+    let third = bytes.len() / 3;
+    bytes[third] ^= 0x10;
+    fs::write(&path, bytes).unwrap();
+    assert_eq!(check(&root, ReadData::All).recorded, [pack]);
+
+    let backend = RefusesPack {
+        inner: LocalBackend::open(&root),
+        pack: pack.to_hex(),
+    };
+    let writer = OpenOptions {
+        writer: true,
+        ..OpenOptions::default()
+    };
+    let repo = Repository::open(Box::new(backend), b"pw", &writer).unwrap();
+    let opts = cairn_engine::PruneOptions {
+        max_unused: 0.0,
+        grace: std::time::Duration::from_secs(86_400),
+        dry_run: false,
+        forgotten: Default::default(),
+    };
+    let Err(e) = cairn_engine::prune(&repo, &opts) else {
+        panic!("prune went on without the condemned pack");
+    };
+    assert_eq!(e.kind, cairn_repo::ErrorKind::Io, "{e}");
+    assert!(e.to_string().contains(&pack.to_hex()), "{e}");
+    assert!(!e.to_string().contains('\n'), "{e}");
+    assert!(path.exists());
+    assert!(open(&root).condemned_packs().contains(&pack));
 }
 
 #[test]
