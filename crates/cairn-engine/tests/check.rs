@@ -2,7 +2,7 @@
 //! their text (the CLI's tests hold the text); and prune after it, when the pack it recorded
 //! cannot be read.
 
-use cairn_backend::{Backend, BackendError, BackendErrorKind, FileType, LocalBackend};
+use cairn_backend::{FileType, LocalBackend};
 use cairn_engine::{
     BackupOptions, BackupProgress, BadPack, CheckProgress, CheckReport, Filter, Loss, Problem,
     ReadData,
@@ -74,6 +74,15 @@ fn data_pack(root: &Path) -> (PackId, PathBuf) {
     assert_eq!(packs.len(), 1, "{packs:?}");
     let hex = packs[0].to_hex();
     (packs[0], root.join("data").join(&hex[..2]).join(&hex))
+}
+
+/// Flips a byte of `f`'s blob in the data pack at `path`: blobs come first in a pack, and
+/// `f`'s is nearly all of it.
+fn damage_f(path: &Path) {
+    let mut bytes = fs::read(path).unwrap();
+    let third = bytes.len() / 3;
+    bytes[third] ^= 0x10;
+    fs::write(path, bytes).unwrap();
 }
 
 fn check(root: &Path, to_read: ReadData) -> CheckReport {
@@ -162,11 +171,7 @@ fn a_flipped_byte_is_a_damaged_blob_and_the_pack_is_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let root = repository(dir.path());
     let (pack, path) = data_pack(&root);
-    // Blobs come first in a pack, and `f`'s is nearly all of it.
-    let mut bytes = fs::read(&path).unwrap();
-    let third = bytes.len() / 3;
-    bytes[third] ^= 0x10;
-    fs::write(&path, bytes).unwrap();
+    damage_f(&path);
 
     // Without reading data, the structure is intact.
     assert!(check(&root, ReadData::None).ok());
@@ -184,51 +189,6 @@ fn a_flipped_byte_is_a_damaged_blob_and_the_pack_is_recorded() {
     assert_eq!(report.recorded, [pack]);
 }
 
-/// A local repository whose reads of one pack are refused, as a store denying one object would.
-struct RefusesPack {
-    inner: LocalBackend,
-    pack: String,
-}
-
-impl Backend for RefusesPack {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn guarantees(&self) -> cairn_backend::Guarantees {
-        self.inner.guarantees()
-    }
-    fn listing_lag(&self) -> std::time::Duration {
-        self.inner.listing_lag()
-    }
-    fn list(&self, t: FileType) -> cairn_backend::Result<Vec<cairn_backend::Entry>> {
-        self.inner.list(t)
-    }
-    fn read(&self, t: FileType, name: &str) -> cairn_backend::Result<Vec<u8>> {
-        self.inner.read(t, name)
-    }
-    fn read_range(
-        &self,
-        t: FileType,
-        name: &str,
-        offset: u64,
-        len: u64,
-    ) -> cairn_backend::Result<Vec<u8>> {
-        if t == FileType::Pack && name == self.pack {
-            return Err(BackendError {
-                kind: BackendErrorKind::Denied,
-                message: format!("cannot read pack {name}: access denied"),
-            });
-        }
-        self.inner.read_range(t, name, offset, len)
-    }
-    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> cairn_backend::Result<()> {
-        self.inner.create(t, name, bytes)
-    }
-    fn remove(&self, t: FileType, name: &str) -> cairn_backend::Result<()> {
-        self.inner.remove(t, name)
-    }
-}
-
 /// A pack `check` recorded (condemned) holds the only copies of blobs a snapshot uses, so prune
 /// must read its header to revive them. When that read fails for any reason but damage, prune
 /// stops with the store's error, naming the pack, and deletes nothing: skipping the pack could
@@ -239,15 +199,13 @@ fn prune_stops_when_it_cannot_read_a_condemned_pack_it_must_revive_from() {
     let dir = tempfile::tempdir().unwrap();
     let root = repository(dir.path());
     let (pack, path) = data_pack(&root);
-    let mut bytes = fs::read(&path).unwrap();
-    let third = bytes.len() / 3;
-    bytes[third] ^= 0x10;
-    fs::write(&path, bytes).unwrap();
+    damage_f(&path);
     assert_eq!(check(&root, ReadData::All).recorded, [pack]);
 
-    let backend = RefusesPack {
+    let backend = cairn_testkit::RefuseReads {
         inner: LocalBackend::open(&root),
-        pack: pack.to_hex(),
+        kind: FileType::Pack,
+        name: pack.to_hex(),
     };
     let writer = OpenOptions {
         writer: true,

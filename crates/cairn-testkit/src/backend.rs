@@ -183,6 +183,58 @@ impl<B: Backend> Backend for FlipBits<B> {
     }
 }
 
+/// Refuses every read of object `name` of type `kind`, as a store denying that one object would.
+pub struct RefuseReads<B> {
+    pub inner: B,
+    pub kind: FileType,
+    pub name: String,
+}
+
+impl<B: Backend> RefuseReads<B> {
+    fn check(&self, t: FileType, name: &str) -> Result<()> {
+        if t == self.kind && name == self.name {
+            return Err(error(
+                ErrorKind::Denied,
+                format!("cannot read {} {name}: access denied", t.noun()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<B: Backend> Backend for RefuseReads<B> {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn guarantees(&self) -> Guarantees {
+        self.inner.guarantees()
+    }
+    fn listing_lag(&self) -> std::time::Duration {
+        self.inner.listing_lag()
+    }
+    fn list(&self, t: FileType) -> Result<Vec<Entry>> {
+        self.inner.list(t)
+    }
+    fn read(&self, t: FileType, name: &str) -> Result<Vec<u8>> {
+        self.check(t, name)?;
+        self.inner.read(t, name)
+    }
+    fn read_at_most(&self, t: FileType, name: &str, max: u64) -> Result<Vec<u8>> {
+        self.check(t, name)?;
+        self.inner.read_at_most(t, name, max)
+    }
+    fn read_range(&self, t: FileType, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.check(t, name)?;
+        self.inner.read_range(t, name, offset, len)
+    }
+    fn create(&self, t: FileType, name: &str, bytes: &[u8]) -> Result<()> {
+        self.inner.create(t, name, bytes)
+    }
+    fn remove(&self, t: FileType, name: &str) -> Result<()> {
+        self.inner.remove(t, name)
+    }
+}
+
 /// Lets `writes` creates and removes through, then fails every write as a process killed at
 /// that moment would leave it: the write in flight and every later one never reach the store,
 /// and what was written before stays.

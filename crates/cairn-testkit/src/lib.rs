@@ -16,7 +16,9 @@ mod source;
 mod store;
 mod traffic;
 
-pub use backend::{key, CrashAfterWrites, FlipBits, LaggingListing, MemBackend, Objects};
+pub use backend::{
+    key, CrashAfterWrites, FlipBits, LaggingListing, MemBackend, Objects, RefuseReads,
+};
 pub use host::ManualHost;
 pub use proxy::{FaultProxy, Faults, Injected};
 pub use source::{listing, SourceTree};
